@@ -1,0 +1,115 @@
+"""``pyjama.py``: run ONE step over the partitions of a window, with the workflow's code.
+
+    python3 pyjama.py run 20_split.py --with configs/DEMO/20_split.json [--from A --to B]
+    python3 pyjama.py list          # the known step scripts
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+EPILOG = """example:
+  python3 pyjama.py run 20_split.py --with configs/DEMO/20_split.json --from 2026-01-20 --to 2026-01-21
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyjama.py", description="Run one PyJAMA step.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run one step over the partitions of a window", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("script", help="the step script, e.g. 20_split.py")
+    r.add_argument("--with", dest="config", required=True, help="the step's config JSON")
+    r.add_argument("--from", dest="start", help="window start (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, {NOW-2d})")
+    r.add_argument("--to", dest="end", help="window end, inclusive (a bare date = that whole day)")
+    r.add_argument("--device", action="append", help="only this device (repeatable)")
+    r.add_argument("--day", help="exactly one UTC day (used by the workflow)")
+    r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    r.add_argument("--fit", action="store_true", help="normalise steps: refit the parameters file")
+    r.add_argument("--mode", choices=["range", "auto"], default="range",
+                   help="81 import: a --from/--to day range, or auto (complete what the table lacks)")
+    r.add_argument("--dry-run", action="store_true", help="import steps: print what would be done, touch nothing")
+    sub.add_parser("list", help="list the known step scripts")
+    return p
+
+
+def run_step(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
+             root=None, quiet=True, options=None) -> list:
+    """Run one step (the code path of both ``pyjama.py run`` and every workflow job)."""
+    from .config import load_step_config
+    from .project import Project
+    from .steps import get_step
+    from .timewindow import parse_window
+
+    root = Path(root or Path.cwd())
+    step = get_step(script)
+    st = load_step_config(script, config_path, root)
+    window = parse_window(start, end)
+    project = Project.for_exposure(st.exposure, root)
+    options = dict(options or {})
+    if hasattr(step, "run_cli"):
+        return step.run_cli(project, st, window, devices, day=day, raw=raw, quiet=quiet, options=options)
+    if step.granularity == "raw_file":
+        todo = [raw] if raw else step.selected_raw(project, st, window, devices)
+        label = lambda x: f"raw={x}"  # noqa: E731
+        run_one = lambda x: step.run_raw(project, st, x)  # noqa: E731
+    else:
+        todo = [(devices[0] if devices else None, day)] if day else \
+            step.direct_partitions(project, st, window, devices)
+        if day and not devices:
+            raise UserError("--day needs --device")
+        label = lambda x: f"{x[0]}/{x[1]}"  # noqa: E731
+        run_one = lambda x: step.run_partition(project, st, *x)  # noqa: E731
+    entries = []
+    for item in _progress(todo, quiet, step.script):
+        try:
+            entries.append(run_one(item))
+        except UserError as exc:
+            raise UserError(f"{step.script} {label(item)}: {exc}") from None
+    return entries
+
+
+def _progress(items, quiet, desc):
+    if quiet or not sys.stderr.isatty() or len(items) < 2:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
+        return items
+    return tqdm(items, desc=desc, unit="part")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from .steps import get_step, known_scripts
+
+            for s in known_scripts():
+                print(f"{s:28s} {get_step(s).summary}")
+            return 0
+        t0 = time.monotonic()
+        entries = run_step(args.script, args.config, args.start, args.end, args.device, args.day,
+                           args.raw, quiet=args.quiet,
+                           options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
+        if not args.quiet:
+            rows_in = sum(e.get("rows_in", 0) for e in entries)
+            rows_out = sum(e.get("rows_out", 0) for e in entries)
+            rej = sum(sum(e.get("rejected", {}).values()) for e in entries)
+            print(f"{args.script}: {len(entries)} partition(s) written, rows in {rows_in}, "
+                  f"out {rows_out}, set aside {rej}, in {time.monotonic() - t0:.1f} s")
+            if not entries:
+                print(f"{args.script}: nothing to do in this window (no input partitions)")
+        return 0
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,295 @@
+"""The one loader for configs: pipeline.json and step configs, validated by JSON Schema.
+
+Every config kind has a schema ``workflow/schemas/<kind>.schema.json`` with
+``additionalProperties: false`` and a ``description`` + ``default`` for every key.
+The keys every step config shares (``exposure``, ``input_stage``, ``output_stage``,
+``comment``) are declared once in ``workflow/schemas/common.schema.json`` and merged
+into each step schema here, so they cannot drift between steps.
+
+A bad config raises :class:`~pyjama.errors.UserError` with one line naming the file, the
+JSON path, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = REPO / "workflow" / "schemas"
+SCRIPTS_DIR = REPO / "scripts"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_exposure_name(name: str, where: str = "exposure name") -> str:
+    """Refuse names that would escape data/ or configs/ or break shell use."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{where}: empty; allowed: letters, digits, '_', '-', '.' (not first)")
+    if not NAME_RE.match(name) or ".." in name:
+        raise UserError(f"{where}: {name!r} is not allowed; allowed: letters, digits, '_', '-', "
+                        "'.' (not first, no '..'), at most 64 characters")
+    return name
+
+
+# ---------------------------------------------------------------- JSON files and schemas
+
+def read_json(path: Path) -> object:
+    """Read a JSON file; a missing file or a syntax error is a one-line UserError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a JSON file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def schema(kind: str) -> dict:
+    """The JSON Schema of a config kind, with the common step keys merged in."""
+    path = SCHEMA_DIR / f"{kind}.schema.json"
+    if not path.exists():
+        raise UserError(f"no schema for config kind {kind!r} ({path} missing)")
+    sch = read_json(path)
+    if sch.get("x-step", False):
+        common = read_json(SCHEMA_DIR / "common.schema.json")
+        sch = copy.deepcopy(sch)
+        props = dict(common["properties"])
+        props.update(sch.get("properties", {}))
+        sch["properties"] = props
+        sch["required"] = sorted(set(common.get("required", [])) | set(sch.get("required", [])))
+    return sch
+
+
+def _fmt_path(path) -> str:
+    out = "$"
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error) -> str:
+    """One readable sentence for a jsonschema error: bad value and what is allowed."""
+    v = error.validator
+    inst = error.instance
+    sch = error.schema
+    if v == "additionalProperties":
+        allowed = sorted(sch.get("properties", {}))
+        extra = sorted(set(inst) - set(allowed))
+        key = extra[0] if extra else "?"
+        return (f"{_fmt_path(list(error.absolute_path) + [key])}: unknown key {key!r}; "
+                f"allowed keys: {', '.join(allowed)}")
+    where = _fmt_path(error.absolute_path)
+    if v == "enum":
+        return f"{where}: {_short(inst)} is not allowed; allowed: {', '.join(_short(x) for x in sch['enum'])}"
+    if v == "const":
+        return f"{where}: {_short(inst)} is not allowed; allowed: {_short(sch['const'])}"
+    if v == "type":
+        want = sch["type"] if isinstance(sch["type"], str) else " or ".join(sch["type"])
+        return f"{where}: {_short(inst)} has the wrong type; allowed: {want}"
+    if v == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return f"{_fmt_path(list(error.absolute_path) + [missing])}: required key is missing"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        ops = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+        return f"{where}: {_short(inst)} is out of range; allowed: {ops[v]} {sch[v]}"
+    if v == "pattern":
+        hint = sch.get("x-pattern-hint", f"text matching {sch['pattern']}")
+        return f"{where}: {_short(inst)} is not allowed; allowed: {hint}"
+    if v in ("minItems", "maxItems", "minLength", "maxLength"):
+        return f"{where}: {_short(inst)} is not allowed; {error.message}"
+    if v in ("oneOf", "anyOf"):
+        opts = []
+        for sub in sch.get(v, []):
+            opts.append(sub.get("title") or sub.get("description", "").split(".")[0] or "?")
+        return f"{where}: {_short(inst)} matches none of the allowed forms: {'; '.join(opts)}"
+    return f"{where}: {_short(inst)}: {error.message}"
+
+
+def _best_error(errors):
+    import jsonschema
+
+    # Prefer errors deep in the document, and unknown keys over the rest.
+    return jsonschema.exceptions.best_match(errors)
+
+
+def fill_defaults(sch: dict, inst):
+    """Return a copy of ``inst`` with every absent key that has a ``default`` filled in."""
+    if isinstance(inst, dict) and sch.get("type") == "object":
+        out = dict(inst)
+        for key, sub in sch.get("properties", {}).items():
+            if key not in out and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+            if key in out:
+                out[key] = fill_defaults(sub, out[key])
+        if isinstance(sch.get("additionalProperties"), dict):
+            for key in out:
+                if key not in sch.get("properties", {}):
+                    out[key] = fill_defaults(sch["additionalProperties"], out[key])
+        return out
+    if isinstance(inst, list) and isinstance(sch.get("items"), dict):
+        return [fill_defaults(sch["items"], x) for x in inst]
+    return inst
+
+
+def validate(kind: str, inst, source: str) -> dict:
+    """Validate ``inst`` against the schema of ``kind``; return it with defaults filled."""
+    import jsonschema
+
+    sch = schema(kind)
+    validator = jsonschema.Draft202012Validator(sch)
+    errors = list(validator.iter_errors(inst))
+    if errors:
+        raise UserError(f"{source}: {_describe(_best_error(errors))}")
+    return fill_defaults(sch, inst)
+
+
+def digest(obj) -> str:
+    """Stable short digest of a JSON-able object (canonical JSON, sha256, 16 hex)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- step configs and pipelines
+
+@dataclass(frozen=True)
+class StepConfig:
+    """A validated step config: which script runs, with what, from which file."""
+
+    script: str          # e.g. "20_split.py"
+    path: str            # the config file, as given (relative to the project root)
+    params: dict         # validated, defaults filled
+    digest: str          # digest of params: a change re-runs this step and its dependants
+
+    @property
+    def exposure(self) -> str:
+        return self.params["exposure"]
+
+    @property
+    def name(self) -> str:
+        """The invocation name: the config file's stem (unique within a pipeline)."""
+        return Path(self.path).name.removesuffix(".json")
+
+    def __getitem__(self, key):
+        return self.params[key]
+
+    def get(self, key, default=None):
+        return self.params.get(key, default)
+
+
+def load_step_config(script: str, path, root: Path | None = None) -> StepConfig:
+    """Load and validate the config ``path`` for ``script`` (e.g. ``30_clean.py``)."""
+    from .steps import get_step
+
+    step = get_step(script)
+    root = Path(root or Path.cwd())
+    full = Path(path) if Path(path).is_absolute() else root / path
+    raw = read_json(full)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: $: expected a JSON object, got {_short(raw)}")
+    params = validate(step.kind, raw, str(path))
+    check_exposure_name(params["exposure"], f"{path}: $.exposure")
+    for key in ("input_stage", "output_stage"):
+        if key in params:
+            _check_stage(params[key], f"{path}: $.{key}")
+    step.check_config(params, str(path))
+    return StepConfig(script=step.script, path=str(path), params=params, digest=digest(params))
+
+
+def _check_stage(stage: str, where: str) -> None:
+    parts = stage.split("/")
+    if not stage or any(not NAME_RE.match(p) or ".." in p for p in parts):
+        raise UserError(f"{where}: {stage!r} is not allowed; allowed: a folder name under "
+                        "data/<EXPO>/ such as '20_split' (letters, digits, '_', '-', '.')")
+
+
+@dataclass
+class Pipeline:
+    """A validated pipeline.json: the exposure and its ordered step invocations."""
+
+    path: str
+    exposure: str
+    steps: list = field(default_factory=list)   # list[StepConfig]
+
+    def producer_of(self, stage: str):
+        for st in self.steps:
+            if stage in _output_stages(st):
+                return st
+        return None
+
+    def step_named(self, name: str) -> StepConfig:
+        for st in self.steps:
+            if name in (st.name, st.script, st.script.removesuffix(".py"), Path(st.path).name):
+                return st
+        allowed = ", ".join(st.name for st in self.steps)
+        raise UserError(f"{self.path}: no step {name!r}; allowed: {allowed}")
+
+
+def _output_stages(st: StepConfig) -> list:
+    from .steps import get_step
+
+    return list(get_step(st.script).output_stages(st).values())
+
+
+def load_pipeline(path, root: Path | None = None) -> Pipeline:
+    """Load pipeline.json and every step config it lists; check the DAG is connected.
+
+    Checks: each entry names a known script and an existing, valid config; all configs
+    name the pipeline's exposure; no two steps write the same stage; every input stage
+    is 00_raw or written by an earlier step.
+    """
+    from .steps import get_step
+
+    root = Path(root or Path.cwd())
+    full = Path(path) if Path(path).is_absolute() else root / path
+    raw = read_json(full)
+    data = validate("pipeline", raw, str(path))
+    expo = check_exposure_name(data["exposure"], f"{path}: $.exposure")
+    pipe = Pipeline(path=str(path), exposure=expo)
+    written: dict = {}
+    names: set = set()
+    for i, entry in enumerate(data["steps"]):
+        where = f"{path}: $.steps[{i}]"
+        try:
+            get_step(entry["script"])
+        except UserError as exc:
+            raise UserError(f"{where}.script: {exc}") from None
+        st = load_step_config(entry["script"], entry["with"], root)
+        if st.exposure != expo:
+            raise UserError(f"{st.path}: $.exposure: {st.exposure!r} is not allowed; allowed: "
+                            f"{expo!r} (the exposure of {path})")
+        if st.name in names:
+            raise UserError(f"{where}.with: {entry['with']!r} is listed twice; each config file "
+                            "may appear once (copy it under another name for a second invocation)")
+        names.add(st.name)
+        step = get_step(st.script)
+        for stage in step.input_stages(st):
+            if stage != "00_raw" and stage not in written:
+                allowed = ", ".join(["00_raw"] + sorted(written)) 
+                raise UserError(f"{st.path}: $.input_stage: {stage!r} is not written by any earlier "
+                                f"step of {path}; allowed: {allowed}")
+        for stage in step.output_stages(st).values():
+            if stage in written or stage == "00_raw":
+                raise UserError(f"{st.path}: $.output_stage: {stage!r} is already written by "
+                                f"{written.get(stage, 'the raw files')}; each stage has one writer")
+            written[stage] = st.path
+        pipe.steps.append(st)
+    return pipe

@@ -1,0 +1,158 @@
+"""Partition paths, atomic and deterministic parquet/JSON writes, provenance, the ledger.
+
+Layout (DESIGN.md):
+
+    data/<EXPO>/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet   the tidy rows
+    data/<EXPO>/<stage>/device_id=<id>/day=<YYYY-MM-DD>/_ledger.json   rows in/out/rejected
+
+Files whose name starts with ``_`` or ``.`` are ignored by pyarrow, DuckDB and Polars
+dataset readers, so a stage folder reads as one hive dataset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from . import __version__
+
+PART = "part.parquet"
+LEDGER = "_ledger.json"
+REJECTS = "_rejects.csv"
+
+
+def data_dir(expo: str) -> Path:
+    return Path("data") / expo
+
+
+def stage_dir(expo: str, stage: str) -> Path:
+    return data_dir(expo) / stage
+
+
+def partition_dir(expo: str, stage: str, device: str, day: str) -> Path:
+    return stage_dir(expo, stage) / f"device_id={device}" / f"day={day}"
+
+
+def partition_file(expo: str, stage: str, device: str, day: str, name: str = PART) -> str:
+    """Relative path (str, as Snakemake wants) of one file of a (device, day) partition."""
+    return str(partition_dir(expo, stage, device, day) / name)
+
+
+def list_partitions(expo: str, stage: str, root: Path | None = None):
+    """Sorted (device, day) pairs that have a part.parquet in ``stage``."""
+    base = Path(root or ".") / stage_dir(expo, stage)
+    out = []
+    if not base.is_dir():
+        return out
+    for dev in sorted(base.glob("device_id=*")):
+        for day in sorted(dev.glob("day=*")):
+            if (day / PART).exists():
+                out.append((dev.name.split("=", 1)[1], day.name.split("=", 1)[1]))
+    return out
+
+
+# ---------------------------------------------------------------- atomic writes
+
+def _atomic_replace(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(path, obj) -> None:
+    """Write JSON atomically, deterministic (sorted keys, 2-space indent, final newline)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_text(path, text: str) -> None:
+    _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def provenance(step: str, config_path: str, config_digest: str, inputs) -> dict:
+    """The key-value metadata every output parquet carries (no clock time: determinism)."""
+    return {
+        "pyjama.step": step,
+        "pyjama.config": str(config_path),
+        "pyjama.config_digest": config_digest,
+        "pyjama.code_version": __version__,
+        "pyjama.inputs": json.dumps(sorted(str(p) for p in inputs)),
+    }
+
+
+def write_table(path, table, meta: dict) -> None:
+    """Write an arrow table as snappy parquet, atomically, with ``meta`` in the footer.
+
+    Same table + same meta → same bytes (no timestamps are written).
+    """
+    import pyarrow.parquet as pq
+
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta.pop(b"pandas", None)
+    schema_meta.update({k.encode(): str(v).encode() for k, v in meta.items()})
+    table = table.replace_schema_metadata(schema_meta)
+    _atomic_replace(Path(path), lambda tmp: pq.write_table(
+        table, tmp, compression="snappy", use_dictionary=True, write_statistics=True,
+        row_group_size=1 << 20))
+
+
+def write_tidy(path, df, meta: dict) -> None:
+    """Write a tidy frame to a partition file (device_id lives in the path)."""
+    from . import tidy
+
+    write_table(path, tidy.to_arrow(df), meta)
+
+
+def read_tidy(path, device_id: str | None = None):
+    """Read a partition file back into a tidy frame. ``device_id`` defaults to the one in
+    the path (``.../device_id=<id>/...``)."""
+    import pyarrow.parquet as pq
+
+    from . import tidy
+
+    path = Path(path)
+    if device_id is None:
+        device_id = next((p.split("=", 1)[1] for p in path.parts if p.startswith("device_id=")), "")
+    return tidy.from_arrow(pq.read_table(path), device_id)
+
+
+def read_meta(path) -> dict:
+    """The pyjama.* key-value metadata of a parquet file (reads the footer only)."""
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in md.items() if k.startswith(b"pyjama.")}
+
+
+# ---------------------------------------------------------------- the ledger
+
+def ledger_entry(step: str, partition: str, rows_in: int, rows_out: int,
+                 rejected: dict | None = None, **extra) -> dict:
+    """One ledger record. ``rows_in == rows_out + sum(rejected.values())`` is checked here,
+    so a step that loses rows fails loudly instead of writing a false ledger."""
+    rejected = {k: int(v) for k, v in sorted((rejected or {}).items()) if int(v)}
+    if int(rows_in) != int(rows_out) + sum(rejected.values()):
+        raise AssertionError(f"{step} {partition}: ledger does not balance: in={rows_in} "
+                             f"out={rows_out} rejected={rejected}")
+    entry = {"step": step, "partition": partition, "rows_in": int(rows_in),
+             "rows_out": int(rows_out), "rejected": rejected}
+    entry.update(extra)
+    return entry
+
+
+def read_ledger(path) -> dict | None:
+    p = Path(path)
+    if not p.exists():
+        return None
+    return json.loads(p.read_text(encoding="utf-8"))

@@ -1,0 +1,188 @@
+"""``manager.sh`` commands: create / archive / delete an exposure, write the DEMO data.
+
+Standard library only: ``./manager.sh install pyjama`` must run before anything is installed
+(that command is handled in manager.sh itself).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = REPO / "configs" / "_template"
+STAGES = ["00_raw", "10_parsed", "20_split", "30_clean", "40_resampled", "50_normalised",
+          "60_behaviour", "70_aggregated"]
+
+
+class ManageError(Exception):
+    pass
+
+
+def check_name(name: str) -> str:
+    # Same rule as pyjama.config.check_exposure_name (kept stdlib-only here, tested equal).
+    if name is None or name == "":
+        raise ManageError("exposure name is empty; allowed: letters, digits, '_', '-', '.' (not first)")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name) or ".." in name:
+        raise ManageError(f"exposure name {name!r} is not allowed; allowed: letters, digits, '_', '-', "
+                          "'.' (not first, no '..'), at most 64 characters")
+    if name.startswith("_") or name in ("ARCHIVES",):
+        raise ManageError(f"exposure name {name!r} is reserved")
+    return name
+
+
+def _fill(obj, name):
+    if isinstance(obj, str):
+        return obj.replace("{{EXPOSURE_RE}}", re.escape(name)).replace("{{EXPOSURE}}", name)
+    if isinstance(obj, list):
+        return [_fill(x, name) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _fill(v, name) for k, v in obj.items()}
+    return obj
+
+
+def create(name: str, root: Path) -> list:
+    check_name(name)
+    cfg_dir = root / "configs" / name
+    data_dir = root / "data" / name
+    if cfg_dir.exists() or data_dir.exists():
+        raise ManageError(f"exposure {name!r} already exists ({cfg_dir if cfg_dir.exists() else data_dir}); "
+                          "archive or delete it first")
+    if (root / "ARCHIVES" / name).exists():
+        raise ManageError(f"exposure {name!r} exists in ARCHIVES/{name}; pick another name")
+    cfg_dir.mkdir(parents=True)
+    written = []
+    for src in sorted(TEMPLATE_DIR.glob("*.json")):
+        data = _fill(json.loads(src.read_text(encoding="utf-8")), name)
+        dst = cfg_dir / src.name
+        dst.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.append(dst)
+    for stage in STAGES:
+        (data_dir / stage).mkdir(parents=True, exist_ok=True)
+    (cfg_dir / "llm.txt").write_text(llm_brief(name, cfg_dir), encoding="utf-8")
+    written.append(cfg_dir / "llm.txt")
+    return written
+
+
+def llm_brief(name: str, cfg_dir: Path) -> str:
+    steps = []
+    pipe = cfg_dir / "pipeline.json"
+    if pipe.exists():
+        for e in json.loads(pipe.read_text()).get("steps", []):
+            steps.append(f"  - {e['script']} with {e['with']}")
+    return f"""PyJAMA exposure {name} — a brief for an assistant or a new colleague
+
+What this is
+  An exposure = one experiment/station campaign. Raw logger files go in data/{name}/00_raw/.
+  The pipeline configs/{name}/pipeline.json lists the steps; each step reads one stage folder
+  and writes the next, one parquet file per (device, UTC day):
+    data/{name}/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet  (+ _ledger.json)
+  Parser output is per raw file: data/{name}/10_parsed/raw=<file>/part.parquet, _rejects.csv.
+
+Steps
+{chr(10).join(steps)}
+
+Commands (run from the project root)
+  python3 drawer.py run configs/{name}/pipeline.json [--from 2026-01-20 --to 2026-01-21] [--cores 2] [--dry-run]
+  snakemake --cores 2 --config exposure={name}            (the same workflow)
+  python3 pyjama.py run 20_split.py --with configs/{name}/20_split.json [--from A --to B]
+  python3 scripts/parquet_to_csv.py data/{name}/20_split out.csv
+  ./manager.sh archive {name}   then   ./manager.sh delete {name}
+
+Conventions
+  Times are UTC (ts, timestamp[us, tz=UTC]). Tidy long table from stage 20 on:
+  ts, device_id, domain, sensor, value (float64), quality_flag (uint8).
+  quality_flag: 0 OK, 1 missing, 2 spike, 3 out of range / sentinel, 4 flat line,
+  5 interpolated, 6 excluded. Flags never delete rows. See docs/data-conventions.md.
+  Every config key is described in workflow/schemas/<step>.schema.json; unknown keys are errors.
+  Ledgers: rows in = rows out + rows set aside (by reason), per partition and step.
+"""
+
+
+def archive(name: str, root: Path) -> Path:
+    check_name(name)
+    cfg_dir, data_dir = root / "configs" / name, root / "data" / name
+    if not cfg_dir.exists() and not data_dir.exists():
+        raise ManageError(f"exposure {name!r} not found (no configs/{name} or data/{name})")
+    dest = root / "ARCHIVES" / name
+    if dest.exists():
+        raise ManageError(f"ARCHIVES/{name} already exists; refusing to overwrite an archive")
+    dest.mkdir(parents=True)
+    if cfg_dir.exists():
+        shutil.copytree(cfg_dir, dest / "configs")
+    if data_dir.exists():
+        shutil.copytree(data_dir, dest / "data", symlinks=True)
+    # Copies are complete: now the originals can go (a crash above leaves both).
+    if cfg_dir.exists():
+        shutil.rmtree(cfg_dir)
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    return dest
+
+
+def delete(name: str, root: Path, force: bool = False) -> list:
+    check_name(name)
+    cfg_dir, data_dir = root / "configs" / name, root / "data" / name
+    archived = (root / "ARCHIVES" / name).exists()
+    live = [p for p in (cfg_dir, data_dir, root / "logs" / name) if p.exists()]
+    if not live and not archived:
+        raise ManageError(f"exposure {name!r} not found")
+    if live and not force:
+        raise ManageError(f"exposure {name!r} is not archived; run ./manager.sh archive {name} first, "
+                          "or add --force to delete it without an archive")
+    targets = live if live else [root / "ARCHIVES" / name]
+    for p in targets:
+        shutil.rmtree(p)
+    return targets
+
+
+def demo(root: Path) -> str:
+    raw = root / "data" / "DEMO" / "00_raw"
+    if raw.exists() and any(p for p in raw.iterdir() if not p.name.startswith(".")):
+        return f"data/DEMO/00_raw already holds raw files; left as they are"
+    for stage in STAGES:
+        (root / "data" / "DEMO" / stage).mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(REPO))
+    from pyjama.demo import generate
+
+    m = generate(raw, "DEMO", devices=2, days=3, start="2026-01-20")
+    return f"wrote {len(m['files'])} DEMO raw files to data/DEMO/00_raw ({len(m['defects'])} injected defects)"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="manager.sh")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for c in ("create", "archive"):
+        sub.add_parser(c).add_argument("name", nargs="?", default="")
+    d = sub.add_parser("delete")
+    d.add_argument("name", nargs="?", default="")
+    d.add_argument("--force", action="store_true")
+    sub.add_parser("demo")
+    a = p.parse_args(argv)
+    root = Path.cwd()
+    try:
+        if a.cmd == "create":
+            files = create(a.name, root)
+            print(f"created exposure {a.name}: configs/{a.name}/ ({len(files)} files), "
+                  f"data/{a.name}/{{{','.join(STAGES)}}}")
+            print(f"next: put raw files in data/{a.name}/00_raw/, then "
+                  f"python3 drawer.py run configs/{a.name}/pipeline.json")
+        elif a.cmd == "archive":
+            dest = archive(a.name, root)
+            print(f"archived exposure {a.name} to {dest.relative_to(root)}/")
+        elif a.cmd == "delete":
+            gone = delete(a.name, root, a.force)
+            print(f"deleted {', '.join(str(g.relative_to(root)) for g in gone)}")
+        elif a.cmd == "demo":
+            print(demo(root))
+        return 0
+    except ManageError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

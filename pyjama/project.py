@@ -1,0 +1,136 @@
+"""A project = a root folder (with configs/ and data/), one exposure and its pipeline.
+
+It owns the raw index: which (device, UTC day) partitions each raw file touches. The
+Snakefile needs that before any job runs (to know the targets and which parsed files
+feed each (device, day)), so it is computed by parsing only the timestamps (and device
+ids) of each raw file with the exposure's own parser config, and cached in
+``data/<EXPO>/.pyjama/raw_index.json`` keyed by file size, mtime and parser config
+digest: a raw file is scanned once, a new file costs one scan.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from pathlib import Path
+
+from . import io
+from .config import Pipeline, load_pipeline
+from .errors import UserError
+
+INDEX_VERSION = 1
+
+
+class RawIndex:
+    """Raw files of one parser step and the (device, day) partitions each touches."""
+
+    def __init__(self, root: Path, st):
+        self.root = Path(root)
+        self.st = st
+        self.raw_dir = self.root / io.stage_dir(st.exposure, st["input_stage"])
+        self.cache_path = self.root / io.data_dir(st.exposure) / ".pyjama" / f"raw_index.{st.name}.json"
+        self.files = self._build()
+
+    def raw_files(self):
+        if not self.raw_dir.is_dir():
+            return []
+        pattern = self.st["files"]
+        return sorted(p.name for p in self.raw_dir.iterdir()
+                      if p.is_file() and not p.name.startswith(".") and fnmatch.fnmatch(p.name, pattern))
+
+    def _build(self) -> dict:
+        from .parse import parse_bytes, read_raw_bytes
+
+        cache = {}
+        if self.cache_path.exists():
+            try:
+                data = json.loads(self.cache_path.read_text())
+                if data.get("version") == INDEX_VERSION and data.get("parser_digest") == self.st.digest:
+                    cache = data.get("files", {})
+            except (OSError, ValueError):
+                cache = {}
+        out, changed = {}, False
+        for name in self.raw_files():
+            stat = (self.raw_dir / name).stat()
+            hit = cache.get(name)
+            if hit and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
+                out[name] = hit
+                continue
+            res = parse_bytes(read_raw_bytes(self.raw_dir / name), self.st.params, name, values=False)
+            rows = res.rows
+            if len(rows):
+                days = rows["ts"].dt.strftime("%Y-%m-%d")
+                pairs = sorted(set(zip(rows["device_id"].astype(str), days)))
+            else:
+                pairs = []
+            out[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                         "partitions": [list(p) for p in pairs]}
+            changed = True
+        if changed or set(out) != set(cache):
+            try:
+                io.write_json(self.cache_path, {"version": INDEX_VERSION, "parser": self.st.path,
+                                                "parser_digest": self.st.digest, "files": out})
+            except OSError:
+                pass  # a read-only data folder still works, only slower
+        return out
+
+    def partitions(self):
+        return sorted({tuple(p) for f in self.files.values() for p in f["partitions"]})
+
+    def files_for(self, device: str, day: str):
+        return [name for name, f in self.files.items() if [device, day] in f["partitions"]]
+
+
+class Project:
+    """Root folder + exposure + pipeline; the context every step runs in."""
+
+    def __init__(self, root, pipeline: Pipeline):
+        self.root = Path(root).resolve()
+        self.pipeline = pipeline
+        self.exposure = pipeline.exposure
+        self._indexes: dict = {}
+        self._by_partition = None
+
+    @classmethod
+    def load(cls, pipeline_path, root=None) -> "Project":
+        root = Path(root or Path.cwd())
+        return cls(root, load_pipeline(pipeline_path, root))
+
+    @classmethod
+    def for_exposure(cls, exposure: str, root=None) -> "Project":
+        """The project of an exposure, from its ``configs/<EXPO>/pipeline.json``."""
+        root = Path(root or Path.cwd())
+        path = Path("configs") / exposure / "pipeline.json"
+        if not (root / path).exists():
+            raise UserError(f"{path}: file not found; every exposure needs one "
+                            f"(./manager.sh create {exposure} makes it)")
+        return cls.load(path, root)
+
+    def parser_steps(self):
+        from .steps import get_step
+
+        return [st for st in self.pipeline.steps if get_step(st.script).granularity == "raw_file"]
+
+    def raw_index(self, st) -> RawIndex:
+        if st.name not in self._indexes:
+            self._indexes[st.name] = RawIndex(self.root, st)
+        return self._indexes[st.name]
+
+    def partitions(self):
+        """Every (device, day) any raw file touches, sorted."""
+        out = set()
+        for st in self.parser_steps():
+            out.update(self.raw_index(st).partitions())
+        return sorted(out)
+
+    def parsed_inputs(self, stage: str, device: str, day: str):
+        """Parsed files (stage written by a parser step) that hold rows of (device, day)."""
+        st = self.pipeline.producer_of(stage)
+        if st is None:
+            raise UserError(f"stage {stage!r} is not written by any step of {self.pipeline.path}")
+        idx = self.raw_index(st)
+        return [raw_partition_file(st.exposure, stage, name) for name in idx.files_for(device, day)]
+
+
+def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = io.PART) -> str:
+    return str(io.stage_dir(expo, stage) / f"raw={raw_name}" / name)

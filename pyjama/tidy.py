@@ -1,0 +1,119 @@
+"""The tidy record every stage from 20 on holds (DESIGN.md, docs/data-conventions.md).
+
+In memory a tidy table is a pandas DataFrame with exactly these columns. On disk the
+partition columns ``device_id`` and ``day`` live in the path
+(``device_id=<id>/day=<YYYY-MM-DD>/part.parquet``), hive style, so the file holds
+ts, domain, sensor, value, quality_flag; :func:`pyjama.io.read_partition` adds
+``device_id`` back.
+"""
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+COLUMNS = ["ts", "device_id", "domain", "sensor", "value", "quality_flag"]
+TS_TYPE = pa.timestamp("us", tz="UTC")
+
+# What is written to a partition file (partition columns are in the path).
+FILE_SCHEMA = pa.schema([
+    ("ts", TS_TYPE),
+    ("domain", pa.dictionary(pa.int32(), pa.string())),
+    ("sensor", pa.dictionary(pa.int32(), pa.string())),
+    ("value", pa.float64()),
+    ("quality_flag", pa.uint8()),
+])
+
+
+def empty() -> pd.DataFrame:
+    """An empty tidy frame with the right dtypes."""
+    return frame(ts=[], device_id=[], domain=[], sensor=[], value=[], quality_flag=[])
+
+
+def frame(ts, device_id, domain, sensor, value, quality_flag=None) -> pd.DataFrame:
+    """Build a tidy frame from columns (scalars are broadcast); ts is converted to UTC [us].
+
+    Handy in tests: ``frame(ts=["2026-01-20T00:00:00Z"], device_id="d", domain="bio_signal",
+    sensor="m0", value=[1.0])``.
+    """
+    ts = pd.to_datetime(pd.Series(ts, dtype=object) if not isinstance(ts, pd.Series) else ts,
+                        utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+    n = len(ts)
+
+    def col(v, dtype):
+        if v is None:
+            return np.zeros(n, dtype=dtype)
+        if np.isscalar(v):
+            return np.full(n, v, dtype=object if dtype is str else dtype)
+        return np.asarray(v, dtype=object if dtype is str else dtype)
+
+    df = pd.DataFrame({
+        "ts": ts.reset_index(drop=True),
+        "device_id": col(device_id, str),
+        "domain": col(domain, str),
+        "sensor": col(sensor, str),
+        "value": col(value, np.float64),
+        "quality_flag": col(quality_flag, np.uint8),
+    })
+    return conform(df)
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """Return ``df`` with exactly the tidy columns, in order, with the tidy dtypes."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"tidy frame lacks columns {missing}")
+    out = df[COLUMNS].copy()
+    if len(out) and not isinstance(out["ts"].dtype, pd.DatetimeTZDtype):
+        out["ts"] = pd.to_datetime(out["ts"], utc=True)
+    out["ts"] = out["ts"].astype("datetime64[us, UTC]")
+    for c in ("device_id", "domain", "sensor"):
+        out[c] = as_category(out[c])
+    out["value"] = out["value"].astype(np.float64)
+    out["quality_flag"] = out["quality_flag"].astype(np.uint8)
+    return out.reset_index(drop=True)
+
+
+def as_category(col: pd.Series) -> pd.Series:
+    """String column → pandas categorical with plain string categories (cheap for
+    long tables: a few distinct names repeated millions of times)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = col.cat.categories
+        if cats.dtype == object or str(cats.dtype) in ("str", "string"):
+            return col
+        return col.cat.rename_categories([str(c) for c in cats])
+    return col.astype(str).astype("category")
+
+
+def _dict_array(col: pd.Series) -> pa.DictionaryArray:
+    cat = as_category(col)
+    codes = cat.cat.codes.to_numpy().astype(np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()),
+                                          pa.array([str(c) for c in cat.cat.categories], pa.string()))
+
+
+def to_arrow(df: pd.DataFrame) -> pa.Table:
+    """Tidy frame → arrow table with FILE_SCHEMA (device_id dropped: it is in the path)."""
+    df = conform(df)
+    return pa.table({
+        "ts": pa.array(df["ts"].to_numpy(dtype="datetime64[us]"), type=TS_TYPE),
+        "domain": _dict_array(df["domain"]),
+        "sensor": _dict_array(df["sensor"]),
+        "value": pa.array(df["value"].to_numpy(), pa.float64()),
+        "quality_flag": pa.array(df["quality_flag"].to_numpy(), pa.uint8()),
+    }, schema=FILE_SCHEMA)
+
+
+def from_arrow(table: pa.Table, device_id: str) -> pd.DataFrame:
+    """Arrow table with FILE_SCHEMA → tidy frame, adding ``device_id``."""
+    n = table.num_rows
+    if n == 0:
+        return empty()
+    df = pd.DataFrame({
+        "ts": table.column("ts").to_pandas(),
+        "device_id": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8),
+                                               categories=pd.Index([device_id], dtype=object)),
+        "domain": table.column("domain").to_pandas(),
+        "sensor": table.column("sensor").to_pandas(),
+        "value": table.column("value").to_numpy(),
+        "quality_flag": table.column("quality_flag").to_numpy(),
+    })
+    return conform(df)

@@ -1,0 +1,116 @@
+"""The one time-window parser: ``--from`` / ``--to`` bounds → the UTC days they select.
+
+Accepted bounds (UTC only):
+
+* ``YYYY-MM-DDTHH:MM:SSZ`` (optionally with fractional seconds): that instant;
+* ``YYYY-MM-DD``: that whole UTC day — as ``--from`` its first instant, as ``--to`` its
+  end, so ``--from D --to D`` is the day D;
+* ``{NOW}`` and offsets ``{NOW-2d}``, ``{NOW+3h}``, ``{NOW-30m}``, ``{NOW-1w}``.
+
+A window chooses WHICH (device, day) partitions are built; it never trims a partition.
+A day is selected when any part of it lies in the window: ``--to 2026-01-21T00:00:00Z``
+selects day 2026-01-21 too (its first instant is in the window).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from .errors import UserError
+
+_INSTANT = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?Z$")
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_NOW = re.compile(r"^\{NOW(?:([+-])(\d+)([smhdw]))?\}$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+ALLOWED = ("YYYY-MM-DDTHH:MM:SSZ, YYYY-MM-DD (a whole UTC day), {NOW}, "
+           "or {NOW-2d} (offset units s, m, h, d, w)")
+UTC = dt.timezone.utc
+
+
+def parse_bound(text: str, side: str, now: dt.datetime | None = None) -> dt.datetime:
+    """Parse one bound. ``side`` is ``"from"`` or ``"to"``; a bare date as ``to`` means
+    the end of that day (exclusive end returned as the next midnight minus 1 µs)."""
+    label = f"--{side}"
+    if not isinstance(text, str) or not text.strip():
+        raise UserError(f"{label}: empty bound; allowed: {ALLOWED}")
+    s = text.strip()
+    m = _NOW.match(s)
+    if m:
+        base = (now or dt.datetime.now(UTC)).astimezone(UTC)
+        if m.group(1):
+            delta = dt.timedelta(**{_UNITS[m.group(3)]: int(m.group(2))})
+            base = base + delta if m.group(1) == "+" else base - delta
+        return base
+    m = _INSTANT.match(s)
+    if m:
+        y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
+        frac = m.group(7)
+        us = int((frac[1:] + "000000")[:6]) if frac else 0
+        try:
+            return dt.datetime(y, mo, d, h, mi, sec, us, tzinfo=UTC)
+        except ValueError as exc:
+            raise UserError(f"{label}: {text!r} is not a valid instant ({exc}); allowed: {ALLOWED}") from None
+    m = _DATE.match(s)
+    if m:
+        try:
+            day = dt.date(*(int(x) for x in m.groups()))
+        except ValueError as exc:
+            raise UserError(f"{label}: {text!r} is not a valid date ({exc}); allowed: {ALLOWED}") from None
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return start if side == "from" else start + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    raise UserError(f"{label}: {text!r} is not a time bound; allowed: {ALLOWED}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A closed UTC interval; either end may be open (None)."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def contains_day(self, day: dt.date) -> bool:
+        """True when any instant of the UTC day ``day`` lies in the window."""
+        day_start = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
+        day_end = day_start + dt.timedelta(days=1)  # exclusive
+        if self.start is not None and day_end <= self.start:
+            return False
+        if self.end is not None and day_start > self.end:
+            return False
+        return True
+
+    def select_days(self, days):
+        """Keep the days (``datetime.date`` or ``YYYY-MM-DD`` strings) the window selects."""
+        out = []
+        for d in days:
+            dd = dt.date.fromisoformat(d) if isinstance(d, str) else d
+            if self.contains_day(dd):
+                out.append(d)
+        return out
+
+    def __str__(self) -> str:
+        f = self.start.isoformat().replace("+00:00", "Z") if self.start else "-inf"
+        t = self.end.isoformat().replace("+00:00", "Z") if self.end else "+inf"
+        return f"[{f}, {t}]"
+
+
+def parse_window(start: str | None, end: str | None, now: dt.datetime | None = None) -> Window:
+    """Parse ``--from`` / ``--to`` (each may be None or empty); from > to is an error."""
+    now = now or dt.datetime.now(UTC)
+    a = parse_bound(start, "from", now) if start not in (None, "") else None
+    b = parse_bound(end, "to", now) if end not in (None, "") else None
+    if a is not None and b is not None and a > b:
+        raise UserError(f"--from {start} is after --to {end}; the window would be empty")
+    return Window(a, b)
+
+
+def day_bounds(day: str):
+    """(start, end) of a UTC day as tz-aware datetimes; end is the next midnight (exclusive)."""
+    d = dt.date.fromisoformat(day)
+    start = dt.datetime(d.year, d.month, d.day, tzinfo=UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def shift_day(day: str, n: int) -> str:
+    """The day ``n`` days after ``day`` (both ``YYYY-MM-DD``)."""
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=n)).isoformat()

@@ -1,0 +1,33 @@
+# Helpers of the Snakefile: the plan (project, rules, targets) comes from the pyjama
+# library, the same code `pyjama.py run` uses. Nothing here does data work.
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(workflow.basedir).resolve().parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pyjama.errors import UserError
+from pyjama.workflow import WorkflowPlan
+
+try:
+    PLAN = WorkflowPlan(config)
+except UserError as exc:
+    # One line, no traceback: the same text drawer.py prints.
+    print(f"Error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+PYTHON = shlex.quote(sys.executable)
+PYJAMA = shlex.quote(str(REPO / "pyjama.py"))
+
+
+class JobCommand:
+    """Params function giving a job its shell command. Rules are made in a loop, and
+    Snakemake evaluates `shell:` at job time, so the command must be bound here."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __call__(self, wildcards):
+        return self.spec.command(wildcards, PYTHON, PYJAMA)
