@@ -214,11 +214,15 @@ def load_step_config(script: str, path, root: Path | None = None) -> StepConfig:
     return StepConfig(script=step.script, path=str(path), params=params, digest=digest(params))
 
 
+STAGE_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,63}$")
+
+
 def _check_stage(stage: str, where: str) -> None:
     parts = stage.split("/")
-    if not stage or any(not NAME_RE.match(p) or ".." in p for p in parts):
-        raise UserError(f"{where}: {stage!r} is not allowed; allowed: a folder name under "
-                        "data/<EXPO>/ such as '20_split' (letters, digits, '_', '-', '.')")
+    if not stage or any(not STAGE_PART_RE.match(p) or ".." in p for p in parts):
+        raise UserError(f"{where}: {stage!r} is not allowed; allowed: a folder under data/<EXPO>/ "
+                        "such as '20_split' or '70_aggregated/window=10s' (letters, digits, '_', '-', "
+                        "'.', '=', and '/' between folders)")
 
 
 @dataclass

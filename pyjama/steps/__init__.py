@@ -71,14 +71,15 @@ class RuleSpec:
     targets: list = field(default_factory=list)   # concrete output files this rule must build
     resources: dict = field(default_factory=dict)
 
-    def command(self, wildcards, python: str, pyjama: str) -> str:
-        """The job's shell command for these wildcards (arguments shell-quoted)."""
+    def job_args(self, wildcards) -> str:
+        """The job's `pyjama.py run` arguments for these wildcards (shell-quoted).
+
+        Only names relative to the project go here: they are recorded as params, and a
+        moved interpreter or repository must not make Snakemake re-run anything."""
         import shlex
 
         values = {k: shlex.quote(str(v)) for k, v in dict(wildcards).items()}
-        log = self.log.format(**dict(wildcards))
-        return (f"{python} {pyjama} run {self.args.format(**values)} --quiet "
-                f"> {shlex.quote(log)} 2>&1")
+        return self.args.format(**values)
 
 
 DEVICE_RE = r"[^/=]+"

@@ -22,12 +22,12 @@ PYTHON = shlex.quote(sys.executable)
 PYJAMA = shlex.quote(str(REPO / "pyjama.py"))
 
 
-class JobCommand:
-    """Params function giving a job its shell command. Rules are made in a loop, and
-    Snakemake evaluates `shell:` at job time, so the command must be bound here."""
+class JobArgs:
+    """Params function giving a job its `pyjama.py run` arguments. Rules are made in a
+    loop and Snakemake evaluates `shell:` at job time, so they must be bound here."""
 
     def __init__(self, spec):
         self.spec = spec
 
     def __call__(self, wildcards):
-        return self.spec.command(wildcards, PYTHON, PYJAMA)
+        return self.spec.job_args(wildcards)

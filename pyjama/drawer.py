@@ -1,0 +1,119 @@
+"""``drawer.py``: run and inspect a whole PIPELINE through Snakemake.
+
+    python3 drawer.py run configs/DEMO/pipeline.json [--from A] [--to B] [--cores N] [--dry-run]
+                                                     [--until STEP | --only STEP] [--profile slurm]
+
+The pipeline and the window are validated here first (the same loader the Snakefile uses),
+so a bad config or bound is one line before Snakemake starts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+PROFILES = REPO / "workflow" / "profiles"
+
+RUN_EPILOG = """examples:
+  python3 drawer.py run configs/DEMO/pipeline.json --cores 2
+  python3 drawer.py run configs/DEMO/pipeline.json --from 2026-01-21 --to 2026-01-21 --dry-run
+  python3 drawer.py run configs/DEMO/pipeline.json --until 20_split
+  python3 drawer.py run configs/DEMO/pipeline.json --only 30_clean --from 2026-01-20 --to 2026-01-20
+  python3 drawer.py run configs/DEMO/pipeline.json -- --keep-going    (after --: snakemake's own options)
+"""
+
+
+def add_window_args(p):
+    p.add_argument("--from", dest="start", help="window start: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, {NOW}, {NOW-2d}")
+    p.add_argument("--to", dest="end", help="window end, inclusive (a bare date = that whole UTC day)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drawer.py", description="Run and inspect a PyJAMA pipeline.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a pipeline through Snakemake", epilog=RUN_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("pipeline", help="configs/<EXPO>/pipeline.json")
+    add_window_args(r)
+    r.add_argument("--cores", default="2", help="CPU cores to use (default 2; 'all' for every core)")
+    r.add_argument("--dry-run", "-n", action="store_true", help="show the plan, run nothing")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--until", metavar="STEP", help="run up to and including this step (name of its config, e.g. 20_split)")
+    g.add_argument("--only", metavar="STEP", help="replay just this step over the window (its inputs must exist)")
+    r.add_argument("--profile", help="Snakemake profile: a name under workflow/profiles/ (default, slurm) or a path")
+    r.add_argument("--quiet", "-q", action="store_true", help="less Snakemake output")
+    return p
+
+
+def snakemake_command(args, root: Path) -> list:
+    """The snakemake command line for ``drawer.py run`` (validated first)."""
+    from .timewindow import parse_window
+    from .workflow import WorkflowPlan
+
+    window_cfg = {}
+    if args.start:
+        window_cfg["from"] = args.start
+    if args.end:
+        window_cfg["to"] = args.end
+    parse_window(args.start, args.end)  # one-line error before anything starts
+    config = {"pipeline": args.pipeline, **window_cfg}
+    if args.until:
+        config["until"] = args.until
+    if args.only:
+        config["only"] = args.only
+    plan = WorkflowPlan(config, root)   # validates every config of the pipeline
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root)]
+    if args.profile:
+        prof = Path(args.profile)
+        if not prof.exists():
+            prof = PROFILES / args.profile
+        if not prof.is_dir():
+            allowed = ", ".join(sorted(p.name for p in PROFILES.iterdir() if p.is_dir()))
+            raise UserError(f"--profile: {args.profile!r} not found; allowed: {allowed}, or a folder path")
+        cmd += ["--profile", str(prof)]
+    else:
+        cmd += ["--cores", str(args.cores)]
+    cmd += ["--config"] + [f"{k}={v}" for k, v in config.items()]
+    if args.only:
+        rules = plan.rule_names()
+        cmd += ["--allowed-rules", *rules, "all", "--forcerun", *rules]
+    if args.dry_run:
+        cmd += ["--dry-run"]
+    if args.quiet:
+        cmd += ["--quiet", "progress"]
+    return cmd + list(getattr(args, "snakemake_args", []) or [])
+
+
+def cmd_run(args) -> int:
+    root = Path.cwd()
+    cmd = snakemake_command(args, root)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.call(cmd, env=env)
+
+
+COMMANDS = {"run": cmd_run}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:  # everything after -- goes to snakemake unchanged
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    args.snakemake_args = extra
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
