@@ -55,6 +55,12 @@ def run_step(script, config_path, start=None, end=None, devices=None, day=None, 
     options = dict(options or {})
     if hasattr(step, "run_cli"):
         return step.run_cli(project, st, window, devices, day=day, raw=raw, quiet=quiet, options=options)
+    return run_default(step, project, st, window, devices, day=day, raw=raw, quiet=quiet)
+
+
+def run_default(step, project, st, window, devices=None, day=None, raw=None, quiet=True) -> list:
+    """The plain loop of ``run_step``: every selected partition (or raw file), in order.
+    A step's own ``run_cli`` calls this for its ordinary (non-option) path."""
     if step.granularity == "raw_file":
         todo = [raw] if raw else step.selected_raw(project, st, window, devices)
         label = lambda x: f"raw={x}"  # noqa: E731
@@ -102,7 +108,8 @@ def main(argv=None) -> int:
             rows_in = sum(e.get("rows_in", 0) for e in entries)
             rows_out = sum(e.get("rows_out", 0) for e in entries)
             rej = sum(sum(e.get("rejected", {}).values()) for e in entries)
-            print(f"{args.script}: {len(entries)} partition(s) written, rows in {rows_in}, "
+            done = "would be written (dry run: nothing changed)" if args.dry_run else "written"
+            print(f"{args.script}: {len(entries)} partition(s) {done}, rows in {rows_in}, "
                   f"out {rows_out}, set aside {rej}, in {time.monotonic() - t0:.1f} s")
             if not entries:
                 print(f"{args.script}: nothing to do in this window (no input partitions)")

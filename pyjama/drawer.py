@@ -2,6 +2,9 @@
 
     python3 drawer.py run configs/DEMO/pipeline.json [--from A] [--to B] [--cores N] [--dry-run]
                                                      [--until STEP | --only STEP] [--profile slurm]
+    python3 drawer.py status configs/DEMO/pipeline.json [--from A] [--to B] [--json]
+    python3 drawer.py dag    configs/DEMO/pipeline.json [-o rulegraph.svg] [--jobs]
+    python3 drawer.py report configs/DEMO/pipeline.json [--from A] [--to B] -o report.html
 
 The pipeline and the window are validated here first (the same loader the Snakefile uses),
 so a bad config or bound is one line before Snakemake starts.
@@ -48,7 +51,50 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--only", metavar="STEP", help="replay just this step over the window (its inputs must exist)")
     r.add_argument("--profile", help="Snakemake profile: a name under workflow/profiles/ (default, slurm) or a path")
     r.add_argument("--quiet", "-q", action="store_true", help="less Snakemake output")
+    add_view_parsers(sub)
     return p
+
+
+STATUS_EPILOG = """examples:
+  python3 drawer.py status configs/DEMO/pipeline.json
+  python3 drawer.py status configs/DEMO/pipeline.json --from 2026-01-21 --to 2026-01-21
+  python3 drawer.py status configs/DEMO/pipeline.json --json > status.json
+"""
+
+DAG_EPILOG = """examples:
+  python3 drawer.py dag configs/DEMO/pipeline.json -o docs/rulegraph.svg
+  python3 drawer.py dag configs/DEMO/pipeline.json --jobs --from 2026-01-20 --to 2026-01-20 -o jobs.png
+  python3 drawer.py dag configs/DEMO/pipeline.json -o -        (the DOT source on stdout)
+"""
+
+REPORT_EPILOG = """examples:
+  python3 drawer.py report configs/DEMO/pipeline.json -o report.html
+  python3 drawer.py report configs/DEMO/pipeline.json --from 2026-01-21 --to 2026-01-21 -o day.html
+"""
+
+
+def add_view_parsers(sub):
+    """The read-only views: status, dag, report (pyjama/status.py, dag.py, report.py)."""
+    raw = argparse.RawDescriptionHelpFormatter
+    s = sub.add_parser("status", help="step × day board: done / missing / stale (why) / failed",
+                       epilog=STATUS_EPILOG, formatter_class=raw)
+    s.add_argument("pipeline", help="configs/<EXPO>/pipeline.json")
+    add_window_args(s)
+    s.add_argument("--json", action="store_true", help="machine-readable output (every job and cell)")
+    d = sub.add_parser("dag", help="draw the rule graph (or, with --jobs, the job DAG) with graphviz",
+                       epilog=DAG_EPILOG, formatter_class=raw)
+    d.add_argument("pipeline", help="configs/<EXPO>/pipeline.json")
+    add_window_args(d)
+    d.add_argument("--jobs", action="store_true", help="one node per job (device, day) in the window, "
+                   "not one per rule")
+    d.add_argument("-o", "--output", help="file to write: .svg, .png, .pdf, or .dot (DOT source); "
+                   "'-' prints the DOT source (default: rulegraph.svg, or jobs.svg with --jobs)")
+    rp = sub.add_parser("report", help="one self-contained HTML page: completeness, QC flags, "
+                        "openings, events, daily metrics, ledger, configs",
+                        epilog=REPORT_EPILOG, formatter_class=raw)
+    rp.add_argument("pipeline", help="configs/<EXPO>/pipeline.json")
+    add_window_args(rp)
+    rp.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
 
 
 def snakemake_command(args, root: Path) -> list:
@@ -98,7 +144,31 @@ def cmd_run(args) -> int:
     return subprocess.call(cmd, env=env)
 
 
-COMMANDS = {"run": cmd_run}
+def cmd_status(args) -> int:
+    from .status import main_status
+
+    sys.stdout.write(main_status(args.pipeline, args.start, args.end, as_json=args.json))
+    return 0
+
+
+def cmd_dag(args) -> int:
+    from .dag import draw
+
+    out = draw(args.pipeline, args.output, jobs=args.jobs, start=args.start, end=args.end)
+    if out:
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = write_report(args.pipeline, args.output, start=args.start, end=args.end)
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "dag": cmd_dag, "report": cmd_report}
 
 
 def main(argv=None) -> int:

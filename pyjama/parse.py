@@ -12,7 +12,6 @@ declared skip, repeated header) or rejected (with its line number and reason). S
 """
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass, field
 
@@ -93,24 +92,23 @@ def split_lines(data: bytes, encoding: str = "utf-8"):
 
 
 def read_raw_bytes(path) -> bytes:
-    """Read a raw file; ``.gz`` files are decompressed. A damaged gzip stream keeps what
-    could be read (the cut line is then rejected as truncated)."""
+    """Read a raw file; gzip files (by magic bytes) are decompressed. A damaged or cut
+    gzip stream keeps what could be read (the cut line is then rejected as truncated)."""
+    import zlib
+
     with open(path, "rb") as fh:
-        head = fh.read(2)
-        fh.seek(0)
-        if head == b"\x1f\x8b":
-            out = bytearray()
-            gz = gzip.GzipFile(fileobj=fh)
-            try:
-                while True:
-                    chunk = gz.read(1 << 20)
-                    if not chunk:
-                        break
-                    out += chunk
-            except (EOFError, OSError):
-                pass
-            return bytes(out)
-        return fh.read()
+        data = fh.read()
+    if data[:2] != b"\x1f\x8b":
+        return data
+    out = bytearray()
+    while data[:2] == b"\x1f\x8b":  # concatenated gzip members are one stream
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        try:
+            out += d.decompress(data)
+        except zlib.error:
+            break
+        data = d.unused_data
+    return bytes(out)
 
 
 def parse_timestamps(text: pd.Series, ts_cfg: dict, book: LineBook, frac=None) -> pd.Series:

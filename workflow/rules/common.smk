@@ -18,6 +18,10 @@ except UserError as exc:
     print(f"Error: {exc}", file=sys.stderr)
     sys.exit(2)
 
+if not PLAN.targets():
+    print(f"PyJAMA: no partitions in the window {PLAN.window} for {PLAN.project.pipeline.path} "
+          "(no raw file has data there)", file=sys.stderr)
+
 PYTHON = shlex.quote(sys.executable)
 PYJAMA = shlex.quote(str(REPO / "pyjama.py"))
 

@@ -1,0 +1,510 @@
+"""Valvometry behaviour metrics (step 60): pure functions, no I/O.
+
+The input is the normalised opening of each animal on a regular grid (``x`` in [0, 1],
+1 = open, 0 = closed; step 50). Each rule below is a function on dense arrays of shape
+``(animals, samples of the day)`` in which unusable samples are NaN: a sample is usable when
+its ``quality_flag`` is OK (0) or INTERPOLATED (5) and its value is finite. Short gaps were
+already filled by 40 resample (flag 5); whatever is still missing here is a real gap.
+
+Conventions used by every function:
+
+- ``period`` [s] is the grid step (``sample_period_s``); a run of ``n`` samples lasts
+  ``n * period`` [s]; an event's ``end`` is exclusive (time of its last sample + period).
+- state codes: 1 open, 0 closed, -1 unknown (missing sample, or undecided because the
+  value sits in the hysteresis band right after a gap or the day's first sample).
+- nothing crosses a gap or a day edge: runs are cut there, and events touching a cut are
+  marked (``cut_start`` / ``cut_end``).
+
+:func:`compute_behaviour` runs them all on a tidy partition and returns the tables the step
+writes.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import tidy
+from .errors import UserError
+from .flags import Flag
+
+DAY_US = 86_400_000_000
+OPEN, CLOSED, UNKNOWN = 1, 0, -1
+USABLE_FLAGS = (int(Flag.OK), int(Flag.INTERPOLATED))
+
+EVENT_KINDS = ("closure", "micro_closure", "sync_closure")
+
+
+# ---------------------------------------------------------------- runs on dense 2-D arrays
+
+def _runs(codes: np.ndarray):
+    """Runs of equal values along axis 1 of a 2-D array, never crossing rows.
+
+    Returns (flat_start, row, start, length, value) arrays, one entry per run, in
+    row-major order; the runs tile the flattened array.
+    """
+    n_rows, n_cols = codes.shape
+    flat = codes.ravel()
+    change = np.ones(flat.size, dtype=bool)
+    if flat.size:
+        change[1:] = flat[1:] != flat[:-1]
+        change[::n_cols] = True
+    starts = np.flatnonzero(change)
+    lengths = np.diff(np.append(starts, flat.size))
+    n_cols = max(n_cols, 1)
+    return starts, starts // n_cols, starts % n_cols, lengths, flat[starts]
+
+
+def _per_run(ufunc, values: np.ndarray, flat_starts: np.ndarray) -> np.ndarray:
+    """``ufunc.reduceat`` over each run (the runs tile ``values``); NaN-aware for fmin/fmax."""
+    if not len(flat_starts):
+        return np.zeros(0)
+    return ufunc.reduceat(values.ravel(), flat_starts)
+
+
+def classify_opening(x: np.ndarray, closed_below: float, open_above: float) -> np.ndarray:
+    """Per sample: 1 if x >= open_above, 0 if x <= closed_below, -2 in the band, -1 if NaN.
+
+    ``x`` [opening fraction, 1 = open]; thresholds in the same unit. The band
+    ``closed_below < x < open_above`` is the hysteresis band.
+    """
+    code = np.full(x.shape, -2, dtype=np.int8)
+    with np.errstate(invalid="ignore"):
+        code[x >= open_above] = OPEN
+        code[x <= closed_below] = CLOSED
+    code[np.isnan(x)] = UNKNOWN
+    return code
+
+
+def apply_hysteresis(code: np.ndarray) -> np.ndarray:
+    """State with hysteresis: s[i] = code[i] outside the band, s[i-1] inside the band.
+
+    A sample in the band keeps the state of the last decisive sample (x >= open_above or
+    x <= closed_below) of the same animal; a missing sample (code -1) is unknown and
+    resets that memory, so the first samples after a gap (or at the day's first sample)
+    that sit in the band are unknown. Returns int8 codes 1 / 0 / -1.
+    """
+    n_rows, n_cols = code.shape
+    flat = code.ravel()
+    pos = np.arange(flat.size)
+    decisive = flat >= 0
+    reset = flat == UNKNOWN
+    reset[::max(n_cols, 1)] = True
+    last_dec = np.maximum.accumulate(np.where(decisive, pos, -1)) if flat.size else pos
+    last_reset = np.maximum.accumulate(np.where(reset, pos, -1)) if flat.size else pos
+    known = (last_dec >= last_reset) & (last_dec >= 0)
+    state = np.where(known, flat[np.maximum(last_dec, 0)], UNKNOWN).astype(np.int8)
+    return state.reshape(code.shape)
+
+
+def enforce_min_duration(state: np.ndarray, min_duration_s: float, period: float) -> np.ndarray:
+    """Debounce: a state run shorter than ``min_duration_s`` [s] takes the state around it.
+
+    A known run of n samples with ``n * period < min_duration_s`` is replaced by the state
+    of the last run that lasted long enough before it (the state had not really changed);
+    when there is none since the last gap or the day's start, by the next long run before
+    the next gap; when there is none either, it is kept. Unknown runs are kept. So noise
+    that crosses a threshold for less than ``min_duration_s`` makes no state change.
+    """
+    if state.size == 0 or min_duration_s <= 0:
+        return state.copy()
+    _, row, start, length, value = _runs(state)
+    n = len(value)
+    idx = np.arange(n)
+    known = value != UNKNOWN
+    long_ = known & (length * period >= min_duration_s - 1e-9)
+    reset = (value == UNKNOWN) | (start == 0)
+    last_long = np.maximum.accumulate(np.where(long_, idx, -1))
+    last_reset = np.maximum.accumulate(np.where(reset, idx, -1))
+    ok_prev = (last_long >= last_reset) & (last_long >= 0)
+    big = n + 1
+    next_long = np.minimum.accumulate(np.where(long_, idx, big)[::-1])[::-1]
+    reset_after = np.append(np.where(reset, idx, big)[1:], big)
+    next_reset = np.minimum.accumulate(reset_after[::-1])[::-1]
+    ok_next = next_long < next_reset
+    new = np.where(ok_prev, value[np.clip(last_long, 0, n - 1)],
+                   np.where(ok_next, value[np.clip(next_long, 0, n - 1)], value))
+    new = np.where(long_ | ~known, value, new).astype(np.int8)
+    return np.repeat(new, length).reshape(state.shape)
+
+
+def trailing_max(x: np.ndarray, window_s: float, period: float) -> np.ndarray:
+    """Reference level r(t) = max of the usable x over (t - window_s, t] [opening fraction].
+
+    NaN samples are skipped; r is NaN when the window holds no usable sample.
+    """
+    n = max(int(round(window_s / period)), 1)
+    if x.size == 0:
+        return x.copy()
+    return pd.DataFrame(x.T).rolling(n, min_periods=1).max().to_numpy().T
+
+
+def compute_velocity(x: np.ndarray, window_s: float, period: float) -> np.ndarray:
+    """Velocity v(t) = (x(t + W/2) - x(t - W/2)) / W  [opening fraction / s], W = window_s.
+
+    This is the mean of the sample-to-sample slopes over the window, i.e. the slope
+    smoothed by a moving average of width W. Positive = opening, negative = closing.
+    NaN when any sample of [t - W/2, t + W/2] is NaN, and within W/2 of the day's edges.
+    """
+    h = int(round(window_s / (2 * period)))
+    v = np.full(x.shape, np.nan)
+    n_cols = x.shape[1] if x.ndim == 2 else 0
+    if n_cols <= 2 * h or h < 1:
+        return v
+    bad = np.cumsum(np.isnan(x), axis=1)
+    bad = np.concatenate([np.zeros((x.shape[0], 1)), bad], axis=1)   # bad[:, k] = NaNs in x[:, :k]
+    n_bad = bad[:, 2 * h + 1:] - bad[:, :-2 * h - 1]                 # NaNs in x[:, i-h .. i+h]
+    with np.errstate(invalid="ignore"):
+        slope = (x[:, 2 * h:] - x[:, :-2 * h]) / (2 * h * period)
+    v[:, h:-h] = np.where(n_bad == 0, slope, np.nan)
+    return v
+
+
+# ---------------------------------------------------------------- events
+
+def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, period: float) -> pd.DataFrame:
+    """Closures = runs of the closed state (after hysteresis and minimum duration).
+
+    Per closure: ``row`` (animal), ``start_slot``, ``n`` samples, ``duration_s = n * period``
+    [s], ``depth = r(start) - min(x over the closure)`` [opening fraction] where r is the
+    trailing reference level (:func:`trailing_max`, which includes the pre-closure open
+    level), and ``cut_start`` / ``cut_end`` true when the sample before / after is unknown
+    or outside the day (the true start / end was not observed).
+    """
+    flat_start, row, start, length, value = _runs(state)
+    n_cols = state.shape[1] if state.ndim == 2 else 0
+    sel = value == CLOSED
+    prev_val = np.append(UNKNOWN, value[:-1])[sel]
+    next_val = np.append(value[1:], UNKNOWN)[sel]
+    last = start + length
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mins = _per_run(np.fmin, x, flat_start)[sel]
+    return pd.DataFrame({
+        "row": row[sel], "start_slot": start[sel], "n": length[sel],
+        "duration_s": length[sel] * period,
+        "depth": reference.ravel()[flat_start[sel]] - mins if sel.any() else np.zeros(0),
+        "cut_start": (start[sel] == 0) | (prev_val == UNKNOWN),
+        "cut_end": (last[sel] == n_cols) | (next_val == UNKNOWN),
+    })
+
+
+def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, period: float,
+                        min_drop: float, max_duration_s: float) -> pd.DataFrame:
+    """Micro-closures = short partial drops while the animal is open.
+
+    A sample is *dipped* when the state is open and ``r - x >= min_drop`` [opening
+    fraction], r being the trailing reference level. A micro-closure is a run of dipped
+    samples lasting ``n * period <= max_duration_s`` [s] whose neighbours (the sample
+    before and the sample after) are usable, open and not dipped: it returns to the
+    open level, so a drop that turns into a closure, or is cut by a gap or the day edge,
+    is not one. ``depth = max(r - x)`` over the run.
+    """
+    with np.errstate(invalid="ignore"):
+        drop = reference - x
+        dipped = (state == OPEN) & (drop >= min_drop - 1e-12)
+    calm = (state == OPEN) & ~dipped & ~np.isnan(x)
+    flat_start, row, start, length, value = _runs(dipped.astype(np.int8))
+    n_cols = state.shape[1] if state.ndim == 2 else 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        depth = _per_run(np.fmax, drop, flat_start)
+    sel = (value == 1) & (length * period <= max_duration_s + 1e-9) & (start > 0) & (start + length < n_cols)
+    row, start, length, depth = row[sel], start[sel], length[sel], depth[sel]
+    ok = calm[row, start - 1] & calm[row, np.minimum(start + length, n_cols - 1)]
+    row, start, length, depth = row[ok], start[ok], length[ok], depth[ok]
+    return pd.DataFrame({"row": row, "start_slot": start, "n": length, "duration_s": length * period,
+                         "depth": depth, "cut_start": np.zeros(len(row), bool),
+                         "cut_end": np.zeros(len(row), bool)})
+
+
+def find_sync_closures(starts_s: np.ndarray, animal: np.ndarray, n_active: int, window_s: float,
+                       min_share: float, min_animals: int) -> list:
+    """Synchronised closures: closures of active animals starting within ``window_s`` [s].
+
+    ``starts_s`` are closure start times [s since the day start] (closures whose start was
+    not observed are left out by the caller), ``animal`` the animal index of each. Scanning
+    in time order, the first start t0 such that the distinct animals starting a closure in
+    [t0, t0 + window_s) number k with ``k >= min_animals`` and ``k / n_active >= min_share``
+    makes one event; the scan resumes after t0 + window_s (events do not overlap).
+    Returns (list of (i0, i1) index ranges into the time-sorted arrays, the sort order).
+    """
+    order = np.lexsort((animal, starts_s))
+    t, a = starts_s[order], animal[order]
+    out, i, m = [], 0, len(t)
+    if n_active <= 0:
+        return out, order
+    while i < m:
+        j = int(np.searchsorted(t, t[i] + window_s - 1e-9, side="left"))
+        k = len(np.unique(a[i:j]))
+        if k >= min_animals and k / n_active >= min_share - 1e-12:
+            out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out, order
+
+
+# ---------------------------------------------------------------- the whole partition
+
+@dataclass
+class BehaviourResult:
+    data: pd.DataFrame          # tidy: input rows + <sensor>__state + <sensor>__velocity
+    events: pd.DataFrame
+    daily: pd.DataFrame
+    device_daily: pd.DataFrame
+    counts: dict
+
+
+EVENT_COLUMNS = ["kind", "sensor", "start", "end", "duration_s", "depth", "cut_start", "cut_end",
+                 "n_animals", "share_active", "animals"]
+DAILY_COLUMNS = ["sensor", "samples_expected", "samples_usable", "share_open", "share_closed",
+                 "share_unknown", "share_missing", "closures", "closure_mean_duration_s",
+                 "micro_closures", "velocity_abs_mean", "velocity_abs_p99", "range", "active"]
+DEVICE_DAILY_COLUMNS = ["animals", "active_animals", "samples_expected", "samples_recorded",
+                        "samples_usable", "completeness_pct", "usable_pct", "closures",
+                        "micro_closures", "sync_closures"]
+
+
+def select_sensors(df: pd.DataFrame, domain: str, pattern: str) -> list:
+    """Sorted names of the sensors of ``domain`` whose name matches ``pattern`` (re.search)."""
+    rx = re.compile(pattern)
+    if not len(df):
+        return []
+    names = df.loc[(df["domain"] == domain).to_numpy(), "sensor"].unique()
+    return sorted(str(s) for s in names if rx.search(str(s)))
+
+
+def _ts_us(ts: pd.Series) -> np.ndarray:
+    """UTC timestamps → int64 microseconds since the epoch (no object round trip)."""
+    return ts.to_numpy().astype("datetime64[us]").astype(np.int64) if isinstance(ts.dtype, np.dtype) \
+        else ts.values.astype("datetime64[us]").astype(np.int64)
+
+
+def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: int):
+    """Dense arrays of the selected sensors on the day's grid.
+
+    Returns (x, flags, present, slot, row, mask): ``x`` (animals, samples of the day) is NaN
+    where unusable, ``flags`` holds each sample's flag (MISSING where no row), ``present``
+    says whether a row exists; ``slot`` and ``row`` place each selected input row (``mask``)
+    on the grid. Raises UserError when a sample is off the grid or duplicated.
+    """
+    n_slots = DAY_US // period_us
+    day_start = pd.Timestamp(day, tz="UTC").value // 1000
+    code_of = {s: i for i, s in enumerate(sensors)}
+    sensor = df["sensor"]
+    cats = [str(c) for c in sensor.cat.categories]
+    row_of_cat = np.array([code_of.get(c, -1) for c in cats] + [-1], dtype=np.int64)
+    row_all = row_of_cat[sensor.cat.codes.to_numpy()]        # code -1 (NaN) maps to the last: -1
+    mask = (row_all >= 0) & (df["domain"] == domain).to_numpy() if len(df) else np.zeros(0, bool)
+    rows = row_all[mask]
+    ts_us = _ts_us(df["ts"])[mask] - day_start
+    slot, rem = np.divmod(ts_us, period_us)
+    bad = (rem != 0) | (slot < 0) | (slot >= n_slots)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        first = pd.Timestamp(int(ts_us[i] + day_start), unit="us", tz="UTC")
+        raise UserError(f"{int(bad.sum())} samples of {sensors[rows[i]]} are not on the "
+                        f"{period_us / 1e6:g} s grid of day {day} (first: "
+                        f"{first.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}); 60_behaviour needs "
+                        "the regular grid of 40_resample ($.sample_period_s)")
+    x = np.full((len(sensors), n_slots), np.nan)
+    flags = np.full((len(sensors), n_slots), int(Flag.MISSING), dtype=np.uint8)
+    present = np.zeros((len(sensors), n_slots), dtype=bool)
+    present[rows, slot] = True
+    if int(present.sum()) != len(rows):
+        raise UserError(f"duplicate timestamps in day {day}; 60_behaviour needs one sample per "
+                        "sensor and grid time (run 20_split / 40_resample first)")
+    val = df["value"].to_numpy(dtype=float)[mask]
+    flg = df["quality_flag"].to_numpy(dtype=np.uint8)[mask]
+    usable = np.isin(flg, USABLE_FLAGS) & np.isfinite(val)
+    x[rows, slot] = np.where(usable, val, np.nan)
+    flags[rows, slot] = flg
+    return x, flags, present, slot, rows, mask
+
+
+def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
+    """All of step 60 on one (device, day) tidy partition. ``p`` is the validated config."""
+    period = float(p["sample_period_s"])
+    period_us = int(round(period * 1e6))
+    n_slots = DAY_US // period_us
+    sensors = select_sensors(df, p["domain"], p["sensors"])
+    x, flags, present, slot, rows, mask = to_grid(df, p["domain"], sensors, day, period_us)
+    sp = p["state"]
+    raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
+    state = enforce_min_duration(raw_state, sp["min_duration_s"], period)
+    reference = trailing_max(x, p["reference_window_s"], period)
+    velocity = compute_velocity(x, p["velocity"]["window_s"], period)
+    closures = find_closures(state, x, reference, period)
+    mp = p["micro_closure"]
+    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], mp["max_duration_s"])
+
+    # ---- daily summary per animal
+    usable = ~np.isnan(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rng = np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
+        speed = np.abs(velocity)
+        v_mean = np.nanmean(speed, axis=1) if x.size else np.zeros(0)
+        v_p99 = np.nanpercentile(speed, 99, axis=1) if x.size else np.zeros(0)
+    active = np.where(np.isnan(rng), False, rng >= p["active"]["min_range"] - 1e-12)
+    n_cl = np.bincount(closures["row"], minlength=len(sensors)) if len(sensors) else np.zeros(0, int)
+    sum_cl = np.bincount(closures["row"], weights=closures["duration_s"], minlength=len(sensors)) \
+        if len(sensors) else np.zeros(0)
+    n_mc = np.bincount(micro["row"], minlength=len(sensors)) if len(sensors) else np.zeros(0, int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_cl = np.where(n_cl > 0, sum_cl / np.maximum(n_cl, 1), np.nan)
+    n_open = (state == OPEN).sum(axis=1)
+    n_closed = (state == CLOSED).sum(axis=1)
+    daily = pd.DataFrame({
+        "sensor": sensors,
+        "samples_expected": np.full(len(sensors), n_slots, dtype=np.int64),
+        "samples_usable": usable.sum(axis=1).astype(np.int64),
+        "share_open": n_open / n_slots,
+        "share_closed": n_closed / n_slots,
+        "share_unknown": (n_slots - n_open - n_closed) / n_slots,
+        "share_missing": (n_slots - usable.sum(axis=1)) / n_slots,
+        "closures": n_cl.astype(np.int64),
+        "closure_mean_duration_s": mean_cl.astype(float),
+        "micro_closures": n_mc.astype(np.int64),
+        "velocity_abs_mean": np.asarray(v_mean, float),
+        "velocity_abs_p99": np.asarray(v_p99, float),
+        "range": np.asarray(rng, float),
+        "active": np.asarray(active, bool),
+    }, columns=DAILY_COLUMNS)
+
+    # ---- events table (per-animal) + synchronised closures (per device)
+    day_us = pd.Timestamp(day, tz="UTC").value // 1000
+
+    def at(slots):
+        us = day_us + np.asarray(slots, dtype=np.int64) * period_us
+        return pd.Series(us.astype("datetime64[us]")).dt.tz_localize("UTC")
+
+    def animal_events(kind, ev):
+        start_slot = ev["start_slot"].to_numpy(dtype=np.int64)
+        return pd.DataFrame({
+            "kind": kind, "sensor": [sensors[r] for r in ev["row"]],
+            "start": at(start_slot), "end": at(start_slot + ev["n"].to_numpy(dtype=np.int64)),
+            "duration_s": ev["duration_s"].astype(float).to_numpy(),
+            "depth": ev["depth"].astype(float).to_numpy(),
+            "cut_start": ev["cut_start"].astype(bool).to_numpy(),
+            "cut_end": ev["cut_end"].astype(bool).to_numpy(),
+            "n_animals": 1, "share_active": np.nan, "animals": [sensors[r] for r in ev["row"]],
+        }, columns=EVENT_COLUMNS)
+
+    frames = [animal_events("closure", closures), animal_events("micro_closure", micro)]
+    sy = p["sync"]
+    cand = closures[(~closures["cut_start"]) & active[closures["row"].to_numpy()]] if len(closures) else closures
+    n_active = int(active.sum())
+    syncs = []
+    if len(cand):
+        slots = cand["start_slot"].to_numpy(dtype=np.int64)
+        starts_s = slots * period
+        groups, order = find_sync_closures(starts_s, cand["row"].to_numpy(), n_active, sy["window_s"],
+                                           sy["min_share"], sy["min_animals"])
+        t_sorted, a_sorted, slot_sorted = starts_s[order], cand["row"].to_numpy()[order], slots[order]
+        for i0, i1 in groups:
+            who = sorted({sensors[r] for r in a_sorted[i0:i1]})
+            t0, t1 = at([slot_sorted[i0], slot_sorted[i1 - 1]])
+            syncs.append({"kind": "sync_closure", "sensor": None, "start": t0, "end": t1,
+                          "duration_s": float(t_sorted[i1 - 1] - t_sorted[i0]), "depth": np.nan,
+                          "cut_start": False, "cut_end": False, "n_animals": len(who),
+                          "share_active": len(who) / n_active, "animals": ",".join(who)})
+    if syncs:
+        frames.append(pd.DataFrame(syncs, columns=EVENT_COLUMNS))
+    frames = [f for f in frames if len(f)]
+    events = pd.concat(frames, ignore_index=True) if frames else _empty_events()
+    events["_k"] = events["kind"].map({k: i for i, k in enumerate(EVENT_KINDS)})
+    events["_s"] = events["sensor"].fillna("")
+    events = events.sort_values(["_k", "_s", "start"], kind="stable").drop(columns=["_k", "_s"])
+    events = events.reset_index(drop=True)
+
+    # ---- per device and day
+    expected = len(sensors) * n_slots
+    recorded = int((present & ~np.isin(flags, (int(Flag.MISSING), int(Flag.INTERPOLATED)))).sum())
+    n_usable = int(usable.sum())
+    device_daily = pd.DataFrame([{
+        "animals": len(sensors), "active_animals": n_active, "samples_expected": expected,
+        "samples_recorded": recorded, "samples_usable": n_usable,
+        "completeness_pct": 100.0 * recorded / expected if expected else np.nan,
+        "usable_pct": 100.0 * n_usable / expected if expected else np.nan,
+        "closures": int(len(closures)), "micro_closures": int(len(micro)), "sync_closures": len(syncs),
+    }], columns=DEVICE_DAILY_COLUMNS)
+
+    # ---- derived per-sample series back into the tidy table
+    data = add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags,
+                              p["velocity"]["window_s"], period)
+    counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
+              "rows_added": int(len(data) - len(df)), "animals": len(sensors),
+              "active_animals": n_active,
+              "events": {"closure": int(len(closures)), "micro_closure": int(len(micro)),
+                         "sync_closure": len(syncs)}}
+    return BehaviourResult(data, events, daily, device_daily, counts)
+
+
+def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, window_s, period):
+    """Input rows + ``<sensor>__state`` (1 open, 0 closed, NaN flag 1 unknown) and
+    ``<sensor>__velocity`` [opening fraction / s] (NaN flag 1 where undefined), one row per
+    input row of each selected sensor, same ts. A defined value gets flag 5 when it rests on
+    an interpolated sample (state: its own sample; velocity: any sample of its window),
+    else 0. Output sorted by (sensor, ts)."""
+    from pandas.api.types import union_categoricals
+
+    if not mask.any():
+        return _sorted_tidy(tidy.conform(df))
+    df = tidy.conform(df)
+    sub = df.loc[mask]
+    st = state[rows, slot].astype(float)
+    st[st == UNKNOWN] = np.nan
+    interp = flags == int(Flag.INTERPOLATED)
+    h = int(round(window_s / (2 * period)))
+    c = np.concatenate([np.zeros((interp.shape[0], h + 1)), np.cumsum(interp, axis=1),
+                        np.repeat(np.sum(interp, axis=1, keepdims=True), h, axis=1)], axis=1)
+    near = (c[:, 2 * h + 1:] - c[:, :-2 * h - 1]) > 0    # an interpolated sample within +-h
+    vel = velocity[rows, slot]
+
+    def flag_of(values, interp_mask):
+        return np.where(np.isnan(values), int(Flag.MISSING),
+                        np.where(interp_mask, int(Flag.INTERPOLATED), int(Flag.OK))).astype(np.uint8)
+
+    frames = (df, sub, sub)
+
+    def stack(name, renames=(None, None, None)):
+        cats = [f[name].array if r is None else f[name].array.rename_categories(r)
+                for f, r in zip(frames, renames)]
+        return union_categoricals(cats, sort_categories=True)
+
+    out = pd.DataFrame({
+        "ts": pd.Series(np.concatenate([f["ts"].values for f in frames])).dt.tz_localize("UTC"),
+        "device_id": stack("device_id"), "domain": stack("domain"),
+        "sensor": stack("sensor", (None, lambda c: f"{c}__state", lambda c: f"{c}__velocity")),
+        "value": np.concatenate([df["value"].to_numpy(), st, vel]),
+        "quality_flag": np.concatenate([df["quality_flag"].to_numpy(), flag_of(st, interp[rows, slot]),
+                                        flag_of(vel, near[rows, slot])]),
+    })
+    return _sorted_tidy(out)
+
+
+def _sorted_tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Sort a tidy frame by (sensor name, ts), stably, without string comparisons per row."""
+    df = tidy.conform(df)
+    if not len(df):
+        return df
+    cats = df["sensor"].cat.categories
+    rank = np.argsort(np.argsort(np.asarray([str(c) for c in cats], dtype=object), kind="stable"))
+    order = np.lexsort((_ts_us(df["ts"]), rank[df["sensor"].cat.codes.to_numpy()]))
+    return df.iloc[order].reset_index(drop=True)
+
+
+def _empty_events() -> pd.DataFrame:
+    return pd.DataFrame({"kind": pd.Series([], dtype=object), "sensor": pd.Series([], dtype=object),
+                         "start": pd.Series([], dtype="datetime64[us, UTC]"),
+                         "end": pd.Series([], dtype="datetime64[us, UTC]"),
+                         "duration_s": pd.Series([], dtype=float), "depth": pd.Series([], dtype=float),
+                         "cut_start": pd.Series([], dtype=bool), "cut_end": pd.Series([], dtype=bool),
+                         "n_animals": pd.Series([], dtype=np.int64),
+                         "share_active": pd.Series([], dtype=float),
+                         "animals": pd.Series([], dtype=object)}, columns=EVENT_COLUMNS)

@@ -1,0 +1,584 @@
+"""``drawer.py status``: a step × day board of what is done, missing, stale or failed.
+
+It reads metadata only, never the data: file existence and mtimes, the ledgers
+(``_ledger.json``), the parquet footers (provenance written by :func:`pyjama.io.provenance`),
+the job logs and Snakemake's ``.snakemake/incomplete`` markers. The jobs it looks at are the
+ones the workflow itself plans (:class:`pyjama.workflow.WorkflowPlan`: every rule's
+targets for the window), so the board and ``snakemake -n`` agree on what exists.
+
+States of a job (and of the (device, day) cells it feeds):
+
+- ``done``     every output exists and nothing below applies;
+- ``missing``  an output does not exist (never built, or deleted);
+- ``stale``    outputs exist but Snakemake would rebuild them; the reasons say why:
+  ``config changed`` (the config digest in the parquet footer differs from the config's
+  digest now), ``code version changed`` (``pyjama.code_version`` differs from the running
+  PyJAMA), ``input newer`` (an input file's mtime is after the output's), ``upstream
+  <state>`` (an input is produced by a job that is itself not done);
+- ``failed``   the last run of the job wrote an error to its log (``Error: ...`` or a Python
+  traceback) or Snakemake left an incomplete marker (the job was interrupted).
+
+A cell takes the worst state of its jobs: failed > missing > stale > done.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import __version__, io
+
+STATES = ("done", "stale", "missing", "failed")   # in order of severity
+SEVERITY = {s: i for i, s in enumerate(STATES)}
+
+
+# ---------------------------------------------------------------- the model
+
+@dataclass
+class Job:
+    """One Snakemake job: a rule with concrete wildcards, its files and its state."""
+
+    step: str                      # the step's name in the pipeline (its config file stem)
+    rule: str
+    wildcards: dict
+    outputs: dict                  # key → path (relative to the project root)
+    inputs: list
+    log: str
+    state: str = "done"
+    reasons: list = field(default_factory=list)
+    error: str = ""                # the error line of a failed job's log
+    ledger: dict | None = None
+
+
+@dataclass
+class Cell:
+    """One (step, device, day) square of the board."""
+
+    step: str
+    device: str
+    day: str
+    state: str = "done"
+    reasons: list = field(default_factory=list)
+    rows_in: int | None = None
+    rows_out: int | None = None
+    rejected: dict = field(default_factory=dict)
+    flags: dict = field(default_factory=dict)
+    logs: list = field(default_factory=list)     # log paths of failed jobs
+    error: str = ""
+
+    @property
+    def flagged_share(self):
+        return flagged_share(self.flags)
+
+
+def flagged_share(flags: dict):
+    """Share of rows whose quality_flag is not OK [0–1], from ledger ``flags`` counts
+    (``{"OK": n, "SPIKE": m, ...}``); None when the ledger has no counts."""
+    if not flags:
+        return None
+    total = sum(int(v) for v in flags.values())
+    if total == 0:
+        return None
+    ok = int(flags.get("OK", flags.get("0", 0)))
+    return (total - ok) / total
+
+
+class _Wildcards(dict):
+    """Enough of Snakemake's wildcards object for the steps' input functions."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _pattern_regex(pattern: str):
+    """``data/X/20_split/device_id={device}/day={day}/part.parquet`` → a regex with groups."""
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", pattern):
+        out += re.escape(pattern[pos:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
+        pos = m.end()
+    return re.compile(out + re.escape(pattern[pos:]) + "$")
+
+
+class _Files:
+    """Cached stat of files (each is an output of one job and the input of others)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._mtime: dict = {}
+
+    def mtime(self, rel: str):
+        """mtime in ns, or None when the file does not exist."""
+        if rel not in self._mtime:
+            try:
+                self._mtime[rel] = os.stat(self.root / rel).st_mtime_ns
+            except OSError:
+                self._mtime[rel] = None
+        return self._mtime[rel]
+
+
+def incomplete_outputs(root: Path) -> set:
+    """Output paths Snakemake marked incomplete (a job started and never finished).
+
+    Snakemake keeps one file per output under ``.snakemake/incomplete/``, named by the
+    urlsafe base64 of the path (split into ``@``-prefixed chunks when too long)."""
+    base = Path(root) / ".snakemake" / "incomplete"
+    out = set()
+    if not base.is_dir():
+        return out
+    for dirpath, _dirs, files in os.walk(base):
+        rel = Path(dirpath).relative_to(base).parts
+        for f in files:
+            if f == "migration_underway":
+                continue
+            chunks = [p.lstrip("@") for p in rel] + [f]
+            try:
+                out.add(base64.urlsafe_b64decode("".join(chunks).encode()).decode())
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return out
+
+
+ERROR_RE = re.compile(r"^(Error: .*|[A-Za-z_][\w.]*(Error|Exception|Interrupt): .*|Traceback .*)$")
+
+
+def log_error(path: Path) -> str:
+    """The error line of a job log ("" when the log holds no error).
+
+    ``pyjama.py run`` ends a failed job with one ``Error: ...`` line; an unexpected crash
+    ends with a traceback whose last line is ``SomeError: message``."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            if size == 0:
+                return ""
+            fh.seek(max(0, size - 8192))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    found = ""
+    for line in tail.splitlines():
+        line = line.strip()
+        if ERROR_RE.match(line) and not line.startswith("Traceback"):
+            found = line
+        elif line.startswith("Traceback") and not found:
+            found = "Python traceback"
+    return found
+
+
+# ---------------------------------------------------------------- building the board
+
+class Board:
+    """Jobs and cells of one pipeline in one window."""
+
+    def __init__(self, plan, root: Path):
+        self.plan = plan
+        self.root = Path(root)
+        self.project = plan.project
+        self.steps = [st.name for st in self.project.pipeline.steps]
+        self.jobs: list = []
+        self.cells: dict = {}        # (step, device, day) → Cell
+        self.other: list = []        # jobs of no (device, day): per-exposure outputs
+        self._files = _Files(self.root)
+        self._incomplete = incomplete_outputs(self.root)
+        self._producer: dict = {}    # output path → Job
+        self._build()
+
+    # -- jobs
+    def _jobs_of(self, st, spec):
+        patterns = {k: _pattern_regex(v) for k, v in spec.outputs.items()}
+        seen, jobs = set(), []
+        for target in spec.targets:
+            wc = None
+            for rx in patterns.values():
+                m = rx.match(target)
+                if m:
+                    wc = m.groupdict()
+                    break
+            if wc is None:
+                continue
+            key = tuple(sorted(wc.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            w = _Wildcards(wc)
+            outs = {k: v.format(**wc) for k, v in spec.outputs.items()}
+            ins = spec.inputs(w) if callable(spec.inputs) else spec.inputs
+            flat = []
+            for v in (ins or {}).values():
+                flat.extend(v if isinstance(v, (list, tuple)) else [v])
+            jobs.append(Job(step=st.name, rule=spec.name, wildcards=dict(wc), outputs=outs,
+                            inputs=[str(p) for p in flat], log=spec.log.format(**wc)))
+        return jobs
+
+    def _build(self):
+        for st, spec in self.plan.rules:
+            for job in self._jobs_of(st, spec):
+                self._judge(st, job)
+                self.jobs.append(job)
+                for path in job.outputs.values():
+                    self._producer[path] = job
+                self._place(st, job)
+
+    def _judge(self, st, job: Job):
+        files = self._files
+        outs = list(job.outputs.values())
+        mtimes = [files.mtime(p) for p in outs]
+        missing = [p for p, t in zip(outs, mtimes) if t is None]
+        err = ""
+        log_t = files.mtime(job.log)
+        if log_t is not None:
+            err = log_error(self.root / job.log)
+        incomplete = [p for p in outs if p in self._incomplete]
+        if incomplete:
+            job.state, job.error = "failed", "interrupted: Snakemake marked the outputs incomplete"
+            job.reasons.append("incomplete")
+            return
+        if err and (missing or log_t >= max(t for t in mtimes if t is not None)):
+            job.state, job.error = "failed", err
+            job.reasons.append("error in log")
+            return
+        if missing:
+            job.state = "missing"
+            return
+        ledger_path = job.outputs.get("ledger")
+        if ledger_path:
+            try:
+                job.ledger = io.read_ledger(self.root / ledger_path)
+            except (OSError, ValueError):
+                job.ledger = None
+        main = next((p for p in outs if p.endswith(".parquet")), None)
+        if main:
+            try:
+                meta = io.read_meta(self.root / main)
+            except Exception:  # noqa: BLE001 - an unreadable footer is a reason to rebuild
+                meta = None
+            if meta is None:
+                job.reasons.append("unreadable output")
+            else:
+                if meta.get("pyjama.config_digest") not in (None, st.digest):
+                    job.reasons.append("config changed")
+                code = meta.get("pyjama.code_version")
+                if code is not None and code != __version__:
+                    job.reasons.append(f"code version changed ({code} → {__version__})")
+        oldest = min(mtimes)
+        upstream = set()
+        for p in job.inputs:
+            t = files.mtime(p)
+            prod = self._producer.get(p)
+            if prod is not None and prod.state != "done":
+                upstream.add(f"upstream {prod.step} {prod.state}")
+            elif t is None:
+                upstream.add("input missing")
+            elif t > oldest:
+                upstream.add("input newer")
+        job.reasons.extend(sorted(upstream))
+        if job.reasons:
+            job.state = "stale"
+
+    def _cell_keys(self, st, job: Job):
+        wc = job.wildcards
+        if "device" in wc and "day" in wc:
+            return [(wc["device"], wc["day"])]
+        if "raw" in wc:
+            idx = self.project.raw_index(st)
+            parts = idx.files.get(wc["raw"], {}).get("partitions", [])
+            return [tuple(p) for p in parts if self.plan.window.contains_day(_date(p[1]))]
+        return []
+
+    def _place(self, st, job: Job):
+        keys = self._cell_keys(st, job)
+        if not keys:
+            self.other.append(job)
+            return
+        for dev, day in keys:
+            cell = self.cells.setdefault((st.name, dev, day), Cell(st.name, dev, day))
+            if SEVERITY[job.state] > SEVERITY[cell.state]:
+                cell.state = job.state
+            for r in job.reasons:
+                if r not in cell.reasons:
+                    cell.reasons.append(r)
+            if job.state == "failed":
+                cell.logs.append(job.log)
+                cell.error = cell.error or job.error
+            _add_ledger(cell, job.ledger, dev, day)
+
+    # -- views
+    def devices(self):
+        return sorted({d for _s, d, _day in self.cells})
+
+    def days(self, device=None):
+        return sorted({day for _s, d, day in self.cells if device is None or d == device})
+
+    def step_summary(self):
+        """Per step: job counts by state, rows and rejects summed over its jobs' ledgers."""
+        out = []
+        for name in self.steps:
+            jobs = [j for j in self.jobs if j.step == name]
+            s = {"step": name, "jobs": len(jobs), **{k: 0 for k in STATES},
+                 "rows_in": 0, "rows_out": 0, "rejected": {}, "flags": {}, "unit": "rows"}
+            for j in jobs:
+                s[j.state] += 1
+                led = j.ledger
+                if not led:
+                    continue
+                s["rows_in"] += int(led.get("rows_in", 0))
+                s["rows_out"] += int(led.get("rows_out", 0))
+                if led.get("unit"):
+                    s["unit"] = led["unit"]
+                for k, v in (led.get("rejected") or {}).items():
+                    s["rejected"][k] = s["rejected"].get(k, 0) + int(v)
+                for k, v in _flag_counts(led).items():
+                    s["flags"][k] = s["flags"].get(k, 0) + int(v)
+            s["flagged_share"] = flagged_share(s["flags"])
+            out.append(s)
+        return out
+
+    def attention(self):
+        """Jobs that are not done, worst first, in pipeline order."""
+        order = {n: i for i, n in enumerate(self.steps)}
+        bad = [j for j in self.jobs if j.state != "done"]
+        return sorted(bad, key=lambda j: (-SEVERITY[j.state], order[j.step],
+                                          sorted(j.wildcards.items())))
+
+    def to_json(self) -> dict:
+        w = self.plan.window
+        return {
+            "exposure": self.project.exposure,
+            "pipeline": self.project.pipeline.path,
+            "window": {"from": _iso(w.start), "to": _iso(w.end)},
+            "code_version": __version__,
+            "steps": self.steps,
+            "devices": self.devices(),
+            "cells": [dict(asdict(c), flagged_share=c.flagged_share)
+                      for c in sorted(self.cells.values(), key=self._cell_order)],
+            "jobs": [{"step": j.step, "rule": j.rule, "wildcards": j.wildcards, "state": j.state,
+                      "reasons": j.reasons, "error": j.error, "log": j.log,
+                      "outputs": sorted(j.outputs.values())}
+                     for j in self.jobs],
+            "summary": self.step_summary(),
+            "totals": {s: sum(1 for j in self.jobs if j.state == s) for s in STATES},
+        }
+
+    def _cell_order(self, c):
+        return (c.device, c.day, self.steps.index(c.step))
+
+
+def _flag_counts(led: dict) -> dict:
+    f = led.get("flags")
+    if isinstance(f, dict) and all(isinstance(v, (int, float)) for v in f.values()):
+        return {str(k): int(v) for k, v in f.items()}
+    return {}
+
+
+def _add_ledger(cell: Cell, led, device, day):
+    if not led:
+        return
+    if led.get("unit") == "lines":
+        # a parser ledger counts the lines of one raw file; the values it wrote for this
+        # (device, day) are in its "partitions" map
+        n = (led.get("partitions") or {}).get(f"{device}/{day}")
+        if n is not None:
+            cell.rows_out = (cell.rows_out or 0) + int(n)
+    else:
+        cell.rows_in = (cell.rows_in or 0) + int(led.get("rows_in", 0))
+        cell.rows_out = (cell.rows_out or 0) + int(led.get("rows_out", 0))
+    for k, v in (led.get("rejected") or {}).items():
+        cell.rejected[k] = cell.rejected.get(k, 0) + int(v)
+    for k, v in _flag_counts(led).items():
+        cell.flags[k] = cell.flags.get(k, 0) + v
+
+
+def _date(day: str):
+    import datetime as dt
+
+    return dt.date.fromisoformat(day)
+
+
+def _iso(t):
+    return None if t is None else t.isoformat().replace("+00:00", "Z")
+
+
+def build_board(pipeline: str, start=None, end=None, root=None) -> Board:
+    """The board of ``pipeline`` (path relative to ``root``) for the window [start, end]."""
+    from .timewindow import parse_window
+    from .workflow import WorkflowPlan
+
+    root = Path(root or Path.cwd())
+    parse_window(start, end)
+    config = {"pipeline": pipeline}
+    if start:
+        config["from"] = start
+    if end:
+        config["to"] = end
+    return Board(WorkflowPlan(config, root), root)
+
+
+# ---------------------------------------------------------------- text rendering
+
+SYMBOL = {"done": "ok", "missing": "--", "stale": "S", "failed": "FAIL"}
+REASON_CODE = [("config changed", "c"), ("code version", "v"), ("input newer", "i"),
+               ("upstream", "u"), ("input missing", "m"), ("unreadable", "x")]
+
+
+def _short_reason(reasons) -> str:
+    codes = ""
+    for r in reasons:
+        for prefix, code in REASON_CODE:
+            if r.startswith(prefix) and code not in codes:
+                codes += code
+    return codes
+
+
+def _human(n) -> str:
+    if n is None:
+        return ""
+    n = float(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            v = n / div
+            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
+    return f"{int(n)}"
+
+
+def _cell_text(cell: Cell | None, with_rows: bool) -> str:
+    if cell is None:
+        return ""
+    if cell.state == "stale":
+        text = "S:" + _short_reason(cell.reasons)
+    else:
+        text = SYMBOL[cell.state]
+    if with_rows and cell.state == "done" and cell.rows_out is not None:
+        text += " " + _human(cell.rows_out)
+        if sum(cell.rejected.values()):
+            text += "*"
+    return text
+
+
+def render_text(board: Board, width: int = 100) -> str:
+    """The board as plain text for a terminal ``width`` columns wide."""
+    lines = []
+    w = board.plan.window
+    span = "all days" if w.start is None and w.end is None else str(w)
+    lines.append(f"PyJAMA status · exposure {board.project.exposure} · {board.project.pipeline.path} "
+                 f"· window {span}")
+    lines.append("cells: ok done (rows out, * = rows rejected) · -- missing · FAIL failed · "
+                 "S:<why> stale")
+    lines.append("why: c config changed · v code version changed · i input newer · "
+                 "u upstream not done · m input missing")
+    if not board.cells and not board.other:
+        lines.append("")
+        lines.append("nothing planned in this window: no raw file touches it "
+                     f"(raw files go in data/{board.project.exposure}/00_raw/)")
+        return "\n".join(lines) + "\n"
+
+    steps = board.steps
+    day_w = 12
+    avail = max(width - day_w, 8 * len(steps))
+    col_w = max(5, min(14, avail // max(1, len(steps))))
+    with_rows = col_w >= 10
+    heads = [s if len(s) < col_w else s[: col_w - 2] + "…" for s in steps]
+    truncated = any(h != s for h, s in zip(heads, steps))
+
+    for dev in board.devices():
+        lines.append("")
+        lines.append(f"device {dev}")
+        lines.append("day".ljust(day_w) + "".join(h.ljust(col_w) for h in heads).rstrip())
+        rows = []
+        for day in board.days(dev):
+            cells = [board.cells.get((s, dev, day)) for s in steps]
+            rows.append((day, cells))
+        for group in _runs(rows):
+            if len(group) >= 4:
+                first, last = group[0][0], group[-1][0]
+                cells = group[0][1]
+                text = "".join(_cell_text(c, False).ljust(col_w) for c in cells).rstrip()
+                lines.append(f"{first} … {last} ({len(group)} days)")
+                lines.append("".ljust(day_w) + text)
+            else:
+                for day, cells in group:
+                    text = "".join(_cell_text(c, with_rows).ljust(col_w) for c in cells)
+                    lines.append(day.ljust(day_w) + text.rstrip())
+    if truncated:
+        lines.append("")
+        lines.append("columns: " + " · ".join(steps))
+
+    lines.append("")
+    lines.append("step                      jobs    done  stale  miss  fail     rows in    rows out"
+                 "  rejected  flagged")
+    for s in board.step_summary():
+        rej = sum(s["rejected"].values())
+        share = "" if s["flagged_share"] is None else f"{100 * s['flagged_share']:.1f}%"
+        name = s["step"] + (f" ({s['unit']})" if s["unit"] != "rows" else "")
+        name = name if len(name) <= 24 else name[:23] + "…"
+        lines.append(f"{name:24s} {s['jobs']:5d} {s['done']:7d} {s['stale']:6d} {s['missing']:5d} "
+                     f"{s['failed']:5d} {s['rows_in']:11,d} {s['rows_out']:11,d} {rej:9,d}  {share:>7s}")
+    rejects = [(s["step"], k, v) for s in board.step_summary() for k, v in sorted(s["rejected"].items())]
+    if rejects:
+        lines.append("")
+        lines.append("rejected, by reason (from the ledgers):")
+        for step, reason, n in rejects:
+            lines.append(f"  {step}: {reason}: {n:,d}")
+
+    bad = board.attention()
+    lines.append("")
+    if not bad:
+        lines.append(f"all {len(board.jobs)} jobs done")
+    else:
+        totals = {s: sum(1 for j in board.jobs if j.state == s) for s in STATES}
+        lines.append("needs attention: " + ", ".join(f"{totals[s]} {s}" for s in reversed(STATES)
+                                                     if totals[s] and s != "done"))
+        shown = 0
+        for j in bad:
+            if shown >= 40:
+                lines.append(f"  … and {len(bad) - shown} more (drawer.py status --json lists all)")
+                break
+            where = " ".join(str(v) for _k, v in sorted(j.wildcards.items(), key=_wc_order))
+            text = f"  {j.state.upper():7s} {j.step} {where}"
+            if j.state == "failed":
+                text += f": {j.error}\n          log: {j.log}"
+            elif j.reasons:
+                text += ": " + "; ".join(j.reasons)
+            lines.append(text)
+            shown += 1
+        lines.append("rebuild: python3 drawer.py run " + board.project.pipeline.path
+                     + (f" --from {_day_text(w.start)} --to {_day_text(w.end)}"
+                        if w.start and w.end else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _wc_order(item):
+    return {"device": 0, "day": 1, "raw": 2}.get(item[0], 3), item[0]
+
+
+def _day_text(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _runs(rows):
+    """Group consecutive days whose cells have the same state text (rows ignored)."""
+    groups = []
+    for day, cells in rows:
+        key = tuple(_cell_text(c, False) for c in cells)
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append((day, cells))
+        else:
+            groups.append((key, [(day, cells)]))
+    return [g for _k, g in groups]
+
+
+def main_status(pipeline: str, start=None, end=None, as_json=False, root=None, width=None) -> str:
+    board = build_board(pipeline, start, end, root)
+    if as_json:
+        return json.dumps(board.to_json(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    if width is None:
+        import shutil
+
+        width = min(shutil.get_terminal_size((100, 24)).columns, 140)
+    return render_text(board, width)

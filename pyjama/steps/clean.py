@@ -1,0 +1,76 @@
+"""30_clean: one (device, day) of 20_split → the same rows with quality flags (never deletions).
+
+The rules are pure functions in :mod:`pyjama.qc`; this class only checks the config and
+calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents every key.
+"""
+from __future__ import annotations
+
+import re
+
+from . import Step
+from .. import qc
+from ..errors import UserError
+
+WINDOW_ALLOWED = f"an odd number of samples >= 3, or {qc.DURATION_HINT}"
+
+
+def check_rule(rule: dict, where: str, partial: bool) -> None:
+    """Semantic checks of one rule object (``partial``: a per-sensor override, whose
+    missing keys come from the domain's rule)."""
+    rng = rule.get("range")
+    if rng is not None and None not in rng and rng[0] > rng[1]:
+        raise UserError(f"{where}.range: {rng!r} is not allowed; allowed: [min, max] with min <= max "
+                        "(null for an open side)")
+    spike = rule.get("spike")
+    if isinstance(spike, dict):
+        window = spike.get("window")
+        if isinstance(window, int):
+            if window < 3 or window % 2 == 0:
+                raise UserError(f"{where}.spike.window: {window!r} is not allowed; allowed: {WINDOW_ALLOWED}")
+        elif window is not None:
+            try:
+                qc.parse_duration(window, f"{where}.spike.window")
+            except UserError:
+                raise UserError(f"{where}.spike.window: {window!r} is not allowed; "
+                                f"allowed: {WINDOW_ALLOWED}") from None
+        keys = ("threshold_mad", "threshold_abs")
+        if partial:   # an override: only what it states (the rest comes from the domain)
+            both_null = all(k in spike and spike[k] is None for k in keys)
+        else:
+            merged = {**qc.schema_defaults("30_clean", "spike"), **spike}
+            both_null = all(merged[k] is None for k in keys)
+        if both_null:
+            raise UserError(f"{where}.spike: threshold_mad and threshold_abs are both null; "
+                            "allowed: at least one threshold")
+    flat = rule.get("flat")
+    if isinstance(flat, dict) and "min_duration" in flat:
+        qc.parse_duration(flat["min_duration"], f"{where}.flat.min_duration")
+
+
+class CleanStep(Step):
+    script = "30_clean.py"
+    kind = "30_clean"
+    summary = "quality flags: gross range, sentinels, spikes, flat lines, exclusion windows"
+
+    def check_config(self, params, source):
+        for domain, rule in params.get("rules", {}).items():
+            check_rule(rule, f"{source}: $.rules.{domain}", partial=False)
+        for sensor, rule in params.get("sensors", {}).items():
+            check_rule(rule, f"{source}: $.sensors.{sensor}", partial=True)
+        for i, ex in enumerate(params.get("exclusions", [])):
+            where = f"{source}: $.exclusions[{i}]"
+            pattern = ex.get("sensors", ".*")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise UserError(f"{where}.sensors: {pattern!r} is not a regular expression ({exc}); "
+                                "allowed: a Python regular expression such as 'm[0-3]'") from None
+            start = qc.parse_instant(ex["start"], "from", f"{where}.start")
+            end = qc.parse_instant(ex["end"], "to", f"{where}.end")
+            if start > end:
+                raise UserError(f"{where}: start {ex['start']!r} is after end {ex['end']!r}; "
+                                "allowed: start <= end")
+
+    def compute(self, frames, st, device, day):
+        df, counts = qc.clean_frame(frames["data"], st.params, device)
+        return {"data": df}, counts

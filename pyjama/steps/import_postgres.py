@@ -1,0 +1,305 @@
+"""80_import_postgres: aggregated partitions → one PostgreSQL long table for Grafana.
+
+    python3 pyjama.py run 80_import_postgres.py --with configs/X/80_postgres_bio_signal_10s.json [--from A --to B] [--dry-run]
+
+Table (created if missing): ``(ts timestamptz, device_id text, domain text, sensor text,
+value double precision, quality_flag smallint)``, unique on ``(device_id, sensor, ts,
+domain)``, BRIN index on ``ts``.
+
+Per (device, UTC day) partition of the input stage (e.g. ``70_aggregated/window=10s``):
+
+1. keep the rows of the config's ``domains`` and ``sensors`` (globs) — the others are
+   counted in the ledger as "not selected";
+2. in ONE transaction: delete the table's rows of that device, day ``[D, D+1)``, and of
+   the config's domains/sensors; COPY the selected rows (NaN → NULL); commit;
+3. after the commit, write ``data/<EXPO>/<output_stage>/device_id=X/day=D/receipt.json``
+   (rows, NULL count, exact value sum, table, database, input file digest, import time)
+   and ``_ledger.json``. The receipt is the Snakemake target: a partition is re-imported
+   when its input changes, and a partition without receipt was not (fully) imported.
+
+A run over many partitions groups whole partitions into transactions of up to
+``batch_rows`` rows (fewer round trips, one COPY per batch).
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import Step
+from .. import db, io
+from ..errors import UserError
+
+RECEIPT = "receipt.json"
+NOT_SELECTED = "not selected (domains/sensors of the config)"
+
+
+# ---------------------------------------------------------------- pure functions
+
+def select_rows(table, domains, sensors):
+    """Keep the rows of an input partition (arrow table with ts, domain, sensor, value,
+    quality_flag) whose domain is in ``domains`` (all when empty) and whose sensor name
+    matches one of the globs ``sensors``. Returns (selected table, rows set aside)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = table.num_rows
+    if n == 0:
+        return table, 0
+    keep = _dict_mask(table.column("sensor"), lambda names: db.match_sensors(names, sensors))
+    if domains:
+        wanted = set(domains)
+        keep &= _dict_mask(table.column("domain"), lambda names: [x in wanted for x in names])
+    if keep.all():
+        return table, 0
+    return table.filter(pa.array(keep)), int(n - np.count_nonzero(keep))
+
+
+def _dict_mask(column, predicate):
+    """Boolean numpy mask of a (dictionary or plain) string column, computing
+    ``predicate`` once per distinct name (a long table repeats a few names)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    names = arr.dictionary.to_pylist()
+    hits = np.asarray(predicate(names) + [False], dtype=bool)   # last slot: null index
+    idx = pc.fill_null(arr.indices, len(names)).to_numpy(zero_copy_only=False)
+    return hits[idx]
+
+
+def to_long_table(table, device: str):
+    """Selected partition rows → the table's COPY columns, in order:
+    ts [UTC, µs], device_id, domain, sensor, value [NaN → NULL], quality_flag."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = table.num_rows
+    device_col = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([device]))
+    return pa.table({
+        "ts": table.column("ts").cast(pa.timestamp("us", tz="UTC")),
+        "device_id": device_col,
+        "domain": table.column("domain"),
+        "sensor": table.column("sensor"),
+        "value": db.nan_to_null(table.column("value")),
+        "quality_flag": table.column("quality_flag").cast(pa.int16()),
+    })
+
+
+# ---------------------------------------------------------------- one partition, planned
+
+@dataclass
+class Part:
+    """One (device, day) partition ready to import."""
+
+    device: str
+    day: str
+    input: str                   # relative path of the input parquet
+    input_sha256: str
+    rows_in: int
+    not_selected: int
+    rows: object                 # arrow table in COPY column order
+    checksum: dict = field(default_factory=dict)
+    sensors: list = field(default_factory=list)
+
+    @property
+    def label(self):
+        return f"{self.device}/{self.day}"
+
+
+def plan_part(project, st, device: str, day: str) -> Part:
+    """Read one input partition and prepare its rows (no database access)."""
+    import pyarrow.parquet as pq
+
+    rel = io.partition_file(st.exposure, st["input_stage"], device, day)
+    path = project.root / rel
+    if not path.exists():
+        raise UserError(f"{rel}: input missing; build stage {st['input_stage']} first "
+                        "(the aggregate step, or drawer.py run)")
+    data = path.read_bytes()
+    import pyarrow as pa
+
+    table = pq.read_table(pa.BufferReader(data))
+    selected, dropped = select_rows(table, st["domains"], st["sensors"])
+    rows = to_long_table(selected, device)
+    sensors = sorted(set(rows.column("sensor").combine_chunks().dictionary.to_pylist())) if rows.num_rows else []
+    return Part(device=device, day=day, input=rel, input_sha256=hashlib.sha256(data).hexdigest(),
+                rows_in=table.num_rows, not_selected=dropped, rows=rows,
+                checksum=db.value_checksum(selected.column("value").to_numpy()), sensors=sensors)
+
+
+# ---------------------------------------------------------------- the step
+
+class ImportPostgresStep(Step):
+    script = "80_import_postgres.py"
+    kind = "80_import_postgres"
+    summary = "aggregated partitions → PostgreSQL long table (idempotent per device/day, receipts)"
+
+    def check_config(self, params, source):
+        db.check_identifier(params["schema"], f"{source}: $.schema")
+        db.check_identifier(params["table"], f"{source}: $.table")
+        db.check_sensor_globs(params["sensors"], f"{source}: $.sensors")
+
+    def output_files(self, st, device="{device}", day="{day}"):
+        stage = st["output_stage"]
+        return {"receipt": io.partition_file(st.exposure, stage, device, day, RECEIPT),
+                "ledger": io.partition_file(st.exposure, stage, device, day, io.LEDGER)}
+
+    def run_partition(self, project, st, device, day):
+        return self.run_cli(project, st, None, [device], day=day)[0]
+
+    # ---- pyjama.py run (and every workflow job) comes here
+    def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
+        options = options or {}
+        if day:
+            if not devices:
+                raise UserError("--day needs --device")
+            todo = [(d, day) for d in devices]
+        else:
+            todo = self.direct_partitions(project, st, window, devices)
+        if options.get("dry_run"):
+            return self.dry_run(project, st, todo)
+        if not todo:
+            return []
+        conn = db.connect(st.params, application_name=f"pyjama {self.script}")
+        try:
+            db.ensure_table(conn, st["schema"], st["table"], db.LONG_80)
+            entries = []
+            bar = _progress(len(todo), quiet, self.script)
+            for batch in _batches(project, st, todo, st["batch_rows"]):
+                deleted = self.import_batch(conn, st, batch)
+                for part in batch:
+                    entries.append(self.write_receipt(project, st, part, deleted[part.label]))
+                if bar is not None:
+                    bar.update(len(batch))
+            if bar is not None:
+                bar.close()
+            return entries
+        finally:
+            conn.close()
+
+    def import_batch(self, conn, st, batch) -> dict:
+        """Delete + COPY every partition of ``batch`` in ONE transaction. Returns the rows
+        deleted per partition label. Nothing is visible to others before the commit."""
+        import psycopg2
+        import pyarrow as pa
+
+        schema, table = st["schema"], st["table"]
+        likes = [db.glob_to_like(p) for p in st["sensors"]]
+        deleted = {}
+        label = f"{batch[0].label}" if len(batch) == 1 else f"{batch[0].label} … {batch[-1].label}"
+        try:
+            with conn.cursor() as cur:
+                existing = {}
+                for part in batch:
+                    if part.device not in existing:
+                        existing[part.device] = db.device_sensors(cur, schema, table, part.device, likes)
+                    start, end = _day_range(part.day)
+                    deleted[part.label] = db.delete_range(
+                        cur, schema, table, db.LONG_80, part.device, existing[part.device],
+                        start, end, st["domains"])
+                tables = [p.rows for p in batch if p.rows.num_rows]
+                if tables:
+                    payload = db.csv_payload(pa.concat_tables(tables))
+                    db.copy_csv(cur, schema, table, db.LONG_80.names, payload)
+            db.pause_before_commit()
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise db.db_error(exc, f"{self.script} {label}: import into {schema}.{table} failed "
+                                   "(nothing was changed)") from None
+        except BaseException:
+            conn.rollback()
+            raise
+        return deleted
+
+    def write_receipt(self, project, st, part: Part, deleted: int) -> dict:
+        """Receipt + ledger of one committed partition (written only after the commit)."""
+        start, end = _day_range(part.day)
+        outs = self.output_files(st, part.device, part.day)
+        receipt = {
+            "step": self.script,
+            "partition": part.label,
+            "table": f"{st['schema']}.{st['table']}",
+            "database": db.target_label(st.params),
+            "range": {"from": _iso(start), "to": _iso(end)},
+            "domains": list(st["domains"]),
+            "sensors": list(st["sensors"]),
+            "rows": part.checksum["rows"],
+            "null_values": part.checksum["null_values"],
+            "value_sum": part.checksum["value_sum"],
+            "rows_replaced": int(deleted),
+            "input": part.input,
+            "input_sha256": part.input_sha256,
+            "config": st.path,
+            "config_digest": st.digest,
+            "imported_at": db.utc_now_text(),
+        }
+        io.write_json(project.root / outs["receipt"], receipt)
+        entry = io.ledger_entry(self.script, part.label, rows_in=part.rows_in,
+                                rows_out=part.checksum["rows"],
+                                rejected={NOT_SELECTED: part.not_selected},
+                                table=receipt["table"], rows_replaced=int(deleted))
+        io.write_json(project.root / outs["ledger"], entry)
+        return entry
+
+    def dry_run(self, project, st, todo) -> list:
+        """Print what would be imported; touch neither the database nor any file."""
+        target = f"{st['schema']}.{st['table']}"
+        print(f"{self.script} --dry-run: would import into {target} at {db.target_label(st.params)} "
+              f"(replacing each partition's device × day × domains {st['domains'] or 'all'} × "
+              f"sensors {st['sensors']}):")
+        entries = []
+        for device, day in todo:
+            part = plan_part(project, st, device, day)
+            print(f"  {part.label}: {part.checksum['rows']} rows ({part.not_selected} not selected) "
+                  f"from {part.input}")
+            entries.append(io.ledger_entry(self.script, part.label, rows_in=part.rows_in,
+                                           rows_out=part.checksum["rows"],
+                                           rejected={NOT_SELECTED: part.not_selected},
+                                           table=target, dry_run=True))
+        if not todo:
+            print("  nothing: no input partition in this window")
+        return entries
+
+
+# ---------------------------------------------------------------- helpers
+
+def _batches(project, st, todo, max_rows: int):
+    """Plan partitions one by one and yield lists of whole partitions of up to
+    ``max_rows`` rows (a partition bigger than that is a batch of its own)."""
+    batch, rows = [], 0
+    for device, day in todo:
+        part = plan_part(project, st, device, day)
+        if batch and rows + part.rows.num_rows > max_rows:
+            yield batch
+            batch, rows = [], 0
+        batch.append(part)
+        rows += part.rows.num_rows
+    if batch:
+        yield batch
+
+
+def _day_range(day: str):
+    from ..timewindow import day_bounds
+
+    return day_bounds(day)
+
+
+def _iso(t) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _progress(total: int, quiet: bool, desc: str):
+    """A tqdm bar on a terminal, shown only if the run lasts more than 2 s."""
+    if quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, unit="part", delay=2)

@@ -1,0 +1,327 @@
+"""50_normalise: per (device, sensor) opening in [0, 1]; a thin shell over pyjama.normalise.
+
+The percentile fit lives in ``data/<EXPO>/<output_stage>/_fit/<device>.json`` (folders
+starting with ``_`` are ignored by dataset readers). How the DAG treats it:
+
+* every normalise partition of a device lists that device's fit file as an input;
+* the fit rule (``<rule>_fit``) is declared ONLY for devices whose fit file does not exist
+  when the DAG is built: a fresh exposure fits itself, once;
+* once it exists the fit file is a plain source file: nothing rewrites it, new days never
+  refit, and an explicit ``pyjama.py run 50_normalise.py --with … --fit`` (which rewrites it)
+  makes the next workflow run redo that device's normalise partitions and what follows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+
+import pandas as pd
+
+from . import DEVICE_RE, RuleSpec, Step, _q
+from .. import io, tidy
+from ..config import digest
+from ..errors import UserError
+from ..normalise import (build_fit, check_range, compute_rolling_bounds, cut_to_period,
+                         direction_for, fit_mismatch, normalise_frame, range_warning,
+                         select_fit_days, selected_sensors)
+from ..timewindow import parse_bound, shift_day
+
+FIT_DIR = "_fit"
+
+
+class NormaliseStep(Step):
+    script = "50_normalise.py"
+    kind = "50_normalise"
+    summary = "opening in [0, 1] per device and sensor: percentile fit (a readable file) or rolling min/max"
+
+    # ---------------------------------------------------------------- config
+    def check_config(self, params, source):
+        def check_regex(where, text):
+            try:
+                re.compile(text)
+            except re.error as exc:
+                raise UserError(f"{source}: {where}: {text!r} is not a regular expression ({exc}); "
+                                "allowed: a Python regular expression such as '^m\\d+__cbrt_inv$'") from None
+
+        check_regex("$.sensors", params["sensors"])
+        for i, rule in enumerate(params["direction"]):
+            check_regex(f"$.direction[{i}].sensors", rule["sensors"])
+            if rule["direction"] == "auto" and params["method"] != "percentile":
+                raise UserError(f"{source}: $.direction[{i}].direction: 'auto' is not allowed with "
+                                f"method {params['method']!r}; allowed: 'up' or 'down' ('auto' is "
+                                "decided at fit time, method 'percentile' only)")
+        if not params["p_low"] < params["p_high"]:
+            raise UserError(f"{source}: $.p_high: {params['p_high']!r} is not allowed; allowed: a "
+                            f"percentile above $.p_low ({params['p_low']!r})")
+        fit = params["fit"]
+        if (fit["from"] is None) != (fit["to"] is None):
+            missing = "to" if fit["to"] is None else "from"
+            raise UserError(f"{source}: $.fit.{missing}: null is not allowed when $.fit."
+                            f"{'from' if missing == 'to' else 'to'} is set; allowed: both from and to "
+                            "(a fixed period) or both null (the first $.fit.first_days days)")
+        if fit["from"] is not None:
+            bounds = {}
+            for side in ("from", "to"):
+                text = fit[side]
+                if "NOW" in text:
+                    raise UserError(f"{source}: $.fit.{side}: {text!r} is not allowed; allowed: a fixed "
+                                    "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (a fit period must not move)")
+                try:
+                    bounds[side] = parse_bound(text, side)
+                except UserError as exc:
+                    raise UserError(f"{source}: $.fit.{side}: {str(exc).split(': ', 1)[1]}") from None
+            if bounds["from"] > bounds["to"]:
+                raise UserError(f"{source}: $.fit.to: {fit['to']!r} is not allowed; allowed: a bound "
+                                f"at or after $.fit.from ({fit['from']!r})")
+
+    # ---------------------------------------------------------------- paths and the DAG
+    def fit_file(self, st, device="{device}") -> str:
+        """Relative path of a device's fit file."""
+        return str(io.stage_dir(st.exposure, st["output_stage"]) / FIT_DIR / f"{device}.json")
+
+    def input_files(self, project, st, device, day):
+        files = {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
+        if st["method"] == "percentile":
+            files["params"] = self.fit_file(st, device)
+        else:
+            files["neighbours"] = [io.partition_file(st.exposure, st["input_stage"], device, d)
+                                   for d in self.neighbour_days(project, st, device, day)]
+        return files
+
+    def neighbour_days(self, project, st, device, day):
+        """Days within ± W/2 of ``day`` that the project has data for (rolling method)."""
+        reach = math.ceil(float(st["rolling"]["window_hours"]) / 2 / 24)
+        known = self._known_partitions(project)
+        days = [shift_day(day, k) for k in range(-reach, reach + 1) if k]
+        return [d for d in days if (device, d) in known]
+
+    def _known_partitions(self, project):
+        cache = getattr(self, "_known", None)
+        if cache is None or cache[0] is not project:
+            cache = (project, set(project.partitions()))
+            self._known = cache
+        return cache[1]
+
+    def device_days(self, project) -> dict:
+        """device → sorted days with data (from the raw index, as the DAG sees them)."""
+        out: dict = {}
+        for dev, day in project.partitions():
+            out.setdefault(dev, []).append(day)
+        return out
+
+    def fit_days(self, project, st, device):
+        """(days, period) of a device's fit; a one-line error when it has no data there."""
+        days, period = select_fit_days(self.device_days(project).get(device, []), st["fit"])
+        if not days:
+            have = self.device_days(project).get(device, [])
+            span = f"{have[0]}..{have[-1]}" if have else "no days at all"
+            raise UserError(f"{st.path}: $.fit: device {device!r} has no data in the fit period "
+                            f"{period['declared']} (it has {span}); allowed: a period that overlaps "
+                            "the device's data")
+        return days, period
+
+    def rule_specs(self, project, st, window) -> list:
+        specs = super().rule_specs(project, st, window)
+        if st["method"] != "percentile":
+            return specs
+        missing = sorted(dev for dev in self.device_days(project)
+                         if not (project.root / self.fit_file(st, dev)).exists())
+        if not missing:
+            return specs   # every fit exists: plain source files, never rebuilt by the workflow
+        fit_inputs = {dev: [io.partition_file(st.exposure, st["input_stage"], dev, d)
+                            for d in self.fit_days(project, st, dev)[0]] for dev in missing}
+
+        def inputs(wildcards, _files=fit_inputs):
+            return {"data": _files[wildcards.device]}
+
+        specs.append(RuleSpec(
+            name=self.rule_name(st) + "_fit",
+            outputs={"params": self.fit_file(st)},
+            inputs=inputs,
+            log=f"logs/{st.exposure}/{st.name}/fit_{{device}}.log",
+            args=f"{self.script} --with {_q(st.path)} --fit --device {{device}}",
+            params_digest=st.digest,
+            # only the missing devices: an existing fit must never match this rule
+            wildcard_constraints={"device": "|".join(re.escape(d) for d in missing)},
+            targets=[],
+        ))
+        return specs
+
+    # ---------------------------------------------------------------- running
+    def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
+        """``pyjama.py run 50_normalise.py``: ``--fit`` (re)writes fit files; otherwise the
+        ordinary partition loop, fitting first only the devices that have no fit file."""
+        from ..cli import run_default
+
+        if (options or {}).get("fit"):
+            if st["method"] != "percentile":
+                raise UserError(f"--fit: {st.path}: $.method is {st['method']!r}; allowed: --fit only "
+                                "with method 'percentile' (rolling_minmax has nothing to fit)")
+            if window.start is not None or window.end is not None or day:
+                raise UserError(f"--fit reads the fit period declared in {st.path} ($.fit); "
+                                "--from/--to/--day are not allowed with it")
+            targets = devices or [d for d in sorted(self.device_days(project))
+                                  if select_fit_days(self.device_days(project)[d], st["fit"])[0]]
+            if not targets:
+                raise UserError(f"{st.path}: $.fit: no device has data in the fit period")
+            return [self.fit_device(project, st, dev, quiet) for dev in targets]
+        if st["method"] == "percentile":
+            todo = sorted({p[0] for p in ([(devices[0], day)] if day and devices else
+                                          self.direct_partitions(project, st, window, devices))})
+            for dev in todo:
+                if not (project.root / self.fit_file(st, dev)).exists():
+                    self.fit_device(project, st, dev, quiet)
+        return run_default(self, project, st, window, devices, day=day, raw=raw, quiet=quiet)
+
+    def fit_device(self, project, st, device, quiet=True) -> dict:
+        """Fit one device from its fit period and write its fit file (always rewritten)."""
+        days, period = self.fit_days(project, st, device)
+        files = [io.partition_file(st.exposure, st["input_stage"], device, d) for d in days]
+        frames = []
+        for f in files:
+            if not (project.root / f).exists():
+                raise UserError(f"{f}: input of the fit missing; run the step that writes "
+                                f"{st['input_stage']} first")
+            frames.append(cut_to_period(io.read_tidy(project.root / f, device), st["fit"]))
+        frames = [f for f in frames if len(f)]
+        df = tidy.conform(pd.concat(frames, ignore_index=True)) if frames else tidy.empty()
+        content = build_fit(df, st.params, device, period)
+        content.update({"exposure": st.exposure, "config": st.path, "inputs": files,
+                        "refit": f"python3 pyjama.py run {self.script} --with {st.path} --fit "
+                                 f"--device {device}"})
+        path = project.root / self.fit_file(st, device)
+        old = path.read_bytes() if path.exists() else None
+        io.write_json(path, content)
+        warnings = [e["warning"] for e in content["sensors"].values() if e["warning"]]
+        if not period["complete"]:
+            warnings.append(f"{device}: fit period {period['declared']} only partly has data "
+                            f"({len(days)} day(s)); refit with --fit once it is complete")
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if not quiet:
+            state = "new" if old is None else ("unchanged" if old == path.read_bytes() else "changed")
+            print(f"{self.script}: fitted {self.fit_file(st, device)} ({state}): "
+                  f"{len(content['sensors'])} sensor(s) from {', '.join(days)}")
+        n_rows = len(df)
+        n_used = sum(e["n_samples"] for e in content["sensors"].values())
+        n_other = n_rows - sum(e["n_rows"] for e in content["sensors"].values())
+        return io.ledger_entry(self.script, f"{device}/{FIT_DIR}", rows_in=n_rows, rows_out=n_used,
+                               rejected={"unusable flag or NaN": n_rows - n_used - n_other,
+                                         "sensor not selected": n_other},
+                               warnings=warnings)
+
+    def read_fit(self, project, st, device) -> dict:
+        """The fit file of a device, checked against the config it must match."""
+        rel = self.fit_file(st, device)
+        path = project.root / rel
+        if not path.exists():
+            raise UserError(f"{rel}: fit file missing; fit it: python3 pyjama.py run {self.script} "
+                            f"--with {st.path} --fit --device {device}")
+        try:
+            fit = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise UserError(f"{rel}: not a readable fit file ({exc}); refit: python3 pyjama.py run "
+                            f"{self.script} --with {st.path} --fit --device {device}") from None
+        bad = fit_mismatch(fit.get("fit_config", {}), st.params)
+        if bad:
+            key, old, new = bad
+            raise UserError(f"{st.path}: $.{key}: {json.dumps(new)} differs from the fit in {rel} "
+                            f"({json.dumps(old)}); refit: python3 pyjama.py run {self.script} "
+                            f"--with {st.path} --fit --device {device}")
+        return fit
+
+    def run_partition(self, project, st, device, day):
+        files = self.input_files(project, st, device, day)
+        data = self._read(project, files["data"], device, st)
+        if st["method"] == "percentile":
+            fit = self.read_fit(project, st, device)
+            bounds, warnings = self.fitted_bounds(fit, data, st, device)
+            extra_meta = {"pyjama.normalise_fit": digest(fit)}
+        else:
+            around = [self._read(project, f, device, st) for f in files["neighbours"]]
+            bounds, warnings = self.rolling_bounds(data, around, st, device)
+            extra_meta = {}
+        out, report = normalise_frame(data, st.params, bounds, device)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        all_inputs = [files["data"]] + [p for k, v in files.items() if k != "data"
+                                         for p in (v if isinstance(v, list) else [v])]
+        meta = io.provenance(self.script, st.path, st.digest, all_inputs)
+        meta.update(extra_meta)
+        outs = self.output_files(st, device, day)
+        io.write_tidy(project.root / outs["data"], out, meta)
+        counts = self.ledger_counts(data, out, report, warnings)
+        entry = io.ledger_entry(self.script, f"{device}/{day}", **counts)
+        io.write_json(project.root / outs["ledger"], entry)
+        return entry
+
+    def compute(self, frames, st, device, day):
+        """Pure core for tests: ``frames["data"]`` + ``frames["fit"]`` (the fit file's content,
+        percentile) or ``frames["neighbours"]`` (rolling) → normalised frame and counts."""
+        data = frames["data"]
+        if st["method"] == "percentile":
+            bounds, warnings = self.fitted_bounds(frames["fit"], data, st, device)
+        else:
+            bounds, warnings = self.rolling_bounds(data, frames.get("neighbours", []), st, device)
+        out, report = normalise_frame(data, st.params, bounds, device)
+        return {"data": out}, self.ledger_counts(data, out, report, warnings)
+
+    @staticmethod
+    def ledger_counts(data, out, report, warnings) -> dict:
+        return {"rows_in": len(data), "rows_out": len(out) - report["rows_added"], "rejected": {},
+                "rows_added": report["rows_added"], "rows_written": len(out),
+                "undefined_flagged_out_of_range": report["undefined"],
+                "clipped_to_0": report["clipped_low"], "clipped_to_1": report["clipped_high"],
+                "warnings": warnings}
+
+    def fitted_bounds(self, fit, data, st, device):
+        """Per sensor of the partition: low/high/direction from the fit file, and the
+        warnings (narrow range re-checked with the current $.min_range, incomplete fit)."""
+        bounds, warnings = {}, []
+        rel = self.fit_file(st, device)
+        for name in selected_sensors(data, st["sensors"]):
+            entry = fit["sensors"].get(name)
+            if entry is None:
+                raise UserError(f"{rel}: no fit for sensor {name!r} of device {device!r}; refit: "
+                                f"python3 pyjama.py run {self.script} --with {st.path} --fit "
+                                f"--device {device}")
+            bounds[name] = {"low": entry["low"], "high": entry["high"], "direction": entry["direction"]}
+            rng, ok = check_range(entry["low"], entry["high"], st["min_range"])
+            if not ok:
+                warnings.append(range_warning(device, name, rng, st["min_range"]))
+        if not fit.get("period", {}).get("complete", True):
+            warnings.append(f"{device}: the fit in {rel} covers only {len(fit['period']['days'])} "
+                            f"day(s) of {fit['period']['declared']}; refit with --fit once complete")
+        return bounds, warnings
+
+    def rolling_bounds(self, data, around, st, device):
+        """Per sensor: centred rolling min/max over this day and its neighbours, aligned
+        with the sensor's rows of ``data`` sorted by ts."""
+        data = tidy.conform(data).sort_values(["sensor", "ts"], kind="stable")
+        pool = [tidy.conform(f) for f in [data, *around] if len(f)]
+        pool = (pd.concat([f.assign(sensor=f["sensor"].astype(str)) for f in pool], ignore_index=True)
+                if pool else tidy.empty())
+        bounds, warnings = {}, []
+        w = float(st["rolling"]["window_hours"])
+        for name in selected_sensors(data, st["sensors"]):
+            rows = pool[pool["sensor"].astype(str) == name].sort_values("ts", kind="stable")
+            rows = rows[~rows["ts"].duplicated(keep="first")]
+            low, high = compute_rolling_bounds(rows["ts"], rows["value"].to_numpy(),
+                                               rows["quality_flag"].to_numpy(), w)
+            want = data.loc[data["sensor"] == name, "ts"]
+            pos = pd.Index(rows["ts"]).get_indexer(want)
+            lo, hi = low[pos], high[pos]
+            bounds[name] = {"low": lo, "high": hi, "direction": direction_for(name, st["direction"])}
+            narrow = int(((hi - lo) < st["min_range"]).sum())
+            if narrow:
+                warnings.append(f"{device}/{name}: rolling range below $.min_range {st['min_range']:g} "
+                                f"for {narrow} of {len(lo)} sample(s)")
+        return bounds, warnings
+
+    @staticmethod
+    def _read(project, rel, device, st):
+        if not (project.root / rel).exists():
+            raise UserError(f"{rel}: input missing; run the step that writes {st['input_stage']} first")
+        return io.read_tidy(project.root / rel, device)

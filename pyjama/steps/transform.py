@@ -1,0 +1,46 @@
+"""50_transform: derived sensors (x^(-1/3), x^(-1/2), ln x, identity, linear calibration).
+
+A thin shell over :mod:`pyjama.transform`; one (device, day) in → one out.
+"""
+from __future__ import annotations
+
+import re
+
+from . import Step
+from ..errors import UserError
+from ..transform import transform_frame
+
+
+class TransformStep(Step):
+    script = "50_transform.py"
+    kind = "50_transform"
+    summary = "derived sensors: x^(-1/3), x^(-1/2), ln x, identity, linear calibration (add or replace)"
+
+    def check_config(self, params, source):
+        for i, rule in enumerate(params["transforms"]):
+            where = f"{source}: $.transforms[{i}]"
+            try:
+                re.compile(rule["sensors"])
+            except re.error as exc:
+                raise UserError(f"{where}.sensors: {rule['sensors']!r} is not a regular expression "
+                                f"({exc}); allowed: a Python regular expression such as '^m\\d+$'") from None
+            if rule["suffix"] == "" and rule["mode"] == "add":
+                raise UserError(f"{where}.suffix: '' is not allowed with mode 'add' (the derived sensor "
+                                "would replace its source); allowed: a non-empty suffix, or mode 'replace'")
+            if rule["transform"] != "linear":
+                for key, neutral in (("gain", 1.0), ("offset", 0.0)):
+                    if rule[key] != neutral:
+                        raise UserError(f"{where}.{key}: {rule[key]!r} is not allowed with transform "
+                                        f"{rule['transform']!r}; allowed: {key} only with transform 'linear'")
+
+    def compute(self, frames, st, device, day):
+        df = frames["data"]
+        try:
+            out, report = transform_frame(df, st["transforms"])
+        except UserError as exc:
+            raise UserError(f"{st.path}: {exc}") from None
+        counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
+                  "rows_added": report["rows_added"], "rows_written": len(out),
+                  "undefined_flagged_out_of_range": report["undefined"],
+                  "rules": report["per_rule"]}
+        return {"data": out}, counts
