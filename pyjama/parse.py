@@ -122,7 +122,9 @@ def parse_timestamps(text: pd.Series, ts_cfg: dict, book: LineBook, frac=None) -
         ts = pd.to_datetime(num, unit=unit, utc=True, errors="coerce")
         tz = "UTC"  # epoch seconds are UTC by definition
     elif tz == "UTC":
-        ts = pd.to_datetime(s, format=fmt, utc=True, errors="coerce")
+        ts = _fast_iso_utc(s, book) if fmt == "ISO8601" else None
+        if ts is None:
+            ts = pd.to_datetime(s, format=fmt, utc=True, errors="coerce")
     else:
         try:
             naive = pd.to_datetime(s, format=fmt, errors="coerce")
@@ -141,6 +143,52 @@ def parse_timestamps(text: pd.Series, ts_cfg: dict, book: LineBook, frac=None) -
     ts = ts.astype("datetime64[us, UTC]")
     book.reject(ts.isna().to_numpy(), R_TIMESTAMP, s.fillna("").to_numpy(dtype=object))
     return ts
+
+
+def _fast_iso_utc(s: pd.Series, book: LineBook):
+    """ISO-8601 strings with an offset → UTC, with arrow's C parser; None when any
+    string of a line still in play does not parse (the caller then uses pandas, which
+    rejects the bad ones one by one)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(s.to_numpy(dtype=object, na_value=""), pa.string())
+        arr = pc.if_else(pa.array(book.ok), arr, pa.scalar("1970-01-01T00:00:00Z"))
+        ts = pc.cast(arr, pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    out = pd.Series(ts.to_numpy(zero_copy_only=False), index=s.index).dt.tz_localize("UTC")
+    return out.where(book.ok)
+
+
+def ts_values(ts) -> np.ndarray:
+    """UTC timestamps (Series, index or array) → numpy datetime64[us] (naive UTC), no copies
+    through Python objects."""
+    if isinstance(ts, np.ndarray) and ts.dtype == "datetime64[us]":
+        return ts
+    idx = pd.DatetimeIndex(ts)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    return idx.as_unit("us").to_numpy()
+
+
+def day_counts(ts, devices) -> dict:
+    """{(device, 'YYYY-MM-DD'): rows} for UTC timestamps and a device column, vectorised."""
+    days = ts_values(ts).astype("datetime64[D]").astype(np.int64)
+    dev = pd.Categorical(devices)
+    key = dev.codes.astype(np.int64) * 1_000_000 + days
+    uniq, n = np.unique(key, return_counts=True)
+    out = {}
+    for k, c in zip(uniq, n):
+        d = str(np.datetime64(int(k % 1_000_000), "D"))
+        out[(str(dev.categories[k // 1_000_000]), d)] = int(c)
+    return out
+
+
+def utc_days(ts) -> np.ndarray:
+    """UTC day ('YYYY-MM-DD') of each timestamp."""
+    return ts_values(ts).astype("datetime64[D]").astype(str)
 
 
 def domain_of(sensors, domains_cfg: dict) -> dict:
@@ -300,7 +348,7 @@ def _parse_keyvalue(s, cfg, book, fixed_device, values):
         book.reject(m, R_NUMBER, detail_for(bad_num))
     keep = book.ok[line_of]
     sensors = pc.dictionary_encode(key.filter(pa.array(keep)))
-    return _rows(ts.to_numpy()[line_of[keep]], fixed_device, sensors, num[keep], missing[keep], cfg)
+    return _rows(ts_values(ts)[line_of[keep]], fixed_device, sensors, num[keep], missing[keep], cfg)
 
 
 def _re_class(text: str) -> str:
@@ -351,8 +399,8 @@ def _rows(ts, device, sensors, num, missing, cfg):
 
 def _scan_rows(ts, book, device, device_col):
     ok = book.ok
-    out = pd.DataFrame({"ts": ts[ok].to_numpy(), "device_id": device if device_col is None
-                        else device_col[ok]})
+    out = pd.DataFrame({"ts": pd.DatetimeIndex(ts_values(ts)[ok]).tz_localize("UTC"),
+                        "device_id": device if device_col is None else device_col[ok]})
     return out
 
 
@@ -417,7 +465,7 @@ def _parse_delimited(s, cfg, book, fixed_device, values):
         nums[c] = (num, missing)
     ok = np.flatnonzero(book.ok)
     k = len(value_cols)
-    ts_ok = ts.to_numpy()[ok]
+    ts_ok = ts_values(ts)[ok]
     ts_long = np.repeat(ts_ok, k)
     sensors = np.tile(np.asarray(value_cols, dtype=object), len(ok))
     num = np.column_stack([nums[c][0][ok] for c in value_cols]).ravel() if k else np.array([])

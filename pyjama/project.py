@@ -59,8 +59,9 @@ class RawIndex:
             res = parse_bytes(read_raw_bytes(self.raw_dir / name), self.st.params, name, values=False)
             rows = res.rows
             if len(rows):
-                days = rows["ts"].dt.strftime("%Y-%m-%d")
-                pairs = sorted(set(zip(rows["device_id"].astype(str), days)))
+                from .parse import day_counts
+
+                pairs = sorted(day_counts(rows["ts"], rows["device_id"]))
             else:
                 pairs = []
             out[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,

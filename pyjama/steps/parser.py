@@ -126,9 +126,10 @@ class ParserStep(Step):
         io.write_text(project.root / outs["rejects"], buf.getvalue())
         parts = {}
         if len(rows):
-            days = rows["ts"].dt.strftime("%Y-%m-%d")
-            for (dev, day), n in rows.groupby([rows["device_id"], days]).size().items():
-                parts[f"{dev}/{day}"] = int(n)
+            from ..parse import day_counts
+
+            for (dev, day), n in sorted(day_counts(rows["ts"], rows["device_id"]).items()):
+                parts[f"{dev}/{day}"] = n
         # Skipped lines (blank, header, declared skips) are set aside like rejects, under
         # a "skipped: " reason, so lines in = lines parsed + lines set aside, always.
         rejected = dict(res.rejected)
