@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,34 @@ def _progress(items, quiet, desc):
     except ImportError:  # pragma: no cover - tqdm is in requirements.txt
         return items
     return tqdm(items, desc=desc, unit="part")
+
+
+def run_job_logged(argv, log_path) -> None:
+    """A workflow job: ``pyjama.py run`` arguments, run in this process, log to ``log_path``.
+
+    Raises ``UserError("... (log: <path>)")`` on failure so Snakemake reports the job failed
+    with the partition and the log named."""
+    import traceback
+
+    args = build_parser().parse_args(["run", *argv])
+    log = Path(log_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with open(log, "w", encoding="utf-8") as fh:
+        fh.write(f"pyjama.py run {' '.join(argv)}\n")
+        try:
+            entries = run_step(args.script, args.config, args.start, args.end, args.device, args.day,
+                               args.raw, quiet=True,
+                               options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
+        except UserError as exc:
+            fh.write(f"Error: {exc}\n")
+            raise UserError(f"{exc} (log: {log})") from None
+        except Exception:
+            fh.write(traceback.format_exc())
+            raise
+        for e in entries:
+            fh.write(json.dumps(e, sort_keys=True) + "\n")
+        fh.write(f"done in {time.monotonic() - t0:.2f} s\n")
 
 
 def main(argv=None) -> int:

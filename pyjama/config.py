@@ -211,7 +211,9 @@ def load_step_config(script: str, path, root: Path | None = None) -> StepConfig:
         if key in params:
             _check_stage(params[key], f"{path}: $.{key}")
     step.check_config(params, str(path))
-    return StepConfig(script=step.script, path=str(path), params=params, digest=digest(params))
+    # A comment is for humans: editing it must not re-run anything.
+    meaning = {k: v for k, v in params.items() if k != "comment"}
+    return StepConfig(script=step.script, path=str(path), params=params, digest=digest(meaning))
 
 
 STAGE_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,63}$")

@@ -12,3 +12,26 @@ def test_flag_table_matches_the_enum():
     order = re.search(r"\*\*Precedence\*\*.*?:\n(.*?)\n", text, re.S).group(1)
     names = re.findall(r"([A-Z_]+) \(\d\)", order)
     assert names == [f.name for f in PRECEDENCE]
+
+
+def test_config_reference_is_current():
+    from pyjama.docs_gen import render
+
+    current = (REPO / "docs" / "config-reference.md").read_text()
+    assert current == render(), "docs/config-reference.md is stale: run python3 -m pyjama.docs_gen"
+
+
+def test_every_cli_command_is_in_the_readme():
+    import argparse
+
+    from pyjama import cli, drawer
+
+    readme = (REPO / "README.md").read_text()
+    for prog, parser in (("pyjama.py", cli.build_parser()), ("drawer.py", drawer.build_parser())):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name in sub.choices:
+            assert f"{prog} {name}" in readme, f"README lacks an example of `{prog} {name}`"
+    for cmd in ("install", "create", "archive", "delete", "demo"):
+        assert f"manager.sh {cmd}" in readme, f"README lacks `manager.sh {cmd}`"
+    for script in ("scripts/parquet_to_csv.py", "snakemake --cores"):
+        assert script in readme

@@ -22,8 +22,18 @@ if not PLAN.targets():
     print(f"PyJAMA: no partitions in the window {PLAN.window} for {PLAN.project.pipeline.path} "
           "(no raw file has data there)", file=sys.stderr)
 
-PYTHON = shlex.quote(sys.executable)
-PYJAMA = shlex.quote(str(REPO / "pyjama.py"))
+
+
+def run_job(args, log):
+    """Run one job in this process: `pyjama.py run <args>`, messages to the job's log.
+
+    With --force-use-threads (set in the default profile) Snakemake runs `run:` blocks as
+    threads of the main process, so a job costs no interpreter start and no re-import of
+    pandas/pyarrow; elsewhere (SLURM, other profiles) Snakemake starts a process per job.
+    """
+    from pyjama.cli import run_job_logged
+
+    run_job_logged(shlex.split(args), log)
 
 
 class JobArgs:

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""PyJAMA benchmark suite: speed as ratios measured in ONE run (machine noise cancels).
+
+    python3 bench/run.py [--size small|medium|large] [--json out.json] [--keep DIR]
+
+Generates its own data with the project's seeded generator (key:value format, 12 Hall
+channels + temperature), runs each scenario in a fresh temporary exposure, prints one table.
+small: a smoke test (CI runs it: does it run, do ratios print); never a timed assertion.
+medium: 2 devices × 14 days × 1 Hz (≈ 2.4 M raw lines, 31 M values).
+large: medium + one 10 Hz device-day (≈ 11 M long rows in one partition).
+
+Scenarios (goals from the project's performance issue):
+  1 floor        read all raw bytes, parse to the long table, write snappy parquet once (bare pyarrow)
+  2 full         full rebuild 10→70 through Snakemake --cores 2          goal ≤ 5 × floor, overhead ≤ 15 %
+  3 noop         re-run with nothing changed                              goal ≤ 3 s and 0 jobs
+  4 incremental  one new raw day for one device, re-run                   goal ≤ 1/10 of full, only its jobs
+  5 dryrun_year  snakemake -n over 2 devices × 365 days of tiny files     goal ≤ 5 s (warm index)
+  6 memory       peak RSS of the largest single job (10 Hz day: large)    goal ≤ 2 GB
+  7 import80     idempotent 80 import vs bare COPY (bench/bench_postgres.py, needs PostgreSQL)  goal ≥ 0.3
+  8 auto81       81 --mode auto with nothing new                          goal ≤ 2 s
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SIZES = {
+    "small": {"devices": 2, "days": 2, "hz": 0.1, "hz10": None},
+    "medium": {"devices": 2, "days": 14, "hz": 1.0, "hz10": None},
+    "large": {"devices": 2, "days": 14, "hz": 1.0, "hz10": 10.0},
+}
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO)
+    return e
+
+
+def run(cmd, cwd):
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env())
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, cmd))} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+    return wall, res.stdout + res.stderr
+
+
+def snakemake(root, *args):
+    return run([sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow/Snakefile"), "--cores", "2",
+                *args, "--config", "exposure=BENCH"], root)
+
+
+def job_stats(text) -> dict:
+    m = re.search(r"Job stats:\n(.*?)\n\n", text + "\n\n", re.S)
+    jobs = {}
+    if m:
+        for line in m.group(1).splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job", "all"):
+                jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def make_exposure(root: Path, devices, days, hz, start="2026-01-20"):
+    from pyjama.demo import generate
+    from pyjama.manage import create
+
+    create("BENCH", root)
+    return generate(root / "data/BENCH/00_raw", "BENCH", devices=devices, days=days, hz=hz, start=start)
+
+
+# ---------------------------------------------------------------- 1 floor
+
+def bare_parse_to_parquet(src: Path, dst: Path) -> int:
+    """The floor: raw bytes → long table (ts, sensor, value) → snappy parquet, nothing else."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    text = src.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    lines.pop()  # "" after a final line end, or a cut last line (a power loss): dropped
+    arr = pa.array(lines, pa.string())
+    tok = pc.split_pattern(arr, ";")
+    ts = pc.cast(pc.list_element(tok, 0), pa.timestamp("us", tz="UTC"))
+    rest = pc.list_slice(tok, 1)
+    pairs = pc.list_flatten(rest)
+    parent = pc.list_parent_indices(rest)
+    kv = pc.split_pattern(pairs, ":", max_splits=1)
+    key = pc.list_element(kv, 0)
+    val = pc.cast(pc.list_element(kv, 1), pa.float64())
+    t = pa.table({"ts": ts.take(parent), "sensor": key.dictionary_encode(), "value": val})
+    pq.write_table(t, dst, compression="snappy")
+    return t.num_rows
+
+
+def floor(root: Path) -> dict:
+    raw = sorted((root / "data/BENCH/00_raw").glob("*.csv"))
+    out = Path(tempfile.mkdtemp(prefix="floor-"))
+    rows, errors = 0, 0
+    t0 = time.perf_counter()
+    for f in raw:
+        try:
+            rows += bare_parse_to_parquet(f, out / (f.name + ".parquet"))
+        except Exception:  # the generator's truncated last line breaks the bare cast: count it
+            errors += 1
+    wall = time.perf_counter() - t0
+    shutil.rmtree(out)
+    return {"wall": wall, "rows": rows, "files": len(raw), "bare_failures": errors}
+
+
+# ---------------------------------------------------------------- 2-4 the workflow
+
+def job_seconds(root: Path) -> dict:
+    """Seconds spent inside jobs, per step, from the job logs ('done in X s')."""
+    per = {}
+    for log in (root / "logs/BENCH").rglob("*.log"):
+        m = re.search(r"done in ([0-9.]+) s", log.read_text(errors="replace"))
+        if m:
+            step = log.relative_to(root / "logs/BENCH").parts[0]
+            per[step] = per.get(step, 0.0) + float(m.group(1))
+    return dict(sorted(per.items()))
+
+
+def full_noop_incremental(root: Path, size) -> dict:
+    out = {}
+    wall, text = snakemake(root)
+    out["full"] = {"wall": wall, "jobs": sum(job_stats(text).values()), "per_step_job_s": job_seconds(root)}
+    busy = sum(out["full"]["per_step_job_s"].values())
+    out["full"]["overhead_share"] = max(0.0, 1 - busy / (wall * 2))
+    wall, text = snakemake(root)
+    out["noop"] = {"wall": wall, "jobs": sum(job_stats(text).values()),
+                   "nothing": "Nothing to be done" in text}
+    # one new raw day for one device
+    from pyjama.demo import generate
+
+    gen = Path(tempfile.mkdtemp(prefix="newday-"))
+    last = sorted(p.name for p in (root / "data/BENCH/00_raw").glob("BENCH_valve01_*.csv"))[-1]
+    day = re.search(r"(\d{4}-\d{2}-\d{2})", last).group(1)
+    import datetime as dt
+
+    new_day = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+    generate(gen, "BENCH", devices=1, days=1, hz=size["hz"], start=new_day, seed=7)
+    shutil.copy(gen / f"BENCH_valve01_{new_day}.csv", root / "data/BENCH/00_raw/")
+    shutil.rmtree(gen)
+    _, plan = snakemake(root, "-n", "--quiet", "rules")
+    wall, text = snakemake(root)
+    out["incremental"] = {"wall": wall, "jobs": job_stats(text), "planned": job_stats(plan)}
+    return out
+
+
+def dryrun_year(tmp: Path) -> dict:
+    from pyjama.demo import generate
+    from pyjama.manage import create
+
+    root = tmp / "year"
+    root.mkdir()
+    create("BENCH", root)
+    t0 = time.perf_counter()
+    generate(root / "data/BENCH/00_raw", "BENCH", devices=2, days=365, hz=1 / 3600, defects=False)
+    gen_s = time.perf_counter() - t0
+    cold, text = snakemake(root, "-n", "--quiet", "rules")
+    jobs = sum(job_stats(text).values())
+    warm, _ = snakemake(root, "-n", "--quiet", "rules")
+    return {"wall": warm, "cold_wall": cold, "jobs": jobs, "generate_s": gen_s}
+
+
+def peak_memory(root: Path) -> dict:
+    """Max RSS of each step run alone (`pyjama.py run`, same code as a job) on the largest
+    partition: the 10 Hz device-day when present, else the first one."""
+    from pyjama.config import load_pipeline
+
+    pipe = load_pipeline("configs/BENCH/pipeline.json", root)
+    days = sorted(p.name for p in (root / "data/BENCH/00_raw").glob("BENCH_valve01_*.csv"))
+    biggest = max((root / "data/BENCH/00_raw").glob("*.csv"), key=lambda p: p.stat().st_size)
+    m = re.match(r"BENCH_(.+)_(\d{4}-\d{2}-\d{2})\.csv", biggest.name)
+    device, day = m.group(1), m.group(2)
+    res = {"partition": f"{device}/{day}", "by_step_mb": {}}
+    for st in pipe.steps:
+        args = [sys.executable, str(REPO / "pyjama.py"), "run", st.script, "--with", st.path, "--quiet"]
+        if st.script == "10_parser.py":
+            args += ["--raw", biggest.name]
+        elif st.script.startswith("8"):
+            continue
+        else:
+            args += ["--device", device, "--from", day, "--to", day]
+        cmd = ["/usr/bin/time", "-f", "%M"] + args if Path("/usr/bin/time").exists() else args
+        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env())
+        kb = None
+        if cmd[0] == "/usr/bin/time":
+            try:
+                kb = int(r.stderr.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                kb = None
+        if kb is None:
+            kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        res["by_step_mb"][st.name] = round(kb / 1024, 1)
+    res["max_mb"] = max(res["by_step_mb"].values()) if res["by_step_mb"] else 0.0
+    return res
+
+
+def postgres(size) -> dict | None:
+    bench = REPO / "bench" / "bench_postgres.py"
+    if not bench.exists():
+        return None
+    rows = {"small": 50_000, "medium": 2_000_000, "large": 2_000_000}[size]
+    r = subprocess.run([sys.executable, str(bench), "--rows", str(rows), "--json", "-"],
+                       capture_output=True, text=True, env=env(), cwd=REPO)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "bench_postgres.py printed no JSON"}
+
+
+def auto81(root: Path) -> dict | None:
+    cfgs = sorted((root / "configs/BENCH").glob("81_import_raw_postgres_10s.json"))
+    if not cfgs:
+        return None
+    cfg = f"configs/BENCH/{cfgs[0].name}"
+    data = json.loads(cfgs[0].read_text())
+    data["schema"] = data.get("schema", "public")
+    data["table"] = f"bench81_{os.getpid()}"
+    cfgs[0].write_text(json.dumps(data, indent=2))
+    base = [sys.executable, str(REPO / "pyjama.py"), "run", "81_import_raw_postgres.py", "--with", cfg,
+            "--mode", "auto", "--quiet"]
+    r = subprocess.run(base, cwd=root, capture_output=True, text=True, env=env())
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
+    t0 = time.perf_counter()
+    r = subprocess.run(base, cwd=root, capture_output=True, text=True, env=env())
+    wall = time.perf_counter() - t0
+    try:
+        import psycopg2
+
+        with psycopg2.connect(host=data.get("host", "127.0.0.1"), port=data.get("port", 5432),
+                              dbname=data.get("dbname", "test"), user=data.get("user") or None) as c:
+            with c.cursor() as cur:
+                cur.execute(f'DROP TABLE IF EXISTS "{data["schema"]}"."{data["table"]}"')
+    except Exception:
+        pass
+    return {"wall": wall, "rc": r.returncode}
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(x, nd=2):
+    return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=list(SIZES), default="small")
+    p.add_argument("--json", help="also write the figures as JSON to this file")
+    p.add_argument("--keep", help="keep the temporary projects in this folder")
+    p.add_argument("--skip", nargs="*", default=[], help="scenarios to skip (e.g. dryrun_year import80)")
+    a = p.parse_args(argv)
+    size = SIZES[a.size]
+    tmp = Path(a.keep or tempfile.mkdtemp(prefix="pyjama-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    root = tmp / "main"
+    root.mkdir(exist_ok=True)
+    print(f"bench: size {a.size} {size} in {tmp}", file=sys.stderr)
+    make_exposure(root, size["devices"], size["days"], size["hz"])
+    if size["hz10"]:
+        from pyjama.demo import generate
+
+        gen = tmp / "hz10"
+        generate(gen, "BENCH", devices=1, days=1, hz=size["hz10"], start="2026-01-20", seed=11)
+        shutil.copy(gen / "BENCH_valve01_2026-01-20.csv", root / "data/BENCH/00_raw/BENCH_valve03_2026-01-20.csv")
+    raw_bytes = sum(f.stat().st_size for f in (root / "data/BENCH/00_raw").glob("*.csv"))
+    fig = {"size": a.size, "raw_bytes": raw_bytes}
+    fig["floor"] = floor(root)
+    print(f"bench: floor {fig['floor']['wall']:.2f} s", file=sys.stderr)
+    fig.update(full_noop_incremental(root, size))
+    print(f"bench: full {fig['full']['wall']:.2f} s", file=sys.stderr)
+    if "memory" not in a.skip:
+        fig["memory"] = peak_memory(root)
+    if "dryrun_year" not in a.skip:
+        fig["dryrun_year"] = dryrun_year(tmp)
+    if "import80" not in a.skip:
+        fig["import80"] = postgres(a.size)
+    if "auto81" not in a.skip:
+        fig["auto81"] = auto81(root)
+    fl = fig["floor"]["wall"]
+    rows = []
+    full = fig["full"]
+    rows.append(("1 floor: raw → parquet, bare", fl, fig["floor"]["rows"] / fl, "1.00 × floor", "—", ""))
+    rows.append(("2 full rebuild 10→70", full["wall"], fig["floor"]["rows"] / full["wall"],
+                 f"{full['wall'] / fl:.2f} × floor; overhead {full['overhead_share'] * 100:.0f} %",
+                 "≤ 5 × floor; ≤ 15 %", "yes" if full["wall"] <= 5 * fl and full["overhead_share"] <= 0.15 else "NO"))
+    noop = fig["noop"]
+    rows.append(("3 no-op re-run", noop["wall"], None, f"{noop['jobs']} jobs", "≤ 3 s, 0 jobs",
+                 "yes" if noop["wall"] <= 3 and noop["jobs"] == 0 else "NO"))
+    inc = fig["incremental"]
+    only = all(v == 1 for v in inc["jobs"].values())
+    rows.append(("4 incremental: 1 new device-day", inc["wall"], None,
+                 f"{inc['wall'] / full['wall']:.3f} × full; jobs {inc['jobs']}", "≤ 0.1 × full, its jobs only",
+                 "yes" if inc["wall"] <= 0.1 * full["wall"] and only else "NO"))
+    if "dryrun_year" in fig:
+        d = fig["dryrun_year"]
+        rows.append(("5 dry run, 2 devices × 365 days", d["wall"], None,
+                     f"{d['jobs']} jobs; {d['wall'] / max(d['jobs'], 1) * 1000:.0f} s per 1000 jobs; cold {d['cold_wall']:.1f} s",
+                     "≤ 5 s", "yes" if d["wall"] <= 5 else "NO"))
+    if "memory" in fig:
+        m = fig["memory"]
+        rows.append((f"6 peak memory, one job ({m['partition']})", None, None, f"{m['max_mb']:.0f} MB",
+                     "≤ 2048 MB", "yes" if m["max_mb"] <= 2048 else "NO"))
+    im = fig.get("import80")
+    if im:
+        if "error" in im:
+            rows.append(("7 import 80 vs bare COPY", None, None, im["error"], "≥ 0.3", "—"))
+        else:
+            ratio = im.get("ratio")
+            rows.append(("7 import 80 vs bare COPY", im.get("import_s"), im.get("import_rows_per_s"),
+                         f"ratio {fmt(ratio)}", "≥ 0.3", "yes" if ratio and ratio >= 0.3 else "NO"))
+    au = fig.get("auto81")
+    if au:
+        rows.append(("8 81 --mode auto, nothing new", au.get("wall"), None, au.get("error", "rc 0"), "≤ 2 s",
+                     "yes" if au.get("wall") is not None and au["wall"] <= 2 else "NO"))
+    print(f"\nPyJAMA benchmark — size {a.size}: {size['devices']} devices × {size['days']} days × {size['hz']} Hz"
+          + (f" + one {size['hz10']} Hz device-day" if size["hz10"] else "")
+          + f"; {raw_bytes / 1e6:.1f} MB raw, {fig['floor']['rows']:,} values; {os.cpu_count()} cores\n")
+    head = ("scenario", "wall s", "values/s", "measured", "goal", "met")
+    widths = [40, 8, 11, 58, 28, 4]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in rows:
+        cells = [r[0], fmt(r[1]), fmt(r[2], 0) if r[2] else "—", r[3], r[4], r[5]]
+        print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)))
+    print("\nper-step seconds inside jobs (full rebuild): " +
+          ", ".join(f"{k} {v:.1f}" for k, v in full["per_step_job_s"].items()))
+    if "memory" in fig:
+        print("peak MB per step on the largest partition: " +
+              ", ".join(f"{k} {v:.0f}" for k, v in fig["memory"]["by_step_mb"].items()))
+    if a.json:
+        Path(a.json).write_text(json.dumps(fig, indent=2, default=str) + "\n")
+    if not a.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
