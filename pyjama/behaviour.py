@@ -8,7 +8,7 @@ already filled by 40 resample (flag 5); whatever is still missing here is a real
 
 Conventions used by every function:
 
-- ``period`` [s] is the grid step (``sample_period_s``); a run of ``n`` samples lasts
+- ``period`` [s] is the grid step (``sample_period``); a run of ``n`` samples lasts
   ``n * period`` [s]; an event's ``end`` is exclusive (time of its last sample + period).
 - state codes: 1 open, 0 closed, -1 unknown (missing sample, or undecided because the
   value sits in the hysteresis band right after a gap or the day's first sample).
@@ -280,8 +280,11 @@ def select_sensors(df: pd.DataFrame, domain: str, pattern: str) -> list:
 
 def _ts_us(ts: pd.Series) -> np.ndarray:
     """UTC timestamps → int64 microseconds since the epoch (no object round trip)."""
-    return ts.to_numpy().astype("datetime64[us]").astype(np.int64) if isinstance(ts.dtype, np.dtype) \
-        else ts.values.astype("datetime64[us]").astype(np.int64)
+    return pd.DatetimeIndex(ts).as_unit("us").asi8
+
+
+def _us_to_ts(us: np.ndarray) -> pd.Series:
+    return pd.Series(np.asarray(us, dtype=np.int64).astype("datetime64[us]")).dt.tz_localize("UTC")
 
 
 def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: int):
@@ -310,7 +313,7 @@ def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: i
         raise UserError(f"{int(bad.sum())} samples of {sensors[rows[i]]} are not on the "
                         f"{period_us / 1e6:g} s grid of day {day} (first: "
                         f"{first.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}); 60_behaviour needs "
-                        "the regular grid of 40_resample ($.sample_period_s)")
+                        "the regular grid of 40_resample ($.sample_period)")
     x = np.full((len(sensors), n_slots), np.nan)
     flags = np.full((len(sensors), n_slots), int(Flag.MISSING), dtype=np.uint8)
     present = np.zeros((len(sensors), n_slots), dtype=bool)
@@ -326,21 +329,51 @@ def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: i
     return x, flags, present, slot, rows, mask
 
 
+def read_durations(p: dict, source: str) -> dict:
+    """The config's durations in seconds, checked: ``{"period", "min_duration", "reference",
+    "micro_max", "velocity", "sync"}``. Raises a one-line UserError naming the JSON path."""
+    from .qc import parse_duration
+
+    def sec(path, text, allow_zero=False):
+        return parse_duration(text, f"{source}: {path}", allow_zero).total_seconds()
+
+    period = sec("$.sample_period", p["sample_period"])
+    period_us = round(period * 1e6)
+    if period_us <= 0 or DAY_US % period_us:
+        raise UserError(f"{source}: $.sample_period: {p['sample_period']!r} is not allowed; allowed: a "
+                        "period that divides 24 h exactly (e.g. '100ms', '1s', '5s', '10s')")
+    out = {"period": period,
+           "min_duration": sec("$.state.min_duration", p["state"]["min_duration"], allow_zero=True),
+           "reference": sec("$.reference_window", p["reference_window"]),
+           "micro_max": sec("$.micro_closure.max_duration", p["micro_closure"]["max_duration"]),
+           "velocity": sec("$.velocity.window", p["velocity"]["window"]),
+           "sync": sec("$.sync.window", p["sync"]["window"])}
+    half = out["velocity"] / (2 * period)
+    if abs(half - round(half)) > 1e-9 or round(half) < 1:
+        w = p["velocity"]["window"]
+        raise UserError(f"{source}: $.velocity.window: {w!r} is not allowed; allowed: an even multiple "
+                        f"of $.sample_period ({p['sample_period']!r}), e.g. '{2 * period:g}s' or "
+                        f"'{4 * period:g}s'")
+    return out
+
+
 def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
     """All of step 60 on one (device, day) tidy partition. ``p`` is the validated config."""
-    period = float(p["sample_period_s"])
+    df = tidy.conform(df) if len(df) else tidy.empty()
+    dur = read_durations(p, "config")
+    period = dur["period"]
     period_us = int(round(period * 1e6))
     n_slots = DAY_US // period_us
     sensors = select_sensors(df, p["domain"], p["sensors"])
     x, flags, present, slot, rows, mask = to_grid(df, p["domain"], sensors, day, period_us)
     sp = p["state"]
     raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
-    state = enforce_min_duration(raw_state, sp["min_duration_s"], period)
-    reference = trailing_max(x, p["reference_window_s"], period)
-    velocity = compute_velocity(x, p["velocity"]["window_s"], period)
+    state = enforce_min_duration(raw_state, dur["min_duration"], period)
+    reference = trailing_max(x, dur["reference"], period)
+    velocity = compute_velocity(x, dur["velocity"], period)
     closures = find_closures(state, x, reference, period)
     mp = p["micro_closure"]
-    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], mp["max_duration_s"])
+    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"])
 
     # ---- daily summary per animal
     usable = ~np.isnan(x)
@@ -380,8 +413,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
     day_us = pd.Timestamp(day, tz="UTC").value // 1000
 
     def at(slots):
-        us = day_us + np.asarray(slots, dtype=np.int64) * period_us
-        return pd.Series(us.astype("datetime64[us]")).dt.tz_localize("UTC")
+        return _us_to_ts(day_us + np.asarray(slots, dtype=np.int64) * period_us)
 
     def animal_events(kind, ev):
         start_slot = ev["start_slot"].to_numpy(dtype=np.int64)
@@ -403,7 +435,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
     if len(cand):
         slots = cand["start_slot"].to_numpy(dtype=np.int64)
         starts_s = slots * period
-        groups, order = find_sync_closures(starts_s, cand["row"].to_numpy(), n_active, sy["window_s"],
+        groups, order = find_sync_closures(starts_s, cand["row"].to_numpy(), n_active, dur["sync"],
                                            sy["min_share"], sy["min_animals"])
         t_sorted, a_sorted, slot_sorted = starts_s[order], cand["row"].to_numpy()[order], slots[order]
         for i0, i1 in groups:
@@ -417,6 +449,8 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
         frames.append(pd.DataFrame(syncs, columns=EVENT_COLUMNS))
     frames = [f for f in frames if len(f)]
     events = pd.concat(frames, ignore_index=True) if frames else _empty_events()
+    events = events.astype({"duration_s": float, "depth": float, "share_active": float,
+                            "n_animals": np.int64, "cut_start": bool, "cut_end": bool})
     events["_k"] = events["kind"].map({k: i for i, k in enumerate(EVENT_KINDS)})
     events["_s"] = events["sensor"].fillna("")
     events = events.sort_values(["_k", "_s", "start"], kind="stable").drop(columns=["_k", "_s"])
@@ -436,7 +470,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
 
     # ---- derived per-sample series back into the tidy table
     data = add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags,
-                              p["velocity"]["window_s"], period)
+                              dur["velocity"], period)
     counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
               "rows_added": int(len(data) - len(df)), "animals": len(sensors),
               "active_animals": n_active,
@@ -478,7 +512,7 @@ def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, wi
         return union_categoricals(cats, sort_categories=True)
 
     out = pd.DataFrame({
-        "ts": pd.Series(np.concatenate([f["ts"].values for f in frames])).dt.tz_localize("UTC"),
+        "ts": _us_to_ts(np.concatenate([_ts_us(f["ts"]) for f in frames])),
         "device_id": stack("device_id"), "domain": stack("domain"),
         "sensor": stack("sensor", (None, lambda c: f"{c}__state", lambda c: f"{c}__velocity")),
         "value": np.concatenate([df["value"].to_numpy(), st, vel]),

@@ -18,13 +18,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import io
 from .errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 FORMATS = ("svg", "png", "pdf", "dot")
 DOT_MISSING = "graphviz 'dot' not found; install it: apt-get install graphviz"
-REGENERATE = "python3 drawer.py dag configs/DEMO/pipeline.json -o docs/rulegraph.svg"
+DOCS_SVG = REPO / "docs" / "rulegraph.svg"
+REGENERATE = "python3 -m pyjama.dag docs/rulegraph.svg"
 
 # one soft fill per step family (the number before the first '_'), colour-blind friendly
 PALETTE = ["#dbe9f6", "#fde2c8", "#d5f0dc", "#f4d6e4", "#e5dcf2", "#fff3bf", "#d9f2f2",
@@ -87,16 +89,37 @@ def _step_info(plan):
         ins = ", ".join(step.input_stages(st)) if "input_stage" in st.params else ""
         outs = ", ".join(step.output_stages(st).values()) if "output_stage" in st.params else \
             str(st.get("table", st.get("output_stage", "")))
-        extra = "" if spec.name == step.rule_name(st) else f" ({spec.name})"
         family = st.name.split("_", 1)[0]
         colour = PALETTE[int(family) // 10 % len(PALETTE)] if family.isdigit() else PALETTE[-2]
-        lines = [st.name + extra]
-        if st.name != st.script.removesuffix(".py"):
-            lines.append(st.script)
-        if ins or outs:
-            lines.append(f"{ins} → {outs}")
+        main = step.rule_name(st)
+        if spec.name == main:
+            lines = [st.name]
+            if st.name != st.script.removesuffix(".py"):
+                lines.append(st.script)
+            if ins or outs:
+                lines.extend(_wrap(f"{ins} → {outs}"))
+        else:
+            # an extra rule of the step (e.g. the normalisation fit): name it by its suffix
+            # and show what it writes, relative to data/<EXPO>/
+            suffix = spec.name[len(main):].lstrip("_") if spec.name.startswith(main) else spec.name
+            base = str(io.data_dir(st.exposure)) + "/"
+            written = ", ".join(sorted(str(v).removeprefix(base) for v in spec.outputs.values()))
+            lines = [f"{st.name}: {suffix}", f"→ {written}"]
         info[spec.name] = (st.name, lines, colour)
     return info
+
+
+def _wrap(text: str, width: int = 40) -> list:
+    """Split a long 'a → b, c, d' label at its commas into lines of about ``width``."""
+    lines, cur = [], ""
+    for part in text.split(", "):
+        piece = part if not cur else cur + ", " + part
+        if cur and len(piece) > width:
+            lines.append(cur + ",")
+            cur = part
+        else:
+            cur = piece
+    return lines + [cur]
 
 
 def rulegraph_dot(nodes, edges, plan) -> str:
@@ -107,7 +130,7 @@ def rulegraph_dot(nodes, edges, plan) -> str:
     ids = {lab: f"r{order[lab]}" for lab in keep.values()}
     out = [
         "digraph pyjama_rules {",
-        '  graph [rankdir=LR, bgcolor="white", pad="0.2", nodesep="0.35", ranksep="0.5", '
+        '  graph [rankdir=TB, bgcolor="white", pad="0.2", nodesep="0.35", ranksep="0.5", '
         'fontname="Helvetica"];',
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, '
         'color="#555555", penwidth=1.2, margin="0.15,0.08"];',
@@ -245,3 +268,52 @@ def draw(pipeline: str, output=None, jobs=False, start=None, end=None, root=None
         data = stamp_svg(data.decode("utf-8"), dot, cmd).encode("utf-8")
     path.write_bytes(data)
     return path
+
+
+# ---------------------------------------------------------------- the picture in the docs
+
+def demo_dot(workdir) -> str:
+    """The rule graph of a FRESH DEMO exposure (configs from configs/_template, as
+    ``./manager.sh create DEMO`` makes them, and one tiny generated raw file).
+
+    Drawn in a scratch folder so the picture does not depend on what ``data/`` holds:
+    some rules exist only while their output is missing (e.g. the first normalisation
+    fit), and the docs show the whole workflow a new user gets."""
+    from .demo import generate
+    from .manage import create
+
+    workdir = Path(workdir)
+    create("DEMO", workdir)
+    generate(workdir / "data" / "DEMO" / "00_raw", "DEMO", devices=1, days=1, hz=0.01, defects=False)
+    return pipeline_dot("configs/DEMO/pipeline.json", root=workdir)
+
+
+def write_docs_svg(out=DOCS_SVG) -> Path:
+    """Regenerate docs/rulegraph.svg (``python3 -m pyjama.dag docs/rulegraph.svg``)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pyjama-dag-") as tmp:
+        dot = demo_dot(tmp)
+    svg = render(dot, "svg").decode("utf-8")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(stamp_svg(svg, dot, REGENERATE), encoding="utf-8")
+    return out
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python3 -m pyjama.dag docs/rulegraph.svg   (redraw the DEMO rule graph of the docs)",
+              file=sys.stderr)
+        return 2
+    try:
+        print(f"wrote {write_docs_svg(argv[0])}")
+        return 0
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

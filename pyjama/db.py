@@ -206,13 +206,14 @@ class TableSpec:
 
 
 # Step 80: aggregated partitions. The key puts time after (device, sensor) so a Grafana
-# panel "this device, these sensors, this time range" is one index range scan per sensor;
-# domain is last (a sensor name belongs to one domain in practice).
+# panel "this device, these sensors, this time range" is one index range scan per sensor.
+# domain is not in the key: a sensor name belongs to one domain (naming contract), and a
+# narrower key is a cheaper index to maintain on every COPY.
 LONG_80 = TableSpec(
     columns=(("ts", "timestamptz NOT NULL"), ("device_id", "text NOT NULL"),
              ("domain", "text NOT NULL"), ("sensor", "text NOT NULL"),
              ("value", "double precision"), ("quality_flag", "smallint")),
-    key=("device_id", "sensor", "ts", "domain"),
+    key=("device_id", "sensor", "ts"),
     time_column="ts",
 )
 
@@ -236,7 +237,7 @@ def ensure_table(conn, schema: str, table: str, spec: TableSpec) -> None:
     """Create the schema, the table, its unique key and a BRIN index on time if missing;
     check an existing table has the columns we write. Commits (DDL is its own step).
 
-    Concurrent jobs creating the same table are serialised by an advisory lock.
+    Concurrent jobs creating tables of one schema are serialised by an advisory lock.
     """
     import psycopg2
     from psycopg2 import sql
@@ -271,7 +272,8 @@ def ensure_table(conn, schema: str, table: str, spec: TableSpec) -> None:
 def _create_table(cur, schema, table, spec, qual, cols, key, brin) -> None:
     from psycopg2 import sql
 
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pyjama:{schema}.{table}",))
+    # One lock per schema: two jobs creating two tables of a new schema race on the schema.
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pyjama:ddl:{schema}",))
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, CONSTRAINT {} UNIQUE ({}))").format(
         qual, cols, sql.Identifier(index_name(table, "key")), key))
@@ -337,22 +339,31 @@ def csv_payload(table) -> bytes:
     """Arrow table → CSV bytes for ``COPY ... (FORMAT csv)``.
 
     pyarrow's writer quotes every string (so an empty string stays '' and a NULL is an
-    unquoted empty field), writes timestamps as ``YYYY-MM-DD HH:MM:SS.ffffffZ`` (UTC, µs:
-    exact) and doubles in shortest round-trip form (exact). Callers turn NaN into null
-    first (:func:`nan_to_null`)."""
+    unquoted empty field), writes timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff`` (UTC, µs:
+    exact; load them with :func:`copy_csv`, which reads them as UTC) and doubles in
+    shortest round-trip form (exact). Callers turn NaN into null first
+    (:func:`nan_to_null`)."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    # Timestamps are written without the zone suffix (the writer formats zoned timestamps
+    # ~6× slower); copy_csv sets the session TimeZone to UTC, so they are read as UTC.
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp(f.type.unit)))
     buf = _io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, batch_size=1 << 16))
     return buf.getvalue()
 
 
 def copy_csv(cur, schema: str, table: str, columns, payload: bytes) -> None:
-    """COPY the CSV ``payload`` into ``schema.table`` (``columns`` in payload order)."""
+    """COPY the CSV ``payload`` of :func:`csv_payload` into ``schema.table`` (``columns``
+    in payload order). Sets the session TimeZone to UTC: the payload's timestamps are UTC."""
     from psycopg2 import sql
 
     if not payload:
         return
+    cur.execute("SET TIME ZONE 'UTC'")
     q = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         qualified(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns))
     cur.copy_expert(q.as_string(cur), _io.BytesIO(payload), size=1 << 20)
@@ -371,12 +382,17 @@ def pause_before_commit() -> None:
 
 def value_checksum(values) -> dict:
     """Audit figures of a value column: rows, NULL count and the exactly rounded sum of
-    the non-null values (math.fsum: independent of row order)."""
+    the non-null values (math.fsum: independent of row order). A sum beyond float64 is
+    written as the text "inf" / "-inf" / "nan"."""
     import numpy as np
 
     v = np.asarray(values, dtype=np.float64)
     finite = v[~np.isnan(v)]
-    s = math.fsum(finite.tolist()) if len(finite) else 0.0
+    try:
+        s = math.fsum(finite.tolist()) if len(finite) else 0.0
+    except (OverflowError, ValueError):     # the sum leaves float64 (or inf - inf)
+        with np.errstate(over="ignore", invalid="ignore"):
+            s = float(np.sum(finite))
     return {"rows": int(len(v)), "null_values": int(len(v) - len(finite)),
             "value_sum": s if math.isfinite(s) else repr(s)}
 

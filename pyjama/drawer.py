@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--until", metavar="STEP", help="run up to and including this step (name of its config, e.g. 20_split)")
     g.add_argument("--only", metavar="STEP", help="replay just this step over the window (its inputs must exist)")
     r.add_argument("--profile", help="Snakemake profile: a name under workflow/profiles/ (default, slurm) or a path")
-    r.add_argument("--quiet", "-q", action="store_true", help="less Snakemake output")
+    r.add_argument("--quiet", "-q", action="store_true", help="only errors and the progress line")
+    r.add_argument("--verbose", "-v", action="store_true", help="Snakemake's full output (every job and why it runs)")
     add_view_parsers(sub)
     return p
 
@@ -132,7 +133,9 @@ def snakemake_command(args, root: Path) -> list:
     if args.dry_run:
         cmd += ["--dry-run"]
     if args.quiet:
-        cmd += ["--quiet", "progress"]
+        cmd += ["--quiet", "rules", "host", "reason"]
+    elif not getattr(args, "verbose", False):
+        cmd += ["--quiet", "rules", "host"]   # the plan table, progress and errors; -v for every job
     return cmd + list(getattr(args, "snakemake_args", []) or [])
 
 

@@ -35,8 +35,9 @@ def partition_dir(expo: str, stage: str, device: str, day: str) -> Path:
 
 
 def partition_file(expo: str, stage: str, device: str, day: str, name: str = PART) -> str:
-    """Relative path (str, as Snakemake wants) of one file of a (device, day) partition."""
-    return str(partition_dir(expo, stage, device, day) / name)
+    """Relative path (str, as Snakemake wants) of one file of a (device, day) partition.
+    (Plain string formatting: the DAG of a year asks for tens of thousands of these.)"""
+    return f"data/{expo}/{stage}/device_id={device}/day={day}/{name}"
 
 
 def list_partitions(expo: str, stage: str, root: Path | None = None):
@@ -54,11 +55,16 @@ def list_partitions(expo: str, stage: str, root: Path | None = None):
 
 # ---------------------------------------------------------------- atomic writes
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic_replace(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared like any file
     try:
         write(tmp)
         os.replace(tmp, path)

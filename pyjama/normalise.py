@@ -27,6 +27,7 @@ import pandas as pd
 
 from . import tidy
 from .flags import UNUSABLE, Flag, combine
+from .transform import concat_tidy, rename_sensors
 
 # Keys of the step config that define a fit: the fit file records them, and applying a fit
 # made with other values is an error (refit explicitly) rather than a silent mismatch.
@@ -201,42 +202,42 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     """
     df = tidy.conform(df).sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
     names = selected_sensors(df, params["sensors"])
-    parts, report = [], {"rows_added": 0, "undefined": 0, "clipped_low": 0, "clipped_high": 0,
-                         "warnings": []}
-    sel = df["sensor"].isin(names).to_numpy()
-    sensor_codes = df["sensor"].cat.codes.to_numpy()
+    report = {"rows_added": 0, "undefined": 0, "clipped_low": 0, "clipped_high": 0}
+    codes = df["sensor"].cat.codes.to_numpy()
     cats = [str(c) for c in df["sensor"].cat.categories]
+    values = df["value"].to_numpy()
+    flags = df["quality_flag"].to_numpy()
+    idxs, ys, fs = [], [], []
     for name in names:
-        idx = np.flatnonzero(sensor_codes == cats.index(name))
+        idx = np.flatnonzero(codes == cats.index(name))
         b = bounds[name]
-        y, bad, below, above = normalise_values(df["value"].to_numpy()[idx], b["low"], b["high"],
+        y, bad, below, above = normalise_values(values[idx], b["low"], b["high"],
                                                 b["direction"], params["clip"])
-        flag = combine(df["quality_flag"].to_numpy()[idx],
-                       np.where(bad, np.uint8(Flag.OUT_OF_RANGE), np.uint8(Flag.OK)).astype(np.uint8))
-        parts.append(pd.DataFrame({
-            "ts": df["ts"].to_numpy()[idx], "device_id": device,
-            "domain": df["domain"].astype(str).to_numpy()[idx],
-            "sensor": f"{name}__{params['suffix']}", "value": y, "quality_flag": flag}))
+        idxs.append(idx)
+        ys.append(y)
+        fs.append(combine(flags[idx], np.where(bad, np.uint8(Flag.OUT_OF_RANGE),
+                                               np.uint8(Flag.OK)).astype(np.uint8)))
         report["undefined"] += int(bad.sum())
-        report["clipped_low"] += below if params["clip"] else 0
-        report["clipped_high"] += above if params["clip"] else 0
+        if params["clip"]:
+            report["clipped_low"] += below
+            report["clipped_high"] += above
+    if idxs:
+        idx = np.concatenate(idxs)
+        derived = df.iloc[idx].copy()
+        derived["sensor"] = rename_sensors(derived["sensor"],
+                                           {n: f"{n}__{params['suffix']}" for n in names})
+        derived["value"] = np.concatenate(ys)
+        derived["quality_flag"] = np.concatenate(fs)
+    else:
+        idx, derived = np.array([], dtype=np.int64), tidy.empty()
     if params["mode"] == "add":
         keep = df
-        report["rows_added"] = int(sel.sum())
+        report["rows_added"] = int(len(idx))
     else:
-        keep = df.loc[~sel]
-    frames = [_plain(keep)] + parts
-    frames = [f for f in frames if len(f)]
-    out = pd.concat(frames, ignore_index=True) if frames else tidy.empty()
-    out = tidy.conform(out).sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+        keep = df.drop(index=idx)
+    out = concat_tidy([keep, derived])
+    out = out.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
     return tidy.conform(out), report
-
-
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for c in ("device_id", "domain", "sensor"):
-        out[c] = out[c].astype(str)
-    return out
 
 
 def select_fit_days(days, fit: dict):

@@ -76,10 +76,20 @@ class RawIndex:
         return out
 
     def partitions(self):
-        return sorted({tuple(p) for f in self.files.values() for p in f["partitions"]})
+        return sorted(self._by_partition())
 
     def files_for(self, device: str, day: str):
-        return [name for name, f in self.files.items() if [device, day] in f["partitions"]]
+        return self._by_partition().get((device, day), [])
+
+    def _by_partition(self) -> dict:
+        """(device, day) → raw file names, sorted (built once: the DAG asks per partition)."""
+        if getattr(self, "_inverted", None) is None:
+            inv: dict = {}
+            for name in sorted(self.files):
+                for dev, day in self.files[name]["partitions"]:
+                    inv.setdefault((dev, day), []).append(name)
+            self._inverted = inv
+        return self._inverted
 
 
 class Project:
@@ -90,7 +100,6 @@ class Project:
         self.pipeline = pipeline
         self.exposure = pipeline.exposure
         self._indexes: dict = {}
-        self._by_partition = None
 
     @classmethod
     def load(cls, pipeline_path, root=None) -> "Project":
@@ -134,4 +143,4 @@ class Project:
 
 
 def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = io.PART) -> str:
-    return str(io.stage_dir(expo, stage) / f"raw={raw_name}" / name)
+    return f"data/{expo}/{stage}/raw={raw_name}/{name}"

@@ -117,7 +117,7 @@ def flag_sentinels(values: np.ndarray, sentinels) -> np.ndarray:
 
 
 def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0,
-                threshold_abs=None, max_length: int = 3) -> np.ndarray:
+                threshold_abs=None, max_length: int = 3, context_window=None) -> np.ndarray:
     """Flag spikes: short excursions from a robust centred reference that return.
 
     With m_i the median and MAD_i the median absolute deviation (|x − m| of the window)
@@ -127,11 +127,15 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
         outlier_i = |x_i − m_i| > T_i
 
     (a ``None`` threshold drops out of the max; 1.4826 × MAD estimates the noise sigma).
+    With a ``context_window`` (longer, same forms), M_i its centred median, a sample must
+    also be far from the broader reference: outlier_i also needs |x_i − M_i| > T_i, so a
+    brief return to the level the sensor held for most of the last minutes (an animal
+    reopening for 2 s between two micro-closures) is not a spike.
     A run of consecutive outliers i = a+1 … b−1 is a spike, and flagged 2, only when
 
         (b − 1 − a) ≤ max_length           it is short                       [samples]
         a and b exist                      bounded by non-outliers on both sides
-        |x_b − x_a| ≤ T_a                  it returns to the level it left
+        |x_b − x_a| ≤ min(T_a+1 … T_b−1)   it returns to the level it left
 
     so the edges and overshoots of real closures (level shifts that stay) are never
     flagged, and a run touching the first or last sample is not flagged (it cannot be
@@ -158,6 +162,9 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
     if threshold_abs is not None:
         thr = np.maximum(thr, float(threshold_abs))
     outlier = dev > thr
+    if context_window is not None:
+        context = s.rolling(_Bounds(*centred_bounds(ts, context_window)), min_periods=1).median()
+        outlier &= np.abs(xs - context.to_numpy()) > thr
     # runs of outliers: [first, last] in the usable-sample index
     edges = np.diff(np.concatenate(([0], outlier.astype(np.int8), [0])))
     first = np.flatnonzero(edges == 1)
@@ -165,9 +172,13 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
     before, after = first - 1, last + 1
     inside = (before >= 0) & (after < len(xs))
     keep = inside & (last - first + 1 <= max_length)
-    b_ok = np.where(inside, before, 0)
-    a_ok = np.where(inside, after, 0)
-    keep &= np.abs(xs[a_ok] - xs[b_ok]) <= thr[b_ok]
+    i_before = np.where(inside, before, 0)   # a in the docstring
+    i_after = np.where(inside, after, 0)     # b
+    # T_run = min(T_i, i in the run): the return is judged by the threshold the run's own
+    # samples broke (not by T_a, which a nearby closure can inflate through the MAD)
+    pairs = np.ravel(np.column_stack((first, last + 1)))
+    t_run = np.minimum.reduceat(np.append(thr, np.inf), pairs)[::2] if len(first) else thr[:0]
+    keep &= np.abs(xs[i_after] - xs[i_before]) <= t_run
     m = len(xs) + 1
     mark = np.bincount(first[keep], minlength=m) - np.bincount(last[keep] + 1, minlength=m)
     out[ok] = np.cumsum(mark[:-1]) > 0
@@ -361,8 +372,9 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str):
                         raise UserError(f"$.sensors.{sensor}.spike: threshold_mad and threshold_abs "
                                         "are both null after merging with the domain's rule; "
                                         "allowed: at least one threshold")
+                    context = None if sp["context_window"] is None else window_value(sp["context_window"])
                     spikes = flag_spikes(t, usable, window_value(sp["window"]), sp["threshold_mad"],
-                                         sp["threshold_abs"], sp["max_length"])
+                                         sp["threshold_abs"], sp["max_length"], context)
                     apply(spikes, fl.Flag.SPIKE, "spike")
                     usable = np.where(spikes, np.nan, usable)
                 if rule["flat"] is not None:

@@ -144,14 +144,11 @@ def incomplete_outputs(root: Path) -> set:
     return out
 
 
-ERROR_RE = re.compile(r"^(Error: .*|[A-Za-z_][\w.]*(Error|Exception|Interrupt): .*|Traceback .*)$")
-
-
 def log_error(path: Path) -> str:
     """The error line of a job log ("" when the log holds no error).
 
     ``pyjama.py run`` ends a failed job with one ``Error: ...`` line; an unexpected crash
-    ends with a traceback whose last line is ``SomeError: message``."""
+    ends with a traceback, whose last unindented line is ``SomeError: message``."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -162,13 +159,14 @@ def log_error(path: Path) -> str:
             tail = fh.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    found = ""
+    found, in_traceback = "", False
     for line in tail.splitlines():
-        line = line.strip()
-        if ERROR_RE.match(line) and not line.startswith("Traceback"):
-            found = line
-        elif line.startswith("Traceback") and not found:
-            found = "Python traceback"
+        if line.startswith("Error: ") or line.startswith("Error "):
+            found, in_traceback = line.strip(), False
+        elif line.startswith("Traceback (most recent call last)"):
+            found, in_traceback = "Python traceback", True
+        elif in_traceback and line.strip() and not line[:1].isspace():
+            found, in_traceback = line.strip(), False
     return found
 
 
@@ -470,8 +468,8 @@ def render_text(board: Board, width: int = 100) -> str:
                  f"· window {span}")
     lines.append("cells: ok done (rows out, * = rows rejected) · -- missing · FAIL failed · "
                  "S:<why> stale")
-    lines.append("why: c config changed · v code version changed · i input newer · "
-                 "u upstream not done · m input missing")
+    lines.append("why: c config changed · v code version · i input newer · u upstream not done · "
+                 "m input missing")
     if not board.cells and not board.other:
         lines.append("")
         lines.append("nothing planned in this window: no raw file touches it "
@@ -483,13 +481,20 @@ def render_text(board: Board, width: int = 100) -> str:
     avail = max(width - day_w, 8 * len(steps))
     col_w = max(5, min(14, avail // max(1, len(steps))))
     with_rows = col_w >= 10
-    heads = [s if len(s) < col_w else s[: col_w - 2] + "…" for s in steps]
-    truncated = any(h != s for h, s in zip(heads, steps))
+    if all(len(s) < col_w for s in steps):
+        head_rows = ["".join(s.ljust(col_w) for s in steps)]
+    else:
+        # staggered on two lines: each name may then use two columns' width
+        fit = [s if len(s) < 2 * col_w else s[: 2 * col_w - 2] + "…" for s in steps]
+        head_rows = ["".join((s if i % 2 == k else "").ljust(col_w) for i, s in enumerate(fit))
+                     for k in (0, 1)]
+    truncated = any(len(s) >= 2 * col_w for s in steps)
 
     for dev in board.devices():
         lines.append("")
         lines.append(f"device {dev}")
-        lines.append("day".ljust(day_w) + "".join(h.ljust(col_w) for h in heads).rstrip())
+        for i, head in enumerate(head_rows):
+            lines.append(("day" if i == len(head_rows) - 1 else "").ljust(day_w) + head.rstrip())
         rows = []
         for day in board.days(dev):
             cells = [board.cells.get((s, dev, day)) for s in steps]
@@ -550,7 +555,7 @@ def render_text(board: Board, width: int = 100) -> str:
         lines.append("rebuild: python3 drawer.py run " + board.project.pipeline.path
                      + (f" --from {_day_text(w.start)} --to {_day_text(w.end)}"
                         if w.start and w.end else ""))
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def _wc_order(item):

@@ -132,21 +132,16 @@ def transform_frame(df: pd.DataFrame, rules: list):
                                   rule.get("gain", 1.0), rule.get("offset", 0.0))
         flag = combine(src["quality_flag"].to_numpy(),
                        np.where(bad, np.uint8(Flag.OUT_OF_RANGE), np.uint8(Flag.OK)).astype(np.uint8))
-        derived = pd.DataFrame({
-            "ts": src["ts"].to_numpy(),
-            "device_id": src["device_id"].astype(str).to_numpy(),
-            "domain": src["domain"].astype(str).to_numpy(),
-            "sensor": src["sensor"].astype(str).map(new_names).to_numpy(),
-            "value": y,
-            "quality_flag": flag,
-        })
+        derived = src.copy()
+        derived["sensor"] = rename_sensors(src["sensor"], new_names)
+        derived["value"] = y
+        derived["quality_flag"] = flag
         if rule["mode"] == "add":
             rest = df
             rows_added += len(derived)
         else:
             rest = df.loc[~src_mask]
-        parts = [p for p in (_plain(rest), derived) if len(p)]
-        df = tidy.conform(pd.concat(parts, ignore_index=True) if parts else tidy.empty())
+        df = concat_tidy([rest, derived])
         undefined_total += int(bad.sum())
         per_rule.append({"rule": i, "sensors": len(names), "rows": int(len(derived)),
                          "undefined": int(bad.sum())})
@@ -165,9 +160,23 @@ def _present_sensors(df: pd.DataFrame) -> list:
     return sorted(str(c) for c, u in zip(cats, used) if u)
 
 
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    """Categoricals → plain strings so frames with other categories concatenate cheaply."""
-    out = df.copy()
+def rename_sensors(sensor: pd.Series, mapping: dict) -> pd.Series:
+    """Rename the categories of a categorical sensor column (cheap: no per-row strings)."""
+    col = sensor.cat.remove_unused_categories()
+    return col.cat.rename_categories([mapping.get(str(c), str(c)) for c in col.cat.categories])
+
+
+def concat_tidy(frames) -> pd.DataFrame:
+    """Concatenate tidy frames keeping the categorical columns categorical (union of the
+    categories, sorted), which plain ``pd.concat`` would turn into per-row strings."""
+    frames = [tidy.conform(f) for f in frames if len(f)]
+    if not frames:
+        return tidy.empty()
+    if len(frames) == 1:
+        return frames[0]
+    frames = [f.copy() for f in frames]
     for c in ("device_id", "domain", "sensor"):
-        out[c] = out[c].astype(str)
-    return out
+        cats = sorted({str(x) for f in frames for x in f[c].cat.categories})
+        for f in frames:
+            f[c] = f[c].cat.set_categories(cats)
+    return tidy.conform(pd.concat(frames, ignore_index=True))

@@ -122,3 +122,18 @@ def test_name_rule_is_the_same_in_manager_and_config():
         except ManageError:
             manager_ok = False
         assert manager_ok == (bool(NAME_RE.match(name)) and ".." not in name), name
+
+
+def test_demo_configs_are_the_templates(tmp_path):
+    """configs/DEMO is what `manager.sh create DEMO` makes: the templates cannot drift from
+    the exposure the README runs. (Regenerate: rm -r configs/DEMO, then create it in a
+    scratch folder and copy it back.)"""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from pyjama.manage import create
+
+    create("DEMO", tmp_path)
+    made = {p.name: p.read_text() for p in (tmp_path / "configs/DEMO").iterdir()}
+    have = {p.name: p.read_text() for p in (REPO / "configs/DEMO").iterdir()}
+    assert made == have

@@ -117,7 +117,6 @@ def test_glob_to_like_escapes_underscore_and_percent():
 
 
 def test_select_rows_by_domain_and_sensor_glob():
-    import pyarrow as pa
     from pyjama.steps.import_postgres import select_rows
 
     t = tidy.to_arrow(tidy.frame(ts=["2026-01-20T00:00:00Z"] * 4, device_id="a",
@@ -143,6 +142,13 @@ def test_classify_connect_errors_from_libpq_texts():
         "the server wants a password; set $POSTGRES_PASSWORD (or ~/.pgpass)"
     assert c('connection to server at "h", port 5432 failed: FATAL:  database "nope" does not exist\n') \
         .startswith("database does not exist")
+
+
+def test_value_checksum_is_exact_and_order_free():
+    assert db.value_checksum([0.1] * 10) == {"rows": 10, "null_values": 0, "value_sum": 1.0}  # naive sum: 0.9999999999999999
+    assert db.value_checksum([np.nan, 2.5]) == {"rows": 2, "null_values": 1, "value_sum": 2.5}
+    assert db.value_checksum([1e308, 1e308])["value_sum"] == "inf"    # beyond float64: written as text
+    assert db.value_checksum([]) == {"rows": 0, "null_values": 0, "value_sum": 0.0}
 
 
 def test_redact_removes_the_password(monkeypatch):
@@ -200,7 +206,7 @@ def test_table_has_unique_key_and_brin_index(proj, pg_dsn, pg_conn):
         cur.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 't80' "
                     "ORDER BY indexname", (pg_dsn["schema"],))
         defs = [r[0] for r in cur.fetchall()]
-    assert any("UNIQUE" in d and "(device_id, sensor, ts, domain)" in d for d in defs), defs
+    assert any("UNIQUE" in d and "(device_id, sensor, ts)" in d for d in defs), defs
     assert any("USING brin (ts)" in d for d in defs), defs
 
 
@@ -386,3 +392,266 @@ def test_values_and_timestamps_survive_parquet_to_postgres_and_back(tmp_path_fac
             assert (g is None and w is None) or (g == w and math.copysign(1, g) == math.copysign(1, w))
 
     roundtrip()
+
+
+# ================================================================ 81: raw → aggregated table
+
+def config81(root: Path, pg: dict, name="81_raw.json", **over) -> str:
+    c = {"exposure": EXPO, "input_stage": "00_raw", "output_stage": "81_raw",
+         "host": pg["host"], "port": pg["port"], "dbname": pg["dbname"], "user": pg["user"],
+         "schema": pg["schema"], "table": "t81", "window": "10s"}
+    c.update(over)
+    (root / "configs" / EXPO / name).write_text(json.dumps(c))
+    return f"configs/{EXPO}/{name}"
+
+
+def write_raw(root: Path, device: str, day: str, lines, append=False) -> None:
+    """lines: 'HH:MM:SS;m0:1;...' (the day and Z are added) in the stations' key:value format."""
+    p = root / "data" / EXPO / "00_raw" / f"{EXPO}_{device}_{day}.csv"
+    text = "".join(f"{day}T{ln.split(';', 1)[0]}Z;{ln.split(';', 1)[1]}\n" for ln in lines)
+    with open(p, "a" if append else "w") as fh:
+        fh.write(text)
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))   # a visible mtime change
+
+
+def rows81(conn, where=""):
+    with conn.cursor() as cur:
+        cur.execute(f'SELECT "Time", device_id, sensor, value FROM t81 {where} ORDER BY device_id, sensor, "Time"')
+        return [(r[0].astimezone(UTC).strftime("%dT%H:%M:%S"), r[1], r[2], r[3]) for r in cur.fetchall()]
+
+
+def test_aggregate_day_mean_per_window_keeps_raw_sensor_names():
+    from pyjama.steps.import_raw_postgres import aggregate_day
+
+    rows = tidy.frame(
+        ts=["2026-01-20T00:00:01Z", "2026-01-20T00:00:09.999999Z",   # window 00:00:00
+            "2026-01-20T00:00:10Z", "2026-01-20T00:00:15Z",          # window 00:00:10
+            "2026-01-20T00:00:20Z"],                                 # window 00:00:20
+        device_id="a", domain="bio_signal", sensor=["m0", "m0", "m0", "m0", "m1"],
+        value=[1.0, 3.0, 5.0, np.nan, np.nan], quality_flag=[0, 0, 0, 1, 1])
+    out = aggregate_day(rows, D1, 10, "mean")
+    assert [t.strftime("%H:%M:%S") for t in out["Time"]] == ["00:00:00", "00:00:10", "00:00:20"]
+    assert list(out["sensor"]) == ["m0", "m0", "m1"]           # raw names, no __mean suffix
+    assert_allclose(out["value"], [2.0, 5.0, np.nan])           # (1+3)/2; missing ignored; only missing → NaN
+    assert_allclose(aggregate_day(rows, D1, 60, "max")["value"], [5.0, np.nan])
+    assert len(aggregate_day(rows.iloc[:0], D1, 10)) == 0
+
+
+def test_floor_time_is_exact_to_the_microsecond():
+    from pyjama.steps.import_raw_postgres import floor_time
+
+    t = dt.datetime(2026, 1, 20, 12, 34, 56, 999999, tzinfo=UTC)
+    assert floor_time(t, 10) == dt.datetime(2026, 1, 20, 12, 34, 50, tzinfo=UTC)
+    assert floor_time(t, 3600) == dt.datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
+
+
+def test_window_must_divide_a_day(proj, pg_dsn):
+    path = config81(proj, pg_dsn, window="7s")
+    res = cli(proj, "run", "81_import_raw_postgres.py", "--with", path)
+    assert res.returncode == 2
+    assert res.stderr == (f"Error: {path}: $.window: '7s' is not allowed; allowed: a window that divides "
+                          "24 h (e.g. 10s, 60s, 5min, 1h)\n")
+
+
+def test_81_is_not_a_workflow_rule(proj, pg_dsn):
+    from pyjama.config import load_step_config
+    from pyjama.project import Project
+    from pyjama.steps import get_step
+    from pyjama.timewindow import parse_window
+
+    st = load_step_config("81_import_raw_postgres.py", config81(proj, pg_dsn), proj)
+    assert get_step("81_import_raw_postgres.py").rule_specs(Project.for_exposure(EXPO, proj), st,
+                                                             parse_window(None, None)) == []
+
+
+def test_range_import_parses_with_the_exposure_parser_and_replaces_the_range(proj, pg_dsn, pg_conn):
+    write_raw(proj, "a", D1, ["00:00:01;m0:1;outdoor_temp:10.5",
+                              "00:00:02;m0:3;outdoor_temp:NA",        # NA: a declared missing value
+                              "00:00:02;m0:99",                        # duplicate (m0, ts): first kept
+                              "00:00:11;m0:garbage",                   # rejected by the parser
+                              "00:00:12;m0:7"])
+    path = config81(proj, pg_dsn)
+    entries = run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+    assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 2.0),         # (1 + 3) / 2
+                               ("20T00:00:10", "a", "m0", 7.0),
+                               ("20T00:00:00", "a", "outdoor_temp", 10.5)]
+    assert entries[0]["rejected"] == {"duplicate (sensor, ts) merged: first": 1}
+    assert (entries[0]["rows_in"], entries[0]["rows_out"], entries[0]["rows_imported"]) == (6, 5, 3)
+    rec = receipt(proj, "a", D1, stage="81_raw")
+    assert rec["raw_files"] == ["T_a_2026-01-20.csv"] and rec["rows"] == 3
+    # re-import: identical
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+    assert len(rows81(pg_conn)) == 3
+    # an instant range is widened to whole windows: [00:00:05, 00:00:12] → [00:00:00, 00:00:20)
+    write_raw(proj, "a", D1, ["00:00:01;m0:100", "00:00:12;m0:200", "00:00:25;m0:300"])
+    run_step("81_import_raw_postgres.py", path, start=f"{D1}T00:00:05Z", end=f"{D1}T00:00:12Z", root=proj)
+    assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 100.0), ("20T00:00:10", "a", "m0", 200.0)]
+    # outdoor_temp's 00:00:00 window was in the range and has no raw value any more → gone;
+    # 00:00:25 was outside the range → not imported
+
+
+def test_range_import_keeps_devices_without_raw_data(proj, pg_dsn, pg_conn):
+    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
+    write_raw(proj, "b", D1, ["00:00:01;m0:2"])
+    path = config81(proj, pg_dsn)
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+    (proj / "data" / EXPO / "00_raw" / f"{EXPO}_b_{D1}.csv").unlink()
+    write_raw(proj, "a", D1, ["00:00:01;m0:5"])
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+    assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 5.0), ("20T00:00:00", "b", "m0", 2.0)]
+
+
+def test_auto_mode_empty_partial_up_to_date_and_new_raw_file(proj, pg_dsn, pg_conn):
+    path = config81(proj, pg_dsn)
+    write_raw(proj, "a", D1, ["00:00:01;m0:1", "00:00:11;m0:3"])
+    write_raw(proj, "b", D1, ["00:00:01;m0:10"])
+    # empty table: everything
+    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 1.0), ("20T00:00:10", "a", "m0", 3.0),
+                               ("20T00:00:00", "b", "m0", 10.0)]
+    # up to date: nothing to do, not even parsing (the state file says so)
+    assert run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"}) == []
+    # the logger appends to a's file: the last window (00:00:10) is completed, 00:00:20 added
+    write_raw(proj, "a", D1, ["00:00:15;m0:5", "00:00:21;m0:7"], append=True)
+    entries = run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    assert [e["partition"] for e in entries] == ["a/2026-01-20"]          # b has nothing new
+    assert rows81(pg_conn, "WHERE device_id = 'a'") == [
+        ("20T00:00:00", "a", "m0", 1.0), ("20T00:00:10", "a", "m0", 4.0), ("20T00:00:20", "a", "m0", 7.0)]
+    # a new raw file arrives (next day) for b
+    write_raw(proj, "b", D2, ["00:00:03;m0:20"])
+    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    assert rows81(pg_conn, "WHERE device_id = 'b'") == [("20T00:00:00", "b", "m0", 10.0),
+                                                         ("21T00:00:00", "b", "m0", 20.0)]
+    # partial table: rows before the last time are not touched even if raw data changes
+    write_raw(proj, "a", D1, ["00:00:01;m0:1000", "00:00:11;m0:3", "00:00:15;m0:5", "00:00:21;m0:7"])
+    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    assert rows81(pg_conn, "WHERE device_id = 'a'")[0] == ("20T00:00:00", "a", "m0", 1.0)
+
+
+def test_auto_dry_run_touches_nothing(proj, pg_dsn, pg_conn):
+    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
+    res = cli(proj, "run", "81_import_raw_postgres.py", "--with", config81(proj, pg_dsn), "--mode", "auto",
+              "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "  a: last none (empty table); would read 1 raw file(s) and replace from the start: 1 rows" \
+        in res.stdout
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('t81')")
+        assert cur.fetchone()[0] is None
+    assert not (proj / "data" / EXPO / "81_raw").exists()
+
+
+def test_auto_mode_refuses_a_window(proj, pg_dsn):
+    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
+    res = cli(proj, "run", "81_import_raw_postgres.py", "--with", config81(proj, pg_dsn), "--mode", "auto",
+              "--from", D1)
+    assert res.returncode == 2
+    assert res.stderr == ("Error: --mode auto takes no --from/--to: it completes, per device, what the table "
+                          "lacks after its last time; use --mode range for a day range\n")
+
+
+# ================================================================ Grafana dashboards
+
+GRAFANA = REPO / "grafana"
+
+
+def _seconds(text: str) -> int:
+    m = re.fullmatch(r"'?(\d+)(s|m|h|d)'?", text.strip())
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def expand_grafana(sql: str, start: str, end: str, variables: dict, interval: str = "1m") -> str:
+    """What Grafana does to a PostgreSQL panel query: template variables first (in the
+    browser; a multi-value variable becomes 'a','b'), then the backend macros."""
+    sql = sql.replace("$__interval", interval)
+    for name in sorted(variables, key=len, reverse=True):
+        vals = variables[name]
+        text = ",".join(f"'{v}'" for v in vals) if isinstance(vals, list) else vals
+        sql = sql.replace("${" + name + "}", text).replace("$" + name, text)
+
+    def macro(m):
+        name, args = m.group(1), [a.strip() for a in m.group(2).split(",")] if m.group(2).strip() else []
+        if name == "timeFilter":
+            return f"{args[0]} BETWEEN '{start}' AND '{end}'"
+        if name == "timeFrom":
+            return f"'{start}'"
+        if name == "timeTo":
+            return f"'{end}'"
+        if name == "time":
+            return f'{args[0]} AS "time"'
+        if name in ("timeGroup", "timeGroupAlias"):
+            s = _seconds(args[1])
+            out = f"floor(extract(epoch from {args[0]})/{s})*{s}"
+            return out + ' AS "time"' if name == "timeGroupAlias" else out
+        raise AssertionError(f"macro $__{name} not expanded by this test")
+
+    out = re.sub(r"\$__(\w+)\(([^()]*)\)", macro, sql)
+    assert not re.search(r"\$[A-Za-z_{]", out), out      # every variable and macro replaced
+    return out
+
+
+def test_grafana_macro_expansion_matches_grafana():
+    got = expand_grafana("SELECT $__timeGroupAlias(ts, $__interval), $__time(\"Time\") WHERE $__timeFilter(ts) "
+                         "AND device_id = '$device' AND sensor IN ($sensor)",
+                         "2026-01-20T00:00:00Z", "2026-01-20T23:59:59Z", {"device": "a", "sensor": ["m0", "m1"]})
+    assert got == ("SELECT floor(extract(epoch from ts)/60)*60 AS \"time\", \"Time\" AS \"time\" WHERE ts BETWEEN "
+                   "'2026-01-20T00:00:00Z' AND '2026-01-20T23:59:59Z' AND device_id = 'a' AND sensor IN ('m0','m1')")
+
+
+def test_grafana_provisioning_files_hold_no_secret():
+    import yaml
+
+    ds = yaml.safe_load((GRAFANA / "provisioning/datasources/pyjama-postgres.yaml").read_text())
+    src = ds["datasources"][0]
+    assert src["uid"] == "pyjama-pg" and src["type"] == "postgres"
+    assert src["secureJsonData"]["password"] == "$PYJAMA_GRAFANA_PG_PASSWORD"   # from Grafana's environment
+    prov = yaml.safe_load((GRAFANA / "provisioning/dashboards/pyjama.yaml").read_text())
+    assert prov["providers"][0]["type"] == "file"
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        d = json.loads(path.read_text())
+        assert all(p["datasource"]["uid"] == "pyjama-pg" for p in d["panels"]), path
+
+
+def test_every_dashboard_query_runs_and_returns_time(tmp_path, pg_dsn, pg_conn):
+    with pg_conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS bio_signal_10s, environment_10s, raw_10s")
+    root = make_project(tmp_path)
+    # stage 70 of one device and day, with the template configs' sensor names
+    rows = []
+    for i, t in enumerate(("10:00:00", "10:00:10", "10:00:20", "10:00:30")):
+        rows += [(t, "bio_signal", "m0__cbrt_inv__norm__mean", [0.9, 0.8, 0.1, 0.2][i]),
+                 (t, "bio_signal", "m0__cbrt_inv__norm__state__mean", [1.0, 1.0, 0.0, 0.0][i]),
+                 (t, "bio_signal", "m0__share_flagged", 0.0),
+                 (t, "environment", "outdoor_temp__mean", 12.0 + i)]
+    write70(root, "a", D1, rows)
+    for dom in ("bio_signal", "environment"):
+        path = config80(root, pg_dsn, name=f"80_{dom}.json", output_stage=f"80_{dom}", domains=[dom],
+                        table=f"{dom}_10s")
+        run_step("80_import_postgres.py", path, root=root)
+    write_raw(root, "a", D1, ["10:00:01;m0:500;outdoor_temp:12.5", "10:00:11;m0:510;outdoor_temp:12.6"])
+    run_step("81_import_raw_postgres.py", config81(root, pg_dsn, table="raw_10s"), start=D1, end=D1, root=root)
+
+    variables = {"device": "a", "animal": ["m0"], "sensor": ["m0", "outdoor_temp"]}
+    results = {}
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        d = json.loads(path.read_text())
+        queries = [(f"variable {v['name']}", v["query"], False) for v in d["templating"]["list"]]
+        queries += [(f"panel {p['title']!r}", t["rawSql"], True) for p in d["panels"] for t in p["targets"]]
+        for what, sql, needs_time in queries:
+            q = expand_grafana(sql, f"{D1}T00:00:00Z", f"{D1}T23:59:59Z", variables)
+            with pg_conn.cursor() as cur:
+                cur.execute(q)
+                names = [c.name for c in cur.description]
+                got = cur.fetchall()
+            assert got, f"{path.name}: {what} returned no rows:\n{q}"
+            if needs_time:
+                assert "time" in names and all(r[names.index("time")] is not None for r in got), \
+                    f"{path.name}: {what}: no `time` column / NULL time:\n{q}"
+            results[f"{path.stem}: {what}"] = got
+    assert len(results) == 11   # 4 variables + 7 panels: a new panel must be covered here too
+    # spot checks: m0's state goes 1, 1, 0, 0 → one closure onset in hour 10; no flagged sample
+    assert results["pyjama-valvometry: panel 'Closures per hour (onsets seen at 10 s resolution)'"] == \
+        [(1768903200, "m0", 1)]
+    assert results["pyjama-valvometry: panel 'Completeness per animal (% of usable samples per hour)'"] == \
+        [(1768903200, "m0", 100.0)]

@@ -114,10 +114,12 @@ def template_pipeline(root: Path) -> list:
 
 
 def built_files(root: Path) -> dict:
-    """{path under data/<EXPO>: bytes} of everything the pipeline wrote (00_raw excluded)."""
+    """{path under data/<EXPO>: bytes} of every file in the stage folders the pipeline wrote
+    (00_raw and hidden bookkeeping such as the raw-file index excluded)."""
     base = root / "data" / EXPO
     return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*"))
-            if p.is_file() and p.relative_to(base).parts[0] != "00_raw"}
+            if p.is_file() and p.relative_to(base).parts[0] != "00_raw"
+            and not p.relative_to(base).parts[0].startswith(".")}
 
 
 def forget_run(root: Path) -> None:
@@ -145,7 +147,8 @@ def slurm_cluster():
         pytest.fail("PYJAMA_SLURM=up but `slurm_cluster.sh status` says the cluster is not "
                     f"usable:\n{cluster('status').stdout}", pytrace=False)
     if os.environ.get("PYJAMA_SKIP_SLURM") == "1":
-        pytest.skip(f"PYJAMA_SKIP_SLURM=1: SLURM test skipped ({INSTALL_HINT})")
+        pytest.skip("PYJAMA_SKIP_SLURM=1 and no usable SLURM cluster: SLURM test skipped "
+                    "(docs/slurm.md says how to get one)")
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.fail(f"cannot start a test cluster here (needs root and apt-get): {INSTALL_HINT}",
                     pytrace=False)
@@ -177,8 +180,8 @@ def runs(slurm_cluster, tmp_path_factory):
     if not accounting_enabled():
         extra += ["--slurm-status-command", "squeue"]
     try:
-        first = bounded([*drawer, pipeline, "--profile", "slurm", "--until", steps[0], "--", *extra],
-                        root)
+        first = bounded([*drawer, pipeline, "--profile", "slurm", "--until", steps[0], "--verbose",
+                         "--", *extra], root)
         rest = bounded([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm",
                         "--config", f"exposure={EXPO}", *extra], root)
     finally:
@@ -215,6 +218,7 @@ def test_each_job_body_ran_inside_its_slurm_allocation(runs):
     # The plugin's sbatch script starts Snakemake's jobstep executor inside the allocation
     # (SLURM_JOB_ID set); its output is the job's SLURM log, named after the job id.
     for out in runs["logs"]:
+        assert SUBMITTED_RE.search(out), "no SLURM job was submitted"
         for jid, log in SUBMITTED_RE.findall(out):
             assert Path(log).name == f"{jid}.log"
             text = Path(log).read_text()

@@ -67,6 +67,7 @@ class BehaviourStep(Step):
                   ("device_daily", "device_daily_stage"))
 
     def check_config(self, params, source):
+        from ..behaviour import read_durations
         from ..config import _check_stage
 
         try:
@@ -74,20 +75,11 @@ class BehaviourStep(Step):
         except re.error as exc:
             raise UserError(f"{source}: $.sensors: {params['sensors']!r} is not a regular expression "
                             f"({exc}); allowed: a Python regular expression such as '__norm$'") from None
-        period = params["sample_period_s"]
-        period_us = round(period * 1e6)
-        if period_us <= 0 or abs(period_us - period * 1e6) > 1e-3 or 86_400_000_000 % period_us:
-            raise UserError(f"{source}: $.sample_period_s: {period!r} is not allowed; allowed: a period "
-                            "in seconds that divides 24 h exactly (e.g. 0.1, 1, 5, 10)")
         sp = params["state"]
         if not sp["open_above"] > sp["closed_below"]:
             raise UserError(f"{source}: $.state.open_above: {sp['open_above']!r} is not allowed; allowed: "
                             f"a number above $.state.closed_below ({sp['closed_below']!r})")
-        w = params["velocity"]["window_s"]
-        half = w / (2 * period)
-        if abs(half - round(half)) > 1e-9 or round(half) < 1:
-            raise UserError(f"{source}: $.velocity.window_s: {w!r} is not allowed; allowed: an even "
-                            f"multiple of $.sample_period_s ({period!r}), e.g. {2 * period:g} or {4 * period:g}")
+        read_durations(params, source)
         seen = {params["output_stage"]: "$.output_stage"}
         for _, key in self.STAGE_KEYS:
             _check_stage(params[key], f"{source}: $.{key}")

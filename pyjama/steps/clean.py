@@ -14,6 +14,20 @@ from ..errors import UserError
 WINDOW_ALLOWED = f"an odd number of samples >= 3, or {qc.DURATION_HINT}"
 
 
+def check_window(window, where: str) -> None:
+    """A window is an odd number of samples >= 3 or a positive duration (None: absent)."""
+    if window is None:
+        return
+    if isinstance(window, int):
+        if window < 3 or window % 2 == 0:
+            raise UserError(f"{where}: {window!r} is not allowed; allowed: {WINDOW_ALLOWED}")
+        return
+    try:
+        qc.parse_duration(window, where)
+    except UserError:
+        raise UserError(f"{where}: {window!r} is not allowed; allowed: {WINDOW_ALLOWED}") from None
+
+
 def check_rule(rule: dict, where: str, partial: bool) -> None:
     """Semantic checks of one rule object (``partial``: a per-sensor override, whose
     missing keys come from the domain's rule)."""
@@ -23,16 +37,8 @@ def check_rule(rule: dict, where: str, partial: bool) -> None:
                         "(null for an open side)")
     spike = rule.get("spike")
     if isinstance(spike, dict):
-        window = spike.get("window")
-        if isinstance(window, int):
-            if window < 3 or window % 2 == 0:
-                raise UserError(f"{where}.spike.window: {window!r} is not allowed; allowed: {WINDOW_ALLOWED}")
-        elif window is not None:
-            try:
-                qc.parse_duration(window, f"{where}.spike.window")
-            except UserError:
-                raise UserError(f"{where}.spike.window: {window!r} is not allowed; "
-                                f"allowed: {WINDOW_ALLOWED}") from None
+        for key in ("window", "context_window"):
+            check_window(spike.get(key), f"{where}.spike.{key}")
         keys = ("threshold_mad", "threshold_abs")
         if partial:   # an override: only what it states (the rest comes from the domain)
             both_null = all(k in spike and spike[k] is None for k in keys)

@@ -19,7 +19,7 @@ import sys
 
 import pandas as pd
 
-from . import DEVICE_RE, RuleSpec, Step, _q
+from . import RuleSpec, Step, _q
 from .. import io, tidy
 from ..config import digest
 from ..errors import UserError
@@ -204,13 +204,11 @@ class NormaliseStep(Step):
             state = "new" if old is None else ("unchanged" if old == path.read_bytes() else "changed")
             print(f"{self.script}: fitted {self.fit_file(st, device)} ({state}): "
                   f"{len(content['sensors'])} sensor(s) from {', '.join(days)}")
-        n_rows = len(df)
+        # The fit writes no rows: its entry says how many it read and how many samples
+        # entered the percentiles (the rest: other sensors, unusable flags, NaN).
         n_used = sum(e["n_samples"] for e in content["sensors"].values())
-        n_other = n_rows - sum(e["n_rows"] for e in content["sensors"].values())
-        return io.ledger_entry(self.script, f"{device}/{FIT_DIR}", rows_in=n_rows, rows_out=n_used,
-                               rejected={"unusable flag or NaN": n_rows - n_used - n_other,
-                                         "sensor not selected": n_other},
-                               warnings=warnings)
+        return io.ledger_entry(self.script, f"{device}/{FIT_DIR}", rows_in=len(df), rows_out=len(df),
+                               samples_fitted=n_used, warnings=warnings)
 
     def read_fit(self, project, st, device) -> dict:
         """The fit file of a device, checked against the config it must match."""

@@ -104,7 +104,7 @@ start_munge() {
   fi
   install -d -o munge -g munge -m 0755 /run/munge
   rm -f /run/munge/munged.pid
-  timeout -k 2 10 runuser -u munge -- /usr/sbin/munged     # daemonizes; writes /run/munge/munged.pid
+  timeout -k 2 10 runuser -u munge -- /usr/sbin/munged 9>&-     # daemonizes; writes /run/munge/munged.pid
   wait_for 10 munged bash -c 'munge -n | unmunge'
   remember munged "$(live_pid /run/munge/munged.pid munged)"
   log "munged: started (pid $(live_pid /run/munge/munged.pid munged))"
@@ -218,7 +218,7 @@ EOF
   )
   chown slurm:slurm /etc/slurm/slurmdbd.conf
   rm -f "$STATE/slurmdbd.pid"
-  timeout -k 2 20 /usr/sbin/slurmdbd                 # daemonizes; writes its pid file
+  timeout -k 2 20 /usr/sbin/slurmdbd 9>&-                 # daemonizes; writes its pid file
   wait_for 60 "slurmdbd pid file" test -s "$STATE/slurmdbd.pid"
   remember slurmdbd "$(<"$STATE/slurmdbd.pid")"
   wait_for 60 "slurmdbd to answer" sacctmgr -n list cluster
@@ -230,7 +230,7 @@ start_slurm() {
   local host; host=$(hostname -s)
   if live_pid "$STATE/slurmctld.pid" slurmctld >/dev/null; then log "slurmctld: already running, reused"; else
     rm -f "$STATE/slurmctld.pid"
-    timeout -k 2 20 /usr/sbin/slurmctld              # daemonizes as SlurmUser
+    timeout -k 2 20 /usr/sbin/slurmctld 9>&-              # daemonizes as SlurmUser
     wait_for 30 "slurmctld pid file" test -s "$STATE/slurmctld.pid"
     remember slurmctld "$(<"$STATE/slurmctld.pid")"
     wait_for 30 "slurmctld to answer" bash -c 'scontrol ping | grep -q UP'
@@ -238,7 +238,7 @@ start_slurm() {
   fi
   if live_pid "$STATE/slurmd.pid" slurmd >/dev/null; then log "slurmd: already running, reused"; else
     rm -f "$STATE/slurmd.pid"
-    timeout -k 2 20 /usr/sbin/slurmd
+    timeout -k 2 20 /usr/sbin/slurmd 9>&-
     wait_for 30 "slurmd pid file" test -s "$STATE/slurmd.pid"
     remember slurmd "$(<"$STATE/slurmd.pid")"
     log "slurmd: started (pid $(<"$STATE/slurmd.pid"))"
@@ -340,7 +340,8 @@ status() {
 cmd=${1:-}
 case $cmd in
   up|down)
-    # one up/down at a time (a CI job and a developer, or two test sessions)
+    # one up/down at a time (a CI job and a developer, or two test sessions); the daemons
+    # are started with fd 9 closed, or they would hold this lock for their whole life
     exec 9>"$LOCK"
     flock -w 300 9 || die "another $0 up/down held $LOCK for 300 s"
     "$cmd"

@@ -1,0 +1,273 @@
+"""Window statistics (step 70): pure functions, no I/O.
+
+One (device, UTC day) tidy partition → for each window length w, one tidy frame with, for
+every aggregated sensor s and every window [t0, t0 + w) of the day, rows
+``s__mean``, ``s__min``, ``s__max``, ``s__std``, ``s__count``, ``s__share_flagged`` at
+``ts = t0`` (the window start).
+
+Rules:
+
+- windows are aligned to UTC midnight: t0 = day_start + k * w, k = 0 .. 86400 / w - 1; w must
+  divide 24 h, so windows are also aligned to the UTC epoch and the last window ends exactly
+  at the next midnight: no window crosses a day edge;
+- a sample is *valid* when its flag is OK (0) or INTERPOLATED (5) and its value is finite;
+  mean, min, max, std and count use the valid samples only;
+- ``share_flagged`` = (samples whose flag is not 0 nor 5) / (samples in the window) [0..1];
+- ``std`` is the population standard deviation sqrt(sum((x - mean)^2) / n) over the n valid
+  samples (0 for a single value: the window is the whole population, nothing is estimated);
+- a window with no valid sample keeps its rows: mean/min/max/std are NaN with flag 1 (MISSING),
+  count is 0 (flag 0); ``share_flagged`` is NaN with flag 1 only when the window holds no
+  sample at all.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import tidy
+from .errors import UserError
+from .flags import Flag
+
+DAY_S = 86_400
+STATS = ("mean", "min", "max", "std", "count", "share_flagged")
+USABLE_FLAGS = (int(Flag.OK), int(Flag.INTERPOLATED))
+WINDOW_RE = re.compile(r"^([1-9][0-9]*)(s|min|h)$")
+_UNIT_S = {"s": 1, "min": 60, "h": 3600}
+
+
+def window_seconds(label: str) -> int:
+    """``"10s"`` → 10, ``"5min"`` → 300, ``"1h"`` → 3600 [s]. ValueError when malformed."""
+    m = WINDOW_RE.match(str(label))
+    if not m:
+        raise ValueError(f"bad window {label!r}")
+    return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def select_rows(df: pd.DataFrame, day: str, pattern: str):
+    """Which rows are aggregated: sensor matches ``pattern`` (re.search) and ts is in the day.
+
+    Returns (mask, rejected) with rejected = {reason: rows} for the ledger.
+    """
+    rx = re.compile(pattern)
+    if not len(df):
+        return np.zeros(0, bool), {}
+    cats = df["sensor"].cat.categories
+    keep_cat = np.array([bool(rx.search(str(c))) for c in cats] + [False])
+    by_sensor = keep_cat[df["sensor"].cat.codes.to_numpy()]
+    start = pd.Timestamp(day, tz="UTC").value // 1000
+    ts = pd.DatetimeIndex(df["ts"]).as_unit("us").asi8
+    in_day = (ts >= start) & (ts < start + DAY_S * 1_000_000)
+    rejected = {"not aggregated: sensor not matched by $.sensors": int((~by_sensor).sum()),
+                "not aggregated: ts outside the partition day": int((by_sensor & ~in_day).sum())}
+    return by_sensor & in_day, rejected
+
+
+@dataclass
+class Moments:
+    """Per (sensor, window) sums from which every statistic follows; arrays (sensors, windows).
+
+    ``n_rows`` samples, ``n_flagged`` samples with a flag not in {0, 5}, ``count`` valid
+    samples, ``total`` = sum(x), ``m2`` = sum((x - mean)^2), ``lo`` / ``hi`` = min / max
+    (NaN when count is 0), over the valid samples.
+    """
+
+    window_s: int
+    n_rows: np.ndarray
+    n_flagged: np.ndarray
+    count: np.ndarray
+    total: np.ndarray
+    m2: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+@dataclass
+class Prepared:
+    """The rows of one partition as arrays, computed once for all windows."""
+
+    day_us: int
+    device: str
+    pair_domain: list
+    pair_sensor: list
+    pair: np.ndarray        # row → (domain, sensor) pair index
+    ts_us: np.ndarray
+    x: np.ndarray
+    usable_flag: np.ndarray
+    valid: np.ndarray
+
+
+def prepare_rows(df: pd.DataFrame, day: str) -> Prepared:
+    """Arrays of ``df`` (one device and day, tidy) for :func:`moments_from_rows`."""
+    d_codes = df["domain"].cat.codes.to_numpy().astype(np.int64)
+    s_codes = df["sensor"].cat.codes.to_numpy().astype(np.int64)
+    n_s = len(df["sensor"].cat.categories) + 1
+    key = d_codes * n_s + s_codes
+    seen = np.zeros(int(key.max()) + 1 if len(key) else 1, dtype=bool)
+    seen[key] = True
+    pair_key = np.flatnonzero(seen)                  # sorted distinct keys, O(n) (no sort)
+    x = df["value"].to_numpy(dtype=float)
+    usable_flag = np.isin(df["quality_flag"].to_numpy(dtype=np.uint8), USABLE_FLAGS)
+    return Prepared(
+        day_us=pd.Timestamp(day, tz="UTC").value // 1000,
+        device=str(df["device_id"].iloc[0]) if len(df) else "",
+        pair_domain=[str(df["domain"].cat.categories[k // n_s]) for k in pair_key],
+        pair_sensor=[str(df["sensor"].cat.categories[k % n_s]) for k in pair_key],
+        pair=(np.cumsum(seen) - 1)[key], ts_us=pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,
+        x=x, usable_flag=usable_flag, valid=usable_flag & np.isfinite(x))
+
+
+def moments_from_rows(prep: Prepared, window_s: int) -> Moments:
+    """Window sums straight from the samples: one bincount per sum, no loop over windows."""
+    n_pairs, n_slots = len(prep.pair_sensor), DAY_S // window_s
+    G = n_pairs * n_slots
+    if len(prep.ts_us) and (prep.ts_us.min() < prep.day_us or prep.ts_us.max() >= prep.day_us + DAY_S * 10**6):
+        raise ValueError("rows outside the partition day (select them with select_rows first)")
+    g = prep.pair.astype(np.int64) * n_slots + (prep.ts_us - prep.day_us) // (window_s * 1_000_000)
+    n_rows = np.bincount(g, minlength=G)
+    n_flagged = np.bincount(g[~prep.usable_flag], minlength=G)
+    gv, xv = g[prep.valid], prep.x[prep.valid]
+    if len(gv) > 1 and np.any(gv[1:] < gv[:-1]):
+        order = np.argsort(gv, kind="stable")
+        gv, xv = gv[order], xv[order]
+    count = np.bincount(gv, minlength=G)
+    total = np.bincount(gv, weights=xv, minlength=G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    m2 = np.bincount(gv, weights=(xv - mean[gv]) ** 2, minlength=G)   # two-pass: no cancellation
+    lo = np.full(G, np.nan)
+    hi = np.full(G, np.nan)
+    if len(gv):
+        starts = np.flatnonzero(np.r_[True, gv[1:] != gv[:-1]])
+        lo[gv[starts]] = np.minimum.reduceat(xv, starts)
+        hi[gv[starts]] = np.maximum.reduceat(xv, starts)
+    shape = (n_pairs, n_slots)
+    return Moments(window_s, n_rows.reshape(shape), n_flagged.reshape(shape), count.reshape(shape),
+                   total.reshape(shape), m2.reshape(shape), lo.reshape(shape), hi.reshape(shape))
+
+
+def coarsen_moments(m: Moments, window_s: int) -> Moments:
+    """Sums of a window that is a multiple of ``m.window_s``, from the finer windows' sums.
+
+    Counts, sums, min and max add up; m2 combines exactly (Chan et al.):
+    m2 = sum_i (m2_i + n_i * (mean_i - mean)^2) over the r = window_s / m.window_s parts.
+    """
+    r = window_s // m.window_s
+    P, S = m.count.shape
+
+    def parts(a):
+        return a.reshape(P, S // r, r)
+
+    count = parts(m.count).sum(-1)
+    total = parts(m.total).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_f = parts(m.total / m.count)
+        mean_c = total / count
+        spread = np.where(parts(m.count) > 0, parts(m.count) * (mean_f - mean_c[..., None]) ** 2, 0.0)
+    m2 = (parts(m.m2) + spread).sum(-1)
+    return Moments(window_s, parts(m.n_rows).sum(-1), parts(m.n_flagged).sum(-1), count, total, m2,
+                   np.fmin.reduce(parts(m.lo), axis=-1), np.fmax.reduce(parts(m.hi), axis=-1))
+
+
+def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool = True) -> pd.DataFrame:
+    """The tidy rows ``<sensor>__<stat>`` (ts = window start) of window sums ``m``.
+
+    mean = total / count, std = sqrt(m2 / count), share_flagged = n_flagged / n_rows; NaN +
+    flag 1 where undefined (see the module docstring). Sorted by (sensor, ts).
+    """
+    n_pairs, n_slots = m.count.shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {"mean": m.total / m.count, "min": m.lo, "max": m.hi, "std": np.sqrt(m.m2 / m.count),
+                  "count": m.count.astype(float), "share_flagged": m.n_flagged / m.n_rows}
+    empty = m.count == 0
+    missing = {"mean": empty, "min": empty, "max": empty, "std": empty,
+               "count": np.zeros_like(empty), "share_flagged": m.n_rows == 0}
+    blocks = sorted((f"{prep.pair_sensor[p]}__{s}", prep.pair_domain[p], p, s)
+                    for p in range(n_pairs) for s in stats)
+    if not blocks:
+        return tidy.empty()
+    val = np.concatenate([values[s][p] for _, _, p, s in blocks])
+    miss = np.concatenate([missing[s][p] for _, _, p, s in blocks])
+    val = np.where(miss, np.nan, val)
+    keep = np.ones(len(val), bool) if fill_day else \
+        np.concatenate([m.n_rows[p] > 0 for _, _, p, _ in blocks])
+    names = sorted({b[0] for b in blocks})
+    domains = sorted(set(prep.pair_domain))
+    name_code = np.repeat([names.index(b[0]) for b in blocks], n_slots)
+    dom_code = np.repeat([domains.index(b[1]) for b in blocks], n_slots)
+    start_us = prep.day_us + np.tile(np.arange(n_slots, dtype=np.int64) * m.window_s * 1_000_000, len(blocks))
+    out = pd.DataFrame({
+        "ts": pd.Series(start_us[keep].astype("datetime64[us]")).dt.tz_localize("UTC"),
+        "device_id": pd.Categorical.from_codes(np.zeros(int(keep.sum()), np.int8),
+                                               categories=pd.Index([prep.device], dtype=object)),
+        "domain": pd.Categorical.from_codes(dom_code[keep], categories=pd.Index(domains, dtype=object)),
+        "sensor": pd.Categorical.from_codes(name_code[keep], categories=pd.Index(names, dtype=object)),
+        "value": val[keep],
+        "quality_flag": np.where(miss[keep], int(Flag.MISSING), int(Flag.OK)).astype(np.uint8),
+    })
+    return tidy.conform(out)
+
+
+def aggregate_window(df: pd.DataFrame, day: str, window_s: int, stats=STATS,
+                     fill_day: bool = True) -> pd.DataFrame:
+    """Statistics of every sensor of ``df`` over the ``window_s`` [s] windows of ``day``.
+
+    ``df`` holds rows of one device and day only (see :func:`select_rows`). Returns a tidy
+    frame sorted by (sensor, ts): sensor ``<sensor>__<stat>``, ts = window start, domain of
+    the source sensor. With ``fill_day`` every window of the day is written for each sensor
+    (NaN + flag 1 where empty); without, only windows holding at least one input row.
+    """
+    if DAY_S % window_s:
+        raise ValueError(f"window {window_s} s does not divide 24 h")
+    if not len(df):
+        return tidy.empty()
+    prep = prepare_rows(df, day)
+    return frame_from_moments(moments_from_rows(prep, window_s), prep, stats, fill_day)
+
+
+def aggregate_partition(df: pd.DataFrame, day: str, windows: dict, stats=STATS, sensors: str = ".*",
+                        fill_day: bool = True):
+    """All windows of one partition. ``windows`` maps a label (``"10s"``) to its length [s].
+
+    Returns (frames by label, ledger counts): rows_in = input rows = rows aggregated + rows
+    not aggregated (by reason); ``rows_written`` gives the output rows per window.
+    """
+    df = tidy.conform(df) if len(df) else tidy.empty()
+    mask, rejected = select_rows(df, day, sensors)
+    sel = df.loc[mask].reset_index(drop=True)
+    sel["sensor"] = sel["sensor"].cat.remove_unused_categories()
+    sel["domain"] = sel["domain"].cat.remove_unused_categories()
+    frames = {}
+    if len(sel):
+        prep = prepare_rows(sel, day)
+        done = {}                       # window length → Moments
+        for w in sorted(set(windows.values())):
+            finer = [v for v in done if w % v == 0]
+            # a window that is a multiple of one already computed is summed from it
+            done[w] = coarsen_moments(done[max(finer)], w) if finer else moments_from_rows(prep, w)
+        for label, w in windows.items():
+            frames[label] = frame_from_moments(done[w], prep, stats, fill_day)
+    else:
+        frames = {label: tidy.empty() for label in windows}
+    counts = {"rows_in": len(df), "rows_out": int(mask.sum()), "rejected": rejected,
+              "rows_written": {label: int(len(f)) for label, f in frames.items()},
+              "samples_flagged": int((~np.isin(sel["quality_flag"].to_numpy(), USABLE_FLAGS)).sum())}
+    return frames, counts
+
+
+def check_windows(labels, source: str) -> dict:
+    """Config check: labels → seconds; each divides 24 h; no two labels of one length."""
+    out, seen = {}, {}
+    for i, label in enumerate(labels):
+        w = window_seconds(label)
+        if DAY_S % w:
+            raise UserError(f"{source}: $.windows[{i}]: {label!r} is not allowed; allowed: a window that "
+                            "divides 24 h exactly (e.g. 10s, 60s, 5min, 15min, 1h, 24h)")
+        if w in seen:
+            raise UserError(f"{source}: $.windows[{i}]: {label!r} is not allowed; allowed: a length not "
+                            f"already listed ({seen[w]!r} is the same window)")
+        seen[w] = label
+        out[label] = w
+    return out

@@ -1,0 +1,59 @@
+"""70_aggregate: window statistics per (device, UTC day). A thin shell over pyjama.aggregate.
+
+One input partition → one output partition per window, in stage
+``<output_stage>/window=<length>`` (``70_aggregated/window=10s`` …); the first window's
+partition folder holds ``_ledger.json``.
+"""
+from __future__ import annotations
+
+import re
+
+from . import Step
+from ..errors import UserError
+
+
+class AggregateStep(Step):
+    script = "70_aggregate.py"
+    kind = "70_aggregate"
+    summary = "window statistics (mean, min, max, std, count, share flagged), UTC-aligned, per day"
+
+    def check_config(self, params, source):
+        from ..aggregate import check_windows
+        from ..config import _check_stage
+
+        try:
+            re.compile(params["sensors"])
+        except re.error as exc:
+            raise UserError(f"{source}: $.sensors: {params['sensors']!r} is not a regular expression "
+                            f"({exc}); allowed: a Python regular expression such as '.*' or '__norm$'") from None
+        check_windows(params["windows"], source)
+        for label in params["windows"]:
+            _check_stage(window_stage(params["output_stage"], label), f"{source}: $.windows")
+
+    def output_stages(self, st):
+        out = {}
+        for i, label in enumerate(st["windows"]):
+            out["data" if i == 0 else f"window_{label}"] = window_stage(st["output_stage"], label)
+        return out
+
+    def compute(self, frames, st, device, day):
+        """Pure: the tidy partition → (frames by output key, ledger counts)."""
+        from ..aggregate import aggregate_partition, check_windows
+
+        windows = check_windows(st["windows"], st.path)
+        by_label, counts = aggregate_partition(frames["data"], day, windows, st["stats"], st["sensors"],
+                                               st["fill_day"])
+        keys = list(self.output_stages(st))
+        return {k: by_label[label] for k, label in zip(keys, st["windows"])}, counts
+
+    def run_partition(self, project, st, device, day):
+        files = self.input_files(project, st, device, day)
+        if not (project.root / files["data"]).exists():
+            raise UserError(f"{files['data']}: input missing; run the step writing "
+                            f"{st['input_stage']} first")
+        return super().run_partition(project, st, device, day)
+
+
+def window_stage(output_stage: str, label: str) -> str:
+    """``70_aggregated`` + ``10s`` → ``70_aggregated/window=10s``."""
+    return f"{output_stage}/window={label}"

@@ -1,0 +1,464 @@
+"""81_import_raw_postgres: raw files → aggregated long table for a quick look in Grafana.
+
+    python3 pyjama.py run 81_import_raw_postgres.py --with configs/X/81_import_raw_postgres_60s.json --from 2026-02-05 --to 2026-02-05
+    python3 pyjama.py run 81_import_raw_postgres.py --with configs/X/81_import_raw_postgres_10s.json --mode auto
+    (add --dry-run to print the plan and touch nothing)
+
+Without running the pipeline: raw files of ``input_stage`` are parsed with the exposure's
+own parser config by THE parser (:func:`pyjama.parse.parse_bytes`, as step 10), duplicate
+(sensor, ts) values resolved like step 20, and aggregated per sensor to ``window``
+(``"Time"`` = window start, UTC). Table: ``("Time" timestamptz, device_id text, sensor
+text, value double precision)``, unique on ``(device_id, sensor, "Time")``.
+
+* **Day range** (``--from/--to``, dates or UTC instants, widened outwards to whole
+  windows): for each device with raw data in the range, and each of its days, the rows of
+  that device × the config's sensors × the range are deleted and the new aggregates
+  COPYed, in one transaction per ``batch_days`` days. Devices without raw data there keep
+  their rows.
+* **Auto** (``--mode auto``, for cron): per device, the last ``"Time"`` in the table
+  (over the config's sensors); the raw files that hold days from that one on are read,
+  and everything from that last window on (it may have been incomplete) is replaced, up
+  to the newest raw data. An empty table gets everything. A state file
+  (``data/<EXPO>/<output_stage>/_auto_state.json``: per device the last time and the
+  size/mtime of the files read) lets a run with no new raw data stop before parsing.
+
+81 is not a workflow step: ``rule_specs`` returns no rule (run it by hand or from cron).
+A receipt per (device, day) imported is written under ``data/<EXPO>/<output_stage>/``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from . import Step
+from .. import db, io
+from ..aggregate import window_seconds
+from ..errors import UserError
+
+RECEIPT = "receipt.json"
+STATE = "_auto_state.json"
+NOT_SELECTED = "not selected (sensors of the config)"
+UTC = dt.timezone.utc
+DAY_S = 86_400
+
+
+# ---------------------------------------------------------------- pure functions
+
+def floor_time(t: dt.datetime, seconds: int) -> dt.datetime:
+    """Start of the window holding ``t``: floor(t / w) * w [UTC, µs exact]."""
+    us = _epoch_us(t)
+    w = seconds * 1_000_000
+    return _from_epoch_us(us - us % w)
+
+
+def aggregate_day(rows, day: str, seconds: int, stat: str = "mean"):
+    """Raw tidy rows of one device and one UTC ``day`` → one row per (sensor, window)
+    holding at least one raw value, by THE aggregation of step 70
+    (:func:`pyjama.aggregate.aggregate_window`):
+
+        Time  = floor(ts / w) * w        [UTC; w = ``seconds``, dividing 24 h]
+        value = stat(valid values in [Time, Time + w))   (valid: flag OK and finite;
+                                                           none valid → NULL)
+
+    Sensor names stay the raw ones (``m0``, not ``m0__mean``). Returns a DataFrame
+    (Time, sensor, value) sorted by (sensor, Time)."""
+    import numpy as np
+    import pandas as pd
+
+    from ..aggregate import aggregate_window
+
+    if len(rows) == 0:
+        return pd.DataFrame({"Time": pd.Series([], dtype="datetime64[us, UTC]"),
+                             "sensor": pd.Series([], dtype=object),
+                             "value": pd.Series([], dtype=np.float64)})
+    rows = rows.copy()
+    rows["sensor"] = rows["sensor"].astype("category").cat.remove_unused_categories()
+    rows["domain"] = rows["domain"].astype("category").cat.remove_unused_categories()
+    out = aggregate_window(rows, day, seconds, (stat,), fill_day=False)
+    suffix = f"__{stat}"
+    names = out["sensor"].cat.rename_categories([str(c).removesuffix(suffix)
+                                                  for c in out["sensor"].cat.categories])
+    return pd.DataFrame({"Time": out["ts"], "sensor": names.astype(str).to_numpy(dtype=object),
+                         "value": out["value"].to_numpy(dtype=np.float64)})
+
+
+def select_raw_rows(rows, device: str, sensors, start=None, end=None):
+    """Rows of ``device`` with start <= ts < end (open bounds when None) whose sensor
+    matches a glob of ``sensors``. Returns (rows in range, rows selected)."""
+    import numpy as np
+
+    if len(rows) == 0:
+        return rows, rows
+    keep = (rows["device_id"].astype(str) == device).to_numpy().copy()
+    ts = rows["ts"]
+    if start is not None:
+        keep &= (ts >= start).to_numpy()
+    if end is not None:
+        keep &= (ts < end).to_numpy()
+    in_range = rows[keep]
+    if len(in_range) == 0:
+        return in_range, in_range
+    cats = in_range["sensor"].astype("category")
+    hits = np.asarray(db.match_sensors(list(cats.cat.categories), sensors) + [False], dtype=bool)
+    codes = cats.cat.codes.to_numpy()
+    return in_range, in_range[hits[np.where(codes < 0, len(hits) - 1, codes)]]
+
+
+def to_copy_table(agg, device: str):
+    """Aggregates → arrow table in COPY column order ("Time", device_id, sensor, value)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(agg)
+    return pa.table({
+        "Time": pa.array(agg["Time"].to_numpy(dtype="datetime64[us]"), pa.timestamp("us", tz="UTC")),
+        "device_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([device])),
+        "sensor": pa.array(agg["sensor"].to_numpy(dtype=object), pa.string()),
+        "value": db.nan_to_null(pa.array(agg["value"].to_numpy(), pa.float64())),
+    })
+
+
+# ---------------------------------------------------------------- the step
+
+class ImportRawPostgresStep(Step):
+    script = "81_import_raw_postgres.py"
+    kind = "81_import_raw_postgres"
+    summary = "raw files → aggregated PostgreSQL long table (day range or --mode auto; not a workflow rule)"
+
+    def check_config(self, params, source):
+        db.check_identifier(params["schema"], f"{source}: $.schema")
+        db.check_identifier(params["table"], f"{source}: $.table")
+        db.check_sensor_globs(params["sensors"], f"{source}: $.sensors")
+        w = window_seconds(params["window"])  # the one parser of window lengths (step 70's)
+        if DAY_S % w:
+            raise UserError(f"{source}: $.window: {params['window']!r} is not allowed; allowed: a window "
+                            "that divides 24 h (e.g. 10s, 60s, 5min, 1h)")
+
+    # ---- not a workflow step
+    def rule_specs(self, project, st, window) -> list:
+        """No rule: 81 is run by hand or by cron (``--mode auto``), never by Snakemake."""
+        return []
+
+    def output_files(self, st, device="{device}", day="{day}"):
+        return {"receipt": io.partition_file(st.exposure, st["output_stage"], device, day, RECEIPT)}
+
+    # ---- helpers
+    def parser_config(self, project, st):
+        """The parser step config of the exposure's pipeline that reads ``input_stage``."""
+        found = [p for p in project.parser_steps() if p["input_stage"] == st["input_stage"]]
+        if st["parser"]:
+            found = [p for p in project.parser_steps() if p.name == st["parser"]]
+        if len(found) != 1:
+            names = ", ".join(p.name for p in project.parser_steps()) or "none"
+            want = repr(st["parser"]) if st["parser"] else f"one reading {st['input_stage']!r}"
+            raise UserError(f"{st.path}: $.parser: no single parser step {want} in "
+                            f"{project.pipeline.path}; allowed: {names}")
+        return found[0]
+
+    # ---- pyjama.py run comes here
+    def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
+        options = options or {}
+        mode = options.get("mode") or "range"
+        if day:
+            from ..timewindow import parse_window
+
+            window = parse_window(day, day)
+        pst = self.parser_config(project, st)
+        run = _Run(self, project, st, pst, devices, quiet, bool(options.get("dry_run")))
+        if mode == "auto":
+            if window is not None and (window.start is not None or window.end is not None):
+                raise UserError("--mode auto takes no --from/--to: it completes, per device, what the "
+                                "table lacks after its last time; use --mode range for a day range")
+            return run.auto()
+        return run.range(window)
+
+
+class _Run:
+    """State of one 81 invocation (connection, raw index, parse cache)."""
+
+    def __init__(self, step, project, st, pst, devices, quiet, dry_run):
+        self.step, self.project, self.st, self.pst = step, project, st, pst
+        self.devices = list(devices or [])
+        self.quiet, self.dry_run = quiet, dry_run
+        self.index = project.raw_index(pst)
+        self.seconds = window_seconds(st["window"])
+        self.likes = [db.glob_to_like(p) for p in st["sensors"]]
+        self.target = f"{st['schema']}.{st['table']}"
+        self._cache: dict = {}
+
+    # ---- raw data
+    def device_days(self):
+        """{device: sorted days} of the raw index, limited to --device when given."""
+        out: dict = {}
+        for dev, day in self.index.partitions():
+            if not self.devices or dev in self.devices:
+                out.setdefault(dev, []).append(day)
+        return out
+
+    def parsed(self, name: str):
+        """Rows of one raw file, parsed once per run with the exposure's parser config."""
+        from ..parse import parse_bytes, read_raw_bytes
+
+        if name not in self._cache:
+            if len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+            path = self.index.raw_dir / name
+            self._cache[name] = parse_bytes(read_raw_bytes(path), self.pst.params, name).rows
+        return self._cache[name]
+
+    def rows_for(self, device, day, files, start, end):
+        """(raw rows in range, aggregated frame, counts) of ``device`` from ``files``."""
+        import pandas as pd
+
+        from .. import tidy
+        from .split import merge_duplicates
+
+        parts_in, parts_sel = [], []
+        for name in sorted(files):
+            rows = self.parsed(name)
+            in_range, sel = select_raw_rows(rows, device, self.st["sensors"], start, end)
+            parts_in.append(len(in_range))
+            if len(sel):
+                parts_sel.append(sel)
+        selected = pd.concat(parts_sel, ignore_index=True) if parts_sel else tidy.empty()
+        rows_in = sum(parts_in)
+        merged_df, merged = merge_duplicates(selected, self.st["duplicates"]) if len(selected) else (selected, 0)
+        agg = aggregate_day(merged_df, day, self.seconds, self.st["stat"])
+        counts = {"rows_in": rows_in, "rows_out": len(merged_df),
+                  "rejected": {NOT_SELECTED: rows_in - len(selected),
+                               f"duplicate (sensor, ts) merged: {self.st['duplicates']}": merged}}
+        return agg, counts
+
+    def fingerprint(self, files) -> dict:
+        return {n: [self.index.files[n]["size"], self.index.files[n]["mtime_ns"]] for n in sorted(files)}
+
+    # ---- the two modes
+    def range(self, window):
+        """Replace, per device with raw data in the window, the window's rows (widened to
+        whole aggregation windows) by fresh aggregates, ``batch_days`` days per transaction."""
+        start = floor_time(window.start, self.seconds) if window and window.start else None
+        end = (floor_time(window.end, self.seconds) + dt.timedelta(seconds=self.seconds)) \
+            if window and window.end else None
+        plan = []
+        for dev, days in self.device_days().items():
+            days = [d for d in days if window is None or window.contains_day(_date(d))]
+            for i in range(0, len(days), self.st["batch_days"]):
+                plan.append((dev, days[i:i + self.st["batch_days"]]))
+        if self.dry_run:
+            print(f"{self.step.script} --dry-run: would replace in {self.target} at "
+                  f"{db.target_label(self.st.params)} the range [{_iso(start) if start else '-inf'}, "
+                  f"{_iso(end) if end else '+inf'}) ({self.st['window']} {self.st['stat']}, "
+                  f"sensors {self.st['sensors']}):")
+        if not plan:
+            if self.dry_run:
+                print("  nothing: no raw data in this window")
+            return []
+        conn = None if self.dry_run else self.open()
+        entries = []
+        try:
+            if conn is not None:
+                self.lock(conn, wait=True)
+            bar = _progress(len(plan), self.quiet, self.step.script)
+            for dev, days in plan:
+                spans, frames = [], []
+                for day in days:
+                    ds, de = _day_span(day)
+                    lo, hi = max(ds, start) if start else ds, min(de, end) if end else de
+                    files = self.index.files_for(dev, day)
+                    agg, counts = self.rows_for(dev, day, files, lo, hi)
+                    spans.append((day, lo, hi, files, agg, counts))
+                entries += self.commit(conn, dev, spans, mode="range")
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+        finally:
+            if conn is not None:
+                conn.close()
+        return entries
+
+    def auto(self):
+        """Per device: complete the table from its last "Time" on (re-covering that window)."""
+        state_path = self.project.root / io.stage_dir(self.st.exposure, self.st["output_stage"]) / STATE
+        state = io.read_ledger(state_path) or {}
+        state_key = f"{self.target}@{db.target_label(self.st.params)}"
+        st_dev = state.get(state_key, {})
+        conn = self.open(readonly=self.dry_run)
+        entries = []
+        try:
+            exists = db.table_exists(conn, self.st["schema"], self.st["table"])
+            if not self.dry_run:
+                if not self.lock(conn, wait=False):
+                    print(f"{self.step.script}: another import into {self.target} is running; "
+                          "nothing done this time", file=sys.stderr)
+                    return []
+            conn.commit()
+            for dev, days in self.device_days().items():
+                last, sensors = self.last_time(conn, dev) if exists else (None, [])
+                start = floor_time(last, self.seconds) if last else None
+                todo_days = [d for d in days if start is None or d >= start.date().isoformat()]
+                files = sorted({f for d in todo_days for f in self.index.files_for(dev, d)})
+                fp = self.fingerprint(files)
+                seen = st_dev.get(dev)
+                if seen and seen.get("last") == (_iso(last) if last else None) and seen.get("files") == fp:
+                    if self.dry_run or not self.quiet:
+                        print(f"  {dev}: up to date (last {seen['last']}, no raw file changed)")
+                    continue
+                spans = []
+                for day in todo_days:
+                    ds, de = _day_span(day)
+                    lo = max(ds, start) if start else ds
+                    day_files = self.index.files_for(dev, day)
+                    agg, counts = self.rows_for(dev, day, day_files, lo, de)
+                    spans.append((day, lo, de, day_files, agg, counts))
+                n_rows = sum(len(sp[4]) for sp in spans)
+                if self.dry_run:
+                    print(f"  {dev}: last {_iso(last) if last else 'none (empty table)'}; would read "
+                          f"{len(files)} raw file(s) and replace from {_iso(start) if start else 'the start'}: "
+                          f"{n_rows} rows from {sum(sp[5]['rows_out'] for sp in spans)} raw values")
+                    entries += self.commit(None, dev, spans, mode="auto", open_end=True)
+                    continue
+                new_last = last
+                if n_rows:
+                    entries += self.commit(conn, dev, spans, mode="auto", open_end=True, sensors=sensors)
+                    new_last = max(sp[4]["Time"].max() for sp in spans if len(sp[4])).to_pydatetime()
+                # What the next run will see if nothing changes: the table's last time is
+                # new_last, and it would read the files of the days from new_last's on.
+                nxt = floor_time(new_last, self.seconds).date().isoformat() if new_last else None
+                nxt_files = {f for d in days if nxt is None or d >= nxt for f in self.index.files_for(dev, d)}
+                st_dev[dev] = {"last": _iso(new_last) if new_last else None,
+                               "files": self.fingerprint(nxt_files)}
+                state[state_key] = st_dev
+                io.write_json(state_path, state)
+        finally:
+            conn.close()
+        return entries
+
+    # ---- database
+    def open(self, readonly=False):
+        conn = db.connect(self.st.params, application_name=f"pyjama {self.step.script}", readonly=readonly)
+        if not readonly:
+            db.ensure_table(conn, self.st["schema"], self.st["table"], db.RAW_81)
+        return conn
+
+    def lock(self, conn, wait: bool) -> bool:
+        """A session advisory lock on the table: one 81 run per table at a time (cron
+        runs may overlap; the later one waits (range) or skips (auto))."""
+        key = f"pyjama81:{self.target}"
+        with conn.cursor() as cur:
+            if wait:
+                cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+                conn.commit()
+                return True
+            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+            got = bool(cur.fetchone()[0])
+        conn.commit()
+        return got
+
+    def last_time(self, conn, device):
+        """(last "Time" of ``device`` over the config's sensors, those sensors)."""
+        from psycopg2 import sql
+
+        with conn.cursor() as cur:
+            sensors = db.device_sensors(cur, self.st["schema"], self.st["table"], device, self.likes)
+            if not sensors:
+                return None, []
+            cur.execute(sql.SQL(
+                'SELECT max(m) FROM unnest(%s::text[]) AS s(sensor), LATERAL '
+                '(SELECT max("Time") AS m FROM {} t WHERE t.device_id = %s AND t.sensor = s.sensor) x'
+            ).format(db.qualified(self.st["schema"], self.st["table"])), (sensors, device))
+            last = cur.fetchone()[0]
+        conn.commit()
+        return (last.astimezone(UTC) if last else None), sensors
+
+    def commit(self, conn, device, spans, mode, open_end=False, sensors=None) -> list:
+        """One transaction: delete each span of ``device`` (config's sensors), COPY the new
+        aggregates, commit; then receipts. In a dry run: print and return the entries."""
+        import psycopg2
+        import pyarrow as pa
+
+        if self.dry_run:
+            for day, lo, hi, files, agg, counts in spans:
+                print(f"  {device}/{day}: {len(agg)} rows from {counts['rows_out']} raw values in "
+                      f"{len(files)} raw file(s), range [{_iso(lo)}, {_iso(hi)})")
+            return [self.entry(device, day, agg, counts, dry_run=True) for day, _, _, _, agg, counts in spans]
+        schema, table = self.st["schema"], self.st["table"]
+        try:
+            with conn.cursor() as cur:
+                if sensors is None:
+                    sensors = db.device_sensors(cur, schema, table, device, self.likes)
+                new = set()
+                for _, _, _, _, agg, _ in spans:
+                    new.update(agg["sensor"].unique().tolist())
+                scope = sorted(set(sensors) | new)
+                if open_end and spans:
+                    db.delete_range(cur, schema, table, db.RAW_81, device, scope, spans[0][1], None)
+                else:
+                    for _, lo, hi, _, _, _ in spans:
+                        db.delete_range(cur, schema, table, db.RAW_81, device, scope, lo, hi)
+                frames = [to_copy_table(agg, device) for _, _, _, _, agg, _ in spans if len(agg)]
+                if frames:
+                    db.copy_csv(cur, schema, table, db.RAW_81.names, db.csv_payload(pa.concat_tables(frames)))
+            db.pause_before_commit()
+            conn.commit()
+        except psycopg2.Error as exc:
+            conn.rollback()
+            raise db.db_error(exc, f"{self.step.script} {device}: import into {self.target} failed "
+                                   "(nothing was changed)") from None
+        except BaseException:
+            conn.rollback()
+            raise
+        out = []
+        for day, lo, hi, files, agg, counts in spans:
+            rec = {
+                "step": self.step.script, "mode": mode, "partition": f"{device}/{day}",
+                "table": self.target, "database": db.target_label(self.st.params),
+                "range": {"from": _iso(lo), "to": None if open_end else _iso(hi)},
+                "window": self.st["window"], "stat": self.st["stat"], "sensors": list(self.st["sensors"]),
+                **db.value_checksum(agg["value"].to_numpy()),
+                "raw_values": int(counts["rows_out"]), "raw_files": sorted(files),
+                "parser": self.pst.path, "config": self.st.path, "config_digest": self.st.digest,
+                "imported_at": db.utc_now_text(),
+            }
+            io.write_json(self.project.root / self.step.output_files(self.st, device, day)["receipt"], rec)
+            out.append(self.entry(device, day, agg, counts))
+        return out
+
+    def entry(self, device, day, agg, counts, **extra):
+        return io.ledger_entry(self.step.script, f"{device}/{day}", unit="raw values",
+                               rows_imported=int(len(agg)), table=self.target, **counts, **extra)
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _epoch_us(t: dt.datetime) -> int:
+    d = t - dt.datetime(1970, 1, 1, tzinfo=UTC)
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _from_epoch_us(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=us)
+
+
+def _day_span(day: str):
+    from ..timewindow import day_bounds
+
+    return day_bounds(day)
+
+
+def _date(day: str):
+    return dt.date.fromisoformat(day)
+
+
+def _iso(t) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _progress(total: int, quiet: bool, desc: str):
+    if quiet or total < 2 or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, unit="batch", delay=2)

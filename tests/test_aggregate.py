@@ -1,0 +1,216 @@
+"""Step 70 aggregate: window statistics aligned to UTC, never crossing a day edge; flagged
+samples excluded from the statistics but counted in share_flagged; empty windows kept as
+NaN with flag 1."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from pyjama import io, tidy
+from pyjama.aggregate import aggregate_partition, aggregate_window
+from pyjama.config import load_step_config
+from pyjama.errors import UserError
+
+DAY = "2026-01-20"
+N = np.nan
+BASE = {"exposure": "T", "input_stage": "60_behaviour", "output_stage": "70_aggregated"}
+
+
+def series(values, start, sensor="m3__cbrt_inv__norm", flags=None, period=1, domain="bio_signal"):
+    values = np.asarray(values, dtype=float)
+    ts = pd.date_range(start, periods=len(values), freq=f"{period}s")
+    if flags is None:
+        flags = np.where(np.isnan(values), 1, 0)
+    return tidy.frame(ts=ts, device_id="d", domain=domain, sensor=sensor, value=values, quality_flag=flags)
+
+
+def stats_of(out, sensor="m3__cbrt_inv__norm"):
+    """{stat: (values, flags)} of one source sensor in an aggregated frame."""
+    res = {}
+    for name in sorted(set(out["sensor"].astype(str))):
+        if name.startswith(sensor + "__"):
+            d = out[out["sensor"] == name]
+            res[name[len(sensor) + 2:]] = (d["value"].to_numpy(), d["quality_flag"].to_numpy())
+    return res
+
+
+def agg(df, window_s, fill_day=False, **kw):
+    return aggregate_window(tidy.conform(df), DAY, window_s, fill_day=fill_day, **kw)
+
+
+def test_flagged_values_are_excluded_but_counted_in_share_flagged():
+    # one 10 s window: 1, 2, 100 (spike, flag 2), 3, NaN (missing, flag 1), 4 (interpolated, 5)
+    df = series([1, 2, 100, 3, N, 4], "2026-01-20T12:00:00Z", flags=[0, 0, 2, 0, 1, 5])
+    s = stats_of(agg(df, 10))
+    # valid = 1, 2, 3, 4 (flag 5 is valid); flagged = the spike and the missing sample
+    assert_allclose([s[k][0][0] for k in ("mean", "min", "max", "std", "count", "share_flagged")],
+                    [2.5, 1, 4, np.sqrt(1.25), 4, 2 / 6])     # population std of 1..4
+    assert all(s[k][1][0] == 0 for k in s)
+    out = agg(df, 10)
+    assert list(out["ts"].unique()) == [pd.Timestamp("2026-01-20T12:00:00Z")]   # ts = window start
+
+
+def test_all_nan_window_is_kept_as_nan_flag_1():
+    # window 12:00:00 holds only missing samples; window 12:00:10 holds a value
+    df = series([N] * 10 + [0.5], "2026-01-20T12:00:00Z")
+    s = stats_of(agg(df, 10))
+    for k in ("mean", "min", "max", "std"):
+        assert_array_equal(s[k][0], [N, 0.5 if k != "std" else 0.0])
+        assert_array_equal(s[k][1], [1, 0])                       # flag 1 says: no valid value
+    assert_array_equal(s["count"][0], [0, 1]) and assert_array_equal(s["count"][1], [0, 0])
+    assert_array_equal(s["share_flagged"][0], [1.0, 0.0])          # all 10 samples flagged
+
+
+def test_window_at_23_59_50_ends_at_the_day_edge():
+    # 23:59:45 .. 2026-01-21T00:00:04: the partition of the 20th holds the first 15 samples
+    # (a stray next-day row would not be aggregated here, and is counted in the ledger)
+    df = series(np.arange(20.0), "2026-01-20T23:59:45Z")
+    frames, counts = aggregate_partition(df, DAY, {"10s": 10}, sensors=".*", fill_day=False)
+    out = frames["10s"]
+    s = stats_of(out)
+    assert sorted(out["ts"].unique()) == [pd.Timestamp("2026-01-20T23:59:40Z"),
+                                          pd.Timestamp("2026-01-20T23:59:50Z")]
+    assert_array_equal(s["count"][0], [5, 10])     # 23:59:45-49, then 23:59:50-59 (10 s, full)
+    assert_array_equal(s["max"][0], [4, 14])       # the last window stops at 23:59:59
+    assert counts["rejected"] == {"not aggregated: sensor not matched by $.sensors": 0,
+                                  "not aggregated: ts outside the partition day": 5}
+    assert counts["rows_in"] == 20 and counts["rows_out"] == 15
+
+
+def test_fill_day_writes_every_window_of_the_day():
+    df = series([0.5], "2026-01-20T12:00:05Z")
+    out = agg(df, 3600, fill_day=True, stats=("mean",))
+    assert len(out) == 24                                    # 24 one-hour windows
+    assert out["ts"].iloc[0] == pd.Timestamp("2026-01-20T00:00:00Z")
+    assert out["ts"].iloc[-1] == pd.Timestamp("2026-01-20T23:00:00Z")
+    assert_array_equal(out["quality_flag"], [1] * 12 + [0] + [1] * 11)   # only 12:00 has data
+
+
+def test_windows_align_to_utc():
+    # 00:59:59 belongs to the 00:00 hour, 01:00:00 to the 01:00 hour; 00:04:59 / 00:05:00 to 5 min
+    df = pd.concat([series([1.0], "2026-01-20T00:59:59Z"), series([3.0], "2026-01-20T01:00:00Z"),
+                    series([5.0], "2026-01-20T00:04:59Z"), series([7.0], "2026-01-20T00:05:00Z")],
+                   ignore_index=True)
+    h = stats_of(agg(df, 3600, stats=("mean",)))["mean"][0]
+    assert_allclose(h, [(1 + 5 + 7) / 3, 3.0])
+    m = agg(df, 300, stats=("count",))
+    assert list(m["ts"].dt.strftime("%H:%M")) == ["00:00", "00:05", "00:55", "01:00"]
+    assert_array_equal(m["value"], [1, 1, 1, 1])
+
+
+def test_names_and_order():
+    df = pd.concat([series([1.0], "2026-01-20T00:00:00Z", sensor="m3__cbrt_inv__norm"),
+                    series([2.0], "2026-01-20T00:00:00Z", sensor="outdoor_temp", domain="environment")],
+                   ignore_index=True)
+    out = agg(df, 10)
+    assert list(out["sensor"].astype(str)) == [
+        "m3__cbrt_inv__norm__count", "m3__cbrt_inv__norm__max", "m3__cbrt_inv__norm__mean",
+        "m3__cbrt_inv__norm__min", "m3__cbrt_inv__norm__share_flagged", "m3__cbrt_inv__norm__std",
+        "outdoor_temp__count", "outdoor_temp__max", "outdoor_temp__mean", "outdoor_temp__min",
+        "outdoor_temp__share_flagged", "outdoor_temp__std"]
+    assert set(out.loc[out["sensor"].astype(str).str.startswith("outdoor"), "domain"]) == {"environment"}
+
+
+def test_sensor_regex_and_ledger():
+    df = pd.concat([series([1.0, 2.0], "2026-01-20T00:00:00Z", sensor="m0__norm"),
+                    series([9.0], "2026-01-20T00:00:00Z", sensor="m0")], ignore_index=True)
+    frames, counts = aggregate_partition(df, DAY, {"60s": 60}, stats=("mean",), sensors="__norm$",
+                                         fill_day=False)
+    assert list(frames["60s"]["sensor"].astype(str)) == ["m0__norm__mean"]
+    assert (counts["rows_in"], counts["rows_out"]) == (3, 2)
+    assert counts["rejected"]["not aggregated: sensor not matched by $.sensors"] == 1
+    assert counts["rows_written"] == {"60s": 1}
+
+
+def test_empty_single_and_all_flagged_inputs():
+    frames, counts = aggregate_partition(tidy.empty(), DAY, {"10s": 10})
+    assert len(frames["10s"]) == 0 and counts["rows_in"] == 0
+    s = stats_of(agg(series([0.7], "2026-01-20T06:00:00Z"), 60))
+    assert_allclose([s[k][0][0] for k in ("mean", "min", "max", "std", "count", "share_flagged")],
+                    [0.7, 0.7, 0.7, 0.0, 1, 0.0])
+    s = stats_of(agg(series([0.7, 0.8], "2026-01-20T06:00:00Z", flags=[3, 6]), 60))
+    assert np.isnan(s["mean"][0][0]) and s["mean"][1][0] == 1       # no valid value: NaN, flag 1
+    assert (s["count"][0][0], s["share_flagged"][0][0]) == (0, 1.0)
+
+
+# ---------------------------------------------------------------- config
+
+def config(tmp_path, **over):
+    raw = dict(BASE, **over)
+    (tmp_path / "c.json").write_text(json.dumps(raw))
+    return load_step_config("70_aggregate.py", "c.json", tmp_path)
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"windows": ["7min"]},
+     "c.json: $.windows[0]: '7min' is not allowed; allowed: a window that divides 24 h exactly "
+     "(e.g. 10s, 60s, 5min, 15min, 1h, 24h)"),
+    ({"windows": ["60s", "1min"]},
+     "c.json: $.windows[1]: '1min' is not allowed; allowed: a length not already listed ('60s' is the same window)"),
+    ({"windows": ["10 s"]},
+     'c.json: $.windows[0]: "10 s" is not allowed; allowed: a window length such as 10s, 60s, 5min, 1h'),
+    ({"stats": ["median"]},
+     'c.json: $.stats[0]: "median" is not allowed; allowed: "mean", "min", "max", "std", "count", "share_flagged"'),
+    ({"sensors": "("},
+     "c.json: $.sensors: '(' is not a regular expression (missing ), unterminated subpattern at position 0); "
+     "allowed: a Python regular expression such as '.*' or '__norm$'"),
+    ({"window": ["10s"]},
+     "c.json: $.window: unknown key 'window'; allowed keys: comment, exposure, fill_day, input_stage, "
+     "output_stage, sensors, stats, windows"),
+])
+def test_config_errors(tmp_path, over, message):
+    with pytest.raises(UserError) as e:
+        config(tmp_path, **over)
+    assert str(e.value) == message
+
+
+def test_one_stage_per_window(tmp_path):
+    from pyjama.config import REPO
+    from pyjama.steps import get_step
+
+    text = (REPO / "configs" / "_template" / "70_aggregate.json").read_text().replace("{{EXPOSURE}}", "T")
+    (tmp_path / "t.json").write_text(text)
+    st = load_step_config("70_aggregate.py", "t.json", tmp_path)
+    assert get_step("70_aggregate.py").output_stages(st) == {
+        "data": "70_aggregated/window=10s", "window_60s": "70_aggregated/window=60s",
+        "window_5min": "70_aggregated/window=5min", "window_1h": "70_aggregated/window=1h"}
+
+
+def test_run_partition_writes_one_hive_dataset_with_a_window_column(tmp_path):
+    from pyjama.steps import get_step
+
+    st = config(tmp_path, windows=["60s", "1h"], stats=["mean", "count"])
+    io.write_tidy(tmp_path / io.partition_file("T", "60_behaviour", "d", DAY),
+                  series([0.25, 0.75], "2026-01-20T00:00:00Z"), {})
+    step = get_step("70_aggregate.py")
+    entry = step.run_partition(SimpleNamespace(root=tmp_path), st, "d", DAY)
+    assert entry["rows_written"] == {"60s": 2 * 1440, "1h": 2 * 24}
+    assert (tmp_path / "data/T/70_aggregated/window=60s/device_id=d/day=2026-01-20/_ledger.json").exists()
+    t = ds.dataset(tmp_path / "data/T/70_aggregated", partitioning="hive").to_table(
+        filter=(ds.field("sensor") == "m3__cbrt_inv__norm__mean")).to_pandas()
+    first = t.sort_values(["window", "ts"]).groupby("window", observed=True).first()
+    assert_allclose(first["value"], [0.5, 0.5])          # both windows see (0.25 + 0.75) / 2
+    assert sorted(first.index.astype(str)) == ["1h", "60s"]
+    assert set(t["device_id"].astype(str)) == {"d"} and set(t["day"].astype(str)) == {DAY}
+
+
+def test_coarse_windows_summed_from_fine_ones_equal_direct_computation():
+    # 1 h and 5 min are computed from the 60 s sums (Chan's m2 combination); the result must be
+    # the one computed from the samples directly
+    rng = np.random.default_rng(7)
+    n = 7200
+    x = 300 + rng.normal(0, 1, n)                    # a large offset: catches cancellation
+    flags = rng.choice([0, 0, 0, 0, 2, 5, 1], size=n)
+    x[flags == 1] = np.nan
+    df = series(x, "2026-01-20T05:00:00Z", flags=flags)
+    frames, _ = aggregate_partition(df, DAY, {"60s": 60, "5min": 300, "1h": 3600}, fill_day=False)
+    for label, w in (("5min", 300), ("1h", 3600)):
+        direct = agg(df, w)
+        got = frames[label]
+        assert_array_equal(got["sensor"].astype(str), direct["sensor"].astype(str))
+        assert_array_equal(got["quality_flag"], direct["quality_flag"])
+        assert_allclose(got["value"], direct["value"], rtol=1e-12, atol=1e-12)

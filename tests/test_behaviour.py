@@ -1,0 +1,380 @@
+"""Step 60 behaviour: state with hysteresis, closures, micro-closures, velocity, daily and
+device summaries, synchronised closures — on tiny hand-made series of normalised opening
+(1 = open, 0 = closed). Default config: closed <= 0.1, open >= 0.2, min state 5 s, 1 s grid,
+reference window 30 s, micro-closure drop >= 0.1 for <= 10 s, velocity window 4 s,
+active range >= 0.1, sync = >= 50 % of active animals (and >= 2) within 60 s.
+"""
+import copy
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from pyjama import io, tidy
+from pyjama.behaviour import (apply_hysteresis, classify_opening, compute_behaviour,
+                              compute_velocity, enforce_min_duration)
+from pyjama.config import load_step_config
+from pyjama.errors import UserError
+
+DAY = "2026-01-20"
+NOON = "2026-01-20T12:00:00Z"
+N = np.nan
+BASE = {"exposure": "T", "input_stage": "50_normalised", "output_stage": "60_behaviour"}
+
+
+def config(tmp_path, **over):
+    """A validated config (defaults + ``over``, nested dicts merged), loaded like the CLI does."""
+    raw = copy.deepcopy(BASE)
+    for k, v in over.items():
+        raw[k] = v
+    (tmp_path / "c.json").write_text(json.dumps(raw))
+    return load_step_config("60_behaviour.py", "c.json", tmp_path)
+
+
+def series(values, start=NOON, sensor="m0__norm", flags=None, period=1, domain="bio_signal"):
+    """One sensor on a regular grid; flag 1 (missing) where the value is NaN unless given."""
+    values = np.asarray(values, dtype=float)
+    ts = pd.date_range(start, periods=len(values), freq=f"{period}s")
+    if flags is None:
+        flags = np.where(np.isnan(values), 1, 0)
+    return tidy.frame(ts=ts, device_id="d", domain=domain, sensor=sensor, value=values,
+                      quality_flag=flags)
+
+
+def run(tmp_path, df, **over):
+    return compute_behaviour(df, DAY, config(tmp_path, **over).params)
+
+
+def derived(res, name):
+    d = res.data[res.data["sensor"] == name]
+    return d["value"].to_numpy(), d["quality_flag"].to_numpy()
+
+
+# ---------------------------------------------------------------- the state rules
+
+def test_hysteresis_band_keeps_the_previous_state_and_a_gap_resets_it():
+    x = np.array([[0.5, 0.15, 0.05, 0.15, 0.15, 0.25, N, 0.15, 0.05]])
+    code = classify_opening(x, 0.1, 0.2)
+    #                    open band closed band band open gap band closed
+    assert_array_equal(code, [[1, -2, 0, -2, -2, 1, -1, -2, 0]])
+    state = apply_hysteresis(code)
+    # band samples inherit the last decisive state; after the gap the band is undecided (-1)
+    assert_array_equal(state, [[1, 1, 0, 0, 0, 1, -1, -1, 0]])
+
+
+def test_day_starts_undecided_in_the_band():
+    assert_array_equal(apply_hysteresis(classify_opening(np.array([[0.15, 0.15, 0.3]]), 0.1, 0.2)),
+                       [[-1, -1, 1]])          # nothing decisive yet → unknown, not open
+
+
+def test_min_duration_absorbs_short_runs_into_the_surrounding_state():
+    s = np.array([[1] * 6 + [0] * 2 + [1] * 6 + [0] * 6]).astype(np.int8)
+    # the 2 s closed run is noise (< 5 s): it becomes open; the 6 s closed run stays
+    assert_array_equal(enforce_min_duration(s, 5, 1.0), [[1] * 14 + [0] * 6])
+    # a short run right after the day start takes the state of the next long run
+    s = np.array([[0, 0, 1, 1, 1, 1, 1]], dtype=np.int8)
+    assert_array_equal(enforce_min_duration(s, 5, 1.0), [[1] * 7])
+    # unknown samples are never filled, and a short run between two gaps is kept as is
+    s = np.array([[1] * 6 + [-1] + [0, 0] + [-1]], dtype=np.int8)
+    assert_array_equal(enforce_min_duration(s, 5, 1.0), s)
+
+
+def test_noise_crossing_a_single_threshold_makes_no_event(tmp_path):
+    # open at 0.3, noise dips to 0.15-0.18: below open_above (0.2) but never <= closed_below
+    # (0.1): the hysteresis band keeps the animal open
+    res = run(tmp_path, series([0.3, 0.15, 0.3, 0.18, 0.3, 0.15, 0.16, 0.3, 0.3, 0.3]))
+    st, _ = derived(res, "m0__norm__state")
+    assert_array_equal(st, [1] * 10)
+    assert len(res.events[res.events["kind"] == "closure"]) == 0
+    # a dip below closed_below for 2 s (< min_duration 5 s) is no closure either
+    res = run(tmp_path, series([0.3] * 6 + [0.05, 0.05] + [0.3] * 6))
+    st, _ = derived(res, "m0__norm__state")
+    assert_array_equal(st, [1] * 14)
+    assert res.counts["events"]["closure"] == 0
+
+
+def test_closure_with_hysteresis(tmp_path):
+    x = [0.8] * 10 + [0.15] + [0.05] * 8 + [0.15] + [0.8] * 10
+    #    open        band: still open   closed    band: still closed   open
+    res = run(tmp_path, series(x))
+    st, fl = derived(res, "m0__norm__state")
+    assert_array_equal(st, [1] * 11 + [0] * 9 + [1] * 10)
+    assert_array_equal(fl, [0] * 30)
+    ev = res.events
+    assert len(ev) == 1
+    e = ev.iloc[0]
+    assert (e["kind"], e["sensor"]) == ("closure", "m0__norm")
+    assert e["start"] == pd.Timestamp("2026-01-20T12:00:11Z")   # first closed sample (0.05)
+    assert e["end"] == pd.Timestamp("2026-01-20T12:00:20Z")     # exclusive: back open at :20
+    assert_allclose([e["duration_s"], e["depth"]], [9.0, 0.75])  # 9 samples; 0.8 - 0.05
+    assert not e["cut_start"] and not e["cut_end"]
+    d = res.daily.iloc[0]
+    assert (d["closures"], d["closure_mean_duration_s"], d["micro_closures"]) == (1, 9.0, 0)
+
+
+def test_closure_cut_by_a_gap_and_by_the_day_edge(tmp_path):
+    # day starts closed (00:00:00), 6 s closed, then a missing sample, 6 s closed, open
+    x = [0.05] * 6 + [N] + [0.05] * 6 + [0.8] * 6
+    res = run(tmp_path, series(x, start="2026-01-20T00:00:00Z"))
+    st, fl = derived(res, "m0__norm__state")
+    assert_array_equal(st, [0] * 6 + [N] + [0] * 6 + [1] * 6)
+    assert_array_equal(fl, [0] * 6 + [1] + [0] * 12)            # unknown state → NaN, flag 1
+    ev = res.events[["start", "duration_s", "cut_start", "cut_end"]]
+    # the gap cuts the closure in two, both marked; the first also starts at the day edge
+    assert ev.to_dict("list") == {
+        "start": [pd.Timestamp("2026-01-20T00:00:00Z"), pd.Timestamp("2026-01-20T00:00:07Z")],
+        "duration_s": [6.0, 6.0], "cut_start": [True, True], "cut_end": [True, False]}
+
+
+def test_micro_closure(tmp_path):
+    x = ([0.8] * 10 + [0.65] * 3 + [0.8] * 10     # drop 0.15 for 3 s → micro-closure
+         + [0.75] * 3 + [0.8] * 10                # drop 0.05 < 0.1 → nothing
+         + [0.6] * 12 + [0.8] * 10)               # drop 0.2 but 12 s > 10 s → nothing
+    res = run(tmp_path, series(x))
+    ev = res.events
+    assert list(ev["kind"]) == ["micro_closure"]
+    e = ev.iloc[0]
+    assert e["start"] == pd.Timestamp("2026-01-20T12:00:10Z")
+    assert_allclose([e["duration_s"], e["depth"]], [3.0, 0.15])
+    assert res.daily.iloc[0]["micro_closures"] == 1
+
+
+def test_a_short_full_closure_counts_as_micro_closure(tmp_path):
+    # closed for 3 s < min_duration 5 s: no state change, but a 0.75 drop for 3 s
+    res = run(tmp_path, series([0.8] * 10 + [0.05] * 3 + [0.8] * 10))
+    assert list(res.events["kind"]) == ["micro_closure"]
+    assert_allclose(res.events["depth"], [0.75])
+
+
+def test_velocity_is_the_slope_over_the_window(tmp_path):
+    # ramp 0.0 → 1.0 by 0.1 per s; W = 4 s: v(t) = (x(t+2) - x(t-2)) / 4 = 0.1 /s;
+    # undefined within 2 s of the series' ends (neighbours missing) and of the NaN at t=6
+    x = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, N, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3]
+    res = run(tmp_path, series(x))
+    v, fl = derived(res, "m0__norm__velocity")
+    assert_allclose(v, [N, N, 0.1, 0.1, N, N, N, N, N, 0.1, 0.1, 0.1, N, N], atol=1e-12)
+    assert_array_equal(fl, np.where(np.isnan(v), 1, 0))
+    assert_allclose(compute_velocity(np.array([[0.0, 0.5, 1.0, 0.5, 0.0]]), 2, 1.0),
+                    [[N, 0.5, 0.0, -0.5, N]])                  # closing is negative
+    d = res.daily.iloc[0]
+    assert_allclose([d["velocity_abs_mean"], d["velocity_abs_p99"]], [0.1, 0.1])
+
+
+def test_velocity_rests_on_interpolated_samples_flag_5(tmp_path):
+    x = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    flags = [0, 0, 0, 0, 0, 0, 0, 5, 0]      # t=7 was filled by 40 resample
+    res = run(tmp_path, series(x, flags=flags))
+    v, fl = derived(res, "m0__norm__velocity")
+    assert_array_equal(fl, [1, 1, 0, 0, 0, 5, 5, 1, 1])   # windows of t=5,6 include t=7
+    st, sfl = derived(res, "m0__norm__state")
+    # 0.0 and 0.1 are closed (<= 0.1) but only for 2 s after the series starts (< 5 s):
+    # they take the next long state, open; the state of t=7 rests on a filled sample
+    assert_array_equal(st, [1] * 9)
+    assert_array_equal(sfl, [0, 0, 0, 0, 0, 0, 0, 5, 0])
+
+
+# ---------------------------------------------------------------- summaries
+
+def test_daily_shares_on_an_hourly_grid(tmp_path):
+    # sample_period = 1 h: a day is 24 samples. 10 h open, 8 h closed, 6 h missing.
+    x = [0.8] * 10 + [0.05] * 8 + [N] * 6
+    res = run(tmp_path, series(x, start="2026-01-20T00:00:00Z", period=3600), sample_period="1h",
+              velocity={"window": "2h"})
+    d = res.daily.iloc[0]
+    assert_allclose([d["share_open"], d["share_closed"], d["share_unknown"], d["share_missing"]],
+                    [10 / 24, 8 / 24, 6 / 24, 6 / 24])
+    assert (d["samples_expected"], d["samples_usable"]) == (24, 18)
+    assert (d["closures"], d["closure_mean_duration_s"]) == (1, 8 * 3600.0)
+    assert_allclose(d["range"], 0.75)
+    assert bool(d["active"])
+    assert res.events.iloc[0]["cut_end"]            # the closure ends in the gap: not observed
+
+
+def test_completeness_per_device_and_day(tmp_path):
+    # hourly grid: 24 expected samples; 18 rows: 12 recorded (flag 0), 3 filled (flag 5),
+    # 3 missing rows (flag 1); 6 hours have no row at all
+    x = [0.5] * 12 + [0.5] * 3 + [N] * 3
+    flags = [0] * 12 + [5] * 3 + [1] * 3
+    res = run(tmp_path, series(x, start="2026-01-20T00:00:00Z", flags=flags, period=3600),
+              sample_period="1h", velocity={"window": "2h"})
+    dd = res.device_daily.iloc[0]
+    assert (dd["animals"], dd["samples_expected"], dd["samples_recorded"], dd["samples_usable"]) == (1, 24, 12, 15)
+    assert_allclose([dd["completeness_pct"], dd["usable_pct"]], [50.0, 62.5])   # 12/24, 15/24
+
+
+def test_inactive_animal_is_marked_not_dropped(tmp_path):
+    # m1 barely moves (range 0.02 < 0.1): inactive, but its rows, state and summary remain
+    df = pd.concat([series([0.8] * 10 + [0.05] * 8 + [0.8] * 10, sensor="m0__norm"),
+                    series([0.50, 0.51, 0.52] * 9 + [0.5], sensor="m1__norm")], ignore_index=True)
+    res = run(tmp_path, df)
+    assert list(res.daily["sensor"]) == ["m0__norm", "m1__norm"]
+    assert list(res.daily["active"]) == [True, False]
+    assert_allclose(res.daily["range"], [0.75, 0.02])
+    assert (res.data["sensor"] == "m1__norm__state").sum() == 28
+    assert res.device_daily.iloc[0]["active_animals"] == 1
+
+
+def closing(sensor, at_s):
+    """An animal open at 0.8 from 12:00:00 that closes (0.05, 20 s) at 12:00:00 + at_s."""
+    x = [0.8] * at_s + [0.05] * 20 + [0.8] * 20
+    return series(x, sensor=sensor)
+
+
+def test_synchronised_closures_two_of_three_within_the_window(tmp_path):
+    # a closes at +10 s, b at +40 s (30 s later: inside 60 s), c at +600 s
+    df = pd.concat([closing("a__norm", 10), closing("b__norm", 40), closing("c__norm", 600)],
+                   ignore_index=True)
+    res = run(tmp_path, df)
+    sync = res.events[res.events["kind"] == "sync_closure"]
+    assert len(sync) == 1                       # 2 of 3 active = 0.67 >= 0.5
+    e = sync.iloc[0]
+    assert e["start"] == pd.Timestamp("2026-01-20T12:00:10Z")
+    assert e["end"] == pd.Timestamp("2026-01-20T12:00:40Z")   # last participating start
+    assert (e["n_animals"], e["animals"], e["sensor"]) == (2, "a__norm,b__norm", None)
+    assert_allclose([e["share_active"], e["duration_s"]], [2 / 3, 30.0])
+    assert res.device_daily.iloc[0]["sync_closures"] == 1
+
+
+def test_spread_out_closures_are_not_synchronised(tmp_path):
+    # starts 5 min apart: never 2 animals within 60 s
+    df = pd.concat([closing("a__norm", 10), closing("b__norm", 310), closing("c__norm", 610)],
+                   ignore_index=True)
+    res = run(tmp_path, df)
+    assert res.counts["events"] == {"closure": 3, "micro_closure": 0, "sync_closure": 0}
+
+
+def test_sync_share_counts_active_animals_only(tmp_path):
+    # 2 closing animals + 2 inactive ones: share = 2 / 2 active, sync; with min_share 0.75
+    # and the inactive ones counted it would be 2/4 — they are not counted
+    flat = [0.5] * 70
+    df = pd.concat([closing("a__norm", 10), closing("b__norm", 20), series(flat, sensor="c__norm"),
+                    series(flat, sensor="d__norm")], ignore_index=True)
+    res = run(tmp_path, df, sync={"window": "60s", "min_share": 0.75, "min_animals": 2})
+    sync = res.events[res.events["kind"] == "sync_closure"]
+    assert_allclose(sync["share_active"], [1.0])
+
+
+# ---------------------------------------------------------------- edge inputs
+
+def test_other_rows_pass_through_unchanged_and_the_ledger_balances(tmp_path):
+    df = pd.concat([series([0.8, 0.8], sensor="m0__cbrt_inv__norm"),
+                    series([310.0, 300.0], sensor="m0"),
+                    series([18.9, 19.0], sensor="outdoor_temp", domain="environment")], ignore_index=True)
+    res = run(tmp_path, df)
+    names = sorted(set(res.data["sensor"].astype(str)))
+    assert names == ["m0", "m0__cbrt_inv__norm", "m0__cbrt_inv__norm__state",
+                     "m0__cbrt_inv__norm__velocity", "outdoor_temp"]
+    back = res.data[res.data["sensor"].isin(["m0", "m0__cbrt_inv__norm", "outdoor_temp"])]
+
+    def plain(frame):
+        frame = frame.astype({"sensor": str, "domain": str, "device_id": str})
+        return frame.sort_values(["sensor", "ts"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(plain(back), plain(df))
+    assert res.counts["rows_in"] == res.counts["rows_out"] == 6 and res.counts["rows_added"] == 4
+
+
+def test_empty_input(tmp_path):
+    res = run(tmp_path, tidy.empty())
+    assert len(res.data) == 0 and len(res.events) == 0 and len(res.daily) == 0
+    dd = res.device_daily.iloc[0]
+    assert dd["animals"] == 0 and np.isnan(dd["completeness_pct"])
+
+
+def test_single_value(tmp_path):
+    res = run(tmp_path, series([0.8]))
+    st, sfl = derived(res, "m0__norm__state")
+    v, vfl = derived(res, "m0__norm__velocity")
+    assert_array_equal([st[0], sfl[0], vfl[0]], [1, 0, 1]) and np.isnan(v[0])
+    d = res.daily.iloc[0]
+    assert d["range"] == 0.0 and not d["active"] and np.isnan(d["velocity_abs_mean"])
+
+
+def test_all_flagged_input(tmp_path):
+    # every sample a spike (flag 2): nothing usable → state unknown, no events, inactive
+    res = run(tmp_path, series([0.8, 0.05, 0.8], flags=[2, 2, 2]))
+    st, sfl = derived(res, "m0__norm__state")
+    assert np.isnan(st).all() and (sfl == 1).all()
+    d = res.daily.iloc[0]
+    assert (d["samples_usable"], d["share_unknown"], d["active"]) == (0, 1.0, False)
+    assert np.isnan(d["range"]) and len(res.events) == 0
+    assert res.device_daily.iloc[0]["samples_recorded"] == 3      # recorded, though unusable
+
+
+def test_samples_off_the_grid_are_an_error(tmp_path):
+    df = series([0.8, 0.8], start="2026-01-20T12:00:00.500Z")
+    with pytest.raises(UserError) as e:
+        run(tmp_path, df)
+    assert str(e.value) == ("2 samples of m0__norm are not on the 1 s grid of day 2026-01-20 (first: "
+                            "2026-01-20T12:00:00.500000Z); 60_behaviour needs the regular grid of "
+                            "40_resample ($.sample_period)")
+
+
+# ---------------------------------------------------------------- config errors
+
+@pytest.mark.parametrize("over, message", [
+    ({"state": {"closed_below": 0.2, "open_above": 0.2, "min_duration": "5s"}},
+     "c.json: $.state.open_above: 0.2 is not allowed; allowed: a number above $.state.closed_below (0.2)"),
+    ({"velocity": {"window": "3s"}},
+     "c.json: $.velocity.window: '3s' is not allowed; allowed: an even multiple of $.sample_period ('1s'), e.g. '2s' or '4s'"),
+    ({"sample_period": "7s"},
+     "c.json: $.sample_period: '7s' is not allowed; allowed: a period that divides 24 h exactly (e.g. '100ms', '1s', '5s', '10s')"),
+    ({"reference_window": "30"},
+     "c.json: $.reference_window: '30' is not allowed; allowed: a positive duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"state": {"min_duration": "-5s"}},
+     "c.json: $.state.min_duration: '-5s' is not allowed; allowed: a non-negative duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"sensors": "m[0-"},
+     "c.json: $.sensors: 'm[0-' is not a regular expression (unterminated character set at position 1); "
+     "allowed: a Python regular expression such as '__norm$'"),
+    ({"state": {"open": 0.2}},
+     "c.json: $.state.open: unknown key 'open'; allowed keys: closed_below, min_duration, open_above"),
+    ({"daily_stage": "60_events"},
+     "c.json: $.daily_stage: '60_events' is not allowed; allowed: a stage other than $.events_stage"),
+    ({"sync": {"min_share": 1.5}},
+     "c.json: $.sync.min_share: 1.5 is out of range; allowed: <= 1"),
+])
+def test_config_errors(tmp_path, over, message):
+    with pytest.raises(UserError) as e:
+        config(tmp_path, **over)
+    assert str(e.value) == message
+
+
+def test_template_config_is_valid_and_declares_the_stages(tmp_path):
+    from pyjama.config import REPO
+    from pyjama.steps import get_step
+
+    text = (REPO / "configs" / "_template" / "60_behaviour.json").read_text().replace("{{EXPOSURE}}", "T")
+    (tmp_path / "c.json").write_text(text)
+    st = load_step_config("60_behaviour.py", "c.json", tmp_path)
+    assert get_step("60_behaviour.py").output_stages(st) == {
+        "data": "60_behaviour", "events": "60_events", "daily": "60_daily",
+        "device_daily": "60_device_daily"}
+
+
+# ---------------------------------------------------------------- the step's files
+
+def test_run_partition_writes_four_tables_deterministically(tmp_path):
+    from pyjama.steps import get_step
+
+    st = config(tmp_path)
+    src = tmp_path / io.partition_file("T", "50_normalised", "d", DAY)
+    io.write_tidy(src, closing("m0__norm", 10), {})
+    step = get_step("60_behaviour.py")
+    project = SimpleNamespace(root=tmp_path)
+    entry = step.run_partition(project, st, "d", DAY)
+    assert (entry["rows_in"], entry["rows_out"], entry["rows_added"]) == (50, 50, 100)
+    outs = step.output_files(st, "d", DAY)
+    first = {k: (tmp_path / p).read_bytes() for k, p in outs.items()}
+    step.run_partition(project, st, "d", DAY)
+    assert first == {k: (tmp_path / p).read_bytes() for k, p in outs.items()}   # same bytes
+    ev = pq.read_table(tmp_path / outs["events"])
+    assert ev.column_names == ["kind", "sensor", "start", "end", "duration_s", "depth", "cut_start",
+                               "cut_end", "n_animals", "share_active", "animals"]
+    assert ev.column("kind").to_pylist() == ["closure"]
+    assert pq.read_table(tmp_path / outs["daily"]).column("sensor").to_pylist() == ["m0__norm"]
+    assert pq.read_table(tmp_path / outs["device_daily"]).num_rows == 1
+    assert io.read_meta(tmp_path / outs["events"])["pyjama.step"] == "60_behaviour.py"

@@ -1,0 +1,372 @@
+"""30_clean: the QC rules as a specification (tiny series, expected flags written beside them).
+
+Time is 1 Hz from 2026-01-20T00:00:00Z unless a test says otherwise; values are Hall counts.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_array_equal
+
+from pyjama import qc, tidy
+from pyjama.config import load_step_config
+from pyjama.errors import UserError
+from pyjama.steps import get_step
+
+T0 = pd.Timestamp("2026-01-20T00:00:00Z").value  # ns
+S = 10**9
+
+
+def every_second(n):
+    return T0 + np.arange(n, dtype=np.int64) * S
+
+
+def at_seconds(*secs):
+    return T0 + np.round(np.asarray(secs, dtype=float) * S).astype(np.int64)
+
+
+def mask(*bits):
+    return np.array(bits, dtype=bool)
+
+
+# ---------------------------------------------------------------- missing, range, sentinels
+
+def test_missing_is_nan_only():
+    x = np.array([1.0, np.nan, np.inf, 0.0])
+    assert_array_equal(qc.flag_missing(x), mask(0, 1, 0, 0))   # inf is a value (out of range)
+
+
+def test_range_is_inclusive_and_flags_inf_but_not_nan():
+    x = np.array([-1, 0, 500, 4000, 4001, np.nan, np.inf, -np.inf])
+    want = mask(1, 0, 0, 0, 1, 0, 1, 1)   # bounds themselves are valid; NaN is missing, not out of range
+    assert_array_equal(qc.flag_range(x, 0, 4000), want)
+
+
+def test_range_with_an_open_side():
+    x = np.array([-1e9, 0, 4001])
+    assert_array_equal(qc.flag_range(x, None, 4000), mask(0, 0, 1))
+    assert_array_equal(qc.flag_range(x, 0, None), mask(1, 0, 0))
+
+
+def test_sentinels_are_exact_values():
+    x = np.array([4095, 4094, 1023, -4096, 65535, np.nan, 4095.5])
+    assert_array_equal(qc.flag_sentinels(x, [-4096, 1023, 4095, 65535]), mask(1, 0, 1, 1, 1, 0, 0))
+    assert_array_equal(qc.flag_sentinels(x, []), mask(0, 0, 0, 0, 0, 0, 0))
+
+
+# ---------------------------------------------------------------- spikes
+
+def spikes(x, window=11, threshold_mad=None, threshold_abs=50, max_length=3, context_window=None):
+    x = np.asarray(x, dtype=float)
+    return qc.flag_spikes(every_second(len(x)), x, window, threshold_mad, threshold_abs, max_length,
+                          context_window)
+
+
+def test_a_single_sample_spike_is_flagged():
+    x = [100] * 7 + [450] + [100] * 7        # +350 for one sample, back to 100 at once
+    want = [0] * 7 + [1] + [0] * 7
+    assert_array_equal(spikes(x), mask(*want))
+
+
+def test_a_closure_is_not_a_spike_even_with_an_overshoot():
+    # 100 (open) → 400 (closed) that stays: a level shift. The first closed sample
+    # overshoots to 520: it is far from the rolling median (400) but the series does not
+    # return to 100 after it (|400 − 100| = 300 > 50), so it is part of the closure.
+    x = [100] * 8 + [520] + [400] * 12
+    assert_array_equal(spikes(x), np.zeros(21, dtype=bool))
+
+
+def test_the_last_open_sample_before_a_closure_is_not_a_spike_after_a_micro_closure():
+    # open 100 (0–39), micro-closure 250 (40–53), open 100 (54–68), closed 400 (69–108).
+    # With 31 samples, sample 68's window holds 100, 250 and 400 levels: its median is 250,
+    # its MAD 0, so T = 50 and it is an outlier; its neighbour 67 is not, because the MAD
+    # there is inflated (T ≈ 1334). The series does not return (100 → 400): judged by the
+    # run's own T (50), not by the inflated T of sample 67, so nothing is flagged.
+    x = [100] * 40 + [250] * 14 + [100] * 15 + [400] * 40
+    assert_array_equal(spikes(x, window=31, threshold_mad=6), np.zeros(109, dtype=bool))
+
+
+def test_a_micro_closure_longer_than_max_length_is_not_a_spike():
+    # +150 for 5 samples in an 11-sample window: all 5 are outliers of the median (100)
+    # and they return, but 5 > max_length = 3: a real event, not a spike.
+    x = [100] * 8 + [250] * 5 + [100] * 8
+    assert_array_equal(spikes(x), np.zeros(21, dtype=bool))
+
+
+def test_max_length_decides_between_two_and_four_samples():
+    two = [100] * 8 + [450, 460] + [100] * 8          # 2 ≤ 3: spike
+    four = [100] * 8 + [450, 460, 455, 450] + [100] * 8   # 4 > 3: an event
+    assert_array_equal(spikes(two), mask(*([0] * 8 + [1, 1] + [0] * 8)))
+    assert_array_equal(spikes(four), np.zeros(20, dtype=bool))
+
+
+def test_a_run_touching_the_series_edge_is_not_flagged():
+    # it cannot be shown to return: the first sample could be the end of a closure
+    x = [450] + [100] * 10
+    assert_array_equal(spikes(x), np.zeros(11, dtype=bool))
+
+
+def test_a_window_as_a_duration_equals_the_same_number_of_samples_at_1_hz():
+    x = np.array([100] * 7 + [450] + [100] * 7, dtype=float)
+    assert_array_equal(spikes(x, window=pd.Timedelta("11s")), spikes(x, window=11))
+
+
+def test_mad_threshold_scales_with_the_noise():
+    # noise of ±2 counts: around sample 5 the rolling median is 101 and the MAD 1, so
+    # T = 6 × 1.4826 × 1 = 8.9 counts: +39 (sample 5) is a spike, +5 (sample 12) is not.
+    noise = np.array([0, 2, -1, 1, -2, 0, 1, -1, 2, -2, 0, 1, -1, 2, 0, -2, 1], dtype=float)
+    x = 100 + noise
+    x[5] += 40     # 140
+    x[12] += 6     # 105
+    got = spikes(x, window=7, threshold_mad=6, threshold_abs=None)
+    assert_array_equal(np.flatnonzero(got), [5])
+
+
+def test_a_brief_reopening_between_two_micro_closures_is_not_a_spike_with_a_context():
+    # open (100) for 40 s, closed (250) 20 s, open again for 2 s, closed 20 s, open 40 s.
+    # In the 11 s window the 2 open samples are outliers that return: a spike. The 121 s
+    # context median is the open level (100): they are at home there, not a spike. A real
+    # spike (+350 at sample 100) is far from both references and stays flagged.
+    x = [100] * 40 + [250] * 20 + [100, 100] + [250] * 20 + [100] * 40
+    x[100] = 450
+    assert np.flatnonzero(spikes(x)).tolist() == [60, 61, 100]
+    assert np.flatnonzero(spikes(x, context_window=121)).tolist() == [100]
+
+
+def test_a_spike_inside_a_micro_closure_is_found_with_a_context():
+    # a +350 glitch on the 10th sample of a 20 s micro-closure: far from the local median
+    # (250) and from the context median (100)
+    x = [100] * 40 + [250] * 20 + [100] * 40
+    x[50] = 600
+    assert np.flatnonzero(spikes(x, context_window=121)).tolist() == [50]
+
+
+def test_nan_values_are_skipped_not_flagged():
+    x = [100] * 5 + [np.nan, 450, np.nan] + [100] * 5
+    want = [0] * 5 + [0, 1, 0] + [0] * 5
+    assert_array_equal(spikes(x), mask(*want))
+
+
+def test_spikes_of_tiny_series():
+    assert_array_equal(spikes([]), np.zeros(0, dtype=bool))
+    assert_array_equal(spikes([450.0]), mask(0))
+    assert_array_equal(spikes([np.nan, np.nan, np.nan]), mask(0, 0, 0))
+
+
+# ---------------------------------------------------------------- flat lines
+
+def test_flat_line_needs_the_duration():
+    x = [5, 5, 5, 5, 5, 7, 6, 8]     # 5 for 5 samples: t = 0…4 s, a 4 s stretch
+    assert_array_equal(qc.flag_flat_lines(every_second(8), np.array(x, float), 0, pd.Timedelta("4s")),
+                       mask(1, 1, 1, 1, 1, 0, 0, 0))
+    assert_array_equal(qc.flag_flat_lines(every_second(8), np.array(x, float), 0, pd.Timedelta("5s")),
+                       np.zeros(8, dtype=bool))
+
+
+def test_flat_line_tolerance_is_max_minus_min():
+    x = np.array([10, 10.5, 10, 10.5, 10, 13])   # spread 0.5 over 4 s
+    assert_array_equal(qc.flag_flat_lines(every_second(6), x, 0.5, pd.Timedelta("4s")),
+                       mask(1, 1, 1, 1, 1, 0))
+    assert_array_equal(qc.flag_flat_lines(every_second(6), x, 0.4, pd.Timedelta("4s")),
+                       np.zeros(6, dtype=bool))
+
+
+def test_flat_line_first_sample_found_with_irregular_timestamps():
+    # stretch 1…4 (value 5) spans 5 − 1 = 4 s ≥ 3.2 s; sample 1 must be flagged although
+    # no sample lies exactly 3.2 s after it (a regression: it used to be missed)
+    ts = at_seconds(0, 1, 1.5, 3, 5)
+    x = np.array([9, 5, 5, 5, 5], dtype=float)
+    assert_array_equal(qc.flag_flat_lines(ts, x, 0, pd.Timedelta("3.2s")), mask(0, 1, 1, 1, 1))
+
+
+def test_flat_line_ignores_nan():
+    x = np.array([5, np.nan, 5, 5, 5, 6])      # NaN neither breaks nor joins the stretch
+    assert_array_equal(qc.flag_flat_lines(every_second(6), x, 0, pd.Timedelta("4s")),
+                       mask(1, 0, 1, 1, 1, 0))
+
+
+def test_flat_line_of_tiny_series():
+    assert_array_equal(qc.flag_flat_lines(every_second(0), np.array([]), 0, pd.Timedelta("1s")),
+                       np.zeros(0, dtype=bool))
+    assert_array_equal(qc.flag_flat_lines(every_second(1), np.array([5.0]), 0, pd.Timedelta("1s")),
+                       mask(0))
+
+
+# ---------------------------------------------------------------- exclusions
+
+def test_exclusion_window_includes_both_ends():
+    ts = every_second(6)
+    assert_array_equal(qc.flag_exclusions(ts, [(T0 + 2 * S, T0 + 4 * S)]), mask(0, 0, 1, 1, 1, 0))
+    assert_array_equal(qc.flag_exclusions(ts, []), np.zeros(6, dtype=bool))
+
+
+def test_exclusion_windows_match_device_and_full_sensor_name():
+    params = {"exclusions": [
+        {"device": "valve01", "sensors": "m1", "start": "2026-01-20T00:00:02Z",
+         "end": "2026-01-20T00:00:04Z", "reason": "cleaning"},
+        {"device": "*", "sensors": "outdoor_.*", "start": "2026-01-20", "end": "2026-01-20",
+         "reason": "probe out of water all day"}]}
+    win = (T0 + 2 * S, T0 + 4 * S)
+    day = (T0, T0 + 86400 * S - 1000)      # a bare date as end: to the day's last µs
+    assert qc.exclusion_windows(params, "valve01", "m1") == [win]
+    assert qc.exclusion_windows(params, "valve01", "m11") == []    # full match: m1 is not m11
+    assert qc.exclusion_windows(params, "valve02", "m1") == []
+    assert qc.exclusion_windows(params, "valve02", "outdoor_temp") == [day]
+
+
+# ---------------------------------------------------------------- the whole partition
+
+RULES = {
+    "rules": {
+        "bio_signal": {"range": [0, 4000], "sentinels": [4095],
+                       "spike": {"window": 11, "threshold_mad": None, "threshold_abs": 50, "max_length": 3},
+                       "flat": {"tolerance": 0, "min_duration": "10s"}},
+    },
+    "sensors": {"m1": {"range": [0, 300], "spike": None}},
+    "exclusions": [{"device": "valve01", "sensors": "m0", "start": "2026-01-20T00:00:14Z",
+                    "end": "2026-01-20T00:00:16Z", "reason": "cleaning"}],
+}
+
+
+def tidy_series(sensor, values, domain="bio_signal", device="valve01", flag=0):
+    ts = pd.to_datetime(every_second(len(values)), utc=True)
+    return tidy.frame(ts=pd.Series(ts), device_id=device, domain=domain, sensor=sensor,
+                      value=values, quality_flag=flag)
+
+
+def test_clean_frame_flags_by_precedence_and_never_changes_values():
+    m0 = [100.0] * 5 + [450, 100, 101, 100, 4095, 100, 102, 100, 99, 450, 4095, 100, 101, 100, np.nan]
+    m0_want = [0] * 5 + [2, 0, 0, 0, 3, 0, 0, 0, 0, 6, 6, 6, 0, 0, 1]
+    #        sample 5: +350 and back → spike (2); 9: sentinel 4095 → 3;
+    #        14…16 (00:00:14–00:00:16, ends included): the exclusion window → 6, even the
+    #        spike (14) and the sentinel (15): exclusion has the highest precedence; 19: NaN → 1
+    m1 = [100.0, 101, 100, 101, 100, 250, 100, 101, 100, 101, 350, 100, 101, 100]
+    m1_want = [0] * 10 + [3, 0, 0, 0]
+    #        m1's override: range [0, 300] → 350 is out of range (3); its spike test is off,
+    #        so the +150 excursion at sample 5 (a spike for the domain's rule) stays 0
+    temp = [12.5, 12.5]      # domain "environment" has no rule: only NaN would be flagged
+    df = pd.concat([tidy_series("m0", m0), tidy_series("m1", m1),
+                    tidy_series("outdoor_temp", temp, domain="environment")], ignore_index=True)
+    out, counts = qc.clean_frame(df, RULES, "valve01")
+    assert_array_equal(out["quality_flag"].to_numpy(), np.array(m0_want + m1_want + [0, 0], dtype=np.uint8))
+    assert_array_equal(out["value"].to_numpy(), df["value"].to_numpy())      # NaN stays NaN too
+    assert out["ts"].equals(df["ts"]) and out["sensor"].astype(str).tolist() == df["sensor"].astype(str).tolist()
+    assert counts["rows_in"] == counts["rows_out"] == 36 and counts["rejected"] == {}
+    assert counts["flags"] == {"OK": 29, "MISSING": 1, "SPIKE": 1, "OUT_OF_RANGE": 2, "FLAT_LINE": 0,
+                               "INTERPOLATED": 0, "EXCLUDED": 3}
+    # what each test matched before precedence: 4095 is both a sentinel and > 4000 (range
+    # counts both 4095s and m1's 350); excluded samples are not tested for spikes (they
+    # are not usable), so 14 counts as excluded only
+    assert counts["tests"] == {"missing": 1, "range": 3, "sentinel": 2, "spike": 1, "flat": 0, "excluded": 3}
+    assert counts["sensors_without_rules"] == ["outdoor_temp"]
+
+
+def test_out_of_range_values_do_not_break_a_flat_line():
+    # flagged values are left out of the flat-line test like NaN: 7 at t = 0…13 s except
+    # the sentinel at 5 s is a 13 s stretch ≥ 10 s → flat (4); the sentinel keeps its 3
+    x = [7.0] * 5 + [4095] + [7.0] * 8
+    out, _ = qc.clean_frame(tidy_series("m2", x), RULES, "valve01")
+    assert out["quality_flag"].tolist() == [4] * 5 + [3] + [4] * 8
+
+
+def test_flat_line_in_a_partition_and_input_flags_kept():
+    x = [7.0] * 12 + [8, 9]          # 7 for t = 0…11 s: 11 s ≥ 10 s → flat (4)
+    df = tidy_series("m2", x, flag=[0] * 12 + [6, 0])   # sample 12 came excluded: kept
+    out, counts = qc.clean_frame(df, RULES, "valve01")
+    assert out["quality_flag"].tolist() == [4] * 12 + [6, 0]
+
+
+def test_clean_frame_of_empty_single_and_all_flagged_partitions():
+    out, counts = qc.clean_frame(tidy.empty(), RULES, "valve01")
+    assert len(out) == 0 and counts["rows_in"] == 0 and counts["flags"]["OK"] == 0
+    out, _ = qc.clean_frame(tidy_series("m0", [450.0]), RULES, "valve01")
+    assert out["quality_flag"].tolist() == [0]                # one value: nothing to compare with
+    out, _ = qc.clean_frame(tidy_series("m0", [4095.0] * 5), RULES, "valve01")
+    assert out["quality_flag"].tolist() == [3] * 5             # all sentinels: no spike/flat on them
+    out, _ = qc.clean_frame(tidy_series("m0", [np.nan] * 3), RULES, "valve01")
+    assert out["quality_flag"].tolist() == [1] * 3
+
+
+def test_sensor_override_merges_spike_keys_over_the_domain():
+    params = {"rules": {"bio_signal": {"spike": {"window": "31s", "threshold_abs": 50}}},
+              "sensors": {"m3": {"spike": {"threshold_abs": 80}}, "m4": {"spike": None}}}
+    m3 = qc.resolve_rule(params, "bio_signal", "m3")
+    assert m3["spike"] == {"window": "31s", "context_window": None, "threshold_mad": 6, "threshold_abs": 80,
+                           "max_length": 3}
+    assert m3["range"] is None and m3["sentinels"] == [] and m3["flat"] is None
+    assert qc.resolve_rule(params, "bio_signal", "m4")["spike"] is None
+    assert qc.resolve_rule(params, "environment", "outdoor_temp") is None
+
+
+def test_clean_frame_is_idempotent():
+    x = [100.0] * 7 + [450] + [100] * 7
+    once, _ = qc.clean_frame(tidy_series("m0", x), RULES, "valve01")
+    twice, _ = qc.clean_frame(once, RULES, "valve01")
+    assert twice.equals(once)
+
+
+# ---------------------------------------------------------------- config and step
+
+BASE = {"exposure": "X", "input_stage": "20_split", "output_stage": "30_clean"}
+
+
+def load(tmp_path, **params):
+    path = tmp_path / "configs" / "X" / "30_clean.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**BASE, **params}))
+    return load_step_config("30_clean.py", "configs/X/30_clean.json", tmp_path)
+
+
+SRC = "configs/X/30_clean.json"
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"rules": {"bio_signal": {"spike": {"window": "31 parsecs"}}}},
+     f"{SRC}: $.rules.bio_signal.spike.window: '31 parsecs' is not allowed; allowed: an odd number of "
+     "samples >= 3, or a positive duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"rules": {"bio_signal": {"spike": {"window": 4}}}},
+     f"{SRC}: $.rules.bio_signal.spike.window: 4 is not allowed; allowed: an odd number of "
+     "samples >= 3, or a positive duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"sensors": {"m2": {"spike": {"context_window": "5 minutes later"}}}},
+     f"{SRC}: $.sensors.m2.spike.context_window: '5 minutes later' is not allowed; allowed: an odd number of "
+     "samples >= 3, or a positive duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"rules": {"bio_signal": {"spike": {"threshold_mad": None}}}},
+     f"{SRC}: $.rules.bio_signal.spike: threshold_mad and threshold_abs are both null; "
+     "allowed: at least one threshold"),
+    ({"rules": {"bio_signal": {"range": [10, 0]}}},
+     f"{SRC}: $.rules.bio_signal.range: [10, 0] is not allowed; allowed: [min, max] with min <= max "
+     "(null for an open side)"),
+    ({"sensors": {"m5": {"flat": {"min_duration": "30"}}}},
+     f"{SRC}: $.sensors.m5.flat.min_duration: '30' is not allowed; allowed: a positive duration "
+     "with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"rules": {"bio_signal": {"spike": {"threshhold_mad": 6}}}},
+     f"{SRC}: $.rules.bio_signal.spike.threshhold_mad: unknown key 'threshhold_mad'; allowed keys: "
+     "context_window, max_length, threshold_abs, threshold_mad, window"),
+    ({"exclusions": [{"device": "valve01", "sensors": "m[0-3", "start": "2026-01-20", "end": "2026-01-21"}]},
+     f"{SRC}: $.exclusions[0].sensors: 'm[0-3' is not a regular expression (unterminated character "
+     "set at position 1); allowed: a Python regular expression such as 'm[0-3]'"),
+    ({"exclusions": [{"device": "valve01", "start": "2026-01-21", "end": "2026-01-20T12:00:00Z"}]},
+     f"{SRC}: $.exclusions[0]: start '2026-01-21' is after end '2026-01-20T12:00:00Z'; allowed: start <= end"),
+    ({"exclusions": [{"device": "valve01", "start": "{NOW-2d}", "end": "2026-01-20"}]},
+     f"{SRC}: $.exclusions[0].start: '{{NOW-2d}}' is not allowed; allowed: YYYY-MM-DDTHH:MM:SSZ or "
+     "YYYY-MM-DD (UTC)"),
+    ({"exclusions": [{"device": "valve01", "start": "2026-01-20", "end": "2026-02-30"}]},
+     f"{SRC}: $.exclusions[0].end: '2026-02-30' is not allowed; allowed: YYYY-MM-DDTHH:MM:SSZ or "
+     "YYYY-MM-DD (UTC)"),
+])
+def test_config_errors_are_one_exact_line(tmp_path, params, message):
+    with pytest.raises(UserError) as exc:
+        load(tmp_path, **params)
+    assert str(exc.value) == message
+
+
+def test_the_template_config_is_valid_and_the_step_runs_it(tmp_path):
+    from pyjama.config import REPO
+
+    text = (REPO / "configs" / "_template" / "30_clean.json").read_text().replace("{{EXPOSURE}}", "X")
+    st = load(tmp_path, **{k: v for k, v in json.loads(text).items() if k not in BASE})
+    x = [300.0] * 20 + [650] + [300] * 20
+    tables, counts = get_step("30_clean.py").compute({"data": tidy_series("m4", x)}, st, "valve01", "2026-01-20")
+    assert np.flatnonzero(tables["data"]["quality_flag"].to_numpy()).tolist() == [20]   # +350: a spike
+    assert counts["flags"]["SPIKE"] == 1

@@ -1,0 +1,281 @@
+"""40_resample: the grid rules as a specification (tiny series, expected grids written beside them).
+
+Most tests use an hourly grid (24 cells a day) so a whole day's grid fits on one line;
+the gap tests use the real 1 s grid. Day D = 2026-01-20 (UTC).
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from pyjama import io, resample, tidy
+from pyjama.config import load_step_config
+from pyjama.errors import UserError
+from pyjama.steps import get_step
+
+DAY = "2026-01-20"
+D = pd.Timestamp(DAY, tz="UTC").value      # ns
+S = 10**9
+H = 3600 * S
+nan = np.nan
+
+
+def at(*hhmmss):
+    """'01:30' or '23:59:59' (on day D) → ns; '+1 00:00:05' is on day D+1."""
+    out = []
+    for text in hhmmss:
+        extra = 0
+        if text.startswith("+1 "):
+            extra, text = 86400 * S, text[3:]
+        parts = [int(p) for p in text.split(":")] + [0]
+        out.append(D + extra + (parts[0] * 3600 + parts[1] * 60 + parts[2]) * S)
+    return np.array(out, dtype=np.int64)
+
+
+def hourly(ts, values, qflags, **kw):
+    rule = dict(reduce="mean", fill="linear", max_gap_ns=2 * H)
+    rule.update(kw)
+    return resample.resample_sensor(np.asarray(ts), np.asarray(values, float),
+                                    np.asarray(qflags, np.uint8), D, H, **rule)
+
+
+# ---------------------------------------------------------------- cells and reductions
+
+def test_cells_are_left_closed_and_labelled_by_their_start():
+    ts = np.array([D, D + 999_999_999, D + S, D + 86399 * S + S // 2])
+    assert_array_equal(resample.assign_cells(ts, D, S), [0, 0, 1, 86399])
+
+
+@pytest.mark.parametrize("method, want", [
+    ("mean", [3.0, nan, 5.0]),      # (1 + 2 + 6) / 3
+    ("median", [2.0, nan, 5.0]),
+    ("first", [1.0, nan, 5.0]),     # earliest in time
+    ("last", [6.0, nan, 5.0]),      # latest in time
+])
+def test_several_samples_in_a_cell_are_reduced_by_the_declared_method(method, want):
+    cells = np.array([0, 0, 0, 2])
+    values = np.array([1.0, 2.0, 6.0, 5.0])
+    assert_allclose(resample.reduce_cells(cells, values, 3, method), want)
+
+
+# ---------------------------------------------------------------- filling
+
+HOLES = np.array([1, nan, nan, 4, nan, nan, nan, nan, 10, nan])
+#                    ^2-cell hole^     ^--4-cell hole--^      ^touches the end
+
+
+@pytest.mark.parametrize("method, max_gap, want", [
+    ("linear", 2, [1, 2, 3, 4, nan, nan, nan, nan, 10, nan]),          # 4 cells > 2: left empty
+    ("linear", 4, [1, 2, 3, 4, 5.2, 6.4, 7.6, 8.8, 10, nan]),          # 4 + 6·(1…4)/5
+    ("nearest", 2, [1, 1, 4, 4, nan, nan, nan, nan, 10, nan]),         # the nearer side
+    ("nearest", 4, [1, 1, 4, 4, 4, 4, 10, 10, 10, nan]),               # a tie goes to the earlier one
+    ("previous", 2, [1, 1, 1, 4, nan, nan, nan, nan, 10, nan]),
+    ("none", 4, list(HOLES)),
+    ("linear", 0, list(HOLES)),                                        # max_gap 0: never fill
+])
+def test_short_holes_are_filled_and_edges_never(method, max_gap, want):
+    got, filled = resample.fill_gaps(HOLES, np.isnan(HOLES), max_gap, method)
+    assert_allclose(got, want)
+    assert_array_equal(filled, np.isnan(HOLES) & ~np.isnan(np.asarray(want)))
+
+
+def test_nearest_breaks_a_tie_towards_the_earlier_value():
+    values = np.array([0, nan, nan, nan, 8])
+    got, _ = resample.fill_gaps(values, np.isnan(values), 3, "nearest")
+    assert_allclose(got, [0, 0, 0, 8, 8])      # cell 2 is 2 cells from both: the earlier wins
+
+
+def test_a_flagged_cell_counts_in_the_gap_but_is_not_filled():
+    values = np.array([10, nan, nan, 40])
+    fillable = np.array([False, False, True, False])   # cell 1 holds a flagged value
+    got, filled = resample.fill_gaps(values, fillable, 2, "linear")
+    assert_allclose(got, [10, nan, 30, 40])            # 10 + 30·2/3: the spike's value is not used
+    assert_array_equal(filled, [False, False, True, False])
+    got, _ = resample.fill_gaps(values, fillable, 1, "linear")   # 2 cells without a usable value > 1
+    assert_allclose(got, [10, nan, nan, 40])
+
+
+# ---------------------------------------------------------------- one sensor, one day
+
+def test_one_sensor_on_an_hourly_grid():
+    ts = at("00:10", "00:40", "01:00", "02:00", "04:00", "04:30", "05:00", "08:00", "09:00", "09:30")
+    x = [10, 20, 30, 500, 40, 4095, nan, 50, 60, 70]
+    f = [0, 0, 0, 2, 0, 3, 1, 0, 6, 2]
+    grid, flags, c = hourly(ts, x, f)
+    want_x = [15, 30, nan, 30 + 10 * 2 / 3, 40, nan, nan, nan, 50, nan] + [nan] * 14
+    want_f = [0, 0, 2, 5, 0, 1, 1, 1, 0, 6] + [1] * 14
+    # 0: mean of 10 and 20. 2: the spike stays NaN with its flag. 3: a hole; cells 2–3 have
+    # no usable value (2 h ≤ max_gap 2 h) → filled linearly between 30 (cell 1) and 40
+    # (cell 4), the spike's 500 unused. 4: 40 — the 4095 (flag 3) in the same cell is left
+    # out. 5–7: only a NaN sample, then nothing: 3 h > 2 h → missing (1), all three.
+    # 9: an excluded (6) and a spike (2) sample: NaN, flag 6 wins. 10–23: nothing until the
+    # end of the day → missing.
+    assert_allclose(grid, want_x)
+    assert_array_equal(flags, want_f)
+    assert c == {"out": 6, "merged": 2, "flagged_unused": 1, "nan_in": 1, "outside": 0,
+                 "filled": 1, "missing": 17, "flagged": 2}
+
+
+def test_empty_single_and_all_flagged_sensors():
+    grid, flags, c = hourly(at(), [], [])
+    assert np.isnan(grid).all() and (flags == 1).all() and len(flags) == 24 and c["out"] == 0
+    grid, flags, c = hourly(at("05:30"), [7.0], [0])
+    assert_allclose(grid, [nan] * 5 + [7.0] + [nan] * 18)     # one value: nothing to fill from
+    assert_array_equal(flags, [1] * 5 + [0] + [1] * 18)
+    grid, flags, c = hourly(at("00:00", "01:00", "02:00"), [1, 2, 3], [2, 4, 3])
+    assert np.isnan(grid).all()
+    assert_array_equal(flags, [2, 4, 3] + [1] * 21)           # flags kept, the rest missing
+    assert c["flagged"] == 3 and c["filled"] == 0
+
+
+def test_a_10s_gap_is_filled_and_a_5min_gap_is_missing_from_its_first_second():
+    sec = np.arange(0, 1201)                                    # 00:00:00 … 00:20:00
+    keep = ~(((sec >= 60) & (sec < 70)) | ((sec >= 600) & (sec < 900)))
+    ts = D + sec[keep] * S
+    grid, flags, c = resample.resample_sensor(ts, sec[keep].astype(float), np.zeros(keep.sum(), np.uint8),
+                                              D, S, "mean", "linear", 10 * S)
+    assert len(grid) == 86400                                   # 00:00:00 … 23:59:59
+    assert_array_equal(flags[60:70], [5] * 10)                  # 10 s ≤ max_gap 10 s: filled
+    assert_allclose(grid[60:70], np.arange(60, 70))             # linear in time: the ramp itself
+    assert_array_equal(flags[600:900], [1] * 300)               # 5 min: missing, ALL of it
+    assert np.isnan(grid[600:900]).all()                        # (no "first 10 s filled")
+    assert flags[599] == 0 and flags[900] == 0
+    assert_array_equal(flags[1201:], [1] * (86400 - 1201))      # nothing after 00:20:00
+    assert c["filled"] == 10 and c["missing"] == 300 + 86400 - 1201
+
+
+def test_a_gap_across_midnight_is_missing_on_both_days():
+    # day D: data 23:50:00 … 23:57:59; day D+1: data from 00:00:05. The gap runs from
+    # 23:58:00 to 00:00:04: each day's grid holds its part, flagged 1 up to its own edge
+    # — even the 5 s at the start of D+1 (the other side of midnight is another partition).
+    sec_d = np.arange(85800, 86280)
+    grid, flags, _ = resample.resample_sensor(D + sec_d * S, np.full(480, 3.0), np.zeros(480, np.uint8),
+                                              D, S, "mean", "linear", 10 * S)
+    assert_array_equal(flags[86280:], [1] * 120)                # 23:58:00 … 23:59:59
+    assert_array_equal(flags[85800:86280], [0] * 480)
+    d1 = D + 86400 * S
+    sec_d1 = np.arange(5, 601)
+    grid, flags, _ = resample.resample_sensor(d1 + sec_d1 * S, np.full(596, 3.0), np.zeros(596, np.uint8),
+                                              d1, S, "mean", "linear", 10 * S)
+    assert_array_equal(flags[:6], [1, 1, 1, 1, 1, 0])           # 00:00:00 … 00:00:04 missing
+
+
+# ---------------------------------------------------------------- the whole partition
+
+PARAMS = {
+    "domains": {"bio_signal": {"freq": "1h", "reduce": "mean", "fill": "linear", "max_gap": "1h"},
+                "environment": {"freq": "6h", "reduce": "median"}},
+    "default_rule": {"freq": "1D"},
+    "sensors": {"m1": {"reduce": "last"}},
+}
+
+
+def frame(rows):
+    """rows: (sensor, domain, 'HH:MM', value, flag)."""
+    return tidy.frame(ts=pd.Series(pd.to_datetime(at(*[r[2] for r in rows]), utc=True)), device_id="valve01",
+                      domain=[r[1] for r in rows], sensor=[r[0] for r in rows],
+                      value=[r[3] for r in rows], quality_flag=[r[4] for r in rows])
+
+
+def test_resample_frame_grids_each_sensor_by_its_rule_and_balances_the_ledger():
+    df = frame([
+        ("m1", "bio_signal", "00:00", 5.0, 0), ("m1", "bio_signal", "00:30", 9.0, 0),   # last → 9
+        ("m0", "bio_signal", "00:00", 1.0, 0), ("m0", "bio_signal", "00:30", 3.0, 0),   # mean → 2
+        ("m0", "bio_signal", "02:00", 4.0, 0),                                          # 01:00 filled: 3
+        ("outdoor_temp", "environment", "01:00", 12.0, 0),
+        ("outdoor_temp", "environment", "02:00", 14.0, 0),
+        ("outdoor_temp", "environment", "03:00", 19.0, 0),                              # median 14
+        ("battery", "power", "07:00", 3.7, 0),                                          # default_rule: 1D
+    ])
+    out, counts = resample.resample_frame(df, PARAMS, DAY)
+    by = {s: g for s, g in out.groupby("sensor", observed=True)}
+    assert [len(by[s]) for s in ("battery", "m0", "m1", "outdoor_temp")] == [1, 24, 24, 4]
+    assert out["sensor"].astype(str).tolist() == ["battery"] + ["m0"] * 24 + ["m1"] * 24 + ["outdoor_temp"] * 4
+    assert_allclose(by["m0"]["value"].to_numpy()[:4], [2, 3, 4, nan])
+    assert by["m0"]["quality_flag"].tolist()[:4] == [0, 5, 0, 1]
+    assert_allclose(by["m1"]["value"].to_numpy()[:2], [9, nan])
+    assert_allclose(by["outdoor_temp"]["value"].to_numpy(), [14, nan, nan, nan])
+    assert by["outdoor_temp"]["ts"].dt.strftime("%H:%M").tolist() == ["00:00", "06:00", "12:00", "18:00"]
+    assert by["battery"]["value"].tolist() == [3.7] and by["battery"]["domain"].astype(str).tolist() == ["power"]
+    assert counts["rows_in"] == 9 and counts["rows_out"] == 5
+    assert counts["rejected"] == {resample.MERGED: 4, resample.FLAGGED_UNUSED: 0, resample.NAN_IN: 0,
+                                  resample.OUTSIDE: 0}
+    assert counts["grid_rows"] == 53 == counts["rows_out"] + counts["filled"] + counts["missing"]
+    assert counts["filled"] == 1 and counts["flags"]["INTERPOLATED"] == 1
+    io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)   # balances, or raises
+
+
+def test_resample_frame_of_an_empty_partition():
+    out, counts = resample.resample_frame(tidy.empty(), PARAMS, DAY)
+    assert len(out) == 0 and list(out.columns) == tidy.COLUMNS
+    assert counts["rows_in"] == counts["rows_out"] == counts["grid_rows"] == 0
+    io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)
+
+
+def test_a_sample_outside_the_day_is_set_aside_by_the_ledger():
+    df = frame([("m0", "bio_signal", "05:00", 1.0, 0), ("m0", "bio_signal", "+1 00:00:05", 2.0, 0)])
+    out, counts = resample.resample_frame(df, PARAMS, DAY)
+    assert len(out) == 24 and counts["rejected"][resample.OUTSIDE] == 1
+    io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)
+
+
+def test_resampling_is_deterministic():
+    df = frame([("m0", "bio_signal", "00:00", 1.0, 0), ("m1", "bio_signal", "03:00", 3.0, 2)])
+    a, _ = resample.resample_frame(df, PARAMS, DAY)
+    b, _ = resample.resample_frame(df.iloc[::-1].reset_index(drop=True), PARAMS, DAY)
+    assert a.equals(b)                                            # input order does not matter
+
+
+# ---------------------------------------------------------------- config and step
+
+BASE = {"exposure": "X", "input_stage": "30_clean", "output_stage": "40_resampled"}
+SRC = "configs/X/40_resample.json"
+FREQ_ALLOWED = "a duration from 10ms to 1D that divides a day exactly, such as '100ms', '1s', '10s', '1min'"
+
+
+def load(tmp_path, **params):
+    path = tmp_path / "configs" / "X" / "40_resample.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**BASE, **params}))
+    return load_step_config("40_resample.py", "configs/X/40_resample.json", tmp_path)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"domains": {"bio_signal": {"freq": "7s"}}},
+     f"{SRC}: $.domains.bio_signal.freq: '7s' is not allowed; allowed: {FREQ_ALLOWED}"),
+    ({"sensors": {"m0": {"freq": "1ms"}}},
+     f"{SRC}: $.sensors.m0.freq: '1ms' is not allowed; allowed: {FREQ_ALLOWED}"),
+    ({"default_rule": {"freq": "1"}},
+     f"{SRC}: $.default_rule.freq: '1' is not allowed; allowed: {FREQ_ALLOWED}"),
+    ({"domains": {"environment": {"max_gap": "ten seconds"}}},
+     f"{SRC}: $.domains.environment.max_gap: 'ten seconds' is not allowed; allowed: a non-negative "
+     "duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"domains": {"bio_signal": {"reduce": "max"}}},
+     f'{SRC}: $.domains.bio_signal.reduce: "max" is not allowed; allowed: "mean", "median", "first", "last"'),
+    ({"domains": {"bio_signal": {"fill": "ffill"}}},
+     f'{SRC}: $.domains.bio_signal.fill: "ffill" is not allowed; allowed: "linear", "nearest", "previous", "none"'),
+    ({"grid": {}},
+     f"{SRC}: $.grid: unknown key 'grid'; allowed keys: comment, default_rule, domains, exposure, "
+     "input_stage, output_stage, sensors"),
+])
+def test_config_errors_are_one_exact_line(tmp_path, params, message):
+    with pytest.raises(UserError) as exc:
+        load(tmp_path, **params)
+    assert str(exc.value) == message
+
+
+def test_the_template_config_is_valid_and_the_step_runs_it(tmp_path):
+    from pyjama.config import REPO
+
+    text = (REPO / "configs" / "_template" / "40_resample.json").read_text().replace("{{EXPOSURE}}", "X")
+    st = load(tmp_path, **{k: v for k, v in json.loads(text).items() if k not in BASE})
+    df = frame([("m0", "bio_signal", "00:00:00", 1.0, 0), ("m0", "bio_signal", "00:00:10", 11.0, 0),
+                ("outdoor_temp", "environment", "00:00:05", 12.0, 0)])
+    tables, counts = get_step("40_resample.py").compute({"data": df}, st, "valve01", DAY)
+    out = tables["data"]
+    m0 = out[out["sensor"] == "m0"]
+    assert len(m0) == 86400 and len(out) == 86400 + 8640           # bio 1 s, environment 10 s
+    assert_allclose(m0["value"].to_numpy()[:11], np.arange(1.0, 12.0))   # 9 s hole ≤ 10 s: linear
+    assert counts["filled"] == 9
