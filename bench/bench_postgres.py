@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=200_000, help="long rows to make (default 200000)")
     ap.add_argument("--dsn", default=os.environ.get("PYJAMA_TEST_PG_DSN") or "host=127.0.0.1 port=5432 dbname=test",
                     help="libpq connection string of the server to use")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line (bench/run.py reads it)")
     args = ap.parse_args(argv)
 
     import psycopg2
@@ -253,6 +254,12 @@ def main(argv=None) -> int:
         print(line("   alternative: stage + merge (write only the diff)", t_sm_changed))
         worst = max(t_first, t_same, t_changed)
         print(f"ratio = speed / bare COPY speed; step 80 worst case {t_bare / worst:.2f} (goal >= 0.30)")
+        if args.json:
+            print(json.dumps({"rows": n_rows, "bare_s": t_bare, "import_s": t_first,
+                              "import_rows_per_s": n_rows / t_first, "ratio": t_bare / t_first,
+                              "ratio_reimport_same": t_bare / t_same, "ratio_reimport_changed": t_bare / t_changed,
+                              "ratio_stage_merge_same": t_bare / t_sm_same,
+                              "ratio_stage_merge_changed": t_bare / t_sm_changed}))
         return 0
     finally:
         with admin.cursor() as cur:

@@ -112,9 +112,11 @@ def run_job_logged(argv, log_path) -> None:
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
             raise UserError(f"{exc} (log: {log})") from None
-        except Exception:
+        except Exception as exc:  # a bug: the traceback goes to the log, one line to the user
             fh.write(traceback.format_exc())
-            raise
+            where = args.raw or f"{(args.device or ['?'])[0]}/{args.day}"
+            raise UserError(f"{args.script} {where}: internal error {type(exc).__name__}: {exc} "
+                            f"(traceback in {log})") from None
         for e in entries:
             fh.write(json.dumps(e, sort_keys=True) + "\n")
         fh.write(f"done in {time.monotonic() - t0:.2f} s\n")

@@ -193,17 +193,10 @@ def jobgraph_dot(nodes, edges, plan) -> str:
 
 def pipeline_dot(pipeline: str, jobs=False, start=None, end=None, root=None) -> str:
     """The DOT source ``drawer.py dag`` draws (deterministic for a given pipeline/window)."""
-    from .timewindow import parse_window
     from .workflow import WorkflowPlan
 
     root = Path(root or Path.cwd())
-    parse_window(start, end)
-    config = {"pipeline": pipeline}
-    if start:
-        config["from"] = start
-    if end:
-        config["to"] = end
-    plan = WorkflowPlan(config, root)   # validates the pipeline: one-line errors first
+    plan = WorkflowPlan.for_pipeline(pipeline, start, end, root)   # one-line errors first
     nodes, edges = parse_dot(snakemake_dot(pipeline, jobs, start, end, root))
     if jobs:
         return jobgraph_dot(nodes, edges, plan)

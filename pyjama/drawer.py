@@ -100,21 +100,11 @@ def add_view_parsers(sub):
 
 def snakemake_command(args, root: Path) -> list:
     """The snakemake command line for ``drawer.py run`` (validated first)."""
-    from .timewindow import parse_window
     from .workflow import WorkflowPlan
 
-    window_cfg = {}
-    if args.start:
-        window_cfg["from"] = args.start
-    if args.end:
-        window_cfg["to"] = args.end
-    parse_window(args.start, args.end)  # one-line error before anything starts
-    config = {"pipeline": args.pipeline, **window_cfg}
-    if args.until:
-        config["until"] = args.until
-    if args.only:
-        config["only"] = args.only
-    plan = WorkflowPlan(config, root)   # validates every config of the pipeline
+    plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
+                                     until=args.until, only=args.only)   # validates every config
+    config = plan.config
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root)]
     if args.profile:
         prof = Path(args.profile)

@@ -130,7 +130,24 @@ def read_tidy(path, device_id: str | None = None):
     path = Path(path)
     if device_id is None:
         device_id = next((p.split("=", 1)[1] for p in path.parts if p.startswith("device_id=")), "")
-    return tidy.from_arrow(pq.read_table(path), device_id)
+    return tidy.from_arrow(read_parquet(path), device_id)
+
+
+def read_parquet(path, **kwargs):
+    """pyarrow.parquet.read_table with a one-line error for a missing or damaged file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .errors import UserError
+
+    try:
+        return pq.read_table(path, **kwargs)
+    except FileNotFoundError:
+        raise UserError(f"{path}: input missing; run the step that writes it first") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable parquet file ({first}); delete it and re-run the "
+                        "step that writes it") from None
 
 
 def read_meta(path) -> dict:

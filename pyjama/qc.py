@@ -338,15 +338,8 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str):
     if n:
         values = df["value"].to_numpy()
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
-        dom_codes = df["domain"].cat.codes.to_numpy().astype(np.int64)
-        sen_codes = df["sensor"].cat.codes.to_numpy().astype(np.int64)
-        key = dom_codes * (len(df["sensor"].cat.categories) + 1) + sen_codes
-        order = np.lexsort((ts_ns, key))
-        cuts = np.flatnonzero(np.diff(key[order])) + 1
         unusable = np.array(sorted(int(f) for f in fl.UNUSABLE), dtype=np.uint8)
-        for idx in np.split(order, cuts):
-            domain = str(df["domain"].iat[idx[0]])
-            sensor = str(df["sensor"].iat[idx[0]])
+        for domain, sensor, idx in tidy.sensor_groups(df):
             x, t = values[idx], ts_ns[idx]
             f = qf[idx]
 

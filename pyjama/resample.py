@@ -231,16 +231,9 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     parts = []
     if len(df):
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
-        dom_codes = df["domain"].cat.codes.to_numpy().astype(np.int64)
-        sen_codes = df["sensor"].cat.codes.to_numpy().astype(np.int64)
-        key = dom_codes * (len(df["sensor"].cat.categories) + 1) + sen_codes
-        order = np.lexsort((ts_ns, key))
-        cuts = np.flatnonzero(np.diff(key[order])) + 1
         values = df["value"].to_numpy()
         qf = df["quality_flag"].to_numpy()
-        for idx in np.split(order, cuts):
-            domain = str(df["domain"].iat[idx[0]])
-            sensor = str(df["sensor"].iat[idx[0]])
+        for domain, sensor, idx in tidy.sensor_groups(df):
             rule = resolve_grid(params, domain, sensor)
             freq = pd.Timedelta(rule["freq"]).value
             grid, gflag, c = resample_sensor(ts_ns[idx], values[idx], qf[idx], day_start, freq,

@@ -405,17 +405,10 @@ def _iso(t):
 
 def build_board(pipeline: str, start=None, end=None, root=None) -> Board:
     """The board of ``pipeline`` (path relative to ``root``) for the window [start, end]."""
-    from .timewindow import parse_window
     from .workflow import WorkflowPlan
 
     root = Path(root or Path.cwd())
-    parse_window(start, end)
-    config = {"pipeline": pipeline}
-    if start:
-        config["from"] = start
-    if end:
-        config["to"] = end
-    return Board(WorkflowPlan(config, root), root)
+    return Board(WorkflowPlan.for_pipeline(pipeline, start, end, root), root)
 
 
 # ---------------------------------------------------------------- text rendering

@@ -117,3 +117,23 @@ def from_arrow(table: pa.Table, device_id: str) -> pd.DataFrame:
         "quality_flag": table.column("quality_flag").to_numpy(),
     })
     return conform(df)
+
+
+def sensor_groups(df: pd.DataFrame):
+    """Yield (domain, sensor, row positions in time order) for each series of a tidy frame.
+
+    One stable lexsort on (domain, sensor, ts) codes; no pandas groupby objects, no copies
+    of the frame. Steps that work per series (30 clean, 40 resample) iterate this."""
+    if not len(df):
+        return
+    ts = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    dom = as_category(df["domain"])
+    sen = as_category(df["sensor"])
+    dom_codes = dom.cat.codes.to_numpy().astype(np.int64)
+    sen_codes = sen.cat.codes.to_numpy().astype(np.int64)
+    key = dom_codes * (len(sen.cat.categories) + 1) + sen_codes
+    order = np.lexsort((ts, key))
+    cuts = np.flatnonzero(np.diff(key[order])) + 1
+    dom_names, sen_names = dom.cat.categories, sen.cat.categories
+    for idx in np.split(order, cuts):
+        yield str(dom_names[dom_codes[idx[0]]]), str(sen_names[sen_codes[idx[0]]]), idx

@@ -51,6 +51,18 @@ class WorkflowPlan:
                 self.rules.append((st, spec))
         self.selected = self._selected_steps(config)
 
+    @classmethod
+    def for_pipeline(cls, pipeline: str, start=None, end=None, root=None, **extra) -> "WorkflowPlan":
+        """The plan of ``pipeline`` (a path relative to ``root``) for the window [start, end],
+        as drawer.py run/status/dag/report all need it (bad bound or config: one line)."""
+        config = {"pipeline": pipeline, **{k: v for k, v in extra.items() if v}}
+        if start:
+            config["from"] = start
+        if end:
+            config["to"] = end
+        parse_window(start, end)
+        return cls(config, Path(root or Path.cwd()))
+
     def _selected_steps(self, config):
         steps = self.project.pipeline.steps
         until, only = config.get("until"), config.get("only")

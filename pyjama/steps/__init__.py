@@ -63,13 +63,16 @@ class RuleSpec:
 
     name: str
     outputs: dict                 # key → path pattern with {device}/{day} or {raw} wildcards
-    inputs: object                # callable(wildcards) → dict key → path or list of paths
+    inputs: object                # callable(wildcards) → dict key → path or list of paths, or None
     log: str
     args: str                     # CLI arguments after `pyjama.py run`, with wildcards
     params_digest: str
     wildcard_constraints: dict = field(default_factory=dict)
     targets: list = field(default_factory=list)   # concrete output files this rule must build
     resources: dict = field(default_factory=dict)
+    # Inputs that are plain patterns of the output wildcards: Snakemake resolves them
+    # without calling (and inspecting) a function per job, which matters for a year's DAG.
+    input_patterns: dict = field(default_factory=dict)
 
     def job_args(self, wildcards) -> str:
         """The job's `pyjama.py run` arguments for these wildcards (shell-quoted).
@@ -135,10 +138,12 @@ class Step:
         def inputs(wildcards, _self=self, _st=st, _project=project):
             return _self.input_files(_project, _st, wildcards.device, wildcards.day)
 
+        static = type(self).input_files is Step.input_files
         return [RuleSpec(
             name=name,
             outputs=self.output_files(st),
-            inputs=inputs,
+            inputs=None if static else inputs,
+            input_patterns=self.input_files(project, st, "{device}", "{day}") if static else {},
             log=f"logs/{st.exposure}/{st.name}/{{device}}/{{day}}.log",
             args=f"{self.script} --with {_q(st.path)} --device {{device}} --day {{day}}",
             params_digest=st.digest,

@@ -93,13 +93,11 @@ class ParserStep(Step):
         for name in self.selected_raw(project, st, window):
             targets.extend(self.output_files_raw(st, name).values())
 
-        def inputs(wildcards, _self=self, _st=st):
-            return {"raw": _self.raw_path(_st, wildcards.raw)}
-
         return [RuleSpec(
             name=self.rule_name(st),
             outputs=self.output_files_raw(st),
-            inputs=inputs,
+            inputs=None,
+            input_patterns={"raw": self.raw_path(st, "{raw}")},
             log=f"logs/{st.exposure}/{st.name}/{{raw}}.log",
             args=f"{self.script} --with {_q(st.path)} --raw {{raw}}",
             params_digest=st.digest,
@@ -169,5 +167,5 @@ def read_parsed(path, device: str, day: str):
     from ..timewindow import day_bounds
 
     start, end = day_bounds(day)
-    t = pq.read_table(path, filters=[("device_id", "=", device), ("ts", ">=", start), ("ts", "<", end)])
+    t = io.read_parquet(path, filters=[("device_id", "=", device), ("ts", ">=", start), ("ts", "<", end)])
     return tidy.from_arrow(t.drop_columns(["device_id"]), device)

@@ -24,16 +24,46 @@ if not PLAN.targets():
 
 
 
-def run_job(args, log):
+def run_job(rule_name, wildcards, log):
     """Run one job in this process: `pyjama.py run <args>`, messages to the job's log.
 
     With --force-use-threads (set in the default profile) Snakemake runs `run:` blocks as
     threads of the main process, so a job costs no interpreter start and no re-import of
     pandas/pyarrow; elsewhere (SLURM, other profiles) Snakemake starts a process per job.
     """
+    from snakemake.exceptions import WorkflowError
+
     from pyjama.cli import run_job_logged
 
-    run_job_logged(shlex.split(args), log)
+    try:
+        run_job_logged(shlex.split(SPECS[rule_name].job_args(wildcards)), log)
+    except UserError as exc:
+        raise WorkflowError(f"Error: {exc}") from None
+
+
+SPECS = {spec.name: spec for _st, spec in PLAN.rules}
+
+
+def rule_inputs(spec):
+    """Positional inputs of a rule: its input function (unpacked), if it has one."""
+    return [unpack(spec.inputs)] if spec.inputs is not None else []
+
+
+def run_job(rule_name, wildcards, log):
+    """Run one job in this process: `pyjama.py run <args>`, messages to the job's log.
+
+    With --force-use-threads (set in the default profile) Snakemake runs `run:` blocks as
+    threads of the main process, so a job costs no interpreter start and no re-import of
+    pandas/pyarrow; elsewhere (SLURM, other profiles) Snakemake starts a process per job.
+    """
+    from snakemake.exceptions import WorkflowError
+
+    from pyjama.cli import run_job_logged
+
+    try:
+        run_job_logged(shlex.split(SPECS[rule_name].job_args(wildcards)), log)
+    except UserError as exc:
+        raise WorkflowError(f"Error: {exc}") from None
 
 
 class JobArgs:
