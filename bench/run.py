@@ -184,7 +184,6 @@ def peak_memory(root: Path) -> dict:
     from pyjama.config import load_pipeline
 
     pipe = load_pipeline("configs/BENCH/pipeline.json", root)
-    days = sorted(p.name for p in (root / "data/BENCH/00_raw").glob("BENCH_valve01_*.csv"))
     biggest = max((root / "data/BENCH/00_raw").glob("*.csv"), key=lambda p: p.stat().st_size)
     m = re.match(r"BENCH_(.+)_(\d{4}-\d{2}-\d{2})\.csv", biggest.name)
     device, day = m.group(1), m.group(2)

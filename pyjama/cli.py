@@ -74,22 +74,14 @@ def run_default(step, project, st, window, devices=None, day=None, raw=None, qui
         label = lambda x: f"{x[0]}/{x[1]}"  # noqa: E731
         run_one = lambda x: step.run_partition(project, st, *x)  # noqa: E731
     entries = []
-    for item in _progress(todo, quiet, step.script):
+    from .progress import iterate
+
+    for item in iterate(todo, step.script, quiet=quiet):
         try:
             entries.append(run_one(item))
         except UserError as exc:
             raise UserError(f"{step.script} {label(item)}: {exc}") from None
     return entries
-
-
-def _progress(items, quiet, desc):
-    if quiet or not sys.stderr.isatty() or len(items) < 2:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in requirements.txt
-        return items
-    return tqdm(items, desc=desc, unit="part")
 
 
 def run_job_logged(argv, log_path) -> None:
@@ -103,6 +95,7 @@ def run_job_logged(argv, log_path) -> None:
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    where = f"raw={args.raw}" if args.raw else f"{(args.device or ['?'])[0]}/{args.day}"
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(f"pyjama.py run {' '.join(argv)}\n")
         try:
@@ -111,10 +104,12 @@ def run_job_logged(argv, log_path) -> None:
                                options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
-            raise UserError(f"{exc} (log: {log})") from None
+            text = str(exc)
+            if not text.startswith(args.script):   # name the job's partition once
+                text = f"{args.script} {where}: {text}"
+            raise UserError(f"{text} (log: {log})") from None
         except Exception as exc:  # a bug: the traceback goes to the log, one line to the user
             fh.write(traceback.format_exc())
-            where = args.raw or f"{(args.device or ['?'])[0]}/{args.day}"
             raise UserError(f"{args.script} {where}: internal error {type(exc).__name__}: {exc} "
                             f"(traceback in {log})") from None
         for e in entries:

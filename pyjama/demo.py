@@ -72,7 +72,6 @@ def generate(out_dir, exposure="DEMO", devices=2, days=3, start="2026-01-20", hz
             jitter = rng.integers(0, min(50_000, step_us // 4), n)
             ts = t0 + (np.arange(n, dtype=np.int64) * step_us + jitter).astype("timedelta64[us]")
             sync = [rng.uniform(30000, 50000)]
-            cols = []
             vals = np.empty((channels, n))
             for c in range(channels):
                 o = _opening(rng, n, hz, sync)

@@ -123,7 +123,6 @@ def write_tidy(path, df, meta: dict) -> None:
 def read_tidy(path, device_id: str | None = None):
     """Read a partition file back into a tidy frame. ``device_id`` defaults to the one in
     the path (``.../device_id=<id>/...``)."""
-    import pyarrow.parquet as pq
 
     from . import tidy
 

@@ -142,7 +142,7 @@ def delete(name: str, root: Path, force: bool = False) -> list:
 def demo(root: Path) -> str:
     raw = root / "data" / "DEMO" / "00_raw"
     if raw.exists() and any(p for p in raw.iterdir() if not p.name.startswith(".")):
-        return f"data/DEMO/00_raw already holds raw files; left as they are"
+        return "data/DEMO/00_raw already holds raw files; left as they are"
     for stage in STAGES:
         (root / "data" / "DEMO" / stage).mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))

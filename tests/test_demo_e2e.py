@@ -3,11 +3,10 @@ generated exposure. Every injected defect is found where the generator put it.""
 import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from tests.wf import REPO, make_project, outputs, snakemake
+from tests.wf import make_project, outputs, snakemake
 
 pytestmark = pytest.mark.slow
 

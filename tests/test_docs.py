@@ -35,3 +35,15 @@ def test_every_cli_command_is_in_the_readme():
         assert f"manager.sh {cmd}" in readme, f"README lacks `manager.sh {cmd}`"
     for script in ("scripts/parquet_to_csv.py", "snakemake --cores"):
         assert script in readme
+
+
+def test_code_has_no_unused_names_or_syntax_errors():
+    """pyflakes-level checks (ruff F, E9) over the code: dead imports and variables rot fast."""
+    import shutil
+    import subprocess
+
+    ruff = shutil.which("ruff") or str(REPO / ".venv" / "bin" / "ruff")
+    res = subprocess.run([ruff, "check", "--select", "F,E9", "--target-version", "py311", "--quiet",
+                          "pyjama", "tests", "bench", "scripts", "pyjama.py", "drawer.py"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest

@@ -23,10 +23,10 @@ A run over many partitions groups whole partitions into transactions of up to
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 
 from . import Step
+from ..progress import progress_bar
 from .. import db, io
 from ..errors import UserError
 
@@ -168,7 +168,7 @@ class ImportPostgresStep(Step):
         try:
             db.ensure_table(conn, st["schema"], st["table"], db.LONG_80)
             entries = []
-            bar = _progress(len(todo), quiet, self.script)
+            bar = progress_bar(len(todo), self.script, "part", quiet)
             for batch in _batches(project, st, todo, st["batch_rows"]):
                 deleted = self.import_batch(conn, st, batch)
                 for part in batch:
@@ -295,14 +295,3 @@ def _day_range(day: str):
 
 def _iso(t) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _progress(total: int, quiet: bool, desc: str):
-    """A tqdm bar on a terminal, shown only if the run lasts more than 2 s."""
-    if quiet or total < 2 or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit="part", delay=2)

@@ -31,6 +31,7 @@ import datetime as dt
 import sys
 
 from . import Step
+from ..progress import progress_bar
 from .. import db, io
 from ..aggregate import window_seconds
 from ..errors import UserError
@@ -258,9 +259,9 @@ class _Run:
         try:
             if conn is not None:
                 self.lock(conn, wait=True)
-            bar = _progress(len(plan), self.quiet, self.step.script)
+            bar = progress_bar(len(plan), self.step.script, "batch", self.quiet)
             for dev, days in plan:
-                spans, frames = [], []
+                spans = []
                 for day in days:
                     ds, de = _day_span(day)
                     lo, hi = max(ds, start) if start else ds, min(de, end) if end else de
@@ -452,13 +453,3 @@ def _date(day: str):
 
 def _iso(t) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _progress(total: int, quiet: bool, desc: str):
-    if quiet or total < 2 or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit="batch", delay=2)

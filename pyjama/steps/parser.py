@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-from pathlib import Path
 
 from . import RuleSpec, Step, _q
 from .. import io
@@ -140,7 +139,6 @@ class ParserStep(Step):
 
 
 def _with_device(rows):
-    import pyarrow as pa
 
     from .. import tidy
 
@@ -160,8 +158,6 @@ def _date(day):
 
 def read_parsed(path, device: str, day: str):
     """Rows of one (device, day) from a parsed file (a filtered read)."""
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
     from .. import tidy
     from ..timewindow import day_bounds
