@@ -216,6 +216,16 @@ def load_step_config(script: str, path, root: Path | None = None) -> StepConfig:
     return StepConfig(script=step.script, path=str(path), params=params, digest=digest(meaning))
 
 
+def check_regex(pattern: str, where: str, example: str = ".*"):
+    """Compile a regular expression from a config; a bad one is a one-line UserError.
+    ``where`` is "<file>: $.json.path"."""
+    try:
+        return re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise UserError(f"{where}: {pattern!r} is not a regular expression ({exc}); allowed: a Python "
+                        f"regular expression such as '{example}'") from None
+
+
 STAGE_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,63}$")
 
 

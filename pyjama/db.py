@@ -18,6 +18,7 @@ Rules kept here, once:
 """
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import math
 import os
@@ -367,6 +368,25 @@ def copy_csv(cur, schema: str, table: str, columns, payload: bytes) -> None:
     q = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         qualified(schema, table), sql.SQL(", ").join(sql.Identifier(c) for c in columns))
     cur.copy_expert(q.as_string(cur), _io.BytesIO(payload), size=1 << 20)
+
+
+@contextlib.contextmanager
+def transaction(conn, what: str):
+    """One transaction: yields a cursor; commits at the end, rolls back on any error.
+    A database error becomes one line, ``<what> (nothing was changed)``."""
+    import psycopg2
+
+    try:
+        with conn.cursor() as cur:
+            yield cur
+        pause_before_commit()
+        conn.commit()
+    except psycopg2.Error as exc:
+        conn.rollback()
+        raise db_error(exc, f"{what} (nothing was changed)") from None
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def pause_before_commit() -> None:

@@ -157,7 +157,7 @@ def config(tmp_path, **over):
      'c.json: $.stats[0]: "median" is not allowed; allowed: "mean", "min", "max", "std", "count", "share_flagged"'),
     ({"sensors": "("},
      "c.json: $.sensors: '(' is not a regular expression (missing ), unterminated subpattern at position 0); "
-     "allowed: a Python regular expression such as '.*' or '__norm$'"),
+     "allowed: a Python regular expression such as '__norm$'"),
     ({"window": ["10s"]},
      "c.json: $.window: unknown key 'window'; allowed keys: comment, exposure, fill_day, input_stage, "
      "output_stage, sensors, stats, windows"),

@@ -6,7 +6,6 @@ partition folder holds ``_ledger.json``.
 """
 from __future__ import annotations
 
-import re
 
 from . import Step
 from ..errors import UserError
@@ -19,13 +18,9 @@ class AggregateStep(Step):
 
     def check_config(self, params, source):
         from ..aggregate import check_windows
-        from ..config import _check_stage
+        from ..config import _check_stage, check_regex
 
-        try:
-            re.compile(params["sensors"])
-        except re.error as exc:
-            raise UserError(f"{source}: $.sensors: {params['sensors']!r} is not a regular expression "
-                            f"({exc}); allowed: a Python regular expression such as '.*' or '__norm$'") from None
+        check_regex(params["sensors"], f"{source}: $.sensors", "__norm$")
         check_windows(params["windows"], source)
         for label in params["windows"]:
             _check_stage(window_stage(params["output_stage"], label), f"{source}: $.windows")

@@ -10,7 +10,6 @@ Outputs (one (device, day) partition each; device_id and day live in the path):
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pyarrow as pa
@@ -68,13 +67,9 @@ class BehaviourStep(Step):
 
     def check_config(self, params, source):
         from ..behaviour import read_durations
-        from ..config import _check_stage
+        from ..config import _check_stage, check_regex
 
-        try:
-            re.compile(params["sensors"])
-        except re.error as exc:
-            raise UserError(f"{source}: $.sensors: {params['sensors']!r} is not a regular expression "
-                            f"({exc}); allowed: a Python regular expression such as '__norm$'") from None
+        check_regex(params["sensors"], f"{source}: $.sensors", "__norm$")
         sp = params["state"]
         if not sp["open_above"] > sp["closed_below"]:
             raise UserError(f"{source}: $.state.open_above: {sp['open_above']!r} is not allowed; allowed: "

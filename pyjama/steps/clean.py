@@ -5,10 +5,10 @@ calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents ever
 """
 from __future__ import annotations
 
-import re
 
 from . import Step
 from .. import qc
+from ..config import check_regex
 from ..errors import UserError
 
 WINDOW_ALLOWED = f"an odd number of samples >= 3, or {qc.DURATION_HINT}"
@@ -66,11 +66,7 @@ class CleanStep(Step):
         for i, ex in enumerate(params.get("exclusions", [])):
             where = f"{source}: $.exclusions[{i}]"
             pattern = ex.get("sensors", ".*")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise UserError(f"{where}.sensors: {pattern!r} is not a regular expression ({exc}); "
-                                "allowed: a Python regular expression such as 'm[0-3]'") from None
+            check_regex(pattern, f"{where}.sensors", "m[0-3]")
             start = qc.parse_instant(ex["start"], "from", f"{where}.start")
             end = qc.parse_instant(ex["end"], "to", f"{where}.end")
             if start > end:

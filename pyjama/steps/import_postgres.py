@@ -189,35 +189,24 @@ class ImportPostgresStep(Step):
         (Stage + merge, which writes only what differs, was measured against this in
         bench/bench_postgres.py: it wins only when nothing changed, and loses when every
         value changed — e.g. after a refit — so the simple way stays.)"""
-        import psycopg2
         import pyarrow as pa
 
         schema, table = st["schema"], st["table"]
         likes = [db.glob_to_like(p) for p in st["sensors"]]
         deleted = {}
         label = f"{batch[0].label}" if len(batch) == 1 else f"{batch[0].label} … {batch[-1].label}"
-        try:
-            with conn.cursor() as cur:
-                existing = {}
-                for part in batch:
-                    if part.device not in existing:
-                        existing[part.device] = db.device_sensors(cur, schema, table, part.device, likes)
-                    start, end = _day_range(part.day)
-                    deleted[part.label] = db.delete_range(
-                        cur, schema, table, db.LONG_80, part.device, existing[part.device],
-                        start, end, st["domains"])
-                tables = [p.rows for p in batch if p.rows.num_rows]
-                if tables:
-                    db.copy_csv(cur, schema, table, db.LONG_80.names, db.csv_payload(pa.concat_tables(tables)))
-            db.pause_before_commit()
-            conn.commit()
-        except psycopg2.Error as exc:
-            conn.rollback()
-            raise db.db_error(exc, f"{self.script} {label}: import into {schema}.{table} failed "
-                                   "(nothing was changed)") from None
-        except BaseException:
-            conn.rollback()
-            raise
+        with db.transaction(conn, f"{self.script} {label}: import into {schema}.{table} failed") as cur:
+            existing = {}
+            for part in batch:
+                if part.device not in existing:
+                    existing[part.device] = db.device_sensors(cur, schema, table, part.device, likes)
+                start, end = _day_range(part.day)
+                deleted[part.label] = db.delete_range(
+                    cur, schema, table, db.LONG_80, part.device, existing[part.device],
+                    start, end, st["domains"])
+            tables = [p.rows for p in batch if p.rows.num_rows]
+            if tables:
+                db.copy_csv(cur, schema, table, db.LONG_80.names, db.csv_payload(pa.concat_tables(tables)))
         return deleted
 
     def write_receipt(self, project, st, part: Part, deleted: int) -> dict:

@@ -375,7 +375,6 @@ class _Run:
     def commit(self, conn, device, spans, mode, open_end=False, sensors=None) -> list:
         """One transaction: delete each span of ``device`` (config's sensors), COPY the new
         aggregates, commit; then receipts. In a dry run: print and return the entries."""
-        import psycopg2
         import pyarrow as pa
 
         if self.dry_run:
@@ -384,31 +383,21 @@ class _Run:
                       f"{len(files)} raw file(s), range [{_iso(lo)}, {_iso(hi)})")
             return [self.entry(device, day, agg, counts, dry_run=True) for day, _, _, _, agg, counts in spans]
         schema, table = self.st["schema"], self.st["table"]
-        try:
-            with conn.cursor() as cur:
-                if sensors is None:
-                    sensors = db.device_sensors(cur, schema, table, device, self.likes)
-                new = set()
-                for _, _, _, _, agg, _ in spans:
-                    new.update(agg["sensor"].unique().tolist())
-                scope = sorted(set(sensors) | new)
-                if open_end and spans:
-                    db.delete_range(cur, schema, table, db.RAW_81, device, scope, spans[0][1], None)
-                else:
-                    for _, lo, hi, _, _, _ in spans:
-                        db.delete_range(cur, schema, table, db.RAW_81, device, scope, lo, hi)
-                frames = [to_copy_table(agg, device) for _, _, _, _, agg, _ in spans if len(agg)]
-                if frames:
-                    db.copy_csv(cur, schema, table, db.RAW_81.names, db.csv_payload(pa.concat_tables(frames)))
-            db.pause_before_commit()
-            conn.commit()
-        except psycopg2.Error as exc:
-            conn.rollback()
-            raise db.db_error(exc, f"{self.step.script} {device}: import into {self.target} failed "
-                                   "(nothing was changed)") from None
-        except BaseException:
-            conn.rollback()
-            raise
+        with db.transaction(conn, f"{self.step.script} {device}: import into {self.target} failed") as cur:
+            if sensors is None:
+                sensors = db.device_sensors(cur, schema, table, device, self.likes)
+            new = set()
+            for _, _, _, _, agg, _ in spans:
+                new.update(agg["sensor"].unique().tolist())
+            scope = sorted(set(sensors) | new)
+            if open_end and spans:
+                db.delete_range(cur, schema, table, db.RAW_81, device, scope, spans[0][1], None)
+            else:
+                for _, lo, hi, _, _, _ in spans:
+                    db.delete_range(cur, schema, table, db.RAW_81, device, scope, lo, hi)
+            frames = [to_copy_table(agg, device) for _, _, _, _, agg, _ in spans if len(agg)]
+            if frames:
+                db.copy_csv(cur, schema, table, db.RAW_81.names, db.csv_payload(pa.concat_tables(frames)))
         out = []
         for day, lo, hi, files, agg, counts in spans:
             rec = {

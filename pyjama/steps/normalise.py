@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import RuleSpec, Step, _q
 from .. import io, tidy
-from ..config import digest
+from ..config import check_regex as _check_regex, digest
 from ..errors import UserError
 from ..normalise import (build_fit, check_range, compute_rolling_bounds, cut_to_period,
                          direction_for, fit_mismatch, normalise_frame, range_warning,
@@ -39,11 +39,7 @@ class NormaliseStep(Step):
     # ---------------------------------------------------------------- config
     def check_config(self, params, source):
         def check_regex(where, text):
-            try:
-                re.compile(text)
-            except re.error as exc:
-                raise UserError(f"{source}: {where}: {text!r} is not a regular expression ({exc}); "
-                                "allowed: a Python regular expression such as '^m\\d+__cbrt_inv$'") from None
+            _check_regex(text, f"{source}: {where}", r"^m\d+__cbrt_inv$")
 
         check_regex("$.sensors", params["sensors"])
         for i, rule in enumerate(params["direction"]):

@@ -12,6 +12,7 @@ import io as _io
 
 from . import RuleSpec, Step, _q
 from .. import io
+from ..config import check_regex
 from ..errors import UserError
 from ..project import raw_partition_file
 
@@ -23,17 +24,12 @@ class ParserStep(Step):
     granularity = "raw_file"
 
     def check_config(self, params, source):
-        import re
 
         if params["input_stage"] != "00_raw":
             pass  # any folder of raw files is allowed
         dev = params["device"]
         if dev["from"] == "filename":
-            try:
-                rx = re.compile(dev["pattern"])
-            except re.error as exc:
-                raise UserError(f"{source}: $.device.pattern: {dev['pattern']!r} is not a regular "
-                                f"expression ({exc})") from None
+            rx = check_regex(dev["pattern"], f"{source}: $.device.pattern", r"_(?P<device>[^_]+)_")
             if "device" not in rx.groupindex:
                 raise UserError(f"{source}: $.device.pattern: {dev['pattern']!r} has no (?P<device>...) "
                                 "group; allowed: a regular expression with a named group `device`")
@@ -56,11 +52,7 @@ class ParserStep(Step):
                         raise UserError(f"{source}: $.timestamp.{key}: {v!r} is not a column; "
                                         f"allowed: {', '.join(cols)}")
         for i, rule in enumerate(params["domains"]["rules"]):
-            try:
-                re.compile(rule["pattern"])
-            except re.error as exc:
-                raise UserError(f"{source}: $.domains.rules[{i}].pattern: {rule['pattern']!r} is not "
-                                f"a regular expression ({exc})") from None
+            check_regex(rule["pattern"], f"{source}: $.domains.rules[{i}].pattern", r"^m\d+$")
 
     def output_files_raw(self, st, raw="{raw}"):
         stage = st["output_stage"]

@@ -4,9 +4,9 @@ A thin shell over :mod:`pyjama.transform`; one (device, day) in → one out.
 """
 from __future__ import annotations
 
-import re
 
 from . import Step
+from ..config import check_regex
 from ..errors import UserError
 from ..transform import transform_frame
 
@@ -19,11 +19,7 @@ class TransformStep(Step):
     def check_config(self, params, source):
         for i, rule in enumerate(params["transforms"]):
             where = f"{source}: $.transforms[{i}]"
-            try:
-                re.compile(rule["sensors"])
-            except re.error as exc:
-                raise UserError(f"{where}.sensors: {rule['sensors']!r} is not a regular expression "
-                                f"({exc}); allowed: a Python regular expression such as '^m\\d+$'") from None
+            check_regex(rule["sensors"], f"{where}.sensors", r"^m\d+$")
             if rule["suffix"] == "" and rule["mode"] == "add":
                 raise UserError(f"{where}.suffix: '' is not allowed with mode 'add' (the derived sensor "
                                 "would replace its source); allowed: a non-empty suffix, or mode 'replace'")
