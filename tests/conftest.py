@@ -35,13 +35,26 @@ def pg_dsn():
     ``{"host", "port", "dbname", "user", "schema"}``."""
     import psycopg2
 
+    from tests.pg_throwaway import Throwaway, ThrowawayError
+
     dsn = os.environ.get(PG_DSN_ENV) or PG_DEFAULT_DSN
+    throwaway = None
     try:
         conn = _pg_try_connect(dsn)
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-        pytest.fail(f"PostgreSQL not reachable with {dsn!r} ({first}): {PG_INSTALL_HINT}",
-                    pytrace=False)
+        if os.environ.get(PG_DSN_ENV):   # an explicit DSN that fails is an error, not a fallback
+            pytest.fail(f"PostgreSQL not reachable with {dsn!r} ({first}): {PG_INSTALL_HINT}", pytrace=False)
+        # No server where the project machines have one: start a throwaway cluster with
+        # the local PostgreSQL binaries; only when that fails too, fail with what to install.
+        throwaway = Throwaway()
+        try:
+            dsn = throwaway.start()
+            conn = _pg_try_connect(dsn)
+        except (ThrowawayError, psycopg2.OperationalError) as exc2:
+            throwaway.stop()
+            pytest.fail(f"PostgreSQL not reachable with {PG_DEFAULT_DSN!r} ({first}), and no throwaway "
+                        f"cluster could be started ({exc2}): {PG_INSTALL_HINT}", pytrace=False)
     conn.autocommit = True
     info = conn.info
     schema = f"pyjama_test_{os.getpid()}"
@@ -56,6 +69,8 @@ def pg_dsn():
         with conn.cursor() as cur:
             cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         conn.close()
+        if throwaway is not None:
+            throwaway.stop()
 
 
 @pytest.fixture

@@ -655,3 +655,21 @@ def test_every_dashboard_query_runs_and_returns_time(tmp_path, pg_dsn, pg_conn):
         [(1768903200, "m0", 1)]
     assert results["pyjama-valvometry: panel 'Completeness per animal (% of usable samples per hour)'"] == \
         [(1768903200, "m0", 100.0)]
+
+
+def test_throwaway_cluster_fallback_starts_serves_and_goes():
+    """Where no server runs, the tests start their own with the local binaries."""
+    import psycopg2
+
+    from tests.pg_throwaway import Throwaway
+
+    tw = Throwaway()
+    try:
+        dsn = tw.start()
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        folder = tw.dir
+    finally:
+        tw.stop()
+    assert not folder.exists()
