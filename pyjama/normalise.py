@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import tidy
 from .flags import UNUSABLE, Flag, combine
-from .transform import concat_tidy, rename_sensors
+from .transform import rename_sensors
 
 # Keys of the step config that define a fit: the fit file records them, and applying a fit
 # made with other values is an error (refit explicitly) rather than a silent mismatch.
@@ -235,7 +235,7 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
         report["rows_added"] = int(len(idx))
     else:
         keep = df.drop(index=idx)
-    out = concat_tidy([keep, derived])
+    out = tidy.concat([keep, derived])
     out = out.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
     return tidy.conform(out), report
 

@@ -68,6 +68,14 @@ class LineBook:
         self.skipped[mask] = True
         self.reason[mask] = reason
 
+    def absorb(self, other: "LineBook", start: int) -> None:
+        """Copy the state of a block's book into this one at line index ``start``."""
+        end = start + len(other.ok)
+        self.ok[start:end] = other.ok
+        self.reason[start:end] = other.reason
+        self.detail[start:end] = other.detail
+        self.skipped[start:end] = other.skipped
+
     def reject(self, mask, reason, detail=None):
         mask = np.asarray(mask, dtype=bool) & self.ok
         self.ok[mask] = False
@@ -247,35 +255,59 @@ def parse_bytes(data: bytes, cfg: dict, filename: str, values: bool = True) -> P
     """
     lines, final_newline = split_lines(data, cfg.get("encoding", "utf-8"))
     n = len(lines)
-    book = LineBook(n)
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = pa.array(lines, pa.string())
-    s = pd.Series(lines, dtype=object)
-    if n:
-        book.skip(_np_bool(pc.equal(pc.utf8_trim_whitespace(arr), "")), S_BLANK)
-        skip_n = int(cfg.get("skip_lines", 0))
-        head = np.zeros(n, dtype=bool)
-        head[:skip_n] = True
-        book.skip(head, S_SKIP_LINES)
-        for pat in cfg.get("skip_patterns", []):
-            book.skip(_np_bool(pc.match_substring_regex(arr, pat)), S_PATTERN)
-        book.reject(_np_bool(pc.match_substring_regex(arr, _GARBAGE_RE)), R_GARBAGE)
-        if not final_newline and cfg.get("last_line_without_newline", "reject") == "reject":
-            last = np.zeros(n, dtype=bool)
-            last[-1] = True
-            book.reject(last, R_TRUNCATED)
     fixed_device = device_from_filename(filename, cfg["device"])
     if cfg["device"]["from"] in ("filename", "fixed") and fixed_device is None:
         from .errors import UserError
         raise UserError(f"{filename}: file name does not match $.device.pattern "
                         f"{cfg['device']['pattern']!r}; allowed: names with a (?P<device>...) match")
-    if cfg["format"] == "keyvalue":
-        rows = _parse_keyvalue(s, cfg, book, fixed_device, values)
+    # Lines are parsed in blocks so that the memory a file needs is bounded by the block,
+    # not by the file (a 10 Hz day is ~864 k lines and 11 M values); results are the same.
+    book = LineBook(n)
+    state: dict = {}
+    parts = []
+    for start in range(0, max(n, 1), CHUNK_LINES):
+        chunk = lines[start:start + CHUNK_LINES]
+        sub = LineBook(len(chunk))
+        _premark(sub, chunk, start, n, final_newline, cfg)
+        s = pd.Series(chunk, dtype=object)
+        if cfg["format"] == "keyvalue":
+            rows = _parse_keyvalue(s, cfg, sub, fixed_device, values)
+        else:
+            rows = _parse_delimited(s, cfg, sub, fixed_device, values, state)
+        book.absorb(sub, start)
+        if len(rows):
+            parts.append(rows)
+    if values:
+        rows = tidy.concat(parts)
     else:
-        rows = _parse_delimited(s, cfg, book, fixed_device, values)
+        rows = pd.concat(parts, ignore_index=True) if parts else _scan_rows(
+            pd.Series([], dtype="datetime64[us, UTC]"), LineBook(0), fixed_device, None)
     return _finish(rows, lines, book, n)
+
+
+CHUNK_LINES = 200_000
+
+
+def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg) -> None:
+    """Blank lines, declared skips, garbage bytes and a cut last line, for one block of
+    lines starting at line index ``start`` of a file of ``n`` lines."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not chunk:
+        return
+    arr = pa.array(chunk, pa.string())
+    book.skip(_np_bool(pc.equal(pc.utf8_trim_whitespace(arr), "")), S_BLANK)
+    head = (np.arange(start, start + len(chunk)) < int(cfg.get("skip_lines", 0)))
+    book.skip(head, S_SKIP_LINES)
+    for pat in cfg.get("skip_patterns", []):
+        book.skip(_np_bool(pc.match_substring_regex(arr, pat)), S_PATTERN)
+    book.reject(_np_bool(pc.match_substring_regex(arr, _GARBAGE_RE)), R_GARBAGE)
+    if (not final_newline and cfg.get("last_line_without_newline", "reject") == "reject"
+            and start + len(chunk) == n):
+        last = np.zeros(len(chunk), dtype=bool)
+        last[-1] = True
+        book.reject(last, R_TRUNCATED)
 
 
 def _finish(rows, lines, book, n) -> ParseResult:
@@ -404,26 +436,27 @@ def _scan_rows(ts, book, device, device_col):
     return out
 
 
-def _parse_delimited(s, cfg, book, fixed_device, values):
+def _parse_delimited(s, cfg, book, fixed_device, values, state=None):
     import pyarrow as pa
     import pyarrow.compute as pc
 
     delim = cfg["delimiter"]
     n = len(s)
+    state = {} if state is None else state   # the header, found once per file
     columns = list(cfg.get("columns") or [])
-    header_line = None
-    if cfg.get("header", False):
+    header_line = state.get("header_line")
+    if cfg.get("header", False) and header_line is None:
         first = np.flatnonzero(book.ok)
         if len(first) == 0:
             return tidy.empty() if values else _scan_rows(
                 pd.Series([], dtype="datetime64[us, UTC]"), book, fixed_device, None)
         i = first[0]
-        header_line = s.iloc[i]
-        hdr = [h.strip() for h in header_line.split(delim)]
-        columns = columns or hdr
+        header_line = state["header_line"] = s.iloc[i]
         mask = np.zeros(n, dtype=bool)
         mask[i] = True
         book.skip(mask, S_HEADER)
+    if cfg.get("header", False):
+        columns = columns or [h.strip() for h in header_line.split(delim)]
     if cfg.get("skip_repeated_header", True):
         hdr_text = (header_line if header_line is not None else delim.join(columns)).strip()
         book.skip(np.array([ln.strip() == hdr_text for ln in s], dtype=bool), S_HEADER)

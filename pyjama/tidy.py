@@ -137,3 +137,19 @@ def sensor_groups(df: pd.DataFrame):
     dom_names, sen_names = dom.cat.categories, sen.cat.categories
     for idx in np.split(order, cuts):
         yield str(dom_names[dom_codes[idx[0]]]), str(sen_names[sen_codes[idx[0]]]), idx
+
+
+def concat(frames) -> pd.DataFrame:
+    """Concatenate tidy frames keeping the categorical columns categorical (union of the
+    categories, sorted), which plain ``pd.concat`` would turn into per-row strings."""
+    frames = [conform(f) for f in frames if len(f)]
+    if not frames:
+        return empty()
+    if len(frames) == 1:
+        return frames[0]
+    frames = [f.copy() for f in frames]
+    for c in ("device_id", "domain", "sensor"):
+        cats = sorted({str(x) for f in frames for x in f[c].cat.categories})
+        for f in frames:
+            f[c] = f[c].cat.set_categories(cats)
+    return conform(pd.concat(frames, ignore_index=True))

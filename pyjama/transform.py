@@ -141,7 +141,7 @@ def transform_frame(df: pd.DataFrame, rules: list):
             rows_added += len(derived)
         else:
             rest = df.loc[~src_mask]
-        df = concat_tidy([rest, derived])
+        df = tidy.concat([rest, derived])
         undefined_total += int(bad.sum())
         per_rule.append({"rule": i, "sensors": len(names), "rows": int(len(derived)),
                          "undefined": int(bad.sum())})
@@ -166,17 +166,3 @@ def rename_sensors(sensor: pd.Series, mapping: dict) -> pd.Series:
     return col.cat.rename_categories([mapping.get(str(c), str(c)) for c in col.cat.categories])
 
 
-def concat_tidy(frames) -> pd.DataFrame:
-    """Concatenate tidy frames keeping the categorical columns categorical (union of the
-    categories, sorted), which plain ``pd.concat`` would turn into per-row strings."""
-    frames = [tidy.conform(f) for f in frames if len(f)]
-    if not frames:
-        return tidy.empty()
-    if len(frames) == 1:
-        return frames[0]
-    frames = [f.copy() for f in frames]
-    for c in ("device_id", "domain", "sensor"):
-        cats = sorted({str(x) for f in frames for x in f[c].cat.categories})
-        for f in frames:
-            f[c] = f[c].cat.set_categories(cats)
-    return tidy.conform(pd.concat(frames, ignore_index=True))

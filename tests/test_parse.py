@@ -207,3 +207,27 @@ def test_real_owhl_free_text_line_header_and_fractional_seconds():
     assert ts.min() == pd.Timestamp("2016-08-19 18:20:00", tz="UTC")
     assert ts.max() == pd.Timestamp("2016-08-19 18:59:59.75", tz="UTC")
     assert sorted(res.rows["sensor"].unique()) == ["Pressure.mbar", "TempC"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
+def test_block_parsing_gives_the_same_result_as_one_block(monkeypatch, chunk):
+    """Files are parsed in blocks of lines (bounded memory); block edges change nothing:
+    line numbers, skips, header state, the cut last line, rows and their order."""
+    import pyjama.parse as parse_mod
+
+    kv = ("2026-01-20T00:00:00Z;m0:1;t:2\n\n2026-13-45T99:99:99Z;m0:2\n2026-01-20T00:00:02Z;m0:abc\n"
+          "2026-01-20T00:00:03Z;m0:3;x:4\n2026-01-20T00:00:04Z;m0:4")
+    dl_cfg = validate("10_parser", {**BASE, "format": "delimited", "delimiter": ",", "header": True,
+                                    "skip_lines": 1, "device": {"from": "fixed", "value": "d"},
+                                    "timestamp": {"column": "t", "format": "ISO8601"}}, "test")
+    dl = ("mission line\nt,a,b\n2026-01-20T00:00:00Z,1,2\nt,a,b\n2026-01-20T00:00:01Z,3\n"
+          "2026-01-20T00:00:02Z,5,6\n")
+    for text, cfg in ((kv, kv_cfg()), (dl, dl_cfg)):
+        monkeypatch.setattr(parse_mod, "CHUNK_LINES", 10_000)
+        whole = parse(text, cfg)
+        monkeypatch.setattr(parse_mod, "CHUNK_LINES", chunk)
+        blocks = parse(text, cfg)
+        assert rows(blocks) == rows(whole)
+        assert [r[:3] for r in blocks.rejects] == [r[:3] for r in whole.rejects]
+        assert (blocks.skipped, blocks.rejected, blocks.parsed) == (whole.skipped, whole.rejected, whole.parsed)
+    assert [(r[0], r[1]) for r in whole.rejects] == [(5, "wrong field count")]
