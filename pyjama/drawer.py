@@ -134,7 +134,14 @@ def cmd_run(args) -> int:
     cmd = snakemake_command(args, root)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.call(cmd, env=env)
+    rc = subprocess.call(cmd, env=env)
+    if not args.dry_run:
+        window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
+        what = ("done. Step × day board with rows and rejects" if rc == 0 else
+                f"stopped with errors (exit {rc}). Failed jobs and their logs")
+        print(f"PyJAMA: {what}: python3 drawer.py status {args.pipeline}{' ' + window if window else ''}",
+              file=sys.stderr)
+    return rc
 
 
 def cmd_status(args) -> int:

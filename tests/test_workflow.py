@@ -144,7 +144,10 @@ def test_drawer_until_and_only(tmp_path):
     assert res.returncode == 0, res.stderr
     assert list((tmp_path / "data/T/10_parsed").rglob("part.parquet"))
     assert not list((tmp_path / "data/T/20_split").rglob("part.parquet"))
-    assert drawer(tmp_path, "run", "configs/T/pipeline.json", "-q").returncode == 0
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "-q")
+    assert res.returncode == 0
+    assert res.stderr.splitlines()[-1] == ("PyJAMA: done. Step × day board with rows and rejects: "
+                                           "python3 drawer.py status configs/T/pipeline.json")
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "data/T").rglob("part.parquet")}
     res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--only", "20_split",
                  "--from", "2026-01-21", "--to", "2026-01-21", "-q")
