@@ -54,6 +54,14 @@ def check_identifier(name, where: str) -> str:
     return name
 
 
+def check_target(params: dict, source: str) -> None:
+    """The table settings every import config has: schema and table identifiers, sensor
+    globs (one-line errors naming the file and JSON path)."""
+    check_identifier(params["schema"], f"{source}: $.schema")
+    check_identifier(params["table"], f"{source}: $.table")
+    check_sensor_globs(params["sensors"], f"{source}: $.sensors")
+
+
 def qualified(schema: str, table: str):
     """``"schema"."table"`` as a composable SQL object (validated, then quoted)."""
     from psycopg2 import sql

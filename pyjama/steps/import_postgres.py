@@ -139,9 +139,7 @@ class ImportPostgresStep(Step):
     summary = "aggregated partitions → PostgreSQL long table (idempotent per device/day, receipts)"
 
     def check_config(self, params, source):
-        db.check_identifier(params["schema"], f"{source}: $.schema")
-        db.check_identifier(params["table"], f"{source}: $.table")
-        db.check_sensor_globs(params["sensors"], f"{source}: $.sensors")
+        db.check_target(params, source)
 
     def output_files(self, st, device="{device}", day="{day}"):
         stage = st["output_stage"]

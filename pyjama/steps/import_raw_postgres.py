@@ -127,9 +127,7 @@ class ImportRawPostgresStep(Step):
     summary = "raw files → aggregated PostgreSQL long table (day range or --mode auto; not a workflow rule)"
 
     def check_config(self, params, source):
-        db.check_identifier(params["schema"], f"{source}: $.schema")
-        db.check_identifier(params["table"], f"{source}: $.table")
-        db.check_sensor_globs(params["sensors"], f"{source}: $.sensors")
+        db.check_target(params, source)
         w = window_seconds(params["window"])  # the one parser of window lengths (step 70's)
         if DAY_S % w:
             raise UserError(f"{source}: $.window: {params['window']!r} is not allowed; allowed: a window "
