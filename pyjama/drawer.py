@@ -28,7 +28,7 @@ RUN_EPILOG = """examples:
   python3 drawer.py run configs/DEMO/pipeline.json --from 2026-01-21 --to 2026-01-21 --dry-run
   python3 drawer.py run configs/DEMO/pipeline.json --until 20_split
   python3 drawer.py run configs/DEMO/pipeline.json --only 30_clean --from 2026-01-20 --to 2026-01-20
-  python3 drawer.py run configs/DEMO/pipeline.json -- --keep-going    (after --: snakemake's own options)
+  python3 drawer.py run configs/DEMO/pipeline.json -- --summary    (after --: snakemake's own options)
 """
 
 
