@@ -1,0 +1,26 @@
+"""The benchmark suite runs end to end and prints its ratios (a smoke test, never a timed
+assertion: speed is reported by bench/run.py, not asserted)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.wf import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_small_runs_and_prints_every_scenario(tmp_path):
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--size", "small", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for row in ("1 floor", "2 full rebuild 10→70", "3 no-op re-run", "4 incremental", "5 dry run",
+                "6 peak memory", "7 import 80 vs bare COPY", "8 81 --mode auto"):
+        assert row in res.stdout, f"bench table lacks {row!r}:\n{res.stdout}"
+    fig = json.loads(out.read_text())
+    assert fig["floor"]["rows"] > 0 and fig["full"]["wall"] > 0
+    assert fig["noop"]["jobs"] == 0                       # nothing re-runs: a property, not a time
+    assert set(fig["incremental"]["jobs"].values()) == {1}
+    assert "error" not in (fig.get("import80") or {}), fig.get("import80")
