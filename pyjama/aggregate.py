@@ -257,14 +257,21 @@ def aggregate_partition(df: pd.DataFrame, day: str, windows: dict, stats=STATS, 
     return frames, counts
 
 
+def day_window_seconds(label: str, where: str) -> int:
+    """A window label → seconds, refused (one line at ``where``) unless it divides 24 h, so
+    windows never cross midnight. Used by step 70 and step 81."""
+    w = window_seconds(label)
+    if DAY_S % w:
+        raise UserError(f"{where}: {label!r} is not allowed; allowed: a window that "
+                        "divides 24 h exactly (e.g. 10s, 60s, 5min, 15min, 1h, 24h)")
+    return w
+
+
 def check_windows(labels, source: str) -> dict:
     """Config check: labels → seconds; each divides 24 h; no two labels of one length."""
     out, seen = {}, {}
     for i, label in enumerate(labels):
-        w = window_seconds(label)
-        if DAY_S % w:
-            raise UserError(f"{source}: $.windows[{i}]: {label!r} is not allowed; allowed: a window that "
-                            "divides 24 h exactly (e.g. 10s, 60s, 5min, 15min, 1h, 24h)")
+        w = day_window_seconds(label, f"{source}: $.windows[{i}]")
         if w in seen:
             raise UserError(f"{source}: $.windows[{i}]: {label!r} is not allowed; allowed: a length not "
                             f"already listed ({seen[w]!r} is the same window)")

@@ -332,7 +332,7 @@ def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: i
 def read_durations(p: dict, source: str) -> dict:
     """The config's durations in seconds, checked: ``{"period", "min_duration", "reference",
     "micro_max", "velocity", "sync"}``. Raises a one-line UserError naming the JSON path."""
-    from .qc import parse_duration
+    from .timewindow import parse_duration
 
     def sec(path, text, allow_zero=False):
         return parse_duration(text, f"{source}: {path}", allow_zero).total_seconds()

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, one_line_errors
 
 EPILOG = """example:
   python3 pyjama.py run 20_split.py --with configs/DEMO/20_split.json --from 2026-01-20 --to 2026-01-21
@@ -99,9 +98,7 @@ def run_job_logged(argv, log_path) -> None:
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(f"pyjama.py run {' '.join(argv)}\n")
         try:
-            entries = run_step(args.script, args.config, args.start, args.end, args.device, args.day,
-                               args.raw, quiet=True,
-                               options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
+            entries = _run_args(args, quiet=True)
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
             text = str(exc)
@@ -117,32 +114,32 @@ def run_job_logged(argv, log_path) -> None:
         fh.write(f"done in {time.monotonic() - t0:.2f} s\n")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "list":
-            from .steps import get_step, known_scripts
+def _run_args(args, quiet: bool) -> list:
+    """`pyjama.py run` arguments → run_step (shared by the CLI and the workflow's jobs)."""
+    return run_step(args.script, args.config, args.start, args.end, args.device, args.day, args.raw,
+                    quiet=quiet, options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
 
-            for s in known_scripts():
-                print(f"{s:28s} {get_step(s).summary}")
-            return 0
-        t0 = time.monotonic()
-        entries = run_step(args.script, args.config, args.start, args.end, args.device, args.day,
-                           args.raw, quiet=args.quiet,
-                           options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
-        if not args.quiet:
-            rows_in = sum(e.get("rows_in", 0) for e in entries)
-            rows_out = sum(e.get("rows_out", 0) for e in entries)
-            rej = sum(sum(e.get("rejected", {}).values()) for e in entries)
-            done = "would be written (dry run: nothing changed)" if args.dry_run else "written"
-            print(f"{args.script}: {len(entries)} partition(s) {done}, rows in {rows_in}, "
-                  f"out {rows_out}, set aside {rej}, in {time.monotonic() - t0:.1f} s")
-            if not entries:
-                print(f"{args.script}: nothing to do in this window (no input partitions)")
+
+def _command(args) -> int:
+    if args.command == "list":
+        from .steps import get_step, known_scripts
+
+        for s in known_scripts():
+            print(f"{s:28s} {get_step(s).summary}")
         return 0
-    except UserError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("Error: interrupted", file=sys.stderr)
-        return 130
+    t0 = time.monotonic()
+    entries = _run_args(args, args.quiet)
+    if not args.quiet:
+        rows_in = sum(e.get("rows_in", 0) for e in entries)
+        rows_out = sum(e.get("rows_out", 0) for e in entries)
+        rej = sum(sum(e.get("rejected", {}).values()) for e in entries)
+        done = "would be written (dry run: nothing changed)" if args.dry_run else "written"
+        print(f"{args.script}: {len(entries)} partition(s) {done}, rows in {rows_in}, "
+              f"out {rows_out}, set aside {rej}, in {time.monotonic() - t0:.1f} s")
+        if not entries:
+            print(f"{args.script}: nothing to do in this window (no input partitions)")
+    return 0
+
+
+def main(argv=None) -> int:
+    return one_line_errors(_command, build_parser().parse_args(argv))

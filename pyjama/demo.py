@@ -114,7 +114,6 @@ def generate(out_dir, exposure="DEMO", devices=2, days=3, start="2026-01-20", hz
                                             "seconds": 600})
                 truncated = d == 0 and k == days - 1
             lines = _format_lines(ts, vals, temp)
-            order = []
             idx = np.flatnonzero(keep)
             rep = np.where(dup[idx], 2, 1)
             order = np.repeat(idx, rep)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, one_line_errors
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -179,11 +179,4 @@ def main(argv=None) -> int:
         argv, extra = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     args.snakemake_args = extra
-    try:
-        return COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("Error: interrupted", file=sys.stderr)
-        return 130
+    return one_line_errors(COMMANDS[args.command], args)

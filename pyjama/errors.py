@@ -9,5 +9,20 @@ class UserError(Exception):
     """
 
 
+def one_line_errors(command, *args) -> int:
+    """Run a CLI command: a UserError becomes ``Error: <message>`` on stderr and exit 2, an
+    interrupt exit 130 — never a traceback. Returns the command's exit code."""
+    import sys
+
+    try:
+        return command(*args)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
+
+
 class StepFailed(UserError):
     """A step could not finish a partition; the message names the partition."""

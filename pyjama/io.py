@@ -30,14 +30,16 @@ def stage_dir(expo: str, stage: str) -> Path:
     return data_dir(expo) / stage
 
 
-def partition_dir(expo: str, stage: str, device: str, day: str) -> Path:
-    return stage_dir(expo, stage) / f"device_id={device}" / f"day={day}"
-
-
 def partition_file(expo: str, stage: str, device: str, day: str, name: str = PART) -> str:
     """Relative path (str, as Snakemake wants) of one file of a (device, day) partition.
     (Plain string formatting: the DAG of a year asks for tens of thousands of these.)"""
     return f"data/{expo}/{stage}/device_id={device}/day={day}/{name}"
+
+
+def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = PART) -> str:
+    """Relative path of one file of a parser output, which is per raw file:
+    ``data/<EXPO>/<stage>/raw=<file name>/<name>``."""
+    return f"data/{expo}/{stage}/raw={raw_name}/{name}"
 
 
 def list_partitions(expo: str, stage: str, root: Path | None = None):

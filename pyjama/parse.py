@@ -324,10 +324,6 @@ def _finish(rows, lines, book, n) -> ParseResult:
     return res
 
 
-def _empty_rows(values: bool):
-    return tidy.empty()
-
-
 def _parse_keyvalue(s, cfg, book, fixed_device, values):
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import threading
 from pathlib import Path
 
 from . import io
@@ -55,7 +57,12 @@ class RawIndex:
             if hit and hit["size"] == stat.st_size and hit["mtime_ns"] == stat.st_mtime_ns:
                 out[name] = hit
                 continue
-            res = parse_bytes(read_raw_bytes(self.raw_dir / name), self.st.params, name, values=False)
+            try:
+                res = parse_bytes(read_raw_bytes(self.raw_dir / name), self.st.params, name, values=False)
+            except UserError as exc:   # e.g. a stray file whose name carries no device id
+                rel = io.stage_dir(self.st.exposure, self.st["input_stage"]) / name
+                raise UserError(f"{rel} ({self.st.path}): {str(exc).removeprefix(name + ': ')}; move the "
+                                f"file out of the raw folder or narrow $.files (now {self.st['files']!r})") from None
             rows = res.rows
             if len(rows):
                 from .parse import day_counts
@@ -113,7 +120,19 @@ class Project:
         if not (root / path).exists():
             raise UserError(f"{path}: file not found; every exposure needs one "
                             f"(./manager.sh create {exposure} makes it)")
-        return cls.load(path, root)
+        # Workflow jobs run as threads of one Snakemake process: each asks for the project
+        # again. Re-validating every config and re-checking every raw file per job costs
+        # ~20 ms on a year of files, so the project is kept while nothing it was built
+        # from has changed (the pipeline, its configs, the raw folders' listings).
+        key = (str(root.resolve()), str(path))
+        with _MEMO_LOCK:
+            hit = _MEMO.get(key)
+        if hit is not None and hit[0] == _stamp(hit[1], root):
+            return hit[1]
+        project = cls.load(path, root)
+        with _MEMO_LOCK:
+            _MEMO[key] = (_stamp(project, root), project)
+        return project
 
     def parser_steps(self):
         from .steps import get_step
@@ -138,8 +157,28 @@ class Project:
         if st is None:
             raise UserError(f"stage {stage!r} is not written by any step of {self.pipeline.path}")
         idx = self.raw_index(st)
-        return [raw_partition_file(st.exposure, stage, name) for name in idx.files_for(device, day)]
+        return [io.raw_partition_file(st.exposure, stage, name) for name in idx.files_for(device, day)]
 
 
-def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = io.PART) -> str:
-    return f"data/{expo}/{stage}/raw={raw_name}/{name}"
+_MEMO: dict = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def _stamp(project: "Project", root: Path) -> tuple:
+    """What a loaded project depends on: mtimes of its pipeline and config files, and the
+    size and mtime of every raw file (one scandir per raw folder: cheap)."""
+    out = []
+    for p in [project.pipeline.path] + [st.path for st in project.pipeline.steps]:
+        try:
+            out.append((p, (root / p).stat().st_mtime_ns))
+        except FileNotFoundError:
+            out.append((p, None))
+    for st in project.parser_steps():
+        folder = root / io.stage_dir(st.exposure, st["input_stage"])
+        try:
+            with os.scandir(folder) as it:
+                out.extend(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it))
+        except FileNotFoundError:
+            out.append((str(folder), None))
+    return tuple(out)
+

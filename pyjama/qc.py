@@ -29,27 +29,6 @@ from .errors import UserError
 # MAD → standard deviation of a normal distribution: sigma = 1.4826 × MAD.
 MAD_TO_SIGMA = 1.4826
 
-DURATION_HINT = "a positive duration with a unit such as '10s', '5min', '2h', '1D'"
-
-
-def parse_duration(text, where: str, allow_zero: bool = False) -> pd.Timedelta:
-    """Parse a duration string (``"10s"``, ``"30min"``, ``"2h"``) with pandas.Timedelta.
-
-    A bare number is refused (pandas would read ``"31"`` as 31 ns). ``where`` prefixes the
-    one-line :class:`UserError` (file and JSON path).
-    """
-    hint = DURATION_HINT.replace("positive", "non-negative") if allow_zero else DURATION_HINT
-    bad = UserError(f"{where}: {text!r} is not allowed; allowed: {hint}")
-    if not isinstance(text, str) or not re.search(r"[A-Za-z]", text):
-        raise bad
-    try:
-        td = pd.Timedelta(text)
-    except (ValueError, TypeError):
-        raise bad from None
-    if td is pd.NaT or td < pd.Timedelta(0) or (td == pd.Timedelta(0) and not allow_zero):
-        raise bad
-    return td
-
 
 class _Bounds(BaseIndexer):
     """A rolling window given by explicit [start, end) row bounds (pandas computes the

@@ -195,7 +195,7 @@ def resolve_grid(params: dict, domain: str, sensor: str) -> dict:
 
 def check_grid(rule: dict, where: str) -> None:
     """Semantic checks of one grid rule (freq divides a day; durations parse)."""
-    from .qc import parse_duration
+    from .timewindow import parse_duration
 
     if "freq" in rule:
         allowed = (f"a duration from {MIN_FREQ.total_seconds() * 1000:g}ms to 1D that divides a "

@@ -287,7 +287,7 @@ class Board:
         if "raw" in wc:
             idx = self.project.raw_index(st)
             parts = idx.files.get(wc["raw"], {}).get("partitions", [])
-            return [tuple(p) for p in parts if self.plan.window.contains_day(_date(p[1]))]
+            return [tuple(p) for p in parts if self.plan.window.contains_day(p[1])]
         return []
 
     def _place(self, st, job: Job):
@@ -391,12 +391,6 @@ def _add_ledger(cell: Cell, led, device, day):
         cell.rejected[k] = cell.rejected.get(k, 0) + int(v)
     for k, v in _flag_counts(led).items():
         cell.flags[k] = cell.flags.get(k, 0) + v
-
-
-def _date(day: str):
-    import datetime as dt
-
-    return dt.date.fromisoformat(day)
 
 
 def _iso(t):

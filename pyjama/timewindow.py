@@ -69,8 +69,11 @@ class Window:
     start: dt.datetime | None = None
     end: dt.datetime | None = None
 
-    def contains_day(self, day: dt.date) -> bool:
-        """True when any instant of the UTC day ``day`` lies in the window."""
+    def contains_day(self, day) -> bool:
+        """True when any instant of the UTC day ``day`` (a date or ``YYYY-MM-DD``) lies in
+        the window."""
+        if isinstance(day, str):
+            day = dt.date.fromisoformat(day)
         day_start = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
         day_end = day_start + dt.timedelta(days=1)  # exclusive
         if self.start is not None and day_end <= self.start:
@@ -81,12 +84,7 @@ class Window:
 
     def select_days(self, days):
         """Keep the days (``datetime.date`` or ``YYYY-MM-DD`` strings) the window selects."""
-        out = []
-        for d in days:
-            dd = dt.date.fromisoformat(d) if isinstance(d, str) else d
-            if self.contains_day(dd):
-                out.append(d)
-        return out
+        return [d for d in days if self.contains_day(d)]
 
     def __str__(self) -> str:
         f = self.start.isoformat().replace("+00:00", "Z") if self.start else "-inf"
@@ -114,3 +112,27 @@ def day_bounds(day: str):
 def shift_day(day: str, n: int) -> str:
     """The day ``n`` days after ``day`` (both ``YYYY-MM-DD``)."""
     return (dt.date.fromisoformat(day) + dt.timedelta(days=n)).isoformat()
+
+
+DURATION_HINT = "a positive duration with a unit such as '10s', '5min', '2h', '1D'"
+
+
+def parse_duration(text, where: str, allow_zero: bool = False):
+    """Parse a duration string (``"10s"``, ``"30min"``, ``"2h"``) with pandas.Timedelta.
+
+    A bare number is refused (pandas would read ``"31"`` as 31 ns). ``where`` prefixes the
+    one-line :class:`UserError` (file and JSON path).
+    """
+    import pandas as pd
+
+    hint = DURATION_HINT.replace("positive", "non-negative") if allow_zero else DURATION_HINT
+    bad = UserError(f"{where}: {text!r} is not allowed; allowed: {hint}")
+    if not isinstance(text, str) or not re.search(r"[A-Za-z]", text):
+        raise bad
+    try:
+        td = pd.Timedelta(text)
+    except (ValueError, TypeError):
+        raise bad from None
+    if td is pd.NaT or td < pd.Timedelta(0) or (td == pd.Timedelta(0) and not allow_zero):
+        raise bad
+    return td

@@ -451,7 +451,7 @@ def test_window_must_divide_a_day(proj, pg_dsn):
     res = cli(proj, "run", "81_import_raw_postgres.py", "--with", path)
     assert res.returncode == 2
     assert res.stderr == (f"Error: {path}: $.window: '7s' is not allowed; allowed: a window that divides "
-                          "24 h (e.g. 10s, 60s, 5min, 1h)\n")
+                          "24 h exactly (e.g. 10s, 60s, 5min, 15min, 1h, 24h)\n")
 
 
 def test_81_is_not_a_workflow_rule(proj, pg_dsn):

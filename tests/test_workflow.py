@@ -212,3 +212,14 @@ def test_snakemake_lint_has_nothing_to_say(built):
     text = (res.stdout + res.stderr)
     assert res.returncode == 0, text
     assert "Lints for" not in text, text
+
+
+def test_a_stray_raw_file_is_one_line_naming_it(tmp_path):
+    make_project(tmp_path, "T", devices=1, days=1, hz=0.01)
+    (tmp_path / "data/T/00_raw/notes.csv").write_text("hello\n")
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--dry-run")
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "Error: data/T/00_raw/notes.csv (configs/T/10_parser.json): file name does not match "
+        "$.device.pattern '^T_(?P<device>[^_]+)_\\\\d{4}-\\\\d{2}-\\\\d{2}\\\\.csv(\\\\.gz)?$'; allowed: names "
+        "with a (?P<device>...) match; move the file out of the raw folder or narrow $.files (now '*.csv*')")

@@ -126,7 +126,7 @@ class Step:
 
     def partitions(self, project, st, window):
         """The (device, day) pairs this step builds in the window (from the raw index)."""
-        return [p for p in project.partitions() if window.contains_day(_date(p[1]))]
+        return [p for p in project.partitions() if window.contains_day(p[1])]
 
     def rule_specs(self, project, st, window) -> list:
         name = self.rule_name(st)
@@ -156,7 +156,7 @@ class Step:
         """Partitions for ``pyjama.py run`` alone: those present in the input stage."""
         found = io.list_partitions(st.exposure, st["input_stage"], project.root)
         return [(d, day) for d, day in found
-                if window.contains_day(_date(day)) and (not devices or d in devices)]
+                if window.contains_day(day) and (not devices or d in devices)]
 
     def run_partition(self, project, st, device: str, day: str) -> dict:
         """Read inputs, compute, write outputs + ledger. Returns the ledger entry."""
@@ -187,9 +187,3 @@ def _q(text: str) -> str:
     import shlex
 
     return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")
-
-
-def _date(day: str):
-    import datetime as dt
-
-    return dt.date.fromisoformat(day)

@@ -10,8 +10,9 @@ from . import Step
 from .. import qc
 from ..config import check_regex
 from ..errors import UserError
+from ..timewindow import DURATION_HINT, parse_duration
 
-WINDOW_ALLOWED = f"an odd number of samples >= 3, or {qc.DURATION_HINT}"
+WINDOW_ALLOWED = f"an odd number of samples >= 3, or {DURATION_HINT}"
 
 
 def check_window(window, where: str) -> None:
@@ -23,7 +24,7 @@ def check_window(window, where: str) -> None:
             raise UserError(f"{where}: {window!r} is not allowed; allowed: {WINDOW_ALLOWED}")
         return
     try:
-        qc.parse_duration(window, where)
+        parse_duration(window, where)
     except UserError:
         raise UserError(f"{where}: {window!r} is not allowed; allowed: {WINDOW_ALLOWED}") from None
 
@@ -50,7 +51,7 @@ def check_rule(rule: dict, where: str, partial: bool) -> None:
                             "allowed: at least one threshold")
     flat = rule.get("flat")
     if isinstance(flat, dict) and "min_duration" in flat:
-        qc.parse_duration(flat["min_duration"], f"{where}.flat.min_duration")
+        parse_duration(flat["min_duration"], f"{where}.flat.min_duration")
 
 
 class CleanStep(Step):

@@ -33,14 +33,13 @@ import sys
 from . import Step
 from ..progress import progress_bar
 from .. import db, io
-from ..aggregate import window_seconds
+from ..aggregate import day_window_seconds, window_seconds
 from ..errors import UserError
 
 RECEIPT = "receipt.json"
 STATE = "_auto_state.json"
 NOT_SELECTED = "not selected (sensors of the config)"
 UTC = dt.timezone.utc
-DAY_S = 86_400
 
 
 # ---------------------------------------------------------------- pure functions
@@ -128,10 +127,7 @@ class ImportRawPostgresStep(Step):
 
     def check_config(self, params, source):
         db.check_target(params, source)
-        w = window_seconds(params["window"])  # the one parser of window lengths (step 70's)
-        if DAY_S % w:
-            raise UserError(f"{source}: $.window: {params['window']!r} is not allowed; allowed: a window "
-                            "that divides 24 h (e.g. 10s, 60s, 5min, 1h)")
+        day_window_seconds(params["window"], f"{source}: $.window")  # step 70's rule
 
     # ---- not a workflow step
     def rule_specs(self, project, st, window) -> list:
@@ -240,7 +236,7 @@ class _Run:
             if window and window.end else None
         plan = []
         for dev, days in self.device_days().items():
-            days = [d for d in days if window is None or window.contains_day(_date(d))]
+            days = [d for d in days if window is None or window.contains_day(d)]
             for i in range(0, len(days), self.st["batch_days"]):
                 plan.append((dev, days[i:i + self.st["batch_days"]]))
         if self.dry_run:
@@ -432,10 +428,6 @@ def _day_span(day: str):
     from ..timewindow import day_bounds
 
     return day_bounds(day)
-
-
-def _date(day: str):
-    return dt.date.fromisoformat(day)
 
 
 def _iso(t) -> str:

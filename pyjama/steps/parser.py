@@ -14,7 +14,6 @@ from . import RuleSpec, Step, _q
 from .. import io
 from ..config import check_regex
 from ..errors import UserError
-from ..project import raw_partition_file
 
 
 class ParserStep(Step):
@@ -25,8 +24,6 @@ class ParserStep(Step):
 
     def check_config(self, params, source):
 
-        if params["input_stage"] != "00_raw":
-            pass  # any folder of raw files is allowed
         dev = params["device"]
         if dev["from"] == "filename":
             rx = check_regex(dev["pattern"], f"{source}: $.device.pattern", r"_(?P<device>[^_]+)_")
@@ -57,9 +54,9 @@ class ParserStep(Step):
     def output_files_raw(self, st, raw="{raw}"):
         stage = st["output_stage"]
         return {
-            "data": raw_partition_file(st.exposure, stage, raw),
-            "ledger": raw_partition_file(st.exposure, stage, raw, io.LEDGER),
-            "rejects": raw_partition_file(st.exposure, stage, raw, io.REJECTS),
+            "data": io.raw_partition_file(st.exposure, stage, raw),
+            "ledger": io.raw_partition_file(st.exposure, stage, raw, io.LEDGER),
+            "rejects": io.raw_partition_file(st.exposure, stage, raw, io.REJECTS),
         }
 
     def raw_path(self, st, raw):
@@ -75,7 +72,7 @@ class ParserStep(Step):
                 if window.start is None and window.end is None and not devices:
                     out.append(name)
                 continue
-            if any(window.contains_day(_date(d)) and (not devices or dev in devices) for dev, d in parts):
+            if any(window.contains_day(d) and (not devices or dev in devices) for dev, d in parts):
                 out.append(name)
         return sorted(out)
 
@@ -140,12 +137,6 @@ def _with_device(rows):
 
 def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch) & 0xff:02x}" for ch in text)
-
-
-def _date(day):
-    import datetime as dt
-
-    return dt.date.fromisoformat(day)
 
 
 def read_parsed(path, device: str, day: str):

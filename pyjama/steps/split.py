@@ -66,7 +66,7 @@ class SplitStep(Step):
 
     def direct_partitions(self, project, st, window, devices=None):
         return [(d, day) for d, day in project.partitions()
-                if window.contains_day(_date(day)) and (not devices or d in devices)]
+                if window.contains_day(day) and (not devices or d in devices)]
 
     def run_partition(self, project, st, device, day):
         from .parser import read_parsed
@@ -85,9 +85,3 @@ class SplitStep(Step):
         entry = io.ledger_entry(self.script, f"{device}/{day}", **counts)
         io.write_json(project.root / outs["ledger"], entry)
         return entry
-
-
-def _date(day):
-    import datetime as dt
-
-    return dt.date.fromisoformat(day)
