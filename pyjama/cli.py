@@ -105,6 +105,11 @@ def run_job_logged(argv, log_path) -> None:
             if not text.startswith(args.script):   # name the job's partition once
                 text = f"{args.script} {where}: {text}"
             raise UserError(f"{text} (log: {log})") from None
+        except OSError as exc:    # disk full, permission, read-only: the line pyjama.py run prints
+            from .errors import os_error_text
+
+            fh.write(f"Error: {os_error_text(exc)}\n")
+            raise UserError(f"{args.script} {where}: {os_error_text(exc)} (log: {log})") from None
         except Exception as exc:  # a bug: the traceback goes to the log, one line to the user
             fh.write(traceback.format_exc())
             raise UserError(f"{args.script} {where}: internal error {type(exc).__name__}: {exc} "
@@ -128,7 +133,12 @@ def _command(args) -> int:
             print(f"{s:28s} {get_step(s).summary}")
         return 0
     t0 = time.monotonic()
-    entries = _run_args(args, args.quiet)
+    try:
+        entries = _run_args(args, args.quiet)
+    except OSError as exc:      # the same line as a workflow job (run_job_logged) gives
+        from .errors import os_error_text
+
+        raise UserError(f"{args.script}: {os_error_text(exc)}") from None
     if not args.quiet:
         rows_in = sum(e.get("rows_in", 0) for e in entries)
         rows_out = sum(e.get("rows_out", 0) for e in entries)

@@ -19,11 +19,13 @@ Rules kept here, once:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io as _io
 import math
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -54,12 +56,31 @@ def check_identifier(name, where: str) -> str:
     return name
 
 
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+SYSTEM_ALLOWED = ("a schema of your own, e.g. public or pyjama (not pg_catalog, "
+                  "information_schema, pg_toast or a name starting with pg_)")
+
+
 def check_target(params: dict, source: str) -> None:
-    """The table settings every import config has: schema and table identifiers, sensor
-    globs (one-line errors naming the file and JSON path)."""
+    """The table settings every import config has: schema and table identifiers (no
+    system schema, no system table name), sensor globs (one-line errors naming the file
+    and JSON path). Checked by PyJAMA itself, before any connection."""
     check_identifier(params["schema"], f"{source}: $.schema")
     check_identifier(params["table"], f"{source}: $.table")
+    check_not_system(params["schema"], params["table"], source)
     check_sensor_globs(params["sensors"], f"{source}: $.sensors")
+
+
+def check_not_system(schema: str, table: str, source: str) -> None:
+    """PostgreSQL's own schemas (pg_catalog, information_schema, pg_toast, any pg_*) and
+    names of the system catalogs (pg_*: ``public.pg_class`` would be shadowed by
+    ``pg_catalog.pg_class`` in every unqualified Grafana query) are never import targets."""
+    if schema in SYSTEM_SCHEMAS or schema.startswith("pg_"):
+        raise UserError(f"{source}: $.schema: {schema!r} is a PostgreSQL system schema; "
+                        f"allowed: {SYSTEM_ALLOWED}")
+    if table.startswith("pg_"):
+        raise UserError(f"{source}: $.table: {table!r} is a PostgreSQL system table name (pg_* is "
+                        "reserved for the system catalogs); allowed: a name not starting with pg_")
 
 
 def qualified(schema: str, table: str):
@@ -242,40 +263,85 @@ def table_exists(conn, schema: str, table: str) -> bool:
         return bool(cur.fetchone()[0])
 
 
-def ensure_table(conn, schema: str, table: str, spec: TableSpec) -> None:
-    """Create the schema, the table, its unique key and a BRIN index on time if missing;
-    check an existing table has the columns we write. Commits (DDL is its own step).
+# format_type() spelling of the types a spec declares (what an existing table must have).
+_TYPE_NAMES = {"timestamptz": "timestamp with time zone", "text": "text",
+               "double precision": "double precision", "smallint": "smallint"}
 
-    Concurrent jobs creating tables of one schema are serialised by an advisory lock.
-    """
+
+def ensure_table(conn, schema: str, table: str, spec: TableSpec, create: bool = True) -> None:
+    """Check an existing table against ``spec`` BEFORE any DDL; create a missing one.
+
+    * Existing table: every column we write must exist with our type; a NOT NULL column
+      where we write NULLs, or another NOT NULL column without a default, would reject
+      rows. A mismatch is one line naming the table, the column, its type and the
+      expected type (:class:`UserError`). Nothing is ever created on an existing table
+      (no index, no constraint): it may not be PyJAMA's.
+    * Missing table (``create``): schema, table, unique key and BRIN index on time, in
+      one transaction (so a table is either PyJAMA's whole or absent); concurrent jobs
+      creating tables of one schema are serialised by an advisory lock.
+    Commits."""
     import psycopg2
     from psycopg2 import sql
 
     qual = qualified(schema, table)
-    cols = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in spec.columns)
-    key = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
-    brin = index_name(table, "time_brin")
+    label = f"{schema}.{table}"
     try:
         with conn.cursor() as cur:
-            # DDL only when something is missing: CREATE INDEX takes a SHARE lock on the
-            # table even when the index exists, which would queue behind running imports.
-            cur.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                        (f'"{schema}"."{table}"', f'"{schema}"."{brin}"'))
-            if not cur.fetchone()[0]:
-                _create_table(cur, schema, table, spec, qual, cols, key, brin)
-            cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
-                        "AND attnum > 0 AND NOT attisdropped", (f'"{schema}"."{table}"',))
-            have = {r[0] for r in cur.fetchall()}
+            have = _table_columns(cur, schema, table)
+            if have is None and create:
+                cols = sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in spec.columns)
+                key = sql.SQL(", ").join(sql.Identifier(c) for c in spec.key)
+                _create_table(cur, schema, table, spec, qual, cols, key, index_name(table, "time_brin"))
+                have = _table_columns(cur, schema, table)
         conn.commit()
     except psycopg2.Error as exc:
         conn.rollback()
-        raise db_error(exc, f"cannot create table {schema}.{table}") from None
-    missing = [c for c in spec.names if c not in have]
-    if missing:
-        raise UserError(f"table {schema}.{table} exists without the column(s) "
-                        f"{', '.join(missing)}; allowed: a table with columns "
-                        f"{', '.join(spec.names)} (or a new table name)")
+        raise db_error(exc, f"cannot create table {label}") from None
+    if have is not None:
+        check_table_shape(label, have, spec)
+
+
+def _table_columns(cur, schema: str, table: str):
+    """{column: (format_type, not null, has default)} of an existing relation, or None.
+    A relation that is not a plain or partitioned table is refused."""
+    cur.execute("SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s", (schema, table))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    oid, kind = row
+    if kind not in ("r", "p"):
+        what = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "i": "an index",
+                "S": "a sequence", "c": "a composite type"}.get(kind, f"a relation of kind {kind!r}")
+        raise UserError(f"{schema}.{table} is {what}, not a table; allowed: a table PyJAMA created "
+                        "(or a new table name)")
+    cur.execute("SELECT attname, format_type(atttypid, atttypmod), attnotnull, atthasdef "
+                "FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum", (oid,))
+    return {r[0]: (r[1], bool(r[2]), bool(r[3])) for r in cur.fetchall()}
+
+
+def check_table_shape(label: str, have: dict, spec: TableSpec) -> None:
+    """One-line UserError at the first column of ``have`` (an existing table) that does not
+    take the rows ``spec`` describes."""
+    for name, decl in spec.columns:
+        base = decl.replace(" NOT NULL", "")
+        want = _TYPE_NAMES[base]
+        if name not in have:
+            raise UserError(f"table {label}: column {name} is missing; expected {name} {want} "
+                            f"(the columns PyJAMA writes: {', '.join(spec.names)}; or use a new table name)")
+        typ, notnull, _ = have[name]
+        if typ != want:
+            raise UserError(f"table {label}: column {name} is {typ}; expected {want} "
+                            "(fix the table or use a new table name)")
+        if notnull and "NOT NULL" not in decl:
+            raise UserError(f"table {label}: column {name} is {typ} NOT NULL; expected {want} "
+                            "allowing NULL (a missing value is written as NULL)")
+    for name, (typ, notnull, hasdef) in have.items():
+        if name not in spec.names and notnull and not hasdef:
+            raise UserError(f"table {label}: column {name} is {typ} NOT NULL without a default, which "
+                            "would reject every row; expected: no such column, a default, or NULL allowed")
 
 
 def _create_table(cur, schema, table, spec, qual, cols, key, brin) -> None:
@@ -284,11 +350,106 @@ def _create_table(cur, schema, table, spec, qual, cols, key, brin) -> None:
     # One lock per schema: two jobs creating two tables of a new schema race on the schema.
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pyjama:ddl:{schema}",))
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, CONSTRAINT {} UNIQUE ({}))").format(
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (f'"{schema}"."{table}"',))
+    if cur.fetchone()[0]:       # created by a concurrent job while we waited for the lock
+        return
+    cur.execute(sql.SQL("CREATE TABLE {} ({}, CONSTRAINT {} UNIQUE ({}))").format(
         qual, cols, sql.Identifier(index_name(table, "key")), key))
-    cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING brin ({}) "
+    cur.execute(sql.SQL("CREATE INDEX {} ON {} USING brin ({}) "
                         "WITH (pages_per_range = 32)").format(
         sql.Identifier(brin), qual, sql.Identifier(spec.time_column)))
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS %s").format(qual),
+                (f"created by PyJAMA ({', '.join(spec.names)}; unique {', '.join(spec.key)})",))
+
+
+# ---------------------------------------------------------------- one import per table
+
+LOCK_NAMESPACE = 0x50594A41          # 'PYJA': first key of PyJAMA's advisory locks
+LOCK_WAIT_ENV = "PYJAMA_PG_LOCK_WAIT"
+LOCK_WAIT_S = 600.0                  # how long a waiting import waits before giving up
+
+
+def _lock_key(schema: str, table: str) -> int:
+    import zlib
+
+    return zlib.crc32(f"{schema}.{table}".encode()) & 0x7FFFFFFF
+
+
+def lock_holder(conn, schema: str, table: str) -> str:
+    """Who holds the import lock of ``schema.table``, for messages: application name (it
+    carries the client's pid and host), server pid and since when."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT a.application_name, a.pid, a.backend_start FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                    "AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
+                    (LOCK_NAMESPACE, _lock_key(schema, table)))
+        row = cur.fetchone()
+    conn.commit()
+    if row is None:
+        return "a run that has just finished"
+    app, pid, since = row
+    since = since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{app or 'unnamed client'}, server pid {pid}, connected since {since}"
+
+
+def busy_message(script: str, schema: str, table: str, holder: str) -> str:
+    """THE one line of an import that finds another import of its table running."""
+    return f"{script}: another import into {schema}.{table} is running ({holder})"
+
+
+_THREAD_LOCKS: dict = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def thread_lock(schema: str, table: str):
+    """Jobs of one workflow run are threads of one process: they queue here for a table
+    (silently) before the advisory lock, which is then only ever contended by another run."""
+    with _THREAD_LOCKS_GUARD:
+        lock = _THREAD_LOCKS.setdefault(f"{schema}.{table}", threading.Lock())
+    with lock:
+        yield
+
+
+def import_lock(conn, script: str, schema: str, table: str, wait: bool) -> bool:
+    """Take the session advisory lock of ``schema.table`` (one import per table at a time,
+    80 and 81 alike; the server releases it when the session ends, even after a kill).
+
+    Free: taken, True. Busy and ``wait``: one line on stderr naming the other run
+    (:func:`busy_message` + "; waiting for it"), then wait up to ``PYJAMA_PG_LOCK_WAIT``
+    seconds (default 600): taken, True, or a UserError naming it. Busy and not ``wait``:
+    False (the caller says :func:`busy_message` + what it does)."""
+    import psycopg2
+
+    key = (LOCK_NAMESPACE, _lock_key(schema, table))
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+        got = bool(cur.fetchone()[0])
+    conn.commit()
+    if got or not wait:
+        return got
+    holder = lock_holder(conn, schema, table)
+    print(busy_message(script, schema, table, holder) + "; waiting for it", file=sys.stderr, flush=True)
+    limit = float(os.environ.get(LOCK_WAIT_ENV) or LOCK_WAIT_S)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = %s", (f"{int(limit * 1000)}ms",))
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            cur.execute("RESET lock_timeout")
+        conn.commit()
+    except psycopg2.errors.LockNotAvailable:
+        conn.rollback()
+        raise UserError(busy_message(script, schema, table, holder) +
+                        f" for more than {limit:g} s; nothing done this time") from None
+    return True
+
+
+def session_name(script: str) -> str:
+    """The session's application_name: the step and this process (pid@host), so a busy
+    message names the other run."""
+    import socket
+
+    return f"pyjama {script} pid {os.getpid()}@{socket.gethostname()}"[:63]
 
 
 def device_sensors(cur, schema: str, table: str, device: str, sensor_likes=None) -> list:

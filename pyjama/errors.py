@@ -19,6 +19,9 @@ def one_line_errors(command, *args) -> int:
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:      # disk full, permission denied, read-only filesystem ...
+        print(f"Error: {os_error_text(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         return 130
@@ -26,3 +29,38 @@ def one_line_errors(command, *args) -> int:
 
 class StepFailed(UserError):
     """A step could not finish a partition; the message names the partition."""
+
+
+_OS_CAUSES = {
+    "ENOSPC": "no space left on device; free space on that filesystem and run again",
+    "EDQUOT": "disk quota exceeded; free space (or raise the quota) and run again",
+    "EACCES": "permission denied; allowed: a folder this user may write (check its owner and mode)",
+    "EPERM": "operation not permitted; allowed: a folder this user may write (check its owner and mode)",
+    "EROFS": "read-only file system; allowed: a writable folder (remount it read-write or run elsewhere)",
+}
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as THE one line both CLIs print: ``<file>: <cause>; <what to do>``
+    (the file relative to the working folder when inside it)."""
+    import errno as _errno
+    import os
+
+    code = exc.errno
+    text = str(exc)
+    if code is None and "No space left on device" in text:      # pyarrow's IOError has no errno
+        code = _errno.ENOSPC
+    name = _errno.errorcode.get(code, "")
+    cause = _OS_CAUSES.get(name) or (f"{exc.strerror} ({name})" if exc.strerror and name
+                                     else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    where = exc.filename
+    if where is not None:
+        where = os.fspath(where)
+        try:
+            rel = os.path.relpath(where)
+            if not rel.startswith(".."):
+                where = rel
+        except ValueError:
+            pass
+        return f"{where}: {cause}"
+    return cause

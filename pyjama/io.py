@@ -61,15 +61,73 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic_replace(path: Path, write) -> None:
-    path = Path(path)
+_HOST = __import__("socket").gethostname().replace("/", "_")
+STALE_TMP_S = 6 * 3600     # a temp file of another host (or a reused pid) this old is a dead writer's
+
+
+def _temp_for(path: Path) -> str:
+    """A new temporary file beside ``path`` (same filesystem: os.replace is atomic), named
+    ``.<name>.<pid>@<host>.<random>.tmp``. First removes the temporaries a dead writer of
+    the same file left there (a kill between create and rename): the next run of the job
+    that owns a file cleans up after the one that was killed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared like any file
+    return tmp
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete ``.<name>.*.tmp`` beside ``path`` whose writer is dead: written by this host
+    and its pid no longer runs, or older than STALE_TMP_S. Returns how many."""
+    import time
+
+    prefix = f".{path.name}."
+    removed = 0
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except FileNotFoundError:
+        return 0
+    for n in names:
+        owner = n[len(prefix):-len(".tmp")].rsplit(".", 1)[0]
+        pid, _, host = owner.partition("@")
+        full = path.parent / n
+        try:
+            dead = (host == _HOST and pid.isdigit() and not _alive(int(pid))) or \
+                time.time() - full.stat().st_mtime > STALE_TMP_S
+            if dead:
+                full.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _atomic_replace(path: Path, write) -> None:
+    path = Path(path)
+    try:
+        tmp = _temp_for(path)
+    except OSError as exc:
+        raise _named(exc, path) from None
+    try:
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _named(exc, path) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -78,9 +136,64 @@ def _atomic_replace(path: Path, write) -> None:
         raise
 
 
+def _named(exc: OSError, path: Path) -> OSError:
+    """The OSError of writing a temporary file, naming the file it stands for (a write()
+    error such as ENOSPC carries no file name at all)."""
+    code = exc.errno
+    if code is None and "No space left on device" in str(exc):    # pyarrow's IOError
+        import errno
+
+        code = errno.ENOSPC
+    if code is None:
+        return exc
+    return OSError(code, os.strerror(code), str(path))
+
+
+class StagedFiles:
+    """Files written now to temporaries beside their targets, renamed into place by
+    :meth:`commit` (e.g. right after a database COMMIT). Everything that can fail on a
+    full disk or a read-only folder happens before; the renames need no space."""
+
+    def __init__(self):
+        self._todo = []
+
+    def json(self, path, obj) -> None:
+        path = Path(path)
+        try:
+            tmp = _temp_for(path)
+        except OSError as exc:
+            raise _named(exc, path) from None
+        try:
+            Path(tmp).write_text(_json_text(obj), encoding="utf-8")
+        except OSError as exc:
+            os.unlink(tmp)
+            raise _named(exc, path) from None
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._todo.append((tmp, path))
+
+    def commit(self) -> None:
+        for tmp, path in self._todo:
+            os.replace(tmp, path)
+        self._todo = []
+
+    def discard(self) -> None:
+        for tmp, _ in self._todo:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        self._todo = []
+
+
+def _json_text(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def write_json(path, obj) -> None:
     """Write JSON atomically, deterministic (sorted keys, 2-space indent, final newline)."""
-    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    text = _json_text(obj)
     _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 

@@ -12,10 +12,16 @@ Per (device, UTC day) partition of the input stage (e.g. ``70_aggregated/window=
    counted in the ledger as "not selected";
 2. in ONE transaction: delete the table's rows of that device, day ``[D, D+1)``, and of
    the config's domains/sensors; COPY the selected rows (NaN → NULL); commit;
-3. after the commit, write ``data/<EXPO>/<output_stage>/device_id=X/day=D/receipt.json``
-   (rows, NULL count, exact value sum, table, database, input file digest, import time)
-   and ``_ledger.json``. The receipt is the Snakemake target: a partition is re-imported
-   when its input changes, and a partition without receipt was not (fully) imported.
+3. ``data/<EXPO>/<output_stage>/device_id=X/day=D/receipt.json`` (rows, NULL count, exact
+   value sum, table, database, input file digest, import time) and ``_ledger.json`` are
+   written to temporary files before the COMMIT and renamed into place after it: a disk
+   that cannot take them rolls the rows back. The receipt is the Snakemake target: a
+   partition is re-imported when its input changes, and a partition without receipt was
+   not (fully) imported.
+
+An existing table is checked column by column before anything else (db.ensure_table);
+one import per table runs at a time (db.import_lock: a second run says which run holds
+the table and waits).
 
 A run over many partitions groups whole partitions into transactions of up to
 ``batch_rows`` rows (fewer round trips, one COPY per batch).
@@ -162,27 +168,30 @@ class ImportPostgresStep(Step):
             return self.dry_run(project, st, todo)
         if not todo:
             return []
-        conn = db.connect(st.params, application_name=f"pyjama {self.script}")
-        try:
-            db.ensure_table(conn, st["schema"], st["table"], db.LONG_80)
-            entries = []
-            bar = progress_bar(len(todo), self.script, "part", quiet)
-            for batch in _batches(project, st, todo, st["batch_rows"]):
-                deleted = self.import_batch(conn, st, batch)
-                for part in batch:
-                    entries.append(self.write_receipt(project, st, part, deleted[part.label]))
+        schema, table = st["schema"], st["table"]
+        with db.thread_lock(schema, table):
+            conn = db.connect(st.params, application_name=db.session_name(self.script))
+            try:
+                db.ensure_table(conn, schema, table, db.LONG_80)
+                db.import_lock(conn, self.script, schema, table, wait=True)
+                entries = []
+                bar = progress_bar(len(todo), self.script, "part", quiet)
+                for batch in _batches(project, st, todo, st["batch_rows"]):
+                    entries += self.import_batch(project, conn, st, batch)
+                    if bar is not None:
+                        bar.update(len(batch))
                 if bar is not None:
-                    bar.update(len(batch))
-            if bar is not None:
-                bar.close()
-            return entries
-        finally:
-            conn.close()
+                    bar.close()
+                return entries
+            finally:
+                conn.close()     # also releases the import lock
 
-    def import_batch(self, conn, st, batch) -> dict:
+    def import_batch(self, project, conn, st, batch) -> list:
         """Replace every partition of ``batch`` in ONE transaction: delete each partition's
         device × day × scope, then one COPY of all the batch's rows; nothing is visible to
-        others before the commit. Returns the rows deleted per partition label.
+        others before the commit. The receipts and ledgers are written to temporary files
+        before the COMMIT (a full disk or a read-only folder rolls the rows back) and
+        renamed into place right after it. Returns the ledger entries.
 
         (Stage + merge, which writes only what differs, was measured against this in
         bench/bench_postgres.py: it wins only when nothing changed, and loses when every
@@ -205,10 +214,18 @@ class ImportPostgresStep(Step):
             tables = [p.rows for p in batch if p.rows.num_rows]
             if tables:
                 db.copy_csv(cur, schema, table, db.LONG_80.names, db.csv_payload(pa.concat_tables(tables)))
-        return deleted
+            staged, entries = io.StagedFiles(), []
+            try:
+                for part in batch:
+                    entries.append(self.write_receipt(project, st, part, deleted[part.label], staged))
+            except BaseException:
+                staged.discard()
+                raise
+        staged.commit()     # after the database COMMIT: renames only
+        return entries
 
-    def write_receipt(self, project, st, part: Part, deleted: int) -> dict:
-        """Receipt + ledger of one committed partition (written only after the commit)."""
+    def write_receipt(self, project, st, part: Part, deleted: int, staged) -> dict:
+        """Receipt + ledger of one partition, staged in ``staged`` (an io.StagedFiles)."""
         start, end = _day_range(part.day)
         outs = self.output_files(st, part.device, part.day)
         receipt = {
@@ -229,12 +246,12 @@ class ImportPostgresStep(Step):
             "config_digest": st.digest,
             "imported_at": db.utc_now_text(),
         }
-        io.write_json(project.root / outs["receipt"], receipt)
+        staged.json(project.root / outs["receipt"], receipt)
         entry = io.ledger_entry(self.script, part.label, rows_in=part.rows_in,
                                 rows_out=part.checksum["rows"],
                                 rejected={NOT_SELECTED: part.not_selected},
                                 table=receipt["table"], rows_replaced=int(deleted))
-        io.write_json(project.root / outs["ledger"], entry)
+        staged.json(project.root / outs["ledger"], entry)
         return entry
 
     def dry_run(self, project, st, todo) -> list:

@@ -284,8 +284,9 @@ class _Run:
             exists = db.table_exists(conn, self.st["schema"], self.st["table"])
             if not self.dry_run:
                 if not self.lock(conn, wait=False):
-                    print(f"{self.step.script}: another import into {self.target} is running; "
-                          "nothing done this time", file=sys.stderr)
+                    holder = db.lock_holder(conn, self.st["schema"], self.st["table"])
+                    print(db.busy_message(self.step.script, self.st["schema"], self.st["table"], holder)
+                          + "; nothing done this time", file=sys.stderr)
                     return []
             conn.commit()
             for dev, days in self.device_days().items():
@@ -331,24 +332,17 @@ class _Run:
 
     # ---- database
     def open(self, readonly=False):
-        conn = db.connect(self.st.params, application_name=f"pyjama {self.step.script}", readonly=readonly)
-        if not readonly:
-            db.ensure_table(conn, self.st["schema"], self.st["table"], db.RAW_81)
+        conn = db.connect(self.st.params, application_name=db.session_name(self.step.script),
+                          readonly=readonly)
+        # an existing table is checked in a dry run too; only a real run creates one
+        db.ensure_table(conn, self.st["schema"], self.st["table"], db.RAW_81, create=not readonly)
         return conn
 
     def lock(self, conn, wait: bool) -> bool:
-        """A session advisory lock on the table: one 81 run per table at a time (cron
-        runs may overlap; the later one waits (range) or skips (auto))."""
-        key = f"pyjama81:{self.target}"
-        with conn.cursor() as cur:
-            if wait:
-                cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-                conn.commit()
-                return True
-            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
-            got = bool(cur.fetchone()[0])
-        conn.commit()
-        return got
+        """The import lock of the table (db.import_lock, shared with step 80): one import
+        per table at a time (cron runs may overlap; the later one waits (range) or skips
+        (auto), naming the run that holds it)."""
+        return db.import_lock(conn, self.step.script, self.st["schema"], self.st["table"], wait)
 
     def last_time(self, conn, device):
         """(last "Time" of ``device`` over the config's sensors, those sensors)."""
@@ -369,6 +363,7 @@ class _Run:
     def commit(self, conn, device, spans, mode, open_end=False, sensors=None) -> list:
         """One transaction: delete each span of ``device`` (config's sensors), COPY the new
         aggregates, commit; then receipts. In a dry run: print and return the entries."""
+        import numpy as np
         import pyarrow as pa
 
         if self.dry_run:
@@ -392,21 +387,55 @@ class _Run:
             frames = [to_copy_table(agg, device) for _, _, _, _, agg, _ in spans if len(agg)]
             if frames:
                 db.copy_csv(cur, schema, table, db.RAW_81.names, db.csv_payload(pa.concat_tables(frames)))
-        out = []
-        for day, lo, hi, files, agg, counts in spans:
-            rec = {
-                "step": self.step.script, "mode": mode, "partition": f"{device}/{day}",
-                "table": self.target, "database": db.target_label(self.st.params),
-                "range": {"from": _iso(lo), "to": None if open_end else _iso(hi)},
-                "window": self.st["window"], "stat": self.st["stat"], "sensors": list(self.st["sensors"]),
-                **db.value_checksum(agg["value"].to_numpy()),
-                "raw_values": int(counts["rows_out"]), "raw_files": sorted(files),
-                "parser": self.pst.path, "config": self.st.path, "config_digest": self.st.digest,
-                "imported_at": db.utc_now_text(),
-            }
-            io.write_json(self.project.root / self.step.output_files(self.st, device, day)["receipt"], rec)
-            out.append(self.entry(device, day, agg, counts))
+            # A receipt describes what the table holds for its (device, day): where this
+            # run replaced part of a day only (auto mode's last window, a range from/to an
+            # instant), the rest of the day's rows are read back and counted in.
+            kept = {day: self.kept_values(cur, device, scope, day, lo, hi)
+                    for day, lo, hi, _, _, _ in spans if (lo, hi) != _day_span(day)}
+            # receipts are written before the COMMIT (a full disk rolls the rows back) and
+            # renamed into place after it
+            staged, out = io.StagedFiles(), []
+            try:
+                for day, lo, hi, files, agg, counts in spans:
+                    values = agg["value"].to_numpy()
+                    if day in kept:
+                        values = np.concatenate([kept[day], values])
+                    staged.json(self.project.root / self.step.output_files(self.st, device, day)["receipt"],
+                                self.receipt(device, day, lo, hi, files, agg, counts, values, mode, open_end))
+                    out.append(self.entry(device, day, agg, counts))
+            except BaseException:
+                staged.discard()
+                raise
+        staged.commit()
         return out
+
+    def receipt(self, device, day, lo, hi, files, agg, counts, values, mode, open_end) -> dict:
+        """What the table holds for (device, day) (``values``) and what this run did."""
+        ds, de = _day_span(day)
+        return {
+            "step": self.step.script, "mode": mode, "partition": f"{device}/{day}",
+            "table": self.target, "database": db.target_label(self.st.params),
+            "range": {"from": _iso(ds), "to": _iso(de)},
+            "imported": {"from": _iso(lo), "to": None if open_end else _iso(hi), "rows": int(len(agg))},
+            "window": self.st["window"], "stat": self.st["stat"], "sensors": list(self.st["sensors"]),
+            **db.value_checksum(values),
+            "raw_values": int(counts["rows_out"]), "raw_files": sorted(files),
+            "parser": self.pst.path, "config": self.st.path, "config_digest": self.st.digest,
+            "imported_at": db.utc_now_text(),
+        }
+
+    def kept_values(self, cur, device, sensors, day, lo, hi):
+        """Values the table holds for ``device`` × ``sensors`` on ``day`` outside [lo, hi)
+        (the part of the day this run did not replace)."""
+        import numpy as np
+        from psycopg2 import sql
+
+        ds, de = _day_span(day)
+        cur.execute(sql.SQL('SELECT value FROM {} WHERE device_id = %s AND sensor = ANY(%s::text[]) '
+                            'AND "Time" >= %s AND "Time" < %s AND NOT ("Time" >= %s AND "Time" < %s)')
+                    .format(db.qualified(self.st["schema"], self.st["table"])),
+                    (device, list(sensors), ds, de, lo, hi))
+        return np.array([np.nan if r[0] is None else r[0] for r in cur.fetchall()], dtype=np.float64)
 
     def entry(self, device, day, agg, counts, **extra):
         return io.ledger_entry(self.step.script, f"{device}/{day}", unit="raw values",
