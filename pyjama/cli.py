@@ -108,7 +108,10 @@ def run_job_logged(argv, log_path) -> None:
         except OSError as exc:    # disk full, permission, read-only: the line pyjama.py run prints
             from .errors import os_error_text
 
-            fh.write(f"Error: {os_error_text(exc)}\n")
+            try:
+                fh.write(f"Error: {os_error_text(exc)}\n")
+            except OSError:             # the log's disk may be the full one
+                pass
             raise UserError(f"{args.script} {where}: {os_error_text(exc)} (log: {log})") from None
         except Exception as exc:  # a bug: the traceback goes to the log, one line to the user
             fh.write(traceback.format_exc())

@@ -55,6 +55,9 @@ def generate(out_dir, exposure="DEMO", devices=2, days=3, start="2026-01-20", hz
              channels=12, seed=42, defects=True, gzip=False) -> dict:
     """Write the raw files; return the manifest of injected defects (also written as
     ``.demo_manifest.json`` in ``out_dir``; hidden files are not raw files)."""
+    from .config import check_exposure_name
+
+    check_exposure_name(exposure, "exposure")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -162,6 +165,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-defects", action="store_true")
     p.add_argument("--gzip", action="store_true")
     a = p.parse_args(argv)
+    from .config import check_exposure_name
+    from .errors import one_line_errors
+
+    return one_line_errors(_main, a, check_exposure_name)
+
+
+def _main(a, check_exposure_name) -> int:
+    # the exposure names the files (<EXPO>_<device>_<day>.csv): manager.sh's rule, so
+    # '../x' or 'a/b' cannot write outside out_dir
+    check_exposure_name(a.exposure, "--exposure")
     m = generate(a.out_dir, a.exposure, a.devices, a.days, a.start, a.hz, seed=a.seed,
                  defects=not a.no_defects, gzip=a.gzip)
     print(f"wrote {len(m['files'])} raw files to {a.out_dir} ({len(m['defects'])} injected defects)")

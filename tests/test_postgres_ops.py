@@ -287,3 +287,15 @@ def test_disk_full_and_read_only_are_one_line_and_roll_the_import_back(small_fs,
     res = cli(root, "run", "80_import_postgres.py", "--with", path, "--quiet")
     assert res.returncode == 0 and len(table_rows(pg_conn, "t80")) == 1
     assert json.loads((root / io.partition_file(EXPO, "80_pg", "a", D1, "receipt.json")).read_text())["rows"] == 1
+
+
+# ---------------------------------------------------------------- demo generator
+
+@pytest.mark.parametrize("bad", ["../x", "a/b"])
+def test_demo_generator_checks_the_exposure_name_like_manager(tmp_path, bad):
+    res = subprocess.run([PY, "-m", "pyjama.demo", str(tmp_path / "out"), "--exposure", bad, "--days", "1",
+                          "--devices", "1"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2
+    assert res.stderr == (f"Error: --exposure: {bad!r} is not allowed; allowed: letters, digits, '_', '-', "
+                          "'.' (not first, no '..'), at most 64 characters\n")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x").exists()
