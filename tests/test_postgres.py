@@ -613,48 +613,121 @@ def test_grafana_provisioning_files_hold_no_secret():
         assert all(p["datasource"]["uid"] == "pyjama-pg" for p in d["panels"]), path
 
 
-def test_every_dashboard_query_runs_and_returns_time(tmp_path, pg_dsn, pg_conn):
-    with pg_conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS bio_signal_10s, environment_10s, raw_10s")
-    root = make_project(tmp_path)
-    # stage 70 of one device and day, with the template configs' sensor names
-    rows = []
-    for i, t in enumerate(("10:00:00", "10:00:10", "10:00:20", "10:00:30")):
-        rows += [(t, "bio_signal", "m0__cbrt_inv__norm__mean", [0.9, 0.8, 0.1, 0.2][i]),
-                 (t, "bio_signal", "m0__cbrt_inv__norm__state__mean", [1.0, 1.0, 0.0, 0.0][i]),
-                 (t, "bio_signal", "m0__share_flagged", 0.0),
-                 (t, "environment", "outdoor_temp__mean", 12.0 + i)]
-    write70(root, "a", D1, rows)
-    for dom in ("bio_signal", "environment"):
-        path = config80(root, pg_dsn, name=f"80_{dom}.json", output_stage=f"80_{dom}", domains=[dom],
-                        table=f"{dom}_10s")
-        run_step("80_import_postgres.py", path, root=root)
-    write_raw(root, "a", D1, ["10:00:01;m0:500;outdoor_temp:12.5", "10:00:11;m0:510;outdoor_temp:12.6"])
-    run_step("81_import_raw_postgres.py", config81(root, pg_dsn, table="raw_10s"), start=D1, end=D1, root=root)
+DASHBOARD_SCHEMA = GRAFANA / "schema" / "dashboard.schema.json"   # its source: see its description
 
-    variables = {"device": "a", "animal": ["m0"], "sensor": ["m0", "outdoor_temp"]}
-    results = {}
+
+def grafana_interval(range_s: float, max_points: int = 1000) -> str:
+    """$__interval as Grafana picks it: range / max data points, rounded up to a round
+    interval (Grafana rounds to the nearest; up is the conservative bound here)."""
+    for s in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400):
+        if s >= range_s / max_points:
+            return f"{s}s"
+    return "86400s"
+
+
+def test_dashboards_match_the_grafana_schema():
+    import jsonschema
+
+    schema = json.loads(DASHBOARD_SCHEMA.read_text())
+    assert "@grafana/schema 13.2.3" in schema["description"]
     for path in sorted((GRAFANA / "dashboards").glob("*.json")):
         d = json.loads(path.read_text())
-        queries = [(f"variable {v['name']}", v["query"], False) for v in d["templating"]["list"]]
-        queries += [(f"panel {p['title']!r}", t["rawSql"], True) for p in d["panels"] for t in p["targets"]]
-        for what, sql, needs_time in queries:
-            q = expand_grafana(sql, f"{D1}T00:00:00Z", f"{D1}T23:59:59Z", variables)
-            with pg_conn.cursor() as cur:
-                cur.execute(q)
-                names = [c.name for c in cur.description]
-                got = cur.fetchall()
-            assert got, f"{path.name}: {what} returned no rows:\n{q}"
-            if needs_time:
-                assert "time" in names and all(r[names.index("time")] is not None for r in got), \
-                    f"{path.name}: {what}: no `time` column / NULL time:\n{q}"
-            results[f"{path.stem}: {what}"] = got
-    assert len(results) == 11   # 4 variables + 7 panels: a new panel must be covered here too
-    # spot checks: m0's state goes 1, 1, 0, 0 → one closure onset in hour 10; no flagged sample
-    assert results["pyjama-valvometry: panel 'Closures per hour (onsets seen at 10 s resolution)'"] == \
-        [(1768903200, "m0", 1)]
-    assert results["pyjama-valvometry: panel 'Completeness per animal (% of usable samples per hour)'"] == \
-        [(1768903200, "m0", 100.0)]
+        jsonschema.Draft202012Validator(schema).validate(d)
+        assert d["schemaVersion"] == 42 and d["time"] == {"from": "now-7d", "to": "now"}, path
+        names = {v["name"] for v in d["templating"]["list"]}
+        for link in d["links"]:     # the campaign-span link only uses variables that exist
+            assert set(re.findall(r"\$\{(\w+)\}", link["url"])) <= names, link
+        for p in d["panels"]:       # every time series is grouped: a year costs what a day does
+            for t in p["targets"]:
+                if t["format"] == "time_series":
+                    assert "$__timeGroupAlias(" in t["rawSql"], (path.name, p["title"])
+
+
+def _template80(root, pg, name, table):
+    text = (REPO / "configs" / "_template" / name).read_text().replace("{{EXPOSURE}}", EXPO)
+    c = json.loads(text)
+    c.update({k: pg[k] for k in ("host", "port", "dbname", "user", "schema")}, table=table)
+    (root / "configs" / EXPO / name).write_text(json.dumps(c))
+    return f"configs/{EXPO}/{name}"
+
+
+def _write70_window(root, window, device, times, rows_at):
+    ts, dom, sen, val = [], [], [], []
+    for i, t in enumerate(times):
+        for d, s, v in rows_at(i):
+            ts.append(t), dom.append(d), sen.append(s), val.append(v)
+    df = tidy.frame(ts=ts, device_id=device, domain=dom, sensor=sen, value=val, quality_flag=[0] * len(ts))
+    io.write_tidy(root / io.partition_file(EXPO, f"70_aggregated/window={window}", device, D1), df, {"pyjama.step": "t"})
+
+
+def test_every_dashboard_query_runs_bounded_for_a_day_and_a_year(tmp_path, pg_dsn, pg_conn):
+    tables = ("bio_signal_10s", "bio_signal_1h", "environment_10s", "environment_1h", "raw_10s", "raw_60s")
+    with pg_conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS " + ", ".join(tables))
+    root = make_project(tmp_path)
+
+    def series(i):      # the series of stage 70 that the templates select, and some they do not
+        out = []
+        for a in ("m0", "m1"):
+            base = f"{a}__cbrt_inv__norm"
+            out += [("bio_signal", f"{base}__mean", 0.9 - 0.1 * i), ("bio_signal", f"{base}__min", 0.5),
+                    ("bio_signal", f"{base}__max", 1.0), ("bio_signal", f"{base}__share_flagged", 0.0),
+                    ("bio_signal", f"{base}__state__mean", [1.0, 1.0, 0.0, 0.0][i % 4]),
+                    ("bio_signal", f"{base}__std", 0.1), ("bio_signal", f"{a}__mean", 500.0),     # not selected
+                    ("bio_signal", f"{base}__velocity__mean", 0.0)]                               # not selected
+        return out + [("environment", "outdoor_temp__mean", 12.0 + i), ("environment", "outdoor_temp__std", 0.1)]
+
+    _write70_window(root, "10s", "a", [f"{D1}T10:00:{s:02d}Z" for s in (0, 10, 20, 30)], series)
+    _write70_window(root, "1h", "a", [f"{D1}T{h:02d}:00:00Z" for h in (9, 10, 11, 12)], series)
+    imported = {}
+    for dom in ("bio_signal", "environment"):
+        for w in ("10s", "1h"):
+            e = run_step("80_import_postgres.py", _template80(root, pg_dsn, f"80_postgres_{dom}_{w}.json",
+                                                               f"{dom}_{w}"), root=root)
+            imported[f"{dom}_{w}"] = e[0]["rows_out"]
+    # 8 of the 10 bio series per animal and window are what the dashboard shows; environment: the mean
+    assert imported == {"bio_signal_10s": 40, "bio_signal_1h": 40, "environment_10s": 4, "environment_1h": 4}
+    write_raw(root, "a", D1, ["10:00:01;m0:500;outdoor_temp:12.5", "10:00:11;m0:510;outdoor_temp:12.6"])
+    for w in ("10s", "60s"):
+        run_step("81_import_raw_postgres.py", config81(root, pg_dsn, name=f"81_{w}.json", table=f"raw_{w}",
+                                                       window=w, output_stage=f"81_{w}"), start=D1, end=D1, root=root)
+
+    variables = {"device": "a", "animal": ["m0", "m1"], "sensor": ["m0", "outdoor_temp"]}
+    ranges = {"day": (f"{D1}T00:00:00Z", f"{D1}T23:59:59Z", 86400),
+              "year": ("2025-02-01T00:00:00Z", "2026-01-31T23:59:59Z", 365 * 86400)}
+    results, checked = {}, 0
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        d = json.loads(path.read_text())
+        queries = [(f"variable {v['name']}", v["query"], None) for v in d["templating"]["list"]]
+        queries += [(f"panel {p['title']!r}", t["rawSql"], t["format"]) for p in d["panels"] for t in p["targets"]]
+        for span, (start, end, seconds) in ranges.items():
+            interval = grafana_interval(seconds)
+            for what, sql, fmt in queries:
+                q = expand_grafana(sql, start, end, variables, interval)
+                with pg_conn.cursor() as cur:
+                    cur.execute(q)
+                    names = [c.name for c in cur.description]
+                    got = cur.fetchall()
+                assert got, f"{path.name} ({span}): {what} returned no rows:\n{q}"
+                if fmt is not None:
+                    assert "time" in names, f"{path.name}: {what}: no `time` column:\n{q}"
+                if fmt == "time_series":   # at most one row per time group and series
+                    series_n = len({r[names.index("metric")] for r in got})
+                    assert len(got) <= series_n * (seconds / int(interval[:-1]) + 1) and len(got) <= 5000, what
+                results[f"{path.stem} {span}: {what}"] = got
+                checked += 1
+    assert checked == 2 * (5 + 4 + 4 + 3)   # 2 ranges × (panels + variables): a new one is covered too
+    day, year = "pyjama-valvometry day: panel ", "pyjama-valvometry year: panel "
+    # a day reads the 10 s table (one group of 10:00:00-10:00:30 at a 90 s interval), a year the 1 h one
+    assert results[day + "'Time closed per animal (%)'"] == [(1768903200, "m0", 50.0), (1768903200, "m1", 50.0)]
+    # a year: 12 h groups of the hourly state 1, 1, 0 (09-11 h: 33 % closed) and 0 (12 h: 100 %)
+    assert [(r[1], round(r[2], 1)) for r in results[year + "'Time closed per animal (%)'"]] == \
+        [("m0", 33.3), ("m1", 33.3), ("m0", 100.0), ("m1", 100.0)]
+    assert results[day + "'Completeness per animal (% of usable samples)'"][0][2] == 100.0
+    assert sorted(r[1] for r in results[day + "'Opening range per animal (min and max)'"]) == \
+        ["m0 max", "m0 min", "m1 max", "m1 min"]
+    assert results["pyjama-valvometry day: variable campaign_from"] == [(1768899600000,)]    # 09:00 (1 h table)
+    assert results["pyjama-valvometry day: variable campaign_to"] == [(1768914000000,)]      # 12:00 + 1 h
 
 
 def test_throwaway_cluster_fallback_starts_serves_and_goes():
