@@ -13,17 +13,19 @@ class Flag(IntEnum):
     FLAT_LINE = 4     # stuck sensor: within tolerance for longer than the declared duration
     INTERPOLATED = 5  # value filled across a short gap (40 resample)
     EXCLUDED = 6      # inside a declared exclusion window (30 clean)
+    TIME_ORDER = 7    # the line's time is earlier than a line before it in the raw file (10 parser)
 
 
 # When several tests flag the same sample, the stored flag is the one that comes first
 # here: a manual exclusion beats everything, then a sentinel/out-of-range value, then a
-# stuck sensor, then a spike. (Missing and interpolated are set by resampling only.)
-PRECEDENCE = (Flag.EXCLUDED, Flag.OUT_OF_RANGE, Flag.FLAT_LINE, Flag.SPIKE,
+# stuck sensor, then a spike. A time out of order (the clock went backwards) says less
+# than a bad value, more than a stuck sensor. (Missing and interpolated are set by resampling only.)
+PRECEDENCE = (Flag.EXCLUDED, Flag.OUT_OF_RANGE, Flag.TIME_ORDER, Flag.FLAT_LINE, Flag.SPIKE,
               Flag.MISSING, Flag.INTERPOLATED, Flag.OK)
 
 # Flags whose value must not be used to fill gaps or compute statistics.
 UNUSABLE = frozenset({Flag.MISSING, Flag.SPIKE, Flag.OUT_OF_RANGE, Flag.FLAT_LINE,
-                      Flag.EXCLUDED})
+                      Flag.EXCLUDED, Flag.TIME_ORDER})
 
 
 def combine(current, new):

@@ -35,7 +35,7 @@ EXTRA_FLAG = len(Flag)     # colour index for a code this PyJAMA does not know
 FLAG_COLOURS = {
     Flag.OK: "#cfe8cf", Flag.MISSING: "#ffffff", Flag.SPIKE: "#d62728",
     Flag.OUT_OF_RANGE: "#9467bd", Flag.FLAT_LINE: "#ff7f0e", Flag.INTERPOLATED: "#1f77b4",
-    Flag.EXCLUDED: "#222222",
+    Flag.EXCLUDED: "#222222", Flag.TIME_ORDER: "#e377c2",
 }
 
 CSS = """

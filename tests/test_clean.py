@@ -254,7 +254,7 @@ def test_clean_frame_flags_by_precedence_and_never_changes_values():
     assert out["ts"].equals(df["ts"]) and out["sensor"].astype(str).tolist() == df["sensor"].astype(str).tolist()
     assert counts["rows_in"] == counts["rows_out"] == 36 and counts["rejected"] == {}
     assert counts["flags"] == {"OK": 29, "MISSING": 1, "SPIKE": 1, "OUT_OF_RANGE": 2, "FLAT_LINE": 0,
-                               "INTERPOLATED": 0, "EXCLUDED": 3}
+                               "INTERPOLATED": 0, "EXCLUDED": 3, "TIME_ORDER": 0}
     # what each test matched before precedence: 4095 is both a sentinel and > 4000 (range
     # counts both 4095s and m1's 350); excluded samples are not tested for spikes (they
     # are not usable), so 14 counts as excluded only

@@ -63,7 +63,7 @@ def test_keyvalue_each_bad_line_kind_is_rejected_with_its_reason():
         (5, "malformed key:value pair", "m0"),
         (6, "unparsable number", "m0:abc"),
         (7, "garbage bytes", ""),
-        (9, "truncated last line (no line end)", ""),
+        (9, "truncated last line (no line end)", "names differ from the line before"),
     ]
     assert res.skipped == {"blank line": 1}
     assert res.parsed == 2 and res.lines == 9
@@ -71,9 +71,10 @@ def test_keyvalue_each_bad_line_kind_is_rejected_with_its_reason():
     assert list(res.rows["value"]) == [1.0, 6.0]
 
 
-def test_invalid_utf8_is_garbage_not_a_crash():
+def test_invalid_utf8_is_named_not_a_crash():
     res = parse(b"2026-01-20T00:00:00Z;m0:1\n2026-01-20T00:00:01Z;m0:\xff\xfe\n")
-    assert [(r[0], r[1]) for r in res.rejects] == [(2, "garbage bytes")]
+    assert [(r[0], r[1]) for r in res.rejects] == [
+        (2, "not valid utf-8 (set $.encoding, e.g. latin-1 or utf-16)")]
 
 
 def test_last_line_without_newline_can_be_kept():

@@ -25,7 +25,7 @@ class ParserStep(Step):
     def check_config(self, params, source):
 
         dev = params["device"]
-        if dev["from"] == "filename":
+        if dev["from"] in ("filename", "header"):
             rx = check_regex(dev["pattern"], f"{source}: $.device.pattern", r"_(?P<device>[^_]+)_")
             if "device" not in rx.groupindex:
                 raise UserError(f"{source}: $.device.pattern: {dev['pattern']!r} has no (?P<device>...) "
@@ -50,6 +50,7 @@ class ParserStep(Step):
                                         f"allowed: {', '.join(cols)}")
         for i, rule in enumerate(params["domains"]["rules"]):
             check_regex(rule["pattern"], f"{source}: $.domains.rules[{i}].pattern", r"^m\d+$")
+        check_parser_extras(params, source)
 
     def output_files_raw(self, st, raw="{raw}"):
         stage = st["output_stage"]
@@ -122,9 +123,86 @@ class ParserStep(Step):
         rejected.update({f"skipped: {k}": v for k, v in res.skipped.items()})
         entry = io.ledger_entry(self.script, f"raw={raw}", rows_in=res.lines, rows_out=res.parsed,
                                 rejected=rejected, unit="lines", values_out=int(len(rows)),
-                                partitions=parts)
+                                partitions=parts, events=res.events, event_lines=res.event_lines)
         io.write_json(project.root / outs["ledger"], entry)
         return entry
+
+
+def check_parser_extras(params, source):
+    """Checks of the keys of issue 11 (types, status rules, relative time, spans, records)."""
+    from ..timewindow import parse_bound, parse_duration
+
+    def need_groups(key, pattern, groups, example):
+        rx = check_regex(pattern, f"{source}: $.{key}", example)
+        lacking = [g for g in groups if g not in rx.groupindex]
+        if lacking:
+            raise UserError(f"{source}: $.{key}: {pattern!r} has no group {', '.join(lacking)}; "
+                            f"allowed: a regular expression such as {example!r}")
+
+    fmt = params["format"]
+    if fmt == "multiline":
+        if not params["record_start"]:
+            raise UserError(f"{source}: $.record_start: required with format 'multiline'; "
+                            "allowed: a regular expression with a group `ts`, e.g. '^Time: (?P<ts>.+)$'")
+        need_groups("record_start", params["record_start"], ["ts"], "^Time: (?P<ts>.+)$")
+        need_groups("value_line", params["value_line"], ["name", "value"],
+                    r"^\s*(?P<name>[^:]+?)\s*:\s*(?P<value>\S*)\s*$")
+    for i, pat in enumerate(params["skip_patterns"]):
+        check_regex(pat, f"{source}: $.skip_patterns[{i}]", "^# Start Log")
+    ts = params["timestamp"]
+    if ts["format"] == "relative":
+        if ts["origin"]:
+            import pandas as pd
+            try:
+                pd.Timestamp(ts["origin"])
+            except (ValueError, TypeError):
+                raise UserError(f"{source}: $.timestamp.origin: {ts['origin']!r} is not an instant; "
+                                "allowed: YYYY-MM-DDTHH:MM:SSZ") from None
+        elif ts["origin_pattern"]:
+            rx = check_regex(ts["origin_pattern"], f"{source}: $.timestamp.origin_pattern",
+                             "^Start: (?P<origin>.+)$")
+            if "origin" not in rx.groupindex and not {"date", "time"} <= set(rx.groupindex):
+                raise UserError(f"{source}: $.timestamp.origin_pattern: {ts['origin_pattern']!r} has no "
+                                "group `origin` (or `date` and `time`); allowed: e.g. '^Start: (?P<origin>.+)$'")
+        else:
+            raise UserError(f"{source}: $.timestamp.origin: required with format 'relative' "
+                            "(or $.timestamp.origin_pattern); allowed: YYYY-MM-DDTHH:MM:SSZ")
+    dep = params["deployment"]
+    spans = [("$.deployment", dep)] + [(f"$.deployment.devices.{d}", v) for d, v in dep["devices"].items()]
+    for where, span in spans:
+        for key, side in (("start", "from"), ("end", "to")):
+            if span.get(key):
+                try:
+                    parse_bound(span[key], side)
+                except UserError as exc:
+                    raise UserError(f"{source}: {where}.{key}: {str(exc).split(': ', 1)[1]}") from None
+    seq = params["sequence"]
+    if seq["max_step"]:
+        parse_duration(seq["max_step"], f"{source}: $.sequence.max_step")
+    types = params["column_types"]
+    for name, spec in types.items():
+        if spec.get("codes") and spec.get("type", "number") != "text":
+            raise UserError(f"{source}: $.column_types.{name}.codes: only allowed with type 'text'")
+    if params["status_flags"] and fmt != "delimited":
+        raise UserError(f"{source}: $.status_flags: only allowed with format 'delimited'")
+    for i, rule in enumerate(params["status_flags"]):
+        where = f"{source}: $.status_flags[{i}]"
+        if bool(rule["bits"]) == bool(rule["equals"]):
+            raise UserError(f"{where}: give exactly one of bits and equals")
+        if rule["bits"]:
+            try:
+                int(str(rule["bits"]), 0)
+            except ValueError:
+                raise UserError(f"{where}.bits: {rule['bits']!r} is not a bit mask; allowed: e.g. "
+                                "'0x04', '0b100', '4'") from None
+            if types.get(rule["column"], {}).get("type") == "text":
+                raise UserError(f"{where}.bits: not allowed on the text column {rule['column']!r}; "
+                                "allowed: equals")
+        cols = params["columns"]
+        for key, names in (("column", [rule["column"]]), ("sensors", rule["sensors"])):
+            for nm in names:
+                if cols and nm not in cols:
+                    raise UserError(f"{where}.{key}: {nm!r} is not a column; allowed: {', '.join(cols)}")
 
 
 def _with_device(rows):
