@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="Snakemake profile: a name under workflow/profiles/ (default, slurm) or a path")
     r.add_argument("--quiet", "-q", action="store_true", help="only errors and the progress line")
     r.add_argument("--verbose", "-v", action="store_true", help="Snakemake's full output (every job and why it runs)")
+    r.add_argument("--strict", action="store_true", help="exit 3 when the run warns of lost data (a raw file "
+                   "not parsed, or one that lost more than its parser's warn_rejected_share of its lines)")
     add_view_parsers(sub)
     return p
 
@@ -141,13 +143,33 @@ def cmd_run(args) -> int:
                 f"stopped with errors (exit {rc}). Failed jobs and their logs")
         print(f"PyJAMA: {what}: python3 drawer.py status {args.pipeline}{' ' + window if window else ''}",
               file=sys.stderr)
+    warnings = run_warnings(args.pipeline, root)
+    for w in warnings:
+        print(f"PyJAMA: warning: {w}", file=sys.stderr)
+    if warnings and args.strict and rc == 0:
+        rc = 3
     return rc
+
+
+def run_warnings(pipeline, root) -> list:
+    """The end-of-run summary of lost data (pyjama.steps.parser.loss_warnings)."""
+    from .errors import UserError
+    from .project import Project
+    from .steps.parser import loss_warnings
+
+    try:
+        return loss_warnings(Project.load(pipeline, root))
+    except UserError:
+        return []   # a config error has been told already (by Snakemake's run)
 
 
 def cmd_status(args) -> int:
     from .status import main_status
 
     sys.stdout.write(main_status(args.pipeline, args.start, args.end, as_json=args.json))
+    if not args.json:
+        for w in run_warnings(args.pipeline, Path.cwd()):
+            sys.stdout.write(f"warning: {w}\n")
     return 0
 
 

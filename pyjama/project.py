@@ -19,7 +19,7 @@ from . import io
 from .config import Pipeline, load_pipeline
 from .errors import UserError
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 class RawIndex:
@@ -30,7 +30,10 @@ class RawIndex:
         self.st = st
         self.raw_dir = self.root / io.stage_dir(st.exposure, st["input_stage"])
         self.cache_path = self.root / io.data_dir(st.exposure) / ".pyjama" / f"raw_index.{st.name}.json"
-        self.files = self._build()
+        every = self._build()
+        # files whose name gives no device id: named in warnings, never parsed
+        self.unmatched = {k: v["unmatched"] for k, v in every.items() if v.get("unmatched")}
+        self.files = {k: v for k, v in every.items() if not v.get("unmatched")}
 
     def raw_files(self):
         if not self.raw_dir.is_dir():
@@ -60,9 +63,15 @@ class RawIndex:
             try:
                 res = parse_bytes(read_raw_bytes(self.raw_dir / name), self.st.params, name, values=False)
             except UserError as exc:   # e.g. a stray file whose name carries no device id
+                # recorded, not raised: the other files are processed; every run and
+                # `drawer.py status` name it (steps.parser.loss_warnings)
                 rel = io.stage_dir(self.st.exposure, self.st["input_stage"]) / name
-                raise UserError(f"{rel} ({self.st.path}): {str(exc).removeprefix(name + ': ')}; move the "
-                                f"file out of the raw folder or narrow $.files (now {self.st['files']!r})") from None
+                out[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "partitions": [],
+                             "unmatched": f"{rel} ({self.st.path}): not parsed: "
+                                          f"{str(exc).removeprefix(name + ': ').split('; allowed')[0]}; move the "
+                                          f"file out of the raw folder or narrow $.files (now {self.st['files']!r})"}
+                changed = True
+                continue
             rows = res.rows
             if len(rows):
                 from .parse import day_counts
@@ -144,12 +153,35 @@ class Project:
             self._indexes[st.name] = RawIndex(self.root, st)
         return self._indexes[st.name]
 
-    def partitions(self):
-        """Every (device, day) any raw file touches, sorted."""
+    def partitions(self, stages=None):
+        """Every (device, day) any raw file touches, sorted. With ``stages`` (the input
+        stages of a step): only those of the parser steps its chain starts from, so with
+        two parser chains in one pipeline (a logger and a barometer file) each chain builds
+        only its own devices' partitions."""
         out = set()
-        for st in self.parser_steps():
+        for st in (self.parser_steps() if stages is None else self.chain_parsers(stages)):
             out.update(self.raw_index(st).partitions())
         return sorted(out)
+
+    def chain_parsers(self, stages) -> list:
+        """The parser steps whose output feeds ``stages`` (following producers upstream)."""
+        from .steps import get_step
+
+        found, seen, todo = [], set(), list(stages)
+        while todo:
+            stage = todo.pop()
+            st = self.pipeline.producer_of(stage)
+            if st is None or st.name in seen:
+                continue
+            seen.add(st.name)
+            step = get_step(st.script)
+            if step.granularity == "raw_file":
+                found.append(st)
+            else:
+                todo.extend(step.input_stages(st))
+        if not found and not any(self.pipeline.producer_of(s) for s in stages):
+            return self.parser_steps()   # a stage no step writes (e.g. run alone): all
+        return sorted(found, key=lambda st: st.name)
 
     def parsed_inputs(self, stage: str, device: str, day: str):
         """Parsed files (stage written by a parser step) that hold rows of (device, day)."""

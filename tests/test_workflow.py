@@ -215,11 +215,20 @@ def test_snakemake_lint_has_nothing_to_say(built):
 
 
 def test_a_stray_raw_file_is_one_line_naming_it(tmp_path):
+    """A raw file whose name gives no device id is named on every run (and in status); the
+    other files are processed; exit 0, or 3 with --strict (pyjama.steps.parser.loss_warnings)."""
     make_project(tmp_path, "T", devices=1, days=1, hz=0.01)
     (tmp_path / "data/T/00_raw/notes.csv").write_text("hello\n")
+    want = ("PyJAMA: warning: data/T/00_raw/notes.csv (configs/T/10_parser.json): not parsed: file name "
+            "does not match $.device.pattern '^T_(?P<device>[^_]+)_\\\\d{4}-\\\\d{2}-\\\\d{2}\\\\.csv(\\\\.gz)?$'; "
+            "move the file out of the raw folder or narrow $.files (now '*.csv*')")
     res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--dry-run")
-    assert res.returncode == 2
-    assert res.stderr.strip() == (
-        "Error: data/T/00_raw/notes.csv (configs/T/10_parser.json): file name does not match "
-        "$.device.pattern '^T_(?P<device>[^_]+)_\\\\d{4}-\\\\d{2}-\\\\d{2}\\\\.csv(\\\\.gz)?$'; allowed: names "
-        "with a (?P<device>...) match; move the file out of the raw folder or narrow $.files (now '*.csv*')")
+    assert res.returncode == 0 and res.stderr.strip().splitlines()[-1] == want
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--quiet")
+    assert res.returncode == 0 and res.stderr.strip().splitlines()[-1] == want
+    assert sorted(p.name for p in (tmp_path / "data/T/10_parsed").iterdir()) == ["raw=T_valve01_2026-01-20.csv"]
+    assert (tmp_path / "data/T/20_split/device_id=valve01/day=2026-01-20/part.parquet").exists()
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--strict", "--quiet")
+    assert res.returncode == 3 and res.stderr.strip().splitlines()[-1] == want
+    status = drawer(tmp_path, "status", "configs/T/pipeline.json")
+    assert status.stdout.strip().splitlines()[-1] == want.removeprefix("PyJAMA: ")

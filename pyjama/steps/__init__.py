@@ -126,7 +126,7 @@ class Step:
 
     def partitions(self, project, st, window):
         """The (device, day) pairs this step builds in the window (from the raw index)."""
-        return [p for p in project.partitions() if window.contains_day(p[1])]
+        return [p for p in project.partitions(self.input_stages(st)) if window.contains_day(p[1])]
 
     def rule_specs(self, project, st, window) -> list:
         name = self.rule_name(st)

@@ -124,8 +124,41 @@ class ParserStep(Step):
         entry = io.ledger_entry(self.script, f"raw={raw}", rows_in=res.lines, rows_out=res.parsed,
                                 rejected=rejected, unit="lines", values_out=int(len(rows)),
                                 partitions=parts, events=res.events, event_lines=res.event_lines)
+        entry["warning"] = loss_warning(entry, st["warn_rejected_share"], self.raw_path(st, raw), outs["rejects"])
         io.write_json(project.root / outs["ledger"], entry)
         return entry
+
+
+def loss_warning(led: dict, share: float, raw_path: str, rejects_path: str):
+    """The one-line warning of a raw file that lost more than ``share`` of its lines
+    (rejected, not skipped), or None. Exact text (tests and docs use it):
+    ``<raw>: <k> of <n> lines rejected (<p> %), mostly '<reason>' (<m>); rejects: <file>``."""
+    lost = {k: v for k, v in (led.get("rejected") or {}).items() if not k.startswith("skipped: ")}
+    n, k = int(led.get("rows_in", 0)), sum(lost.values())
+    if not k or k <= share * n:
+        return None
+    reason, m = max(sorted(lost.items()), key=lambda kv: kv[1])
+    return (f"{raw_path}: {k} of {n} lines rejected ({100 * k / n:.1f} %), mostly {reason!r} ({m}); "
+            f"rejects: {rejects_path}")
+
+
+def loss_warnings(project) -> list:
+    """Every warning of the end-of-run summary: raw files not parsed because their name
+    gives no device id, and parsed files that lost more than $.warn_rejected_share of
+    their lines (from the parser ledgers). Used by `drawer.py run` (stderr) and status."""
+    step = ParserStep()
+    out = []
+    for st in project.parser_steps():
+        idx = project.raw_index(st)
+        out.extend(idx.unmatched[name] for name in sorted(idx.unmatched))
+        for name in sorted(idx.files):
+            outs = step.output_files_raw(st, name)
+            led = io.read_ledger(project.root / outs["ledger"])
+            if led:
+                w = loss_warning(led, st["warn_rejected_share"], step.raw_path(st, name), outs["rejects"])
+                if w:
+                    out.append(w)
+    return out
 
 
 def check_parser_extras(params, source):

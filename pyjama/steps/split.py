@@ -65,7 +65,7 @@ class SplitStep(Step):
         return {"data": project.parsed_inputs(st["input_stage"], device, day)}
 
     def direct_partitions(self, project, st, window, devices=None):
-        return [(d, day) for d, day in project.partitions()
+        return [(d, day) for d, day in project.partitions([st["input_stage"]])
                 if window.contains_day(day) and (not devices or d in devices)]
 
     def run_partition(self, project, st, device, day):

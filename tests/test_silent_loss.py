@@ -1,0 +1,56 @@
+"""No silent loss (issue 11): bad files through the real workflow end in one warning line
+per file that lost more than $.warn_rejected_share of its lines, with its exact text, and
+every ledger still balances (lines in = parsed + set aside)."""
+import json
+
+import pytest
+
+from tests.wf import drawer, make_project
+
+pytestmark = pytest.mark.slow
+
+GOOD = "".join(f"2026-01-20T00:00:{i:02d}Z;m0:{i}\n" for i in range(10))
+
+
+def ledger(root, name):
+    return json.loads((root / f"data/T/10_parsed/raw={name}/_ledger.json").read_text())
+
+
+def test_bad_files_are_named_at_the_end_of_the_run(tmp_path):
+    make_project(tmp_path, "T", devices=1, days=1, hz=0.01)
+    raw = tmp_path / "data/T/00_raw"
+    (raw / "T_u16_2026-01-20.csv").write_bytes(GOOD.encode("utf-16-le"))          # no BOM, not declared
+    (raw / "T_bom_2026-01-20.csv").write_bytes(b"\xff\xfe" + GOOD.encode("utf-16-le"))  # BOM: read fine
+    (raw / "T_lat_2026-01-20.csv").write_bytes((GOOD + "2026-01-20T00:00:10Z;m0:1;lieu:Sète\n").encode("latin-1"))
+    (raw / "T_far_2026-01-20.csv").write_text("1970-01-01T00:00:00Z;m0:1\n2100-01-01T00:00:00Z;m0:2\n" + GOOD)
+    cfg_path = tmp_path / "configs/T/10_parser.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["deployment"] = {"start": "2026-01-01", "end": "2026-12-31"}
+    cfg_path.write_text(json.dumps(cfg))
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--quiet")
+    assert res.returncode == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")]
+    assert warnings == [
+        "PyJAMA: warning: data/T/00_raw/T_far_2026-01-20.csv: 2 of 12 lines rejected (16.7 %), mostly "
+        "'timestamp outside the deployment span' (2); rejects: data/T/10_parsed/raw=T_far_2026-01-20.csv/_rejects.csv",
+        "PyJAMA: warning: data/T/00_raw/T_lat_2026-01-20.csv: 1 of 11 lines rejected (9.1 %), mostly "
+        "'not valid utf-8 (set $.encoding, e.g. latin-1 or utf-16)' (1); rejects: "
+        "data/T/10_parsed/raw=T_lat_2026-01-20.csv/_rejects.csv",
+        "PyJAMA: warning: data/T/00_raw/T_u16_2026-01-20.csv: 10 of 10 lines rejected (100.0 %), mostly "
+        "'looks like UTF-16 without a byte-order mark (NUL bytes every other byte); set $.encoding to "
+        "utf-16-le or utf-16-be' (10); rejects: data/T/10_parsed/raw=T_u16_2026-01-20.csv/_rejects.csv"]
+    for name in ("T_u16", "T_bom", "T_lat", "T_far", "T_valve01"):
+        led = ledger(tmp_path, f"{name}_2026-01-20.csv")
+        assert led["rows_in"] == led["rows_out"] + sum(led["rejected"].values())
+    assert ledger(tmp_path, "T_bom_2026-01-20.csv")["rows_out"] == 10
+    assert ledger(tmp_path, "T_u16_2026-01-20.csv")["warning"] == warnings[2].removeprefix("PyJAMA: warning: ")
+    days = sorted(p.name for p in (tmp_path / "data/T/20_split").glob("device_id=*/day=*"))
+    assert set(days) == {"day=2026-01-20"}            # no day=1970-01-01, no day=2100-01-01
+    status = drawer(tmp_path, "status", "configs/T/pipeline.json")
+    assert [ln for ln in status.stdout.splitlines() if ln.startswith("warning: ")] == \
+        [w.removeprefix("PyJAMA: ") for w in warnings]
+    # a declared share: 20 % lets the 1970/2100 file and the Latin-1 file pass
+    cfg["warn_rejected_share"] = 0.2
+    cfg_path.write_text(json.dumps(cfg))
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--quiet")
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == warnings[2:]
