@@ -109,7 +109,7 @@ class ParserStep(Step):
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["file", "line", "reason", "detail", "text"])
         for line_no, reason, detail, text in res.rejects:
-            w.writerow([raw, line_no, reason, detail, _printable(text)[:300]])
+            w.writerow([raw, line_no, reason, detail, _printable(text[:300])])
         io.write_text(project.root / outs["rejects"], buf.getvalue())
         parts = {}
         if len(rows):
