@@ -37,6 +37,7 @@ def test_owhl_logger_and_barometer_through_the_workflow(tmp_path):
     # two hourly files → one day; each chain has its own devices only
     assert sorted(p.name for p in (tmp_path / "data/OWHL/20_split").iterdir()) == ["device_id=SN20150528123933"]
     assert sorted(p.name for p in (tmp_path / "data/OWHL/20_split_baro").iterdir()) == ["device_id=baro01"]
+    assert sorted(p.name for p in (tmp_path / "data/OWHL/30_clean").iterdir()) == ["device_id=SN20150528123933"]
     split = ledger(tmp_path, "OWHL", "20_split", "device_id=SN20150528123933/day=2016-08-19")
     assert split["rows_in"] == split["rows_out"] == (5996 + 4792) * 2
     clean = pd.read_parquet(tmp_path / "data/OWHL/30_clean/device_id=SN20150528123933/day=2016-08-19/part.parquet")

@@ -54,3 +54,13 @@ def test_bad_files_are_named_at_the_end_of_the_run(tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--quiet")
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == warnings[2:]
+
+
+def test_a_file_with_no_readable_time_is_named_in_a_windowed_run(tmp_path):
+    make_project(tmp_path, "T", devices=1, days=1, hz=0.01)
+    (tmp_path / "data/T/00_raw/T_u16_2026-01-20.csv").write_bytes(GOOD.encode("utf-16-le"))
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--quiet", "--from", "2026-01-20", "--to", "2026-01-20")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "PyJAMA: warning: data/T/00_raw/T_u16_2026-01-20.csv (configs/T/10_parser.json): no line with a "
+        "readable time; not parsed in a --from/--to window: run without one to see its rejects")
