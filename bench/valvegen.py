@@ -278,11 +278,11 @@ def real_oyster(path, start="2026-01-20"):
 
 def real_closures(t_s, x):
     """Truth closures of the real record, by a rule stated here (on the raw mm, not through
-    the steps): the centred 38-sample (~60 s) median of the opening is closed from when it
+    the steps): the centred 5-sample (8 s) median of the opening is closed from when it
     falls below P1 + 0.1 × (P99 − P1) until it rises above P1 + 0.2 × (P99 − P1) (FIELD.md:
     closed below about 0.1 of the range, open above 0.1–0.2, a hysteresis band); runs over 5 min; start/end = first/last sample of the run [s]. They are the four long
     closures the record's README lists (about 45 min, 3 h, 13 min, 3.3 h)."""
-    m = pd.Series(x).rolling(38, center=True, min_periods=1).median().to_numpy()
+    m = pd.Series(x).rolling(5, center=True, min_periods=1).median().to_numpy()
     p1, p99 = np.percentile(x, [1, 99])
     closed, opened = p1 + 0.1 * (p99 - p1), p1 + 0.2 * (p99 - p1)
     state, out, start = 1, [], None

@@ -132,14 +132,44 @@ def enforce_min_duration(state: np.ndarray, min_duration_s: float, period: float
 
 
 def trailing_max(x: np.ndarray, window_s: float, period: float) -> np.ndarray:
-    """Reference level r(t) = max of the usable x over (t - window_s, t] [opening fraction].
-
-    NaN samples are skipped; r is NaN when the window holds no usable sample.
-    """
+    """Max of the usable x over (t - window_s, t] [opening fraction]; NaN samples skipped."""
     n = max(int(round(window_s / period)), 1)
     if x.size == 0:
         return x.copy()
     return pd.DataFrame(x.T).rolling(n, min_periods=1).max().to_numpy().T
+
+
+def trailing_reference(x: np.ndarray, window_s: float, period: float) -> np.ndarray:
+    """Reference open level r(t) = median of the usable x over [t - window_s, t - period]
+    [opening fraction]: the level the animal held in the window BEFORE the sample (the
+    sample itself and what follows do not move it). NaN samples are skipped; r is NaN when
+    the window holds no usable sample. A median, not a max: the max of a noisy open level
+    sits about 3 noise sd above it, so every ordinary noise sample would look like a drop.
+    """
+    n = max(int(round(window_s / period)), 1)
+    if x.size == 0:
+        return x.copy()
+    med = pd.DataFrame(x.T).rolling(n, min_periods=1).median().shift(1).to_numpy().T
+    return med
+
+
+def noise_sigma(x: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per animal: robust noise sd of the opening [opening fraction] from first differences,
+
+        d_k = x_k+1 - x_k over consecutive MEASURED samples (flag 0, finite; interpolated
+              samples are skipped, they carry no noise)
+        sigma = 1.4826 * median(|d - median(d)|) / sqrt(2)
+
+    (the MAD of differences: a slow drift or a few level changes do not inflate it).
+    NaN when an animal has fewer than 10 measured samples.
+    """
+    out = np.full(x.shape[0], np.nan)
+    for r in range(x.shape[0]):
+        v = x[r][(flags[r] == int(Flag.OK)) & np.isfinite(x[r])]
+        if len(v) >= 10:
+            d = np.diff(v)
+            out[r] = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0)
+    return out
 
 
 def compute_velocity(x: np.ndarray, window_s: float, period: float) -> np.ndarray:
@@ -170,7 +200,7 @@ def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, perio
 
     Per closure: ``row`` (animal), ``start_slot``, ``n`` samples, ``duration_s = n * period``
     [s], ``depth = r(start) - min(x over the closure)`` [opening fraction] where r is the
-    trailing reference level (:func:`trailing_max`, which includes the pre-closure open
+    reference open level before the sample (:func:`trailing_reference`: the pre-closure open
     level), and ``cut_start`` / ``cut_end`` true when the sample before / after is unknown
     or outside the day (the true start / end was not observed).
     """
@@ -193,26 +223,37 @@ def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, perio
 
 
 def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, period: float,
-                        min_drop: float, max_duration_s: float) -> pd.DataFrame:
-    """Micro-closures = short partial drops while the animal is open.
+                        min_drop: float, max_duration_s: float, sigma=None, noise_factor: float = 0.0,
+                        min_duration_s: float = 0.0) -> pd.DataFrame:
+    """Micro-closures = short partial drops from the open level, well above the noise.
 
-    A sample is *dipped* when the state is open and ``r - x >= min_drop`` [opening
-    fraction], r being the trailing reference level. A micro-closure is a run of dipped
-    samples lasting ``n * period <= max_duration_s`` [s] whose neighbours (the sample
-    before and the sample after) are usable, open and not dipped: it returns to the
-    open level, so a drop that turns into a closure, or is cut by a gap or the day edge,
-    is not one. ``depth = max(r - x)`` over the run.
+    Per animal, the drop threshold is ``D = max(min_drop, noise_factor * sigma)`` [opening
+    fraction] (``sigma``: :func:`noise_sigma`, per animal). A sample is *dipped* when the
+    state is open and ``r - x >= D``, r being the reference open level before it
+    (:func:`trailing_reference`). A micro-closure is a run of dipped samples with
+
+        min_duration_s <= n * period <= max_duration_s      [s]
+
+    whose neighbours (the sample before and the sample after) are usable, open and not
+    dipped: it returns to the open level, so a drop that turns into a closure, or is cut by
+    a gap or the day edge, is not one. ``depth = max(r - x)`` over the run.
     """
+    n_rows = state.shape[0] if state.ndim == 2 else 0
+    thr = np.full(n_rows, float(min_drop))
+    if sigma is not None and noise_factor:
+        sig = np.asarray(sigma, dtype=float)
+        thr = np.where(np.isfinite(sig), np.maximum(thr, noise_factor * sig), thr)
     with np.errstate(invalid="ignore"):
         drop = reference - x
-        dipped = (state == OPEN) & (drop >= min_drop - 1e-12)
+        dipped = (state == OPEN) & (drop >= thr[:, None] - 1e-12)
     calm = (state == OPEN) & ~dipped & ~np.isnan(x)
     flat_start, row, start, length, value = _runs(dipped.astype(np.int8))
     n_cols = state.shape[1] if state.ndim == 2 else 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         depth = _per_run(np.fmax, drop, flat_start)
-    sel = (value == 1) & (length * period <= max_duration_s + 1e-9) & (start > 0) & (start + length < n_cols)
+    sel = ((value == 1) & (length * period <= max_duration_s + 1e-9)
+           & (length * period >= min_duration_s - 1e-9) & (start > 0) & (start + length < n_cols))
     row, start, length, depth = row[sel], start[sel], length[sel], depth[sel]
     ok = calm[row, start - 1] & calm[row, np.minimum(start + length, n_cols - 1)]
     row, start, length, depth = row[ok], start[ok], length[ok], depth[ok]
@@ -263,7 +304,11 @@ EVENT_COLUMNS = ["kind", "sensor", "start", "end", "duration_s", "depth", "cut_s
                  "n_animals", "share_active", "animals"]
 DAILY_COLUMNS = ["sensor", "samples_expected", "samples_usable", "share_open", "share_closed",
                  "share_unknown", "share_missing", "closures", "closure_mean_duration_s",
-                 "micro_closures", "velocity_abs_mean", "velocity_abs_p99", "range", "active"]
+                 "micro_closures", "velocity_abs_mean", "velocity_abs_p99", "range", "active",
+                 "noise_sd", "status"]
+# 60_daily ``status`` of an animal (closures and micro-closures are counted only when "ok";
+# otherwise they, share_open/closed/unknown are null): see :func:`animal_status`.
+STATUSES = ("ok", "no_data", "too_few_samples", "span_unknown", "flat")
 DEVICE_DAILY_COLUMNS = ["animals", "active_animals", "samples_expected", "samples_recorded",
                         "samples_usable", "completeness_pct", "usable_pct", "closures",
                         "micro_closures", "sync_closures"]
@@ -346,6 +391,9 @@ def read_durations(p: dict, source: str) -> dict:
            "min_duration": sec("$.state.min_duration", p["state"]["min_duration"], allow_zero=True),
            "reference": sec("$.reference_window", p["reference_window"]),
            "micro_max": sec("$.micro_closure.max_duration", p["micro_closure"]["max_duration"]),
+           "micro_min": sec("$.micro_closure.min_duration", p["micro_closure"]["min_duration"],
+                            allow_zero=True),
+           "min_usable": sec("$.active.min_usable", p["active"]["min_usable"], allow_zero=True),
            "velocity": sec("$.velocity.window", p["velocity"]["window"]),
            "sync": sec("$.sync.window", p["sync"]["window"])}
     half = out["velocity"] / (2 * period)
@@ -355,6 +403,53 @@ def read_durations(p: dict, source: str) -> dict:
                         f"of $.sample_period ({p['sample_period']!r}), e.g. '{2 * period:g}s' or "
                         f"'{4 * period:g}s'")
     return out
+
+
+def animal_status(x, flags, present, sensors, p, dur, period, day, device):
+    """Per animal: is its normalised opening fit for counting events? Returns (status array,
+    one-line warnings naming device, sensor and the figure).
+
+    In order (the first that applies):
+
+    * ``span_unknown``: no usable sample and at least half of the samples that have a value
+      (flag not 1) carry flag 3 — 50_normalise had no scale for it (a fit span below the declared minimum: the
+      animal did not close during the fit period, or its fit is missing);
+    * ``no_data``: no usable sample;
+    * ``too_few_samples``: usable samples last less than ``$.active.min_usable``
+      (n_usable * period < min_usable);
+    * ``flat``: max - min of the usable opening < ``$.active.min_range`` (a stuck sensor, a
+      lost magnet, a dead or inactive animal: FIELD.md sets such animals aside);
+    * ``ok``.
+    """
+    n = len(sensors)
+    status = np.full(n, "ok", dtype=object)
+    warn = []
+    usable = ~np.isnan(x)
+    n_use = usable.sum(axis=1) if n else np.zeros(0, int)
+    n_rec = present.sum(axis=1) if n else np.zeros(0, int)
+    n_f3 = (present & (flags == int(Flag.OUT_OF_RANGE))).sum(axis=1) if n else np.zeros(0, int)
+    n_rec = (present & (flags != int(Flag.MISSING))).sum(axis=1) if n else np.zeros(0, int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rng = np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
+    for r, name in enumerate(sensors):
+        where = f"{device}/{name} {day}"
+        if n_use[r] == 0 and n_rec[r] and n_f3[r] * 2 >= n_rec[r]:
+            status[r] = "span_unknown"
+            warn.append(f"{where}: span unknown / not closing: {n_f3[r]} of {n_rec[r]} samples have no "
+                        "normalised opening (flag 3 from 50_normalise); closures not counted")
+        elif n_use[r] == 0:
+            status[r] = "no_data"
+            warn.append(f"{where}: no usable sample; closures not counted")
+        elif n_use[r] * period < dur["min_usable"] - 1e-9:
+            status[r] = "too_few_samples"
+            warn.append(f"{where}: {n_use[r] * period:g} s of usable samples, below $.active.min_usable "
+                        f"{dur['min_usable']:g} s; closures not counted")
+        elif rng[r] < p["active"]["min_range"] - 1e-12:
+            status[r] = "flat"
+            warn.append(f"{where}: flat: opening range {rng[r]:.3g} below $.active.min_range "
+                        f"{p['active']['min_range']:g}; closures not counted")
+    return status, warn
 
 
 def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
@@ -369,11 +464,19 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
     sp = p["state"]
     raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
     state = enforce_min_duration(raw_state, dur["min_duration"], period)
-    reference = trailing_max(x, dur["reference"], period)
+    reference = trailing_reference(x, dur["reference"], period)
     velocity = compute_velocity(x, dur["velocity"], period)
-    closures = find_closures(state, x, reference, period)
     mp = p["micro_closure"]
-    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"])
+    sigma = noise_sigma(x, flags)
+    status, warn = animal_status(x, flags, present, sensors, p, dur, period, day,
+                                 str(df["device_id"].iloc[0]) if len(df) else "?")
+    counted = status == "ok"
+    closures = find_closures(state, x, reference, period)
+    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
+                                sigma, mp["noise_factor"], dur["micro_min"])
+    # an animal without a trustworthy opening (see animal_status) gets no events
+    closures = closures[counted[closures["row"].to_numpy()]] if len(closures) else closures
+    micro = micro[counted[micro["row"].to_numpy()]] if len(micro) else micro
 
     # ---- daily summary per animal
     usable = ~np.isnan(x)
@@ -383,7 +486,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
         speed = np.abs(velocity)
         v_mean = np.nanmean(speed, axis=1) if x.size else np.zeros(0)
         v_p99 = np.nanpercentile(speed, 99, axis=1) if x.size else np.zeros(0)
-    active = np.where(np.isnan(rng), False, rng >= p["active"]["min_range"] - 1e-12)
+    active = np.where(np.isnan(rng), False, rng >= p["active"]["min_range"] - 1e-12) & counted
     n_cl = np.bincount(closures["row"], minlength=len(sensors)) if len(sensors) else np.zeros(0, int)
     sum_cl = np.bincount(closures["row"], weights=closures["duration_s"], minlength=len(sensors)) \
         if len(sensors) else np.zeros(0)
@@ -396,17 +499,19 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
         "sensor": sensors,
         "samples_expected": np.full(len(sensors), n_slots, dtype=np.int64),
         "samples_usable": usable.sum(axis=1).astype(np.int64),
-        "share_open": n_open / n_slots,
-        "share_closed": n_closed / n_slots,
-        "share_unknown": (n_slots - n_open - n_closed) / n_slots,
+        "share_open": np.where(counted, n_open / n_slots, np.nan),
+        "share_closed": np.where(counted, n_closed / n_slots, np.nan),
+        "share_unknown": np.where(counted, (n_slots - n_open - n_closed) / n_slots, np.nan),
         "share_missing": (n_slots - usable.sum(axis=1)) / n_slots,
-        "closures": n_cl.astype(np.int64),
-        "closure_mean_duration_s": mean_cl.astype(float),
-        "micro_closures": n_mc.astype(np.int64),
+        "closures": pd.Series(np.where(counted, n_cl, 0), dtype="Int64").where(counted),
+        "closure_mean_duration_s": np.where(counted, mean_cl, np.nan).astype(float),
+        "micro_closures": pd.Series(np.where(counted, n_mc, 0), dtype="Int64").where(counted),
         "velocity_abs_mean": np.asarray(v_mean, float),
         "velocity_abs_p99": np.asarray(v_p99, float),
         "range": np.asarray(rng, float),
         "active": np.asarray(active, bool),
+        "noise_sd": np.asarray(sigma, float),
+        "status": np.asarray(status, dtype=object),
     }, columns=DAILY_COLUMNS)
 
     # ---- events table (per-animal) + synchronised closures (per device)
@@ -473,7 +578,8 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
                               dur["velocity"], period)
     counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
               "rows_added": int(len(data) - len(df)), "animals": len(sensors),
-              "active_animals": n_active,
+              "active_animals": n_active, "warnings": warn,
+              "status": {k: int((status == k).sum()) for k in STATUSES if (status == k).any()},
               "events": {"closure": int(len(closures)), "micro_closure": int(len(micro)),
                          "sync_closure": len(syncs)}}
     return BehaviourResult(data, events, daily, device_daily, counts)

@@ -31,7 +31,7 @@ from .transform import rename_sensors
 
 # Keys of the step config that define a fit: the fit file records them, and applying a fit
 # made with other values is an error (refit explicitly) rather than a silent mismatch.
-FIT_KEYS = ("method", "sensors", "p_low", "p_high", "fit", "direction")
+FIT_KEYS = ("method", "sensors", "p_low", "p_high", "fit", "direction", "closure_evidence")
 
 _UNUSABLE_CODES = np.array(sorted(int(f) for f in UNUSABLE), dtype=np.uint8)
 
@@ -162,6 +162,15 @@ def build_fit(df: pd.DataFrame, params: dict, device: str, period: dict) -> dict
         else:
             direction, position = declared, None
         rng, ok = check_range(low, high, params["min_range"])
+        ev = params.get("closure_evidence")
+        seen = None
+        if ev is not None:
+            from .timewindow import parse_duration
+
+            order = np.argsort(rows["ts"].to_numpy()[use], kind="stable")
+            seen = closures_seen(rows["ts"].to_numpy()[use][order], vals[use][order], low, high, direction,
+                                 parse_duration(ev["within"], "$.closure_evidence.within").total_seconds(),
+                                 parse_duration(ev["hold"], "$.closure_evidence.hold").total_seconds())
         entry = {
             "method": "percentile", "p_low": p_low, "p_high": p_high,
             "low": low, "high": high, "range": rng, "n_samples": n,
@@ -169,16 +178,100 @@ def build_fit(df: pd.DataFrame, params: dict, device: str, period: dict) -> dict
             "direction": direction, "direction_declared": declared,
             "range_ok": ok, "warning": range_warning(device, name, rng, params["min_range"]),
         }
+        if seen is not None:
+            entry["closures_seen"] = seen
         if declared == "auto":
             entry["median_position"] = position
         sensors[name] = entry
-    return {
+    fit = {
         "device_id": device,
         "period": period,
-        "fit_config": {k: params[k] for k in FIT_KEYS},
+        "fit_config": {k: params.get(k) for k in FIT_KEYS},
         "min_range": params["min_range"],
+        "min_span_share": params.get("min_span_share"),
         "sensors": sensors,
     }
+    for name, entry in sensors.items():
+        entry["span_ok"], warning = span_check(fit, name, params["min_range"], params.get("min_span_share"))
+        entry["warning"] = warning or entry["warning"]
+    return fit
+
+
+def closures_seen(ts, values, low, high, direction: str, within_s: float, hold_s: float) -> int:
+    """How many closures the fit period shows, on the tentatively normalised opening
+    y = normalise_values(x, low, high, direction) [0-1] (samples sorted by time, usable only):
+
+        a closure = a run of y <= 0.2 lasting >= hold_s [s] that holds a sample with y <= 0.1
+                    whose preceding within_s [s] reach y >= 0.5       (a fast fall from open)
+
+    A valve closes fast (adductor, seconds) and stays closed; an animal that only drifts
+    between half and fully open reaches the bottom of its drift slowly (hours), and a fast
+    adduction recovers within seconds: neither counts, so its P_low is not a closed level.
+    """
+    if low is None or high is None or not high > low or len(values) < 3:
+        return 0
+    y, _, _, _ = normalise_values(np.asarray(values, float), low, high, direction, clip=True)
+    t = pd.DatetimeIndex(ts)
+    prev_max = pd.Series(y, index=t).rolling(pd.Timedelta(seconds=within_s), min_periods=1).max().to_numpy()
+    low2 = y <= 0.2
+    edges = np.diff(np.concatenate(([0], low2.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # runs [s, e)
+    sec = (t - t[0]).total_seconds().to_numpy()      # whatever the index's unit
+    n = 0
+    for a, b in zip(starts, ends):
+        if sec[b - 1] - sec[a] < hold_s:
+            continue
+        seg = slice(a, b)
+        if np.any((y[seg] <= 0.1) & (prev_max[seg] >= 0.5)):
+            n += 1
+    return n
+
+
+def device_best_range(fit: dict):
+    """The widest fitted range high - low among the sensors of a device's fit [input unit]."""
+    rngs = [e.get("range") for e in fit.get("sensors", {}).values() if e.get("range") is not None]
+    return max(rngs) if rngs else None
+
+
+def span_check(fit: dict, sensor: str, min_range: float, min_span_share=None):
+    """Does the fitted span of ``sensor`` show an animal that closed during the fit period?
+
+    With ``$.closure_evidence`` set, the fit counts the closures it saw
+    (:func:`closures_seen`); none → span unknown. Then, with the span
+
+        span = high - low                                   [input unit]
+        required = max(min_range, min_span_share * widest span of the device's sensors)
+        ok  <=>  span >= required
+
+    The fit period must hold closures for P_low to be the closed level: an animal that
+    stayed open (drifting between half and fully open) has a span well below that of the
+    device's closing animals, and stretching it to 0-1 would invent closures. Below the
+    required span the sensor is "span unknown / not closing": 50_normalise writes NaN with
+    flag 3 and 60_behaviour counts no events for it. Returns (ok, one-line warning or None).
+    """
+    entry = fit["sensors"][sensor]
+    rng = entry.get("range")
+    device = fit.get("device_id", "?")
+    if rng is None:
+        return False, range_warning(device, sensor, None, min_range)
+    if entry.get("closures_seen") == 0:
+        return False, (f"{device}/{sensor}: span unknown / not closing: no closure in the fit period "
+                       f"{entry.get('fit_from')}..{entry.get('fit_to')} (0 falls from >= 0.5 to <= 0.1 "
+                       f"of the fitted span {rng:.6g} within $.closure_evidence.within that stay closed "
+                       "for $.closure_evidence.hold); its opening is not normalised (NaN, flag 3) and "
+                       "its closures are not counted")
+    required, why = float(min_range), f"$.min_range {min_range:g}"
+    best = device_best_range(fit)
+    if min_span_share and best:
+        rel = float(min_span_share) * best
+        if rel > required:
+            required, why = rel, f"$.min_span_share {min_span_share:g} x the device's widest {best:.6g}"
+    if rng >= required:
+        return True, None
+    return False, (f"{device}/{sensor}: span unknown / not closing: fitted span {rng:.6g} is below "
+                   f"the required {required:.6g} ({why}) in the fit period {entry.get('fit_from')}.."
+                   f"{entry.get('fit_to')}; its opening is not normalised (NaN, flag 3) and its closures "
+                   "are not counted")
 
 
 def range_warning(device: str, sensor: str, rng, min_range: float):
@@ -195,10 +288,11 @@ def range_warning(device: str, sensor: str, rng, min_range: float):
 def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     """Add (or put in place of the source) ``<sensor>__<suffix>`` for the selected sensors.
 
-    ``bounds[sensor]`` is ``{"low", "high", "direction"}``: scalars (percentile fit) or
-    arrays aligned with that sensor's rows in ``df`` sorted by ts (rolling). The flag of a
-    normalised row is the source flag, combined with OUT_OF_RANGE (3) where the scale is
-    undefined (no fit, ``high − low ≤ 0``). Returns (frame, report).
+    ``bounds[sensor]`` is ``{"low", "high", "direction"}`` (+ optional ``span_ok``): scalars
+    (percentile fit) or arrays aligned with that sensor's rows in ``df`` sorted by ts
+    (rolling). The flag of a normalised row is the source flag, combined with OUT_OF_RANGE
+    (3) where the scale is undefined (no fit, ``high − low ≤ 0``, or ``span_ok`` false:
+    span unknown / not closing, :func:`span_check`). Returns (frame, report).
     """
     df = tidy.conform(df).sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
     names = selected_sensors(df, params["sensors"])
@@ -211,8 +305,11 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     for name in names:
         idx = np.flatnonzero(codes == cats.index(name))
         b = bounds[name]
-        y, bad, below, above = normalise_values(values[idx], b["low"], b["high"],
-                                                b["direction"], params["clip"])
+        if b.get("span_ok", True):
+            y, bad, below, above = normalise_values(values[idx], b["low"], b["high"],
+                                                    b["direction"], params["clip"])
+        else:   # span unknown / not closing (span_check): no scale, flag 3
+            y, bad, below, above = normalise_values(values[idx], None, None, b["direction"], params["clip"])
         idxs.append(idx)
         ys.append(y)
         fs.append(combine(flags[idx], np.where(bad, np.uint8(Flag.OUT_OF_RANGE),
@@ -287,6 +384,6 @@ def fit_mismatch(saved: dict, params: dict):
     """The first fit-defining config key whose value differs from the one a fit file was
     made with, as (key, saved value, current value); None when they agree."""
     for key in FIT_KEYS:
-        if saved.get(key) != params[key]:
-            return key, saved.get(key), params[key]
+        if saved.get(key) != params.get(key):
+            return key, saved.get(key), params.get(key)
     return None

@@ -95,31 +95,57 @@ def flag_sentinels(values: np.ndarray, sentinels) -> np.ndarray:
     return np.isin(x, np.asarray(list(sentinels), dtype=np.float64))
 
 
+def noise_scale(ts_ns: np.ndarray, x: np.ndarray, window) -> np.ndarray:
+    """Robust local noise sd from first differences [sensor unit]:
+
+        sigma_i = 1.4826 * median(|x_k - x_k-1| : k in the centred window of i) / sqrt(2)
+
+    (the window holds at least 15 samples on each side, so a 31 s window still works at
+    0.1 Hz)
+    (a level change — a closure edge — is one or a few large differences in the window, so
+    it does not inflate sigma the way it inflates the MAD around a rolling median)."""
+    if len(x) < 2:
+        return np.zeros(len(x))
+    d = np.abs(np.diff(x))
+    d = np.concatenate(([d[0]], d))
+    lo, hi = centred_bounds(ts_ns, window)
+    idx = np.arange(len(x), dtype=np.int64)     # at least 15 samples each side (low rates)
+    lo = np.maximum(np.minimum(lo, idx - 15), 0)
+    hi = np.minimum(np.maximum(hi, idx + 16), len(x))
+    med = pd.Series(d).rolling(_Bounds(lo, hi), min_periods=1).median()
+    return MAD_TO_SIGMA * med.to_numpy() / np.sqrt(2.0)
+
+
 def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0,
-                threshold_abs=None, max_length: int = 3, context_window=None) -> np.ndarray:
-    """Flag spikes: short excursions from a robust centred reference that return.
+                threshold_abs=None, max_length: int = 3, context_window=None,
+                direction: str = "both") -> np.ndarray:
+    """Flag spikes: runs of 1..max_length samples lying beyond BOTH neighbours.
 
-    With m_i the median and MAD_i the median absolute deviation (|x − m| of the window)
-    over the centred window of sample i (``window``: odd number of samples or a duration):
+    With sigma_i the local noise sd (:func:`noise_scale` over the centred ``window``) and
 
-        T_i       = max(threshold_mad × 1.4826 × MAD_i, threshold_abs)       [sensor unit]
-        outlier_i = |x_i − m_i| > T_i
+        T_i = max(threshold_mad × sigma_i, threshold_abs)                      [sensor unit]
 
-    (a ``None`` threshold drops out of the max; 1.4826 × MAD estimates the noise sigma).
-    With a ``context_window`` (longer, same forms), M_i its centred median, a sample must
-    also be far from the broader reference: outlier_i also needs |x_i − M_i| > T_i, so a
-    brief return to the level the sensor held for most of the last minutes (an animal
-    reopening for 2 s between two micro-closures) is not a spike.
-    A run of consecutive outliers i = a+1 … b−1 is a spike, and flagged 2, only when
+    a run of consecutive usable samples i = a+1 … b−1 (1 ≤ b−1−a ≤ max_length) between the
+    usable samples a and b is a spike, flagged 2, when every sample of the run is beyond the
+    envelope of its two neighbours by more than T (T taken at the run's first sample):
 
-        (b − 1 − a) ≤ max_length           it is short                       [samples]
-        a and b exist                      bounded by non-outliers on both sides
-        |x_b − x_a| ≤ min(T_a+1 … T_b−1)   it returns to the level it left
+        up:   min(x_run) − max(x_a, x_b) > T        down:  min(x_a, x_b) − max(x_run) > T
 
-    so the edges and overshoots of real closures (level shifts that stay) are never
-    flagged, and a run touching the first or last sample is not flagged (it cannot be
-    shown to return). NaN values are ignored (they neither count nor break a run);
-    pass only the samples that earlier tests left usable.
+    ``direction`` names the side on which a lone excursion is physically impossible: "up",
+    "down", or "both". On that side the envelope test suffices; on the other (physical)
+    side a run is a spike only if it is beyond both neighbours by more than 2T and comes
+    straight back, |x_b − x_a| ≤ 3 × sigma. A
+    valve closes fast and opens slowly: a lone sample toward OPEN is impossible, one toward
+    CLOSED that recovers slowly is a real adduction, kept — one that is back at once is a
+    glitch. For Hall counts (higher = more closed) the glitch side is "down"; for a gap in
+    mm (higher = more open), "up".
+    A ramp sample lies between its neighbours and is never beyond both, so closure edges are
+    not flagged, while a glitch replacing the sample at an edge is. With a
+    ``context_window`` (centred median M_i over it), each run sample must also satisfy
+    |x_i − M_i| > T_i: a brief return to the level the sensor held for most of the last
+    minutes is not a spike. The first and last usable samples have one neighbour and are
+    never flagged: pass the neighbouring day's edge samples (see :func:`clean_frame`) to
+    test them. NaN values are ignored (they neither count nor break a run).
 
     ts_ns : sample times [ns since epoch, ascending]; values : [sensor unit].
     """
@@ -127,40 +153,46 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
     out = np.zeros(len(x), dtype=bool)
     ok = np.flatnonzero(~np.isnan(x))
-    if len(ok) < 3:
+    n = len(ok)
+    if n < 3:
         return out
     xs, ts = x[ok], ts_ns[ok]
-    bounds = _Bounds(*centred_bounds(ts, window))
-    s = pd.Series(xs)
-    ref = s.rolling(bounds, min_periods=1).median().to_numpy()
-    dev = np.abs(xs - ref)
-    mad = pd.Series(dev).rolling(bounds, min_periods=1).median().to_numpy()
-    thr = np.full(len(xs), -np.inf)
+    thr = np.full(n, -np.inf)
+    sig = noise_scale(ts, xs, window)
     if threshold_mad is not None:
-        thr = np.maximum(thr, threshold_mad * MAD_TO_SIGMA * mad)
+        thr = np.maximum(thr, threshold_mad * sig)
     if threshold_abs is not None:
         thr = np.maximum(thr, float(threshold_abs))
-    outlier = dev > thr
+    far = np.ones(n, dtype=bool)
     if context_window is not None:
-        context = s.rolling(_Bounds(*centred_bounds(ts, context_window)), min_periods=1).median()
-        outlier &= np.abs(xs - context.to_numpy()) > thr
-    # runs of outliers: [first, last] in the usable-sample index
-    edges = np.diff(np.concatenate(([0], outlier.astype(np.int8), [0])))
-    first = np.flatnonzero(edges == 1)
-    last = np.flatnonzero(edges == -1) - 1
-    before, after = first - 1, last + 1
-    inside = (before >= 0) & (after < len(xs))
-    keep = inside & (last - first + 1 <= max_length)
-    i_before = np.where(inside, before, 0)   # a in the docstring
-    i_after = np.where(inside, after, 0)     # b
-    # T_run = min(T_i, i in the run): the return is judged by the threshold the run's own
-    # samples broke (not by T_a, which a nearby closure can inflate through the MAD)
-    pairs = np.ravel(np.column_stack((first, last + 1)))
-    t_run = np.minimum.reduceat(np.append(thr, np.inf), pairs)[::2] if len(first) else thr[:0]
-    keep &= np.abs(xs[i_after] - xs[i_before]) <= t_run
-    m = len(xs) + 1
-    mark = np.bincount(first[keep], minlength=m) - np.bincount(last[keep] + 1, minlength=m)
-    out[ok] = np.cumsum(mark[:-1]) > 0
+        ctx = pd.Series(xs).rolling(_Bounds(*centred_bounds(ts, context_window)), min_periods=1).median()
+        far = np.abs(xs - ctx.to_numpy()) > thr
+    mark = np.zeros(n, dtype=bool)
+    for L in range(1, int(max_length) + 1):
+        if n < L + 2:
+            break
+        starts = np.arange(1, n - L)                       # run = starts .. starts+L-1
+        run = np.stack([xs[starts + k] for k in range(L)])
+        run_min, run_max = run.min(axis=0), run.max(axis=0)
+        all_far = np.stack([far[starts + k] for k in range(L)]).all(axis=0)
+        xa, xb = xs[starts - 1], xs[starts + L]
+        t = thr[starts]
+        up = run_min - np.maximum(xa, xb) > t
+        down = np.minimum(xa, xb) - run_max > t
+        # the physical side (a real fast closing): only a run that comes straight back, to
+        # within 3 noise sd of the level it left (an adduction recovers slowly: it does not)
+        back = np.abs(xb - xa) <= 3.0 * sig[starts]
+        if direction == "up":
+            hit = up | (back & (np.minimum(xa, xb) - run_max > 2 * t))
+        elif direction == "down":
+            hit = down | (back & (run_min - np.maximum(xa, xb) > 2 * t))
+        else:
+            hit = up | down
+        hit &= all_far
+        hit &= ~np.stack([mark[starts + k] for k in range(L)]).any(axis=0)   # shortest run wins
+        for k in range(L):
+            mark[starts[hit] + k] = True
+    out[ok] = mark
     return out
 
 
@@ -172,7 +204,10 @@ def flag_flat_lines(ts_ns: np.ndarray, values: np.ndarray, tolerance: float,
     A stretch of consecutive samples i … j is flat when
 
         max(x_i..x_j) − min(x_i..x_j) ≤ tolerance      [sensor unit]
-        t_j − t_i ≥ min_duration                       [duration]
+        t_j − t_i + p ≥ min_duration                   [duration]
+
+    with p the sample period (median step between usable samples): a stretch of N samples
+    lasts N·p (SaQC counts it that way), so 1,800 samples at 1 Hz are 30 min.
 
     and every sample of every flat stretch is flagged. NaN values are ignored; a gap
     in the data does not break a stretch. ts_ns : [ns since epoch, ascending].
@@ -184,7 +219,8 @@ def flag_flat_lines(ts_ns: np.ndarray, values: np.ndarray, tolerance: float,
     if len(ok) < 2:
         return out
     xs, ts = x[ok], ts_ns[ok]
-    dur = int(pd.Timedelta(min_duration).value)
+    period = int(np.median(np.diff(ts)))
+    dur = max(int(pd.Timedelta(min_duration).value) - period, 1)
     n = len(xs)
     idx = np.arange(n, dtype=np.int64)
     # Every sample of a long-enough flat stretch lies in one of these two shortest
@@ -204,6 +240,77 @@ def flag_flat_lines(ts_ns: np.ndarray, values: np.ndarray, tolerance: float,
         mark += np.bincount(lo[flat], minlength=n + 1) - np.bincount(hi[flat] + 1, minlength=n + 1)
     out[ok] = np.cumsum(mark[:-1]) > 0
     return out
+
+
+def detect_level_shifts(ts_ns: np.ndarray, values: np.ndarray, min_size: float,
+                        min_segment="30min", max_shifts: int = 3) -> list:
+    """Step changes of the baseline (a magnet shifted on the shell): a jump that stays.
+
+    On the per-minute medians m_k of the usable samples (noise averaged out), a candidate at
+    minute k has jump J_k = median(m_k..m_k+2) − median(m_k−3..m_k−1), and is a shift when
+
+        |J_k| ≥ min_size                                        it is large  [sensor unit]
+        ≥ min_segment of data on each side                      it is not a day-edge effect
+        < 20 % of the minutes after k are within |J_k|/2 of     it does not come back
+          the level before, and < 20 % of the minutes before      (a closure does: the
+          k are within |J_k|/2 of the level after                  animal reopens)
+
+    The largest such jump is taken, its instant refined to the sample that best splits the
+    two levels, and the search repeats on each side (at most ``max_shifts``). Returns
+    [(ts_ns of the first sample at the new level, size = level after − level before)].
+    An animal closed from some time to the end of the record looks like a shift: the report
+    says what was seen, the user judges (the neighbouring day tells).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    ts_ns = np.asarray(ts_ns, dtype=np.int64)
+    ok = ~np.isnan(x)
+    x, ts = x[ok], ts_ns[ok]
+    if len(x) < 10 or min_size is None:
+        return []
+    minute = (ts - ts[0]) // 60_000_000_000
+    m = pd.Series(x).groupby(minute).median()
+    mk, mv = m.index.to_numpy(), m.to_numpy()
+    seg = max(int(pd.Timedelta(min_segment).total_seconds() // 60), 3)
+    found = []
+
+    # J_k for every k at once: median of the next 3 minutes − median of the previous 3
+    s = pd.Series(mv)
+    nxt = s[::-1].rolling(3, min_periods=1).median()[::-1].to_numpy()
+    prv = np.concatenate(([np.nan], s.rolling(3, min_periods=1).median().to_numpy()[:-1]))
+    jumps = nxt - prv
+    with np.errstate(invalid="ignore"):
+        cand_all = np.flatnonzero(np.abs(jumps) >= min_size)
+
+    def search(lo, hi):
+        if len(found) >= max_shifts or hi - lo < 2 * seg:
+            return
+        best = None
+        for k in cand_all[(cand_all >= lo + seg) & (cand_all <= hi - seg)]:
+            jump = jumps[k]
+            before, after = np.median(mv[lo:k]), np.median(mv[k:hi])
+            if abs(after - before) < min_size / 2:
+                continue
+            back = np.mean(np.abs(mv[k:hi] - before) < abs(jump) / 2)
+            ahead = np.mean(np.abs(mv[lo:k] - after) < abs(jump) / 2)
+            if back < 0.2 and ahead < 0.2 and (best is None or abs(jump) > abs(best[1])):
+                best = (k, jump, before, after)
+        if best is None:
+            return
+        k, _, before, after = best
+        # refine: the sample in minutes k-1..k that best splits the two levels
+        i0 = int(np.searchsorted(minute, mk[max(k - 1, 0)]))
+        i1 = int(np.searchsorted(minute, mk[min(k, len(mk) - 1)], side="right"))
+        w = x[i0:i1]
+        cost_b = np.concatenate(([0.0], np.cumsum(np.abs(w - before))))
+        cost_a = np.concatenate((np.cumsum(np.abs(w - after)[::-1])[::-1], [0.0]))
+        j = int(np.argmin(cost_b + cost_a))
+        at = min(i0 + j, len(x) - 1)
+        found.append((int(ts[at]), float(after - before)))
+        search(lo, k)
+        search(k, hi)
+
+    search(0, len(mv))
+    return sorted(found)
 
 
 def flag_exclusions(ts_ns: np.ndarray, windows) -> np.ndarray:
@@ -233,7 +340,7 @@ def schema_defaults(kind: str, name: str) -> dict:
 def resolve_rule(params: dict, domain: str, sensor: str):
     """The QC rule of one sensor: defaults ← ``rules[domain]`` ← ``sensors[sensor]``.
 
-    ``range``, ``sentinels`` and null replace; ``spike`` / ``flat`` objects merge key by
+    ``range``, ``sentinels`` and null replace; ``spike`` / ``flat`` / ``shift`` objects merge key by
     key. Returns None when neither the domain nor the sensor has a rule.
     """
     base = params.get("rules", {}).get(domain)
@@ -243,12 +350,12 @@ def resolve_rule(params: dict, domain: str, sensor: str):
     rule = schema_defaults("30_clean", "rule")
     for layer in (base or {}, over or {}):
         for key, value in layer.items():
-            if key in ("spike", "flat") and isinstance(value, dict):
+            if key in ("spike", "flat", "shift") and isinstance(value, dict):
                 prev = rule[key] if isinstance(rule[key], dict) else {}
                 rule[key] = {**prev, **value}
             else:
                 rule[key] = value
-    for key in ("spike", "flat"):
+    for key in ("spike", "flat", "shift"):
         if isinstance(rule[key], dict):
             rule[key] = {**schema_defaults("30_clean", key), **rule[key]}
     return rule
@@ -293,7 +400,8 @@ def exclusion_windows(params: dict, device: str, sensor: str) -> list:
 TESTS = ("missing", "range", "sentinel", "spike", "flat", "excluded")
 
 
-def clean_frame(df: pd.DataFrame, params: dict, device: str):
+def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFrame | None = None,
+                next: pd.DataFrame | None = None):
     """Pure core of 30_clean: a tidy frame → the same rows with quality flags set.
 
     Per sensor (rows sorted by time): NaN → 1; range and sentinels → 3; exclusions → 6;
@@ -302,17 +410,24 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str):
     test). An input flag is kept unless a new one has higher precedence
     (:func:`pyjama.flags.combine`). ``value`` is never changed, rows keep their order.
 
+    ``previous`` / ``next``: optional tidy frames with the last / first minutes of the
+    neighbouring days (same device). Their samples take part in the spike and flat-line
+    tests as neighbours — so the first and last sample of the day have two neighbours and
+    a spike there is found — but only ``df``'s rows are returned and counted.
+
     Returns (frame, counts) where counts holds the ledger keys: rows_in, rows_out,
     rejected (always empty), flags (stored codes by name), tests (samples each test
-    matched, before precedence) and sensors_without_rules.
+    matched, before precedence), sensors_without_rules, level_shifts (list of {sensor, ts,
+    size}: step changes of the baseline, :func:`detect_level_shifts`) and warnings.
     """
     from . import flags as fl
     from . import tidy
 
     df = tidy.conform(df)
     n = len(df)
+    edges = [tidy.conform(f) for f in (previous, next) if f is not None and len(f)]
     tests = dict.fromkeys(TESTS, 0)
-    unruled = []
+    unruled, shifts, warns = [], [], []
     qf = df["quality_flag"].to_numpy().copy()
     if n:
         values = df["value"].to_numpy()
@@ -321,6 +436,11 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str):
         for domain, sensor, idx in tidy.sensor_groups(df):
             x, t = values[idx], ts_ns[idx]
             f = qf[idx]
+            # neighbouring days' samples of this sensor, before / after the day
+            ex = [e[(e["sensor"].astype(str) == sensor).to_numpy()] for e in edges]
+            ex_t = [e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000 for e in ex]
+            pre = [k for k, tt in enumerate(ex_t) if len(tt) and tt[-1] < t[0]]
+            post = [k for k, tt in enumerate(ex_t) if len(tt) and tt[0] > t[-1]]
 
             def apply(mask, code, test):
                 nonlocal f
@@ -334,10 +454,33 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str):
             if rule is None:
                 unruled.append(sensor)
             else:
+                def bad(xv, tv):   # range / sentinel / exclusion (no flag): not usable
+                    m = flag_sentinels(xv, rule["sentinels"]) | flag_exclusions(
+                        tv, exclusion_windows(params, device, sensor))
+                    if rule["range"] is not None:
+                        m |= flag_range(xv, *rule["range"])
+                    return m
+
                 if rule["range"] is not None:
                     apply(flag_range(x, *rule["range"]), fl.Flag.OUT_OF_RANGE, "range")
                 apply(flag_sentinels(x, rule["sentinels"]), fl.Flag.OUT_OF_RANGE, "sentinel")
                 usable = np.where(np.isin(f, unusable), np.nan, x)
+                parts_x, parts_t = [], []
+                for k in pre:
+                    xv = ex[k]["value"].to_numpy(dtype=float)
+                    parts_x.append(np.where(bad(xv, ex_t[k]) | np.isin(ex[k]["quality_flag"].to_numpy(),
+                                                                      unusable), np.nan, xv))
+                    parts_t.append(ex_t[k])
+                n_pre = sum(len(p_) for p_ in parts_x)
+                parts_x.append(usable)
+                parts_t.append(t)
+                for k in post:
+                    xv = ex[k]["value"].to_numpy(dtype=float)
+                    parts_x.append(np.where(bad(xv, ex_t[k]) | np.isin(ex[k]["quality_flag"].to_numpy(),
+                                                                      unusable), np.nan, xv))
+                    parts_t.append(ex_t[k])
+                ux, ut = np.concatenate(parts_x), np.concatenate(parts_t)
+                own = slice(n_pre, n_pre + len(x))
                 if rule["spike"] is not None:
                     sp = rule["spike"]
                     if sp["threshold_mad"] is None and sp["threshold_abs"] is None:
@@ -345,17 +488,28 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str):
                                         "are both null after merging with the domain's rule; "
                                         "allowed: at least one threshold")
                     context = None if sp["context_window"] is None else window_value(sp["context_window"])
-                    spikes = flag_spikes(t, usable, window_value(sp["window"]), sp["threshold_mad"],
-                                         sp["threshold_abs"], sp["max_length"], context)
-                    apply(spikes, fl.Flag.SPIKE, "spike")
-                    usable = np.where(spikes, np.nan, usable)
+                    spikes_all = flag_spikes(ut, ux, window_value(sp["window"]), sp["threshold_mad"],
+                                             sp["threshold_abs"], sp["max_length"], context,
+                                             sp.get("direction", "both"))
+                    apply(spikes_all[own], fl.Flag.SPIKE, "spike")
+                    ux = np.where(spikes_all, np.nan, ux)
                 if rule["flat"] is not None:
                     fp = rule["flat"]
-                    apply(flag_flat_lines(t, usable, fp["tolerance"], pd.Timedelta(fp["min_duration"])),
-                          fl.Flag.FLAT_LINE, "flat")
+                    flat_all = flag_flat_lines(ut, ux, fp["tolerance"], pd.Timedelta(fp["min_duration"]))
+                    apply(flat_all[own], fl.Flag.FLAT_LINE, "flat")
+                    ux = np.where(flat_all, np.nan, ux)
+                shift = rule.get("shift")
+                if shift is not None:
+                    for at, size in detect_level_shifts(t, ux[own], shift["min_size"], shift["min_segment"]):
+                        stamp = pd.Timestamp(at, unit="ns", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+                        shifts.append({"sensor": sensor, "ts": stamp, "size": round(size, 6)})
+                        warns.append(f"{device}/{sensor}: level shift of {size:+.4g} at {stamp} "
+                                     "(magnet moved?); a fit across it is wrong after it: declare an "
+                                     "exclusion or refit from that day")
             qf[idx] = f
     out = df.copy()
     out["quality_flag"] = qf
     counts = {"rows_in": n, "rows_out": n, "rejected": {}, "flags": fl.counts(qf),
-              "tests": tests, "sensors_without_rules": sorted(set(unruled))}
+              "tests": tests, "sensors_without_rules": sorted(set(unruled)),
+              "level_shifts": shifts, "warnings": warns}
     return out, counts

@@ -23,7 +23,11 @@ from pyjama.errors import UserError
 DAY = "2026-01-20"
 NOON = "2026-01-20T12:00:00Z"
 N = np.nan
-BASE = {"exposure": "T", "input_stage": "50_normalised", "output_stage": "60_behaviour"}
+# tiny series: the usable-time floor of 60_daily status (default 1 h) is off here, and
+# micro-closures keep the pre-issue-10 rule (single samples, no noise floor) unless a test says
+BASE = {"exposure": "T", "input_stage": "50_normalised", "output_stage": "60_behaviour",
+        "active": {"min_range": 0.1, "min_usable": "0s"},
+        "micro_closure": {"min_drop": 0.1, "max_duration": "10s", "min_duration": "0s", "noise_factor": 0}}
 
 
 def config(tmp_path, **over):
@@ -300,7 +304,8 @@ def test_all_flagged_input(tmp_path):
     st, sfl = derived(res, "m0__norm__state")
     assert np.isnan(st).all() and (sfl == 1).all()
     d = res.daily.iloc[0]
-    assert (d["samples_usable"], d["share_unknown"], d["active"]) == (0, 1.0, False)
+    assert (d["samples_usable"], d["active"], d["status"]) == (0, False, "no_data")
+    assert np.isnan(d["share_unknown"]) and pd.isna(d["closures"])     # not a number that looks like science
     assert np.isnan(d["range"]) and len(res.events) == 0
     assert res.device_daily.iloc[0]["samples_recorded"] == 3      # recorded, though unusable
 
@@ -378,3 +383,47 @@ def test_run_partition_writes_four_tables_deterministically(tmp_path):
     assert pq.read_table(tmp_path / outs["daily"]).column("sensor").to_pylist() == ["m0__norm"]
     assert pq.read_table(tmp_path / outs["device_daily"]).num_rows == 1
     assert io.read_meta(tmp_path / outs["events"])["pyjama.step"] == "60_behaviour.py"
+
+
+# ---------------------------------------------------------------- issue 10: noise, status
+
+def test_micro_closure_needs_a_drop_above_the_noise_and_a_minimum_duration(tmp_path):
+    # open at 0.8 with ±0.04 noise (sigma from first differences ~0.05): D = max(0.1, 4 × sigma)
+    rng = np.random.default_rng(1)
+    x = 0.8 + rng.normal(0, 0.04, 3600)
+    x[1000:1004] -= 0.5            # a 4-s drop of 0.5 (10 sigma): counted
+    x[2000:2001] -= 0.5            # a 1-s drop: shorter than min_duration 2 s, not counted
+    x[3000:3004] -= 0.15           # 0.15 < D ≈ 0.2: noise-level, not counted
+    mc = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "noise_factor": 4}
+    res = run(tmp_path, series(np.clip(x, 0, 1)), micro_closure=mc)
+    ev = res.events[res.events["kind"] == "micro_closure"]
+    assert [(int((t - pd.Timestamp(NOON)).total_seconds())) for t in ev["start"]] == [1000]
+    assert 0.035 < res.daily.iloc[0]["noise_sd"] < 0.06
+    # the same series with the pre-issue-10 rule (no floor, single samples): noise counts
+    old = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "0s", "noise_factor": 0}
+    assert (run(tmp_path, series(np.clip(x, 0, 1)), micro_closure=old).events["kind"] == "micro_closure").sum() > 3
+
+
+def test_daily_status_too_few_samples_flat_and_span_unknown(tmp_path):
+    day = pd.date_range(DAY, periods=86400, freq="1s", tz="UTC")
+    good = np.where((np.arange(86400) // 3600) % 6 == 0, 0.05, 0.9)      # closes 1 h in 6
+    short = np.full(86400, np.nan)
+    short[:600] = 0.9                                                     # 10 min of data
+    flat = np.full(86400, 0.5)
+    unknown = np.full(86400, np.nan)                                      # normalise: flag 3
+    frames = [tidy.frame(ts=day, device_id="d", domain="bio_signal", sensor=f"m{i}__norm", value=v,
+                         quality_flag=f)
+              for i, (v, f) in enumerate([(good, 0), (short, np.where(np.isnan(short), 1, 0)), (flat, 0),
+                                          (unknown, 3)])]
+    res = compute_behaviour(tidy.concat(frames), DAY, config(tmp_path, active={"min_range": 0.1,
+                                                                             "min_usable": "1h"}).params)
+    d = res.daily.set_index("sensor")
+    assert d["status"].tolist() == ["ok", "too_few_samples", "flat", "span_unknown"]
+    assert d.loc["m0__norm", "closures"] == 4
+    assert d.iloc[1:]["closures"].isna().all() and d.iloc[1:]["share_closed"].isna().all()
+    assert set(res.events["sensor"].dropna()) <= {"m0__norm"}
+    w = res.counts["warnings"]
+    assert w[0] == ("d/m1__norm 2026-01-20: 600 s of usable samples, below $.active.min_usable 3600 s; "
+                    "closures not counted")
+    assert w[1].startswith("d/m2__norm 2026-01-20: flat: opening range 0 below $.active.min_range 0.1")
+    assert w[2].startswith("d/m3__norm 2026-01-20: span unknown / not closing: 86400 of 86400 samples")

@@ -57,10 +57,11 @@ def test_sentinels_are_exact_values():
 
 # ---------------------------------------------------------------- spikes
 
-def spikes(x, window=11, threshold_mad=None, threshold_abs=50, max_length=3, context_window=None):
+def spikes(x, window=11, threshold_mad=None, threshold_abs=50, max_length=3, context_window=None,
+           direction="both"):
     x = np.asarray(x, dtype=float)
     return qc.flag_spikes(every_second(len(x)), x, window, threshold_mad, threshold_abs, max_length,
-                          context_window)
+                          context_window, direction)
 
 
 def test_a_single_sample_spike_is_flagged():
@@ -69,12 +70,52 @@ def test_a_single_sample_spike_is_flagged():
     assert_array_equal(spikes(x), mask(*want))
 
 
-def test_a_closure_is_not_a_spike_even_with_an_overshoot():
-    # 100 (open) → 400 (closed) that stays: a level shift. The first closed sample
-    # overshoots to 520: it is far from the rolling median (400) but the series does not
-    # return to 100 after it (|400 − 100| = 300 > 50), so it is part of the closure.
+def test_a_closure_overshoot_is_physical_when_the_direction_says_so():
+    # 100 (open) → 400 (closed) that stays. The first closed sample overshoots to 520: it is
+    # above both neighbours (100 and 400) by 120 > 50. For Hall counts (higher = more closed)
+    # a move toward closed is physical (direction "down"): it does not come back to 100, kept.
+    # With direction "both" it is a one-sample excursion beyond both neighbours: flagged.
     x = [100] * 8 + [520] + [400] * 12
-    assert_array_equal(spikes(x), np.zeros(21, dtype=bool))
+    assert_array_equal(spikes(x, direction="down"), np.zeros(21, dtype=bool))
+    assert np.flatnonzero(spikes(x, direction="both")).tolist() == [8]
+
+
+def test_ramp_samples_are_never_spikes_but_a_glitch_at_the_edge_is():
+    # a 4-sample ramp 100 → 400: every ramp sample lies between its neighbours
+    ramp = [100] * 10 + [160, 220, 280, 340] + [400] * 10
+    assert not spikes(ramp).any()
+    # the first ramp sample replaced by a glitch beyond the open level (20 < 100 − 50):
+    # below both neighbours (100 and 220) by 80 > 50 → flagged, the ramp is not
+    glitch = [100] * 10 + [20, 220, 280, 340] + [400] * 10
+    assert np.flatnonzero(spikes(glitch, direction="down")).tolist() == [10]
+    # a fast adduction: one sample toward closed (up in counts) recovering slowly is real
+    adduction = [100] * 10 + [300, 260, 220, 180, 140] + [100] * 10
+    assert not spikes(adduction, direction="down").any()
+
+
+def test_direction_up_or_down_flags_one_side_only():
+    x = [100] * 7 + [450] + [100] * 7 + [-250] + [100] * 7     # +350 at 7, −350 at 15
+    assert np.flatnonzero(spikes(x, direction="both")).tolist() == [7, 15]
+    # the other side too, because both come straight back to 100 (|x_b − x_a| = 0 ≤ 3 sigma)
+    assert np.flatnonzero(spikes(x, direction="up")).tolist() == [7, 15]
+    # a drop that recovers slowly (an adduction) is kept when up is the glitch side
+    slow = [100] * 7 + [-250, -150, -50, 50] + [100] * 7
+    assert np.flatnonzero(spikes(slow, direction="up")).tolist() == []
+    assert np.flatnonzero(spikes(slow, direction="both")).tolist() == [7]
+
+
+def test_first_and_last_sample_of_a_day_are_judged_with_the_neighbouring_days():
+    day = tidy.frame(ts=pd.date_range("2026-01-20", periods=10, freq="1s", tz="UTC"), device_id="d",
+                     domain="bio_signal", sensor="m0", value=[30.0] + [300.0] * 9, quality_flag=0)
+    prev = tidy.frame(ts=pd.date_range("2026-01-19T23:59:55Z", periods=5, freq="1s"), device_id="d",
+                      domain="bio_signal", sensor="m0", value=[300.0] * 5, quality_flag=0)
+    params = {"rules": {"bio_signal": {"spike": {"window": 5, "threshold_mad": None, "threshold_abs": 50,
+                                                 "direction": "down"}}}}
+    alone, _ = qc.clean_frame(day, params, "d")
+    assert alone["quality_flag"].tolist() == [0] * 10            # one neighbour: cannot tell
+    both, counts = qc.clean_frame(day, params, "d", previous=prev)
+    assert both["quality_flag"].tolist() == [2] + [0] * 9      # 30 below 300 and 300: a spike
+    assert counts["rows_in"] == counts["rows_out"] == 10       # the edge rows are not returned
 
 
 def test_the_last_open_sample_before_a_closure_is_not_a_spike_after_a_micro_closure():
@@ -102,7 +143,7 @@ def test_max_length_decides_between_two_and_four_samples():
 
 
 def test_a_run_touching_the_series_edge_is_not_flagged():
-    # it cannot be shown to return: the first sample could be the end of a closure
+    # it has one neighbour: the first sample could be the end of a closure
     x = [450] + [100] * 10
     assert_array_equal(spikes(x), np.zeros(11, dtype=bool))
 
@@ -113,8 +154,8 @@ def test_a_window_as_a_duration_equals_the_same_number_of_samples_at_1_hz():
 
 
 def test_mad_threshold_scales_with_the_noise():
-    # noise of ±2 counts: around sample 5 the rolling median is 101 and the MAD 1, so
-    # T = 6 × 1.4826 × 1 = 8.9 counts: +39 (sample 5) is a spike, +5 (sample 12) is not.
+    # noise of ±2 counts: the median |first difference| is about 2, so sigma ≈ 1.4826 × 2 / √2
+    # ≈ 2.1 and T = 6 × sigma ≈ 12.6 counts: +40 (sample 5) is a spike, +6 (sample 12) is not.
     noise = np.array([0, 2, -1, 1, -2, 0, 1, -1, 2, -2, 0, 1, -1, 2, 0, -2, 1], dtype=float)
     x = 100 + noise
     x[5] += 40     # 140
@@ -157,11 +198,20 @@ def test_spikes_of_tiny_series():
 # ---------------------------------------------------------------- flat lines
 
 def test_flat_line_needs_the_duration():
-    x = [5, 5, 5, 5, 5, 7, 6, 8]     # 5 for 5 samples: t = 0…4 s, a 4 s stretch
-    assert_array_equal(qc.flag_flat_lines(every_second(8), np.array(x, float), 0, pd.Timedelta("4s")),
-                       mask(1, 1, 1, 1, 1, 0, 0, 0))
+    x = [5, 5, 5, 5, 5, 7, 6, 8]     # 5 for 5 samples at 1 s: N·p = 5 s (t = 0…4 s)
     assert_array_equal(qc.flag_flat_lines(every_second(8), np.array(x, float), 0, pd.Timedelta("5s")),
+                       mask(1, 1, 1, 1, 1, 0, 0, 0))
+    assert_array_equal(qc.flag_flat_lines(every_second(8), np.array(x, float), 0, pd.Timedelta("6s")),
                        np.zeros(8, dtype=bool))
+
+
+def test_a_stuck_stretch_of_n_samples_lasts_n_times_the_period():
+    # exactly 1,800 equal samples at 1 Hz span 1,799 s but last 30 min (SaQC counts so)
+    x = np.concatenate([[1.0, 2.0], np.full(1800, 7.0), [3.0, 4.0]])
+    got = qc.flag_flat_lines(every_second(len(x)), x, 0, pd.Timedelta("30min"))
+    assert got.sum() == 1800 and got[2:1802].all()
+    x29 = np.concatenate([[1.0], np.full(1799, 7.0), [3.0]])      # 1,799 samples: 29 min 59 s
+    assert not qc.flag_flat_lines(every_second(len(x29)), x29, 0, pd.Timedelta("30min")).any()
 
 
 def test_flat_line_tolerance_is_max_minus_min():
@@ -293,7 +343,7 @@ def test_sensor_override_merges_spike_keys_over_the_domain():
               "sensors": {"m3": {"spike": {"threshold_abs": 80}}, "m4": {"spike": None}}}
     m3 = qc.resolve_rule(params, "bio_signal", "m3")
     assert m3["spike"] == {"window": "31s", "context_window": None, "threshold_mad": 6, "threshold_abs": 80,
-                           "max_length": 3}
+                           "max_length": 3, "direction": "both"}
     assert m3["range"] is None and m3["sentinels"] == [] and m3["flat"] is None
     assert qc.resolve_rule(params, "bio_signal", "m4")["spike"] is None
     assert qc.resolve_rule(params, "environment", "outdoor_temp") is None
@@ -342,7 +392,7 @@ SRC = "configs/X/30_clean.json"
      "with a unit such as '10s', '5min', '2h', '1D'"),
     ({"rules": {"bio_signal": {"spike": {"threshhold_mad": 6}}}},
      f"{SRC}: $.rules.bio_signal.spike.threshhold_mad: unknown key 'threshhold_mad'; allowed keys: "
-     "context_window, max_length, threshold_abs, threshold_mad, window"),
+     "context_window, direction, max_length, threshold_abs, threshold_mad, window"),
     ({"exclusions": [{"device": "valve01", "sensors": "m[0-3", "start": "2026-01-20", "end": "2026-01-21"}]},
      f"{SRC}: $.exclusions[0].sensors: 'm[0-3' is not a regular expression (unterminated character "
      "set at position 1); allowed: a Python regular expression such as 'm[0-3]'"),
@@ -366,7 +416,29 @@ def test_the_template_config_is_valid_and_the_step_runs_it(tmp_path):
 
     text = (REPO / "configs" / "_template" / "30_clean.json").read_text().replace("{{EXPOSURE}}", "X")
     st = load(tmp_path, **{k: v for k, v in json.loads(text).items() if k not in BASE})
-    x = [300.0] * 20 + [650] + [300] * 20
+    # the template's direction is down (Hall counts: a lone drop toward open is a glitch)
+    # +350 back at once: a glitch; −260: a glitch; +350 recovering slowly: an adduction, kept
+    x = [300.0] * 20 + [650] + [300] * 20 + [40] + [300] * 20 + [650, 600, 550, 500, 450, 400] + [300] * 20
     tables, counts = get_step("30_clean.py").compute({"data": tidy_series("m4", x)}, st, "valve01", "2026-01-20")
-    assert np.flatnonzero(tables["data"]["quality_flag"].to_numpy()).tolist() == [20]   # +350: a spike
-    assert counts["flags"]["SPIKE"] == 1
+    assert np.flatnonzero(tables["data"]["quality_flag"].to_numpy()).tolist() == [20, 41]
+    assert counts["flags"]["SPIKE"] == 2
+
+
+def test_a_level_shift_is_reported_with_time_and_size_and_a_closure_is_not():
+    # 3 h at 300 counts (noise ±3), then +80 for 3 h: a magnet that moved
+    t = every_second(6 * 3600)
+    rng = np.random.default_rng(0)
+    x = 300 + rng.integers(-3, 4, len(t)).astype(float)
+    x[3 * 3600:] += 80
+    (at, size), = qc.detect_level_shifts(t, x, 40, "30min")
+    assert at == t[3 * 3600] and abs(size - 80) <= 2
+    # a 40-min closure (+400) that reopens to the level before: not a shift
+    y = 300 + rng.integers(-3, 4, len(t)).astype(float)
+    y[7200:7200 + 2400] += 400
+    assert qc.detect_level_shifts(t, y, 40, "30min") == []
+    # through the step: the ledger lists it and a warning names device, sensor, time, size
+    df = tidy_series("m0", x)
+    _, counts = qc.clean_frame(df, {"rules": {"bio_signal": {"shift": {"min_size": 40}}}}, "valve01")
+    assert counts["level_shifts"] == [{"sensor": "m0", "ts": "2026-01-20T03:00:00Z", "size": counts[
+        "level_shifts"][0]["size"]}]
+    assert counts["warnings"][0].startswith("valve01/m0: level shift of +8")

@@ -182,8 +182,10 @@ def test_narrow_range_is_reported():
     fit = build_fit(series(values), {**PARAMS, "p_low": 0, "p_high": 100}, "valve01", {"from": "a", "to": "b"})
     e = fit["sensors"]["m0__cbrt_inv"]
     assert e["range_ok"] is False
-    assert e["warning"] == ("valve01/m0__cbrt_inv: fitted range 0.0002 is below $.min_range 0.002 "
-                            "(dead sensor, lost magnet or inactive animal?)")
+    assert e["span_ok"] is False
+    assert e["warning"] == ("valve01/m0__cbrt_inv: span unknown / not closing: fitted span 0.0002 is below "
+                            "the required 0.002 ($.min_range 0.002) in the fit period a..b; its opening is "
+                            "not normalised (NaN, flag 3) and its closures are not counted")
     # all samples flagged: no fit, reported, and applying it gives NaN flagged 3
     fit = build_fit(series([1.0, 2.0], flags=[4, 4]), PARAMS, "valve01", {"from": "a", "to": "b"})
     e = fit["sensors"]["m0__cbrt_inv"]
@@ -485,3 +487,50 @@ def test_workflow_fits_once_never_refits_on_new_days_and_refits_on_request(tmp_p
     assert json.loads(fit_path.read_bytes())["period"]["days"] == ["2026-01-20", "2026-01-21"]
     # … and the next workflow run redoes exactly the normalise partitions, nothing upstream
     assert wf.planned_jobs(tmp_path) == {"s50_normalise": 3, "all": 1}
+
+
+def test_an_animal_that_did_not_close_in_the_fit_period_is_not_stretched():
+    # m0 closes (span 1.0); m1 drifts between half and fully open (span 0.5 < 0.65 × 1.0)
+    t = pd.date_range("2026-01-20", periods=1000, freq="1s", tz="UTC")
+    closing = np.where(np.arange(1000) % 200 < 40, 0.0, 1.0)
+    drifting = 0.5 + 0.5 * (np.arange(1000) % 500) / 500
+    df = tidy.concat([tidy.frame(ts=t, device_id="v", domain="bio_signal", sensor=s, value=v, quality_flag=0)
+                      for s, v in (("m0__cbrt_inv", closing), ("m1__cbrt_inv", drifting))])
+    params = {**PARAMS, "p_low": 0, "p_high": 100, "min_span_share": 0.65}
+    fit = build_fit(df, params, "v", {"from": "2026-01-20", "to": "2026-01-20"})
+    assert fit["sensors"]["m0__cbrt_inv"]["span_ok"] is True
+    e = fit["sensors"]["m1__cbrt_inv"]
+    assert e["span_ok"] is False
+    assert e["warning"].startswith("v/m1__cbrt_inv: span unknown / not closing: fitted span 0.499 is below "
+                                   "the required 0.65 ($.min_span_share 0.65 x the device's widest 1)")
+    from pyjama.normalise import normalise_frame
+    bounds = {n: {"low": fit["sensors"][n]["low"], "high": fit["sensors"][n]["high"], "direction": "up",
+                  "span_ok": fit["sensors"][n]["span_ok"]} for n in fit["sensors"]}
+    out, rep = normalise_frame(df, params, bounds, "v")
+    m1 = out[out["sensor"] == "m1__cbrt_inv__norm"]
+    assert m1["value"].isna().all() and (m1["quality_flag"] == 3).all()      # never stretched to 0–1
+    assert rep["undefined"] == 1000
+
+
+def test_the_fit_must_see_the_animal_close_fast_and_stay_closed():
+    # 2 h at 1 Hz. m0: open 1.0, closes in 3 s to 0.0 for 10 min (a closure); m1: drifts
+    # slowly 0.5 → 1.0 → 0.5 (its bottom is reached in an hour: no closure); m2: fast
+    # one-second drops to 0 that recover within 5 s (adductions: they do not stay closed)
+    n = 7200
+    t = pd.date_range("2026-01-20", periods=n, freq="1s", tz="UTC")
+    i = np.arange(n)
+    closing = np.where((i >= 3000) & (i < 3600), 0.0, 1.0)
+    closing[2997:3000] = [0.75, 0.5, 0.25]
+    drifting = 0.75 + 0.25 * np.cos(2 * np.pi * i / n)
+    adducting = np.ones(n)
+    for k in range(300, n, 600):
+        adducting[k:k + 5] = [0.0, 0.2, 0.4, 0.6, 0.8]
+    df = tidy.concat([tidy.frame(ts=t, device_id="v", domain="bio_signal", sensor=s, value=v, quality_flag=0)
+                      for s, v in (("m0__cbrt_inv", closing), ("m1__cbrt_inv", drifting),
+                                   ("m2__cbrt_inv", adducting))])
+    params = {**PARAMS, "p_low": 0, "p_high": 100, "closure_evidence": {"within": "5min", "hold": "2min"}}
+    fit = build_fit(df, params, "v", {"from": "2026-01-20", "to": "2026-01-20"})
+    seen = {k: (e["closures_seen"], e["span_ok"]) for k, e in fit["sensors"].items()}
+    assert seen == {"m0__cbrt_inv": (1, True), "m1__cbrt_inv": (0, False), "m2__cbrt_inv": (0, False)}
+    assert fit["sensors"]["m1__cbrt_inv"]["warning"].startswith(
+        "v/m1__cbrt_inv: span unknown / not closing: no closure in the fit period 2026-01-20..2026-01-20")

@@ -11,6 +11,8 @@ Outputs (one (device, day) partition each; device_id and day live in the path):
 from __future__ import annotations
 
 
+import sys
+
 import numpy as np
 import pyarrow as pa
 
@@ -32,6 +34,7 @@ DAILY_SCHEMA = pa.schema([
     ("share_missing", pa.float64()), ("closures", pa.int64()), ("closure_mean_duration_s", pa.float64()),
     ("micro_closures", pa.int64()), ("velocity_abs_mean", pa.float64()),
     ("velocity_abs_p99", pa.float64()), ("range", pa.float64()), ("active", pa.bool_()),
+    ("noise_sd", pa.float64()), ("status", pa.string()),
 ])
 DEVICE_DAILY_SCHEMA = pa.schema([
     ("animals", pa.int32()), ("active_animals", pa.int32()), ("samples_expected", pa.int64()),
@@ -94,6 +97,8 @@ class BehaviourStep(Step):
         from ..behaviour import compute_behaviour
 
         res = compute_behaviour(frames["data"], day, st.params)
+        for w in res.counts.get("warnings", []):   # one line per animal not counted
+            print(f"warning: {w}", file=sys.stderr)
         tables = {"data": res.data, "events": res.events, "daily": res.daily,
                   "device_daily": res.device_daily}
         return tables, res.counts

@@ -5,6 +5,8 @@ calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents ever
 """
 from __future__ import annotations
 
+import sys
+
 
 from . import Step
 from .. import qc
@@ -76,4 +78,6 @@ class CleanStep(Step):
 
     def compute(self, frames, st, device, day):
         df, counts = qc.clean_frame(frames["data"], st.params, device)
+        for w in counts.get("warnings", []):      # level shifts: one line each
+            print(f"warning: {w}", file=sys.stderr)
         return {"data": df}, counts

@@ -23,9 +23,9 @@ from . import RuleSpec, Step, _q
 from .. import io, tidy
 from ..config import check_regex as _check_regex, digest
 from ..errors import UserError
-from ..normalise import (build_fit, check_range, compute_rolling_bounds, cut_to_period,
-                         direction_for, fit_mismatch, normalise_frame, range_warning,
-                         select_fit_days, selected_sensors)
+from ..normalise import (build_fit, compute_rolling_bounds, cut_to_period,
+                         direction_for, fit_mismatch, normalise_frame,
+                         select_fit_days, selected_sensors, span_check)
 from ..timewindow import parse_bound, shift_day
 
 FIT_DIR = "_fit"
@@ -281,10 +281,11 @@ class NormaliseStep(Step):
                 raise UserError(f"{rel}: no fit for sensor {name!r} of device {device!r}; refit: "
                                 f"python3 pyjama.py run {self.script} --with {st.path} --fit "
                                 f"--device {device}")
-            bounds[name] = {"low": entry["low"], "high": entry["high"], "direction": entry["direction"]}
-            rng, ok = check_range(entry["low"], entry["high"], st["min_range"])
-            if not ok:
-                warnings.append(range_warning(device, name, rng, st["min_range"]))
+            ok, warning = span_check(fit, name, st["min_range"], st["min_span_share"])
+            bounds[name] = {"low": entry["low"], "high": entry["high"], "direction": entry["direction"],
+                            "span_ok": ok}
+            if warning:
+                warnings.append(warning)
         if not fit.get("period", {}).get("complete", True):
             warnings.append(f"{device}: the fit in {rel} covers only {len(fit['period']['days'])} "
                             f"day(s) of {fit['period']['declared']}; refit with --fit once complete")
