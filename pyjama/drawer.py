@@ -7,7 +7,11 @@
     python3 drawer.py report configs/DEMO/pipeline.json [--from A] [--to B] -o report.html
 
 The pipeline and the window are validated here first (the same loader the Snakefile uses),
-so a bad config or bound is one line before Snakemake starts.
+so a bad config or bound is one line before Snakemake starts. ``run`` holds the exposure's
+run lock (pyjama.runlock) and prints one line per job (pyjama.progress.RunMonitor); exit
+codes: 0 done, 1 a job crashed or Snakemake failed, 2 a user error (bad config, or every failed
+job ended in a one-line error such as an unreachable database), 3 lost data under --strict,
+4 another run of the exposure is active. ``status`` exits 1 when any job is not done.
 """
 from __future__ import annotations
 
@@ -50,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--until", metavar="STEP", help="run up to and including this step (name of its config, e.g. 20_split)")
     g.add_argument("--only", metavar="STEP", help="replay just this step over the window (its inputs must exist)")
     r.add_argument("--profile", help="Snakemake profile: a name under workflow/profiles/ (default, slurm) or a path")
-    r.add_argument("--quiet", "-q", action="store_true", help="only errors and the progress line")
-    r.add_argument("--verbose", "-v", action="store_true", help="Snakemake's full output (every job and why it runs)")
+    r.add_argument("--quiet", "-q", action="store_true", help="only failed jobs and the final line")
+    r.add_argument("--verbose", "-v", action="store_true", help="Snakemake's full output, unchanged (default: one line per finished job, with the time left)")
     r.add_argument("--strict", action="store_true", help="exit 3 when the run warns of lost data (a raw file "
                    "not parsed, or one that lost more than its parser's warn_rejected_share of its lines)")
     add_view_parsers(sub)
@@ -100,12 +104,13 @@ def add_view_parsers(sub):
     rp.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
 
 
-def snakemake_command(args, root: Path) -> list:
+def snakemake_command(args, root: Path, plan=None) -> list:
     """The snakemake command line for ``drawer.py run`` (validated first)."""
     from .workflow import WorkflowPlan
 
-    plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
-                                     until=args.until, only=args.only)   # validates every config
+    if plan is None:
+        plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
+                                         until=args.until, only=args.only)   # validates every config
     config = plan.config
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root)]
     if args.profile:
@@ -124,31 +129,118 @@ def snakemake_command(args, root: Path) -> list:
         cmd += ["--allowed-rules", *rules, "all", "--forcerun", *rules]
     if args.dry_run:
         cmd += ["--dry-run"]
-    if args.quiet:
-        cmd += ["--quiet", "rules", "host", "reason"]
-    elif not getattr(args, "verbose", False):
-        cmd += ["--quiet", "rules", "host"]   # the plan table, progress and errors; -v for every job
+    # Snakemake prints every job block; drawer.py reads them (pyjama.progress.RunMonitor) and
+    # prints its own lines; -v passes Snakemake's output unchanged.
     return cmd + list(getattr(args, "snakemake_args", []) or [])
 
 
+# Exit codes of drawer.py run (README "Running unattended"):
+EXIT_JOB_FAILED = 1      # a job crashed (traceback in its log) or Snakemake itself failed
+EXIT_USER_ERROR = 2      # bad config or bound, or every failed job ended in a one-line error
+EXIT_LOST_DATA = 3       # with --strict: the run warned of lost data (pyjama.steps.parser)
+EXIT_BUSY = 4            # another drawer.py run of the exposure is running
+
+
+def _job_cause(root: Path):
+    from .status import log_error
+
+    return lambda log: log_error(root / log)
+
+
+def _is_traceback(root: Path, log: str) -> bool:
+    try:
+        return "Traceback (most recent call last)" in (root / log).read_text(encoding="utf-8",
+                                                                          errors="replace")
+    except OSError:
+        return True
+
+
 def cmd_run(args) -> int:
+    from . import runlock
+    from .progress import RunMonitor
+    from .workflow import WorkflowPlan
+
     root = Path.cwd()
-    cmd = snakemake_command(args, root)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    rc = subprocess.call(cmd, env=env)
+    plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
+                                     until=args.until, only=args.only)   # one-line errors first
+    cmd = snakemake_command(args, root, plan)
+    expo = plan.project.exposure
+    err = sys.stderr
+    lock = None
     if not args.dry_run:
-        window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
-        what = ("done. Step × day board with rows and rejects" if rc == 0 else
-                f"stopped with errors (exit {rc}). Failed jobs and their logs")
-        print(f"PyJAMA: {what}: python3 drawer.py status {args.pipeline}{' ' + window if window else ''}",
-              file=sys.stderr)
-    warnings = run_warnings(args.pipeline, root)
+        try:
+            lock = runlock.acquire(root, expo, "drawer.py run " + " ".join(getattr(args, "argv", [])))
+        except runlock.RunBusy as busy:
+            h = busy.holder
+            print(f"Error: another drawer.py run of exposure {expo} is running (pid {h.get('pid', '?')}, "
+                  f"started {h.get('started', '?')}); nothing was touched. Wait for it to end "
+                  f"(lock: {busy.path.relative_to(root)})", file=err)
+            return EXIT_BUSY
+        n = runlock.clear_stale_snakemake_locks(root, expo)
+        if n:
+            print(f"PyJAMA: removed the Snakemake lock left by a run that is no longer alive "
+                  f"(.snakemake/locks, {n} files)", file=err)
+    try:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        step_of = {spec.name: st.name for st, spec in plan.rules}
+        mon = RunMonitor(step_of, _job_cause(root), err, quiet=args.quiet, verbose=args.verbose,
+                         dry_run=args.dry_run)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        for line in proc.stdout:
+            mon.feed(line)
+        rc = proc.wait()
+        mon.close()
+    finally:
+        if lock is not None:
+            lock.close()
+    rc = _finish(args, root, plan, mon, rc)
+    warnings = run_warnings(args.pipeline, root)     # lost data (issue 11), after every run
     for w in warnings:
-        print(f"PyJAMA: warning: {w}", file=sys.stderr)
+        print(f"PyJAMA: warning: {w}", file=err)
     if warnings and args.strict and rc == 0:
-        rc = 3
+        rc = EXIT_LOST_DATA
     return rc
+
+
+def _finish(args, root, plan, mon, rc) -> int:
+    err = sys.stderr
+    window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
+    board = f"python3 drawer.py status {args.pipeline}{' ' + window if window else ''}"
+    if args.dry_run:
+        if rc == 0:
+            n = len(mon.planned)
+            what = f"{n} job{'s' if n != 1 else ''} would run" if n else "nothing to do, every job is up to date"
+            print(f"PyJAMA: dry run: {what}; nothing was changed", file=err)
+            return 0
+    if rc == 0:
+        took = _elapsed(mon)
+        what = (f"done, {mon.finished} job{'s' if mon.finished != 1 else ''} in {took}" if mon.finished
+                else "nothing to do, every job is up to date")
+        print(f"PyJAMA: {what}. Step × day board with rows and rejects: {board}", file=err)
+        return 0
+    if mon.failed:
+        names = ", ".join(f"{s} {w}".strip() for s, w, _c, _l in mon.failed[:5])
+        more = f" and {len(mon.failed) - 5} more" if len(mon.failed) > 5 else ""
+        code = EXIT_JOB_FAILED if any(_is_traceback(root, log) for *_x, log in mon.failed) \
+            else EXIT_USER_ERROR
+        print(f"PyJAMA: {len(mon.failed)} job{'s' if len(mon.failed) != 1 else ''} failed "
+              f"({names}{more}), {mon.finished} done; logs named above. Board: {board}", file=err)
+        return code
+    # Snakemake stopped before or between jobs: its own error lines, once each
+    mine = [e for e in mon.errors if e.startswith("Error: ")]
+    shown = mine or mon.errors[:3] or [f"Error: snakemake exited with {rc}"]
+    if not args.verbose:
+        for e in shown:
+            print(e if e.startswith("Error") else f"Error: {e}", file=err)
+    return EXIT_USER_ERROR if mine or rc == 2 else EXIT_JOB_FAILED
+
+
+def _elapsed(mon) -> str:
+    from .progress import _duration
+
+    return _duration(mon.clock() - mon.t0)
 
 
 def run_warnings(pipeline, root) -> list:
@@ -164,13 +256,15 @@ def run_warnings(pipeline, root) -> list:
 
 
 def cmd_status(args) -> int:
-    from .status import main_status
+    """Exit 0 when every job is done (``drawer.py run`` would run nothing), 1 otherwise."""
+    from .status import build_board, main_status
 
-    sys.stdout.write(main_status(args.pipeline, args.start, args.end, as_json=args.json))
+    board = build_board(args.pipeline, args.start, args.end)
+    sys.stdout.write(main_status(args.pipeline, args.start, args.end, as_json=args.json, board=board))
     if not args.json:
         for w in run_warnings(args.pipeline, Path.cwd()):
             sys.stdout.write(f"warning: {w}\n")
-    return 0
+    return 0 if all(j.state == "done" for j in board.jobs) else 1
 
 
 def cmd_dag(args) -> int:
@@ -201,4 +295,5 @@ def main(argv=None) -> int:
         argv, extra = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     args.snakemake_args = extra
+    args.argv = argv
     return one_line_errors(COMMANDS[args.command], args)

@@ -611,13 +611,24 @@ class ReportBuilder:
             out.append(f"<pre>{esc(json.dumps(st.params, indent=2, ensure_ascii=False))}</pre></details>")
         return "\n".join(out)
 
+    def lost_data(self) -> list:
+        """The lost-data lines ``drawer.py run`` ends with (pyjama.steps.parser.loss_warnings)."""
+        from .steps.parser import loss_warnings
+
+        try:
+            return loss_warnings(self.project)
+        except Exception as exc:  # noqa: BLE001 - one section must not stop the report
+            self.warnings.append(f"lost data: {exc}")
+            return []
+
     def page(self) -> str:
         b = self.board
         w = b.plan.window
         span = "all days" if w.start is None and w.end is None else str(w)
         pairs = sorted({(d, day) for _s, d, day in b.cells})
         detail = pairs[-DETAIL_LIMIT:]
-        totals = {s: sum(1 for j in b.jobs if j.state == s) for s in ("done", "stale", "missing", "failed")}
+        totals = {s: sum(1 for j in b.jobs if j.state == s)
+                  for s in ("done", "stale", "missing", "running", "failed")}
         parts = [
             "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
             f"<title>PyJAMA report · {esc(self.expo)}</title>",
@@ -630,6 +641,11 @@ class ReportBuilder:
             "<p>Jobs: " + ", ".join(f"<span class='state-{s}'>{n} {s}</span>" for s, n in totals.items())
             + " (details: <code>python3 drawer.py status " + esc(self.project.pipeline.path) + "</code>).</p>",
         ]
+        lost = self.lost_data()
+        if lost:
+            parts.append("<p class='lost'><b>Lost data</b> (raw files not parsed, or that lost more than "
+                         "their parser's <code>warn_rejected_share</code> of their lines):</p><ul>"
+                         + "".join(f"<li>{esc(w)}</li>" for w in lost) + "</ul>")
         bad = b.attention()
         if bad:
             items = []

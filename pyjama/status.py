@@ -1,38 +1,51 @@
-"""``drawer.py status``: a step × day board of what is done, missing, stale or failed.
+"""``drawer.py status``: a step × day board of what is done, missing, stale, running or failed.
 
-It reads metadata only, never the data: file existence and mtimes, the ledgers
-(``_ledger.json``), the parquet footers (provenance written by :func:`pyjama.io.provenance`),
-the job logs and Snakemake's ``.snakemake/incomplete`` markers. The jobs it looks at are the
-ones the workflow itself plans (:class:`pyjama.workflow.WorkflowPlan`: every rule's
-targets for the window), so the board and ``snakemake -n`` agree on what exists.
+The verdict per job is Snakemake's own (:mod:`pyjama.verdict`): the workflow's DAG is built
+in this process through Snakemake's API with the settings ``drawer.py run`` uses, and a job
+is not done exactly when ``drawer.py run --dry-run`` would run it; the reasons are
+Snakemake's (``output files have to be generated``, ``updated input files``, ``input files
+updated by another job``, ``params have changed since last execution`` — a step config
+edit —, ``incomplete output files``, …). Snakemake's answer is cached, keyed by the mtimes of
+every file of its DAG (see :mod:`pyjama.verdict`), so a second status costs milliseconds.
 
-States of a job (and of the (device, day) cells it feeds):
+On top of that verdict, the board says what Snakemake cannot:
 
-- ``done``     every output exists and nothing below applies;
+- ``running``  the job's outputs carry Snakemake's incomplete marker
+  (``.snakemake/incomplete``) and a live run holds them: ``drawer.py run``'s lock on the
+  exposure (:mod:`pyjama.runlock`) is held, or Snakemake's ``.snakemake/locks`` list them;
+- ``failed``   its log ends in an error (``Error: ...`` or a Python traceback) written after
+  its outputs (a failed job's outputs are removed by Snakemake);
 - ``missing``  an output does not exist (never built, or deleted);
-- ``stale``    outputs exist but Snakemake would rebuild them; the reasons say why:
-  ``config changed`` (the config digest in the parquet footer differs from the config's
-  digest now), ``code version changed`` (``pyjama.code_version`` differs from the running
-  PyJAMA), ``input newer`` (an input file's mtime is after the output's), ``upstream
-  <state>`` (an input is produced by a job that is itself not done);
-- ``failed``   the last run of the job wrote an error to its log (``Error: ...`` or a Python
-  traceback) or Snakemake left an incomplete marker (the job was interrupted).
+- ``stale``    outputs exist and Snakemake would rebuild them (the reasons say why; an
+  incomplete output left by a killed run is ``stale: incomplete output files``).
 
-A cell takes the worst state of its jobs: failed > missing > stale > done.
+Rows, rejects and flags come from the ledgers and parquet footers. A cell takes the worst
+state of its jobs: failed > running > missing > stale > done.
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, io
 
-STATES = ("done", "stale", "missing", "failed")   # in order of severity
+STATES = ("done", "stale", "missing", "running", "failed")   # in order of severity
 SEVERITY = {s: i for i, s in enumerate(STATES)}
+
+# Snakemake's reason names (snakemake.jobs.Reason.get_names) in the board's words
+REASON_WORDS = {
+    "output files have to be generated": "output missing",
+    "incomplete output files": "incomplete output (interrupted run)",
+    "updated input files": "input newer",
+    "input files updated by another job": "upstream job will run",
+    "set of input files has changed since last execution": "set of inputs changed",
+    "code has changed since last execution": "code changed",
+    "params have changed since last execution": "config changed",
+    "software environment definition has changed since last execution": "software environment changed",
+}
 
 
 # ---------------------------------------------------------------- the model
@@ -86,37 +99,19 @@ def flagged_share(flags: dict):
     return (total - ok) / total
 
 
-class _Wildcards(dict):
-    """Enough of Snakemake's wildcards object for the steps' input functions."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def _pattern_regex(pattern: str):
-    """``data/X/20_split/device_id={device}/day={day}/part.parquet`` → a regex with groups."""
-    out, pos = "", 0
-    for m in re.finditer(r"\{(\w+)\}", pattern):
-        out += re.escape(pattern[pos:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
-        pos = m.end()
-    return re.compile(out + re.escape(pattern[pos:]) + "$")
-
-
 class _Files:
     """Cached stat of files (each is an output of one job and the input of others)."""
 
     def __init__(self, root: Path):
         self.root = root
+        self._root_s = str(root)
         self._mtime: dict = {}
 
     def mtime(self, rel: str):
         """mtime in ns, or None when the file does not exist."""
         if rel not in self._mtime:
             try:
-                self._mtime[rel] = os.stat(self.root / rel).st_mtime_ns
+                self._mtime[rel] = os.stat(os.path.join(self._root_s, rel)).st_mtime_ns
             except OSError:
                 self._mtime[rel] = None
         return self._mtime[rel]
@@ -175,8 +170,10 @@ def log_error(path: Path) -> str:
 class Board:
     """Jobs and cells of one pipeline in one window."""
 
-    def __init__(self, plan, root: Path):
+    def __init__(self, plan, root: Path, use_cache: bool = True):
         self.plan = plan
+        self.use_cache = use_cache
+        self._root_s = str(root)
         self.root = Path(root)
         self.project = plan.project
         self.steps = [st.name for st in self.project.pipeline.steps]
@@ -185,100 +182,64 @@ class Board:
         self.other: list = []        # jobs of no (device, day): per-exposure outputs
         self._files = _Files(self.root)
         self._incomplete = incomplete_outputs(self.root)
-        self._producer: dict = {}    # output path → Job
         self._build()
 
-    # -- jobs
-    def _jobs_of(self, st, spec):
-        patterns = {k: _pattern_regex(v) for k, v in spec.outputs.items()}
-        seen, jobs = set(), []
-        for target in spec.targets:
-            wc = None
-            for rx in patterns.values():
-                m = rx.match(target)
-                if m:
-                    wc = m.groupdict()
-                    break
-            if wc is None:
-                continue
-            key = tuple(sorted(wc.items()))
-            if key in seen:
-                continue
-            seen.add(key)
-            w = _Wildcards(wc)
-            outs = {k: v.format(**wc) for k, v in spec.outputs.items()}
-            ins = spec.inputs(w) if callable(spec.inputs) else spec.inputs
-            flat = []
-            for v in (ins or {}).values():
-                flat.extend(v if isinstance(v, (list, tuple)) else [v])
-            jobs.append(Job(step=st.name, rule=spec.name, wildcards=dict(wc), outputs=outs,
-                            inputs=[str(p) for p in flat], log=spec.log.format(**wc)))
-        return jobs
-
     def _build(self):
-        for st, spec in self.plan.rules:
-            for job in self._jobs_of(st, spec):
-                self._judge(st, job)
-                self.jobs.append(job)
-                for path in job.outputs.values():
-                    self._producer[path] = job
-                self._place(st, job)
+        from . import runlock, verdict
 
-    def _judge(self, st, job: Job):
+        specs = {spec.name: (st, spec) for st, spec in self.plan.rules}
+        names = {spec.name: st.name for st, spec in self.plan.rules}   # StepConfig.name is not free
+        digests = [st.digest for st in self.project.pipeline.steps]
+        self.verdicts, self.cached = verdict.verdicts(
+            self.root, self.project.exposure, self.plan.config, self.plan.targets(), digests,
+            use_cache=self.use_cache)
+        self._live = runlock.holder(self.root, self.project.exposure)
+        self._locked = runlock.locked_files(self.root)
+        for key, v in self.verdicts.items():
+            if v["rule"] not in specs:
+                continue
+            st, spec = specs[v["rule"]]
+            wc = dict(v["wildcards"])
+            job = Job(step=names[spec.name], rule=spec.name, wildcards=wc,
+                      outputs={k: p.format(**wc) for k, p in spec.outputs.items()},
+                      inputs=list(v["inputs"]), log=spec.log.format(**wc))
+            self._judge(st, job, v)
+            self.jobs.append(job)
+            self._place(st, job)
+        order = {spec.name: i for i, (_st, spec) in enumerate(self.plan.rules)}
+        self.jobs.sort(key=lambda j: (order.get(j.rule, 0), sorted(j.wildcards.items())))
+
+    def _judge(self, st, job: Job, v: dict):
+        self._read_ledger(job)
+        if not v["needrun"]:
+            job.state = "done"
+            return
         files = self._files
         outs = list(job.outputs.values())
         mtimes = [files.mtime(p) for p in outs]
         missing = [p for p, t in zip(outs, mtimes) if t is None]
-        err = ""
-        log_t = files.mtime(job.log)
-        if log_t is not None:
-            err = log_error(self.root / job.log)
+        job.reasons = [REASON_WORDS.get(r, r) for r in v["reasons"]]
         incomplete = [p for p in outs if p in self._incomplete]
-        if incomplete:
-            job.state, job.error = "failed", "interrupted: Snakemake marked the outputs incomplete"
-            job.reasons.append("incomplete")
+        if incomplete and (self._live is not None or any(p in self._locked for p in incomplete)):
+            job.state = "running"
+            pid = (self._live or {}).get("pid")
+            job.error = f"running (drawer.py run pid {pid})" if pid else "running"
             return
-        if err and (missing or log_t >= max(t for t in mtimes if t is not None)):
+        log_t = files.mtime(job.log)
+        err = log_error(self.root / job.log) if log_t is not None else ""
+        present = [t for t in mtimes if t is not None]
+        if err and not incomplete and (missing or log_t >= max(present)):
             job.state, job.error = "failed", err
-            job.reasons.append("error in log")
             return
-        if missing:
-            job.state = "missing"
-            return
+        job.state = "missing" if missing else "stale"
+
+    def _read_ledger(self, job: Job):
         ledger_path = job.outputs.get("ledger")
         if ledger_path:
             try:
-                job.ledger = io.read_ledger(self.root / ledger_path)
+                job.ledger = io.read_ledger(os.path.join(self._root_s, ledger_path))
             except (OSError, ValueError):
                 job.ledger = None
-        main = next((p for p in outs if p.endswith(".parquet")), None)
-        if main:
-            try:
-                meta = io.read_meta(self.root / main)
-            except Exception:  # noqa: BLE001 - an unreadable footer is a reason to rebuild
-                meta = None
-            if meta is None:
-                job.reasons.append("unreadable output")
-            else:
-                if meta.get("pyjama.config_digest") not in (None, st.digest):
-                    job.reasons.append("config changed")
-                code = meta.get("pyjama.code_version")
-                if code is not None and code != __version__:
-                    job.reasons.append(f"code version changed ({code} → {__version__})")
-        oldest = min(mtimes)
-        upstream = set()
-        for p in job.inputs:
-            t = files.mtime(p)
-            prod = self._producer.get(p)
-            if prod is not None and prod.state != "done":
-                upstream.add(f"upstream {prod.step} {prod.state}")
-            elif t is None:
-                upstream.add("input missing")
-            elif t > oldest:
-                upstream.add("input newer")
-        job.reasons.extend(sorted(upstream))
-        if job.reasons:
-            job.state = "stale"
 
     def _cell_keys(self, st, job: Job):
         wc = job.wildcards
@@ -296,7 +257,7 @@ class Board:
             self.other.append(job)
             return
         for dev, day in keys:
-            cell = self.cells.setdefault((st.name, dev, day), Cell(st.name, dev, day))
+            cell = self.cells.setdefault((job.step, dev, day), Cell(job.step, dev, day))
             if SEVERITY[job.state] > SEVERITY[cell.state]:
                 cell.state = job.state
             for r in job.reasons:
@@ -407,9 +368,11 @@ def build_board(pipeline: str, start=None, end=None, root=None) -> Board:
 
 # ---------------------------------------------------------------- text rendering
 
-SYMBOL = {"done": "ok", "missing": "--", "stale": "S", "failed": "FAIL"}
-REASON_CODE = [("config changed", "c"), ("code version", "v"), ("input newer", "i"),
-               ("upstream", "u"), ("input missing", "m"), ("unreadable", "x")]
+SYMBOL = {"done": "ok", "missing": "--", "stale": "S", "running": "RUN", "failed": "FAIL"}
+# Snakemake's reason names (jobs.Reason.get_names) → one letter in a cell
+REASON_CODE = [("config changed", "c"), ("input newer", "i"), ("upstream job will run", "u"),
+               ("set of inputs changed", "s"), ("incomplete output", "x"), ("code changed", "v"),
+               ("software environment", "e"), ("forced", "f")]
 
 
 def _short_reason(reasons) -> str:
@@ -453,10 +416,10 @@ def render_text(board: Board, width: int = 100) -> str:
     span = "all days" if w.start is None and w.end is None else str(w)
     lines.append(f"PyJAMA status · exposure {board.project.exposure} · {board.project.pipeline.path} "
                  f"· window {span}")
-    lines.append("cells: ok done (rows out, * = rows rejected) · -- missing · FAIL failed · "
+    lines.append("cells: ok done (rows out, * = rejected) · -- missing · RUN running · FAIL failed · "
                  "S:<why> stale")
-    lines.append("why: c config changed · v code version · i input newer · u upstream not done · "
-                 "m input missing")
+    lines.append("why: c config changed · i input newer · u upstream runs · s inputs changed · "
+                 "x interrupted")
     if not board.cells and not board.other:
         lines.append("")
         lines.append("nothing planned in this window: no raw file touches it "
@@ -535,6 +498,8 @@ def render_text(board: Board, width: int = 100) -> str:
             text = f"  {j.state.upper():7s} {j.step} {where}"
             if j.state == "failed":
                 text += f": {j.error}\n          log: {j.log}"
+            elif j.state == "running":
+                text += f": {j.error}"
             elif j.reasons:
                 text += ": " + "; ".join(j.reasons)
             lines.append(text)
@@ -565,8 +530,9 @@ def _runs(rows):
     return [g for _k, g in groups]
 
 
-def main_status(pipeline: str, start=None, end=None, as_json=False, root=None, width=None) -> str:
-    board = build_board(pipeline, start, end, root)
+def main_status(pipeline: str, start=None, end=None, as_json=False, root=None, width=None,
+                board=None) -> str:
+    board = board or build_board(pipeline, start, end, root)
     if as_json:
         return json.dumps(board.to_json(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
     if width is None:

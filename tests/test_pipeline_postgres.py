@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.wf import make_project, snakemake
+from tests.wf import drawer, make_project, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -27,3 +27,18 @@ def test_unreachable_database_fails_only_at_step_80(tmp_path):
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("Error: 80_import_postgres.py")]
     assert errors, res.stderr[-3000:]
     assert "127.0.0.1:1" in errors[0] and "(log: logs/T/" in errors[0]
+    # through drawer.py: one line per failed import (step, partition, cause, log), one summary
+    # line, exit 2 (a user error: the database cannot be reached) and no Snakemake frames
+    res = drawer(tmp_path, "run", "configs/T/pipeline_postgres.json")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.splitlines()
+    fails = [ln for ln in lines if ln.startswith("FAILED ")]
+    pipe = json.loads((cfgs / "pipeline_postgres.json").read_text())
+    imports = [s for s in pipe["steps"] if s["script"].startswith("80_")]
+    assert len(fails) == len(imports) and len(lines) == len(fails) + 1
+    assert all(" valve01 2026-01-20: " in ln and "127.0.0.1:1" in ln and
+               ln.endswith("/valve01/2026-01-20.log)") for ln in fails)
+    assert lines[-1].startswith(f"PyJAMA: {len(fails)} jobs failed (80_")
+    assert lines[-1].endswith("), 0 done; logs named above. Board: python3 drawer.py status "
+                              "configs/T/pipeline_postgres.json")
+    assert "RuleException" not in res.stderr and "Traceback" not in res.stderr

@@ -159,3 +159,21 @@ def test_flag_table_counts_rows_per_code():
 
 def test_sensor_lists_are_shortened_to_channels():
     assert shorten_sensors("m10__cbrt_inv__norm,m2__cbrt_inv__norm") == "m2, m10"
+
+
+def test_report_lists_the_raw_files_that_lost_lines(tmp_path):
+    """Issue 11: the report names the file, the count and the main reason, as the run does."""
+    from wf import make_project
+
+    make_project(tmp_path, days=1, defects=False)
+    raw = tmp_path / "data/T/00_raw/T_valve01_2026-01-20.csv"
+    with open(raw, "a") as fh:
+        fh.writelines(f"garbage line {i}\n" for i in range(100))
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "-q")
+    want = ("data/T/00_raw/T_valve01_2026-01-20.csv: 100 of 4420 lines rejected (2.3 %), mostly "
+            "'no values' (100); rejects: data/T/10_parsed/raw=T_valve01_2026-01-20.csv/_rejects.csv")
+    assert res.returncode == 0 and res.stderr.splitlines()[-1] == f"PyJAMA: warning: {want}"
+    res = drawer(tmp_path, "report", "configs/T/pipeline.json", "-o", "r.html")
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "r.html").read_text()
+    assert f"<li>{want.replace(chr(39), '&#x27;')}</li>" in text

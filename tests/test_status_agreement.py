@@ -1,0 +1,195 @@
+"""The status board and ``drawer.py run --dry-run`` agree, job for job, in every scenario
+of issue 9: the set of jobs the board calls not done equals the set of jobs the dry run
+would run (concrete (step, device/day or raw file) pairs, never counts)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.wf import PY, REPO, drawer, make_project, pyjama
+
+pytestmark = pytest.mark.slow
+
+PIPE = "configs/T/pipeline.json"
+
+
+def where(wc: dict) -> str:
+    keys = [k for k in ("device", "day", "raw") if k in wc]
+    return " ".join(wc[k] for k in keys)
+
+
+def board(root, **window):
+    args = [f"--{k}={v}" for k, v in window.items()]
+    res = drawer(root, "status", PIPE, "--json", *args)
+    assert res.returncode in (0, 1), res.stderr
+    data = json.loads(res.stdout)
+    states = {(j["step"], where(j["wildcards"])): j["state"] for j in data["jobs"]}
+    not_done = {k for k, s in states.items() if s != "done"}
+    assert res.returncode == (1 if not_done else 0)
+    return states, not_done
+
+
+def dry_plan(root, **window):
+    args = [f"--{k}={v}" for k, v in window.items()]
+    res = drawer(root, "run", PIPE, "--dry-run", *args)
+    assert res.returncode == 0, res.stderr
+    plan = set()
+    for line in res.stderr.splitlines():
+        if line.startswith("would run: "):
+            text = line.removeprefix("would run: ").split(": ", 1)[0]
+            step, _, w = text.partition(" ")
+            plan.add((step, w))
+    return plan
+
+
+def agree(root, **window):
+    states, not_done = board(root, **window)
+    plan = dry_plan(root, **window)
+    assert not_done == plan, f"board not done: {sorted(not_done)}\ndry run plans: {sorted(plan)}"
+    return states
+
+
+@pytest.fixture
+def proj(tmp_path):
+    make_project(tmp_path, days=2, steps=("10_parser", "20_split", "30_clean"), defects=False)
+    return tmp_path
+
+
+def test_board_and_dry_run_agree_in_every_scenario(proj):
+    root = proj
+    d1, d2 = "valve01 2026-01-20", "valve01 2026-01-21"
+    # fresh: everything to do
+    states = agree(root)
+    assert set(states.values()) == {"missing"} and len(states) == 6
+
+    # after a full run: nothing to do
+    assert drawer(root, "run", PIPE).returncode == 0
+    states = agree(root)
+    assert set(states.values()) == {"done"}
+
+    # pyjama.py run rewrote the split partitions with the same bytes (writes are
+    # deterministic): newer, but Snakemake compares checksums of small files, so nothing runs
+    time.sleep(0.01)
+    assert pyjama(root, "run", "20_split.py", "--with", "configs/T/20_split.json").returncode == 0
+    states = agree(root)
+    assert set(states.values()) == {"done"}
+    # ... and with other bytes (a partition rewritten from one raw file only): 30 follows
+    assert pyjama(root, "run", "20_split.py", "--with", "configs/T/20_split.json",
+                  "--from", "2026-01-20", "--to", "2026-01-20").returncode == 0
+    part = root / "data/T/20_split/device_id=valve01/day=2026-01-20/part.parquet"
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part)
+    pq.write_table(table.slice(0, table.num_rows // 2).replace_schema_metadata(table.schema.metadata), part)
+    states = agree(root)
+    assert {k for k, s in states.items() if s != "done"} == {("30_clean", d1)}
+    assert drawer(root, "run", PIPE).returncode == 0
+
+    # a config edit: that step and nothing upstream
+    cfg = root / "configs/T/30_clean.json"
+    data = json.loads(cfg.read_text())
+    data["comment"] = "x"   # comments are not part of the digest: no change
+    cfg.write_text(json.dumps(data))
+    assert agree(root) and all(s == "done" for s in board(root)[0].values())
+    data["rules"]["bio_signal"]["spike"]["threshold_mad"] = 7
+    cfg.write_text(json.dumps(data))
+    states = agree(root)
+    assert {k for k, s in states.items() if s != "done"} == {("30_clean", d1), ("30_clean", d2)}
+    assert drawer(root, "run", PIPE).returncode == 0
+
+    # a raw file added: its jobs only
+    from pyjama.demo import generate
+
+    gen = root / "gen"
+    generate(gen, "T", devices=1, days=1, hz=0.05, defects=False, start="2026-01-22")
+    for f in gen.iterdir():
+        f.rename(root / "data/T/00_raw" / f.name)
+    states = agree(root)
+    new = {k for k, s in states.items() if s != "done"}
+    assert ("20_split", "valve01 2026-01-22") in new and ("30_clean", "valve01 2026-01-22") in new
+    assert all(k[1].endswith("2026-01-22") or "2026-01-22" in k[1] for k in new)
+
+    # after --until 20_split: the 30_clean job is still to do
+    assert drawer(root, "run", PIPE, "--until", "20_split").returncode == 0
+    states = agree(root)
+    assert {k for k, s in states.items() if s != "done"} == {("30_clean", "valve01 2026-01-22")}
+    assert drawer(root, "run", PIPE).returncode == 0
+    agree(root)
+
+
+def _stop_during_a_job(proc, root, deadline=120):
+    """SIGSTOP the run (its whole process group) while a job holds Snakemake's incomplete
+    marker: the run stays alive, with its locks, in the middle of that job."""
+    inc = root / ".snakemake" / "incomplete"
+    end = time.monotonic() + deadline
+    while time.monotonic() < end and proc.poll() is None:
+        if inc.is_dir() and any(p.is_file() for p in inc.rglob("*")):
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if any(p.is_file() for p in inc.rglob("*")):
+                return True
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.005)
+    return False
+
+
+def test_running_and_failed_jobs_agree_with_the_dry_run(proj):
+    root = proj
+    assert drawer(root, "run", PIPE, "--until", "10_parser").returncode == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([PY, str(REPO / "drawer.py"), "run", PIPE, "--cores", "1"], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert _stop_during_a_job(proc, root), "the run ended before a job could be caught"
+        states = agree(root)
+        running = {k for k, s in states.items() if s == "running"}
+        assert len(running) == 1 and next(iter(running))[0] in ("20_split", "30_clean")
+        # a second run refuses, naming the live one, and touches nothing
+        second = drawer(root, "run", PIPE)
+        assert second.returncode == 4
+        line = second.stderr.strip()
+        assert line.startswith(f"Error: another drawer.py run of exposure T is running (pid {proc.pid}, "
+                               "started ")
+        assert line.endswith("); nothing was touched. Wait for it to end "
+                             "(lock: data/T/.pyjama/run.lock)")
+        assert "\n" not in line
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert set(agree(root).values()) == {"done"}
+
+    # a failed job: its input damaged (older than its output, so only the failure says so)
+    d2 = "valve01 2026-01-21"
+    part = root / "data/T/20_split/device_id=valve01/day=2026-01-21/part.parquet"
+    good = part.read_bytes()
+    stamp = part.stat().st_mtime_ns
+    part.write_bytes(b"not parquet")
+    os.utime(part, ns=(stamp, stamp))
+    for f in (root / "data/T/30_clean/device_id=valve01/day=2026-01-21").iterdir():
+        f.unlink()
+    res = drawer(root, "run", PIPE)
+    assert res.returncode == 2
+    lines = res.stderr.splitlines()
+    assert lines[0] == (f"FAILED 30_clean {d2}: {part}: not a readable parquet file (Could not open "
+                        f"Parquet input source '{part}': Parquet magic "
+                        "bytes not found in footer. Either the file is corrupted or this is not a "
+                        "parquet file.); delete it and re-run the step that writes it "
+                        "(log: logs/T/30_clean/valve01/2026-01-21.log)")
+    assert lines[1:] == ["PyJAMA: 1 job failed (30_clean valve01 2026-01-21), 0 done; logs named above. "
+                         "Board: python3 drawer.py status configs/T/pipeline.json"]
+    states = agree(root)
+    assert states[("30_clean", d2)] == "failed"
+    assert {k for k, s in states.items() if s != "done"} == {("30_clean", d2)}
+    text = drawer(root, "status", PIPE).stdout
+    assert f"  FAILED  30_clean {d2}: Error: 30_clean.py valve01/2026-01-21: " in text
+    assert "          log: logs/T/30_clean/valve01/2026-01-21.log" in text
+    part.write_bytes(good)
+    os.utime(part, ns=(stamp, stamp))
+    assert drawer(root, "run", PIPE).returncode == 0
+    assert set(agree(root).values()) == {"done"}
