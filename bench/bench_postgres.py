@@ -185,8 +185,8 @@ def main(argv=None) -> int:
     from psycopg2 import sql
 
     from pyjama import db
-    from pyjama.cli import run_step
-    from pyjama.config import load_step_config
+    from pyjama.runner import run_step
+    from pyjama.pipeline import load_step_config
     from pyjama.io import list_partitions
     from pyjama.project import Project
 

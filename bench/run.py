@@ -181,7 +181,7 @@ def dryrun_year(tmp: Path) -> dict:
 def peak_memory(root: Path) -> dict:
     """Max RSS of each step run alone (`pyjama.py run`, same code as a job) on the largest
     partition: the 10 Hz device-day when present, else the first one."""
-    from pyjama.config import load_pipeline
+    from pyjama.pipeline import load_pipeline
 
     pipe = load_pipeline("configs/BENCH/pipeline.json", root)
     biggest = max((root / "data/BENCH/00_raw").glob("*.csv"), key=lambda p: p.stat().st_size)

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
@@ -81,7 +81,7 @@ def _fmt_path(path) -> str:
     return out
 
 
-def _short(value) -> str:
+def short(value) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -99,29 +99,29 @@ def _describe(error) -> str:
                 f"allowed keys: {', '.join(allowed)}")
     where = _fmt_path(error.absolute_path)
     if v == "enum":
-        return f"{where}: {_short(inst)} is not allowed; allowed: {', '.join(_short(x) for x in sch['enum'])}"
+        return f"{where}: {short(inst)} is not allowed; allowed: {', '.join(short(x) for x in sch['enum'])}"
     if v == "const":
-        return f"{where}: {_short(inst)} is not allowed; allowed: {_short(sch['const'])}"
+        return f"{where}: {short(inst)} is not allowed; allowed: {short(sch['const'])}"
     if v == "type":
         want = sch["type"] if isinstance(sch["type"], str) else " or ".join(sch["type"])
-        return f"{where}: {_short(inst)} has the wrong type; allowed: {want}"
+        return f"{where}: {short(inst)} has the wrong type; allowed: {want}"
     if v == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"{_fmt_path(list(error.absolute_path) + [missing])}: required key is missing"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         ops = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
-        return f"{where}: {_short(inst)} is out of range; allowed: {ops[v]} {sch[v]}"
+        return f"{where}: {short(inst)} is out of range; allowed: {ops[v]} {sch[v]}"
     if v == "pattern":
         hint = sch.get("x-pattern-hint", f"text matching {sch['pattern']}")
-        return f"{where}: {_short(inst)} is not allowed; allowed: {hint}"
+        return f"{where}: {short(inst)} is not allowed; allowed: {hint}"
     if v in ("minItems", "maxItems", "minLength", "maxLength"):
-        return f"{where}: {_short(inst)} is not allowed; {error.message}"
+        return f"{where}: {short(inst)} is not allowed; {error.message}"
     if v in ("oneOf", "anyOf"):
         opts = []
         for sub in sch.get(v, []):
             opts.append(sub.get("title") or sub.get("description", "").split(".")[0] or "?")
-        return f"{where}: {_short(inst)} matches none of the allowed forms: {'; '.join(opts)}"
-    return f"{where}: {_short(inst)}: {error.message}"
+        return f"{where}: {short(inst)} matches none of the allowed forms: {'; '.join(opts)}"
+    return f"{where}: {short(inst)}: {error.message}"
 
 
 def _best_error(errors):
@@ -195,27 +195,6 @@ class StepConfig:
         return self.params.get(key, default)
 
 
-def load_step_config(script: str, path, root: Path | None = None) -> StepConfig:
-    """Load and validate the config ``path`` for ``script`` (e.g. ``30_clean.py``)."""
-    from .steps import get_step
-
-    step = get_step(script)
-    root = Path(root or Path.cwd())
-    full = Path(path) if Path(path).is_absolute() else root / path
-    raw = read_json(full)
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: $: expected a JSON object, got {_short(raw)}")
-    params = validate(step.kind, raw, str(path))
-    check_exposure_name(params["exposure"], f"{path}: $.exposure")
-    for key in ("input_stage", "output_stage"):
-        if key in params:
-            _check_stage(params[key], f"{path}: $.{key}")
-    step.check_config(params, str(path))
-    # A comment is for humans: editing it must not re-run anything.
-    meaning = {k: v for k, v in params.items() if k != "comment"}
-    return StepConfig(script=step.script, path=str(path), params=params, digest=digest(meaning))
-
-
 def check_regex(pattern: str, where: str, example: str = ".*"):
     """Compile a regular expression from a config; a bad one is a one-line UserError.
     ``where`` is "<file>: $.json.path"."""
@@ -229,83 +208,10 @@ def check_regex(pattern: str, where: str, example: str = ".*"):
 STAGE_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,63}$")
 
 
-def _check_stage(stage: str, where: str) -> None:
+def check_stage(stage: str, where: str) -> None:
+    """A stage name from a config: folders under data/<EXPO>/ (a bad one is a one-line UserError)."""
     parts = stage.split("/")
     if not stage or any(not STAGE_PART_RE.match(p) or ".." in p for p in parts):
         raise UserError(f"{where}: {stage!r} is not allowed; allowed: a folder under data/<EXPO>/ "
                         "such as '20_split' or '70_aggregated/window=10s' (letters, digits, '_', '-', "
                         "'.', '=', and '/' between folders)")
-
-
-@dataclass
-class Pipeline:
-    """A validated pipeline.json: the exposure and its ordered step invocations."""
-
-    path: str
-    exposure: str
-    steps: list = field(default_factory=list)   # list[StepConfig]
-
-    def producer_of(self, stage: str):
-        for st in self.steps:
-            if stage in _output_stages(st):
-                return st
-        return None
-
-    def step_named(self, name: str) -> StepConfig:
-        for st in self.steps:
-            if name in (st.name, st.script, st.script.removesuffix(".py"), Path(st.path).name):
-                return st
-        allowed = ", ".join(st.name for st in self.steps)
-        raise UserError(f"{self.path}: no step {name!r}; allowed: {allowed}")
-
-
-def _output_stages(st: StepConfig) -> list:
-    from .steps import get_step
-
-    return list(get_step(st.script).output_stages(st).values())
-
-
-def load_pipeline(path, root: Path | None = None) -> Pipeline:
-    """Load pipeline.json and every step config it lists; check the DAG is connected.
-
-    Checks: each entry names a known script and an existing, valid config; all configs
-    name the pipeline's exposure; no two steps write the same stage; every input stage
-    is 00_raw or written by an earlier step.
-    """
-    from .steps import get_step
-
-    root = Path(root or Path.cwd())
-    full = Path(path) if Path(path).is_absolute() else root / path
-    raw = read_json(full)
-    data = validate("pipeline", raw, str(path))
-    expo = check_exposure_name(data["exposure"], f"{path}: $.exposure")
-    pipe = Pipeline(path=str(path), exposure=expo)
-    written: dict = {}
-    names: set = set()
-    for i, entry in enumerate(data["steps"]):
-        where = f"{path}: $.steps[{i}]"
-        try:
-            get_step(entry["script"])
-        except UserError as exc:
-            raise UserError(f"{where}.script: {exc}") from None
-        st = load_step_config(entry["script"], entry["with"], root)
-        if st.exposure != expo:
-            raise UserError(f"{st.path}: $.exposure: {st.exposure!r} is not allowed; allowed: "
-                            f"{expo!r} (the exposure of {path})")
-        if st.name in names:
-            raise UserError(f"{where}.with: {entry['with']!r} is listed twice; each config file "
-                            "may appear once (copy it under another name for a second invocation)")
-        names.add(st.name)
-        step = get_step(st.script)
-        for stage in step.input_stages(st):
-            if stage != "00_raw" and stage not in written:
-                allowed = ", ".join(["00_raw"] + sorted(written)) 
-                raise UserError(f"{st.path}: $.input_stage: {stage!r} is not written by any earlier "
-                                f"step of {path}; allowed: {allowed}")
-        for stage in step.output_stages(st).values():
-            if stage in written or stage == "00_raw":
-                raise UserError(f"{st.path}: $.output_stage: {stage!r} is already written by "
-                                f"{written.get(stage, 'the raw files')}; each stage has one writer")
-            written[stage] = st.path
-        pipe.steps.append(st)
-    return pipe

@@ -84,7 +84,8 @@ def _step_info(plan):
     from .steps import get_step
 
     info = {}
-    for st, spec in plan.rules:
+    for spec in plan.rules:
+        st = spec.step
         step = get_step(st.script)
         ins = ", ".join(step.input_stages(st)) if "input_stage" in st.params else ""
         outs = ", ".join(step.output_stages(st).values()) if "output_stage" in st.params else \

@@ -183,7 +183,7 @@ def cmd_run(args) -> int:
     try:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        step_of = {spec.name: st.name for st, spec in plan.rules}
+        step_of = {rule.name: rule.step.name for rule in plan.rules}
         mon = RunMonitor(step_of, _job_cause(root), err, quiet=args.quiet, verbose=args.verbose,
                          dry_run=args.dry_run)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from . import io
-from .config import Pipeline, load_pipeline
+from .pipeline import Pipeline, load_pipeline
 from .errors import UserError
 
 INDEX_VERSION = 2

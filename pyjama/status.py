@@ -187,8 +187,8 @@ class Board:
     def _build(self):
         from . import runlock, verdict
 
-        specs = {spec.name: (st, spec) for st, spec in self.plan.rules}
-        names = {spec.name: st.name for st, spec in self.plan.rules}   # StepConfig.name is not free
+        specs = {rule.name: (rule.step, rule) for rule in self.plan.rules}
+        names = {rule.name: rule.step.name for rule in self.plan.rules}   # StepConfig.name is not free
         digests = [st.digest for st in self.project.pipeline.steps]
         self.verdicts, self.cached = verdict.verdicts(
             self.root, self.project.exposure, self.plan.config, self.plan.targets(), digests,
@@ -206,7 +206,7 @@ class Board:
             self._judge(st, job, v)
             self.jobs.append(job)
             self._place(st, job)
-        order = {spec.name: i for i, (_st, spec) in enumerate(self.plan.rules)}
+        order = {rule.name: i for i, rule in enumerate(self.plan.rules)}
         self.jobs.sort(key=lambda j: (order.get(j.rule, 0), sorted(j.wildcards.items())))
 
     def _judge(self, st, job: Job, v: dict):

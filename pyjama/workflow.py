@@ -1,11 +1,30 @@
-"""What the Snakefile asks of the library: the project, the rules and the targets.
+"""The plan of a pipeline, made once: its rules, their jobs, and the files ``rule all`` wants.
 
-Kept here (not in the Snakefile) so it is importable, testable and shared with drawer.py.
-Snakemake re-parses the Snakefile in every job, so this must stay cheap and free of side
-effects (the raw index cache aside, which is written only when a raw file is new).
+The Snakefile declares its rules from :class:`WorkflowPlan`, and ``drawer.py run``,
+``status``, ``dag`` and ``report`` read the same objects, so no view re-derives the plan.
+
+API (the objects are in :mod:`pyjama.rules`)::
+
+    plan = WorkflowPlan.for_pipeline("configs/DEMO/pipeline.json", start, end, root)
+    plan.rules                 # [Rule]: one per Snakemake rule, pipeline order
+    plan.rule(name)            # the Rule of a Snakemake rule name ("s30_clean")
+    plan.jobs                  # [Job]: every job of the window (built on first use)
+    plan.jobs_of(step_name)    # the jobs of one pipeline step ("30_clean")
+    plan.job_for_output(path)  # the Job writing this file (also outside the window), or None
+    plan.targets()             # the files rule all asks for (selected steps, window)
+
+    Job: rule, step, script, config, wildcards, inputs (key → path or [paths]),
+         outputs (key → path), log, params_digest, options, target,
+         input_files, output_files, main_output, partition, command(), run_arguments()
+
+Snakemake re-parses the Snakefile in every job process (not with the default profile's
+threads), so building the plan must stay cheap and free of side effects (the raw index
+cache aside, which is written only when a raw file is new): jobs are built lazily.
 """
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 
 from .errors import UserError
@@ -45,10 +64,10 @@ class WorkflowPlan:
                                            bound_from_config(config.get("to")))
         from .steps import get_step
 
-        self.rules = []          # list of (StepConfig, RuleSpec)
+        self.rules = []          # list of pyjama.rules.Rule
         for st in self.project.pipeline.steps:
-            for spec in get_step(st.script).rule_specs(self.project, st, self.window):
-                self.rules.append((st, spec))
+            self.rules.extend(get_step(st.script).rules(self.project, st, self.window))
+        self._by_name = {r.name: r for r in self.rules}
         self.selected = self._selected_steps(config)
 
     @classmethod
@@ -75,14 +94,90 @@ class WorkflowPlan:
             return [self.project.pipeline.step_named(str(only))]
         return steps
 
+    def rule(self, name: str):
+        return self._by_name[name]
+
     def targets(self):
         names = {st.name for st in self.selected}
         out = []
-        for st, spec in self.rules:
-            if st.name in names:
-                out.extend(spec.targets)
+        for rule in self.rules:
+            if rule.step.name in names:
+                out.extend(rule.targets())
         return out
 
     def rule_names(self, steps=None):
         names = {st.name for st in (steps or self.selected)}
-        return [spec.name for st, spec in self.rules if st.name in names]
+        return [rule.name for rule in self.rules if rule.step.name in names]
+
+    @functools.cached_property
+    def jobs(self) -> list:
+        """Every job of the window, rule by rule in pipeline order."""
+        return [job for rule in self.rules for job in rule.jobs()]
+
+    def jobs_of(self, step_name: str) -> list:
+        return [job for job in self.jobs if job.step == step_name]
+
+    @functools.cached_property
+    def _producers(self) -> dict:
+        return {path: job for job in self.jobs for path in job.output_files}
+
+    def job_for_output(self, path: str):
+        """The job writing ``path`` (relative to the root): from the window's jobs, else by
+        matching the rules' output patterns (Snakemake may plan jobs outside the window,
+        e.g. the neighbour days of a rolling normalise). None when no rule writes it."""
+        path = str(path)
+        hit = self._producers.get(path)
+        if hit is not None:
+            return hit
+        for rule in self.rules:
+            for pattern in rule.outputs.values():
+                m = _pattern_regex(pattern, rule.wildcard_constraints).match(path)
+                if m:
+                    return rule.job(m.groupdict())
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern_regex_cached(pattern: str, constraints: tuple):
+    cons = dict(constraints)
+    out, pos = "", 0
+    for m in re.finditer(r"\{(\w+)\}", pattern):
+        out += re.escape(pattern[pos:m.start()]) + f"(?P<{m.group(1)}>{cons.get(m.group(1), '[^/]+')})"
+        pos = m.end()
+    return re.compile(out + re.escape(pattern[pos:]) + "$")
+
+
+def _pattern_regex(pattern: str, constraints: dict):
+    """``.../device_id={device}/day={day}/part.parquet`` → a regex with named groups."""
+    return _pattern_regex_cached(pattern, tuple(sorted(constraints.items())))
+
+
+def load_plan_or_exit(config: dict) -> WorkflowPlan:
+    """The Snakefile's plan: a bad config or bound is one line on stderr and exit 2."""
+    import sys
+
+    try:
+        plan = WorkflowPlan(config)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if not plan.targets():
+        print(f"PyJAMA: no partitions in the window {plan.window} for {plan.project.pipeline.path} "
+              "(no raw file has data there)", file=sys.stderr)
+    return plan
+
+
+def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str) -> None:
+    """A Snakefile ``run:`` block: the job of ``rule_name`` for ``wildcards``, in this process.
+
+    With --force-use-threads (set in the default profile) Snakemake runs ``run:`` blocks as
+    threads of the main process, so a job costs no interpreter start and no re-import of
+    pandas/pyarrow; elsewhere (SLURM, other profiles) Snakemake starts a process per job."""
+    from snakemake.exceptions import WorkflowError
+
+    from .runner import run_job
+
+    try:
+        run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root)
+    except UserError as exc:
+        raise WorkflowError(f"Error: {exc}") from None

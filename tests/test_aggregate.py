@@ -12,7 +12,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from pyjama import io, tidy
 from pyjama.aggregate import aggregate_partition, aggregate_window
-from pyjama.config import load_step_config
+from pyjama.pipeline import load_step_config
 from pyjama.errors import UserError
 
 DAY = "2026-01-20"

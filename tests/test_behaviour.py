@@ -17,7 +17,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from pyjama import io, tidy
 from pyjama.behaviour import (apply_hysteresis, classify_opening, compute_behaviour,
                               compute_velocity, enforce_min_duration)
-from pyjama.config import load_step_config
+from pyjama.pipeline import load_step_config
 from pyjama.errors import UserError
 
 DAY = "2026-01-20"

@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from pyjama import qc, tidy
-from pyjama.config import load_step_config
+from pyjama.pipeline import load_step_config
 from pyjama.errors import UserError
 from pyjama.steps import get_step
 

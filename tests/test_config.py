@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pyjama.config import load_pipeline, load_step_config, schema
+from pyjama.config import schema
+from pyjama.pipeline import load_pipeline, load_step_config
 from pyjama.errors import UserError
 from pyjama.steps import REGISTRY
 

@@ -35,7 +35,7 @@ def at(df, sensor, ts):
 
 def test_every_stage_and_partition_is_built(demo):
     root, _ = demo
-    from pyjama.config import load_pipeline
+    from pyjama.pipeline import load_pipeline
     from pyjama.steps import get_step
 
     pipe = load_pipeline("configs/T/pipeline.json", root)

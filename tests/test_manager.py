@@ -39,7 +39,7 @@ def test_created_exposure_loads_and_parses_the_station_format(tmp_path):
 
     sh(tmp_path, "create", "A.b-1")
     sys.path.insert(0, str(REPO))
-    from pyjama.config import load_pipeline
+    from pyjama.pipeline import load_pipeline
     from pyjama.parse import parse_bytes
 
     pipe = load_pipeline("configs/A.b-1/pipeline.json", tmp_path)

@@ -13,8 +13,9 @@ from hypothesis import strategies as hs
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pyjama import tidy
-from pyjama.cli import run_step
-from pyjama.config import StepConfig, load_step_config
+from pyjama.runner import run_step
+from pyjama.config import StepConfig
+from pyjama.pipeline import load_step_config
 from pyjama.errors import UserError
 from pyjama.normalise import (build_fit, compute_rolling_bounds, detect_direction, fit_percentiles,
                               normalise_frame, normalise_values, select_fit_days, usable_mask)
@@ -393,19 +394,19 @@ def test_fit_rule_exists_only_for_devices_without_a_fit_file(project):
     if not (project / FIT).exists():
         run_step("50_normalise.py", "configs/T/50_normalise.json", root=project, options={"fit": True})
     saved = (project / FIT).read_bytes()
-    assert [r.name for r in step.rule_specs(proj, st, parse_window(None, None))] == ["s50_normalise"]
+    assert [r.name for r in step.rules(proj, st, parse_window(None, None))] == ["s50_normalise"]
     (project / FIT).unlink()
     try:
-        specs = step.rule_specs(proj, st, parse_window(None, None))
+        specs = step.rules(proj, st, parse_window(None, None))
         fit = specs[1]
-        assert fit.name == "s50_normalise_fit" and fit.targets == []
+        assert fit.name == "s50_normalise_fit" and fit.targets() == []
         assert fit.outputs == {"params": "data/T/50_normalised/_fit/{device}.json"}
         assert fit.wildcard_constraints == {"device": "valve01"}     # never an existing fit
         assert fit.log == "logs/T/50_normalise/fit_{device}.log"
-        assert fit.job_args({"device": "valve01"}) == (
-            "50_normalise.py --with configs/T/50_normalise.json --fit --device valve01")
+        assert fit.job({"device": "valve01"}).command() == (
+            "pyjama.py run 50_normalise.py --with configs/T/50_normalise.json --fit --device valve01")
         # first_days = 1: the fit reads the first day only
-        assert fit.inputs(type("W", (), {"device": "valve01"})) == {
+        assert dict(fit.job({"device": "valve01"}).inputs) == {
             "data": ["data/T/50_transformed/device_id=valve01/day=2026-01-20/part.parquet"]}
         # every normalise partition lists its device's fit file as an input
         assert step.input_files(proj, st, "valve01", "2026-01-21")["params"] == FIT

@@ -25,7 +25,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from pyjama import db, io, tidy
-from pyjama.cli import run_step
+from pyjama.runner import run_step
 from pyjama.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -278,7 +278,7 @@ def test_timestamps_round_trip_exactly_in_utc(proj, pg_dsn, pg_conn):
 
 def test_batches_group_partitions_into_transactions(proj, pg_dsn, pg_conn):
     from pyjama.steps.import_postgres import _batches
-    from pyjama.config import load_step_config
+    from pyjama.pipeline import load_step_config
     from pyjama.project import Project
 
     path = config80(proj, pg_dsn, batch_rows=2)
@@ -455,13 +455,13 @@ def test_window_must_divide_a_day(proj, pg_dsn):
 
 
 def test_81_is_not_a_workflow_rule(proj, pg_dsn):
-    from pyjama.config import load_step_config
+    from pyjama.pipeline import load_step_config
     from pyjama.project import Project
     from pyjama.steps import get_step
     from pyjama.timewindow import parse_window
 
     st = load_step_config("81_import_raw_postgres.py", config81(proj, pg_dsn), proj)
-    assert get_step("81_import_raw_postgres.py").rule_specs(Project.for_exposure(EXPO, proj), st,
+    assert get_step("81_import_raw_postgres.py").rules(Project.for_exposure(EXPO, proj), st,
                                                              parse_window(None, None)) == []
 
 

@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pyjama import io, resample, tidy
-from pyjama.config import load_step_config
+from pyjama.pipeline import load_step_config
 from pyjama.errors import UserError
 from pyjama.steps import get_step
 

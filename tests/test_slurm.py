@@ -92,7 +92,7 @@ def template_pipeline(root: Path) -> list:
     """The steps to run: the template pipeline, plus further template configs (in number
     order, before the 80 database imports) that load as a valid chain, at most MAX_STEPS."""
     sys.path.insert(0, str(REPO))
-    from pyjama.config import load_pipeline
+    from pyjama.pipeline import load_pipeline
 
     pipe_path = root / "configs" / EXPO / "pipeline.json"
     pipe = json.loads(pipe_path.read_text())

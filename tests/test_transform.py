@@ -6,7 +6,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pyjama import tidy
-from pyjama.config import StepConfig, load_step_config
+from pyjama.config import StepConfig
+from pyjama.pipeline import load_step_config
 from pyjama.errors import UserError
 from pyjama.steps import get_step
 from pyjama.transform import (calibrate_linear, compute_cbrt_inv, compute_log, compute_sqrt_inv,

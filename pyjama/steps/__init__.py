@@ -12,11 +12,11 @@ from tidy frames and the config to tidy frames plus ledger counts.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 from .. import io
+from ..rules import Rule, flat_files
 
 # script name → "module:Class" (imported lazily: the Snakefile must stay cheap to parse)
 REGISTRY = {
@@ -55,34 +55,6 @@ def get_step(script: str) -> "Step":
         mod, cls = REGISTRY[name].split(":")
         _CACHE[name] = getattr(importlib.import_module(mod), cls)()
     return _CACHE[name]
-
-
-@dataclass
-class RuleSpec:
-    """What the Snakefile needs to declare one rule."""
-
-    name: str
-    outputs: dict                 # key → path pattern with {device}/{day} or {raw} wildcards
-    inputs: object                # callable(wildcards) → dict key → path or list of paths, or None
-    log: str
-    args: str                     # CLI arguments after `pyjama.py run`, with wildcards
-    params_digest: str
-    wildcard_constraints: dict = field(default_factory=dict)
-    targets: list = field(default_factory=list)   # concrete output files this rule must build
-    resources: dict = field(default_factory=dict)
-    # Inputs that are plain patterns of the output wildcards: Snakemake resolves them
-    # without calling (and inspecting) a function per job, which matters for a year's DAG.
-    input_patterns: dict = field(default_factory=dict)
-
-    def job_args(self, wildcards) -> str:
-        """The job's `pyjama.py run` arguments for these wildcards (shell-quoted).
-
-        Only names relative to the project go here: they are recorded as params, and a
-        moved interpreter or repository must not make Snakemake re-run anything."""
-        import shlex
-
-        values = {k: shlex.quote(str(v)) for k, v in dict(wildcards).items()}
-        return self.args.format(**values)
 
 
 DEVICE_RE = r"[^/=]+"
@@ -128,27 +100,22 @@ class Step:
         """The (device, day) pairs this step builds in the window (from the raw index)."""
         return [p for p in project.partitions(self.input_stages(st)) if window.contains_day(p[1])]
 
-    def rule_specs(self, project, st, window) -> list:
-        name = self.rule_name(st)
-        parts = self.partitions(project, st, window)
-        targets = []
-        for dev, day in parts:
-            targets.extend(self.output_files(st, dev, day).values())
-
-        def inputs(wildcards, _self=self, _st=st, _project=project):
-            return _self.input_files(_project, _st, wildcards.device, wildcards.day)
-
+    def rules(self, project, st, window) -> list:
+        """The workflow rule(s) of this step and their jobs in ``window``."""
         static = type(self).input_files is Step.input_files
-        return [RuleSpec(
-            name=name,
-            outputs=self.output_files(st),
-            inputs=None if static else inputs,
-            input_patterns=self.input_files(project, st, "{device}", "{day}") if static else {},
+
+        def inputs(device, day, _self=self, _st=st, _project=project):
+            return _self.input_files(_project, _st, device, day)
+
+        return [Rule(
+            name=self.rule_name(st), step=st, outputs=self.output_files(st),
             log=f"logs/{st.exposure}/{st.name}/{{device}}/{{day}}.log",
-            args=f"{self.script} --with {_q(st.path)} --device {{device}} --day {{day}}",
-            params_digest=st.digest,
+            wildcard_sets=[{"device": d, "day": day} for d, day in self.partitions(project, st, window)],
+            # plain patterns of the wildcards: Snakemake resolves them without calling (and
+            # inspecting) a function per job, which matters for a year's DAG
+            input_patterns=self.input_files(project, st, "{device}", "{day}") if static else {},
+            input_function=None if static else inputs,
             wildcard_constraints={"device": DEVICE_RE, "day": DAY_RE},
-            targets=targets,
         )]
 
     # ---- running
@@ -168,7 +135,7 @@ class Step:
             else:
                 frames[key] = io.read_tidy(project.root / path, device)
         tables, counts = self.compute(frames, st, device, day)
-        all_inputs = [p for v in files.values() for p in (v if isinstance(v, (list, tuple)) else [v])]
+        all_inputs = flat_files(files)
         meta = io.provenance(self.script, st.path, st.digest, all_inputs)
         outs = self.output_files(st, device, day)
         for key in self.output_stages(st):
@@ -180,10 +147,3 @@ class Step:
     def compute(self, frames: dict, st, device: str, day: str):
         """Pure: input frames → (output frames by key, ledger counts). Override."""
         raise NotImplementedError
-
-
-def _q(text: str) -> str:
-    """Shell-quote a fixed argument and escape braces for the later .format()."""
-    import shlex
-
-    return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")

@@ -18,12 +18,12 @@ class AggregateStep(Step):
 
     def check_config(self, params, source):
         from ..aggregate import check_windows
-        from ..config import _check_stage, check_regex
+        from ..config import check_regex, check_stage
 
         check_regex(params["sensors"], f"{source}: $.sensors", "__norm$")
         check_windows(params["windows"], source)
         for label in params["windows"]:
-            _check_stage(window_stage(params["output_stage"], label), f"{source}: $.windows")
+            check_stage(window_stage(params["output_stage"], label), f"{source}: $.windows")
 
     def output_stages(self, st):
         out = {}

@@ -70,7 +70,7 @@ class BehaviourStep(Step):
 
     def check_config(self, params, source):
         from ..behaviour import read_durations
-        from ..config import _check_stage, check_regex
+        from ..config import check_regex, check_stage
 
         check_regex(params["sensors"], f"{source}: $.sensors", "__norm$")
         sp = params["state"]
@@ -80,7 +80,7 @@ class BehaviourStep(Step):
         read_durations(params, source)
         seen = {params["output_stage"]: "$.output_stage"}
         for _, key in self.STAGE_KEYS:
-            _check_stage(params[key], f"{source}: $.{key}")
+            check_stage(params[key], f"{source}: $.{key}")
             if params[key] in seen:
                 raise UserError(f"{source}: $.{key}: {params[key]!r} is not allowed; allowed: a stage "
                                 f"other than {seen[params[key]]}")

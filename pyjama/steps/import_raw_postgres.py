@@ -22,7 +22,7 @@ text, value double precision)``, unique on ``(device_id, sensor, "Time")``.
   (``data/<EXPO>/<output_stage>/_auto_state.json``: per device the last time and the
   size/mtime of the files read) lets a run with no new raw data stop before parsing.
 
-81 is not a workflow step: ``rule_specs`` returns no rule (run it by hand or from cron).
+81 is not a workflow step: ``rules`` returns no rule (run it by hand or from cron).
 A receipt per (device, day) imported is written under ``data/<EXPO>/<output_stage>/``.
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ class ImportRawPostgresStep(Step):
         day_window_seconds(params["window"], f"{source}: $.window")  # step 70's rule
 
     # ---- not a workflow step
-    def rule_specs(self, project, st, window) -> list:
+    def rules(self, project, st, window) -> list:
         """No rule: 81 is run by hand or by cron (``--mode auto``), never by Snakemake."""
         return []
 

@@ -19,7 +19,7 @@ import sys
 
 import pandas as pd
 
-from . import RuleSpec, Step, _q
+from . import Rule, Step
 from .. import io, tidy
 from ..config import check_regex as _check_regex, digest
 from ..errors import UserError
@@ -118,38 +118,37 @@ class NormaliseStep(Step):
                             "the device's data")
         return days, period
 
-    def rule_specs(self, project, st, window) -> list:
-        specs = super().rule_specs(project, st, window)
+    def rules(self, project, st, window) -> list:
+        rules = super().rules(project, st, window)
         if st["method"] != "percentile":
-            return specs
+            return rules
         missing = sorted(dev for dev in self.device_days(project)
                          if not (project.root / self.fit_file(st, dev)).exists())
         if not missing:
-            return specs   # every fit exists: plain source files, never rebuilt by the workflow
+            return rules   # every fit exists: plain source files, never rebuilt by the workflow
         fit_inputs = {dev: [io.partition_file(st.exposure, st["input_stage"], dev, d)
                             for d in self.fit_days(project, st, dev)[0]] for dev in missing}
 
-        def inputs(wildcards, _files=fit_inputs):
-            return {"data": _files[wildcards.device]}
+        def inputs(device, _files=fit_inputs):
+            return {"data": _files[device]}
 
-        specs.append(RuleSpec(
-            name=self.rule_name(st) + "_fit",
-            outputs={"params": self.fit_file(st)},
-            inputs=inputs,
+        rules.append(Rule(
+            name=self.rule_name(st) + "_fit", step=st, outputs={"params": self.fit_file(st)},
             log=f"logs/{st.exposure}/{st.name}/fit_{{device}}.log",
-            args=f"{self.script} --with {_q(st.path)} --fit --device {{device}}",
-            params_digest=st.digest,
+            wildcard_sets=[{"device": dev} for dev in missing],
+            input_function=inputs,
             # only the missing devices: an existing fit must never match this rule
             wildcard_constraints={"device": "|".join(re.escape(d) for d in missing)},
-            targets=[],
+            options={"fit": True},
+            target=False,   # built when a normalise partition of the device needs it
         ))
-        return specs
+        return rules
 
     # ---------------------------------------------------------------- running
     def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
         """``pyjama.py run 50_normalise.py``: ``--fit`` (re)writes fit files; otherwise the
         ordinary partition loop, fitting first only the devices that have no fit file."""
-        from ..cli import run_default
+        from ..runner import run_default
 
         if (options or {}).get("fit"):
             if st["method"] != "percentile":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io as _io
 
-from . import RuleSpec, Step, _q
+from . import Rule, Step
 from .. import io
 from ..config import check_regex
 from ..errors import UserError
@@ -77,21 +77,13 @@ class ParserStep(Step):
                 out.append(name)
         return sorted(out)
 
-    def rule_specs(self, project, st, window):
-        targets = []
-        for name in self.selected_raw(project, st, window):
-            targets.extend(self.output_files_raw(st, name).values())
-
-        return [RuleSpec(
-            name=self.rule_name(st),
-            outputs=self.output_files_raw(st),
-            inputs=None,
-            input_patterns={"raw": self.raw_path(st, "{raw}")},
+    def rules(self, project, st, window):
+        return [Rule(
+            name=self.rule_name(st), step=st, outputs=self.output_files_raw(st),
             log=f"logs/{st.exposure}/{st.name}/{{raw}}.log",
-            args=f"{self.script} --with {_q(st.path)} --raw {{raw}}",
-            params_digest=st.digest,
+            wildcard_sets=[{"raw": name} for name in self.selected_raw(project, st, window)],
+            input_patterns={"raw": self.raw_path(st, "{raw}")},
             wildcard_constraints={"raw": r"[^/]+"},
-            targets=targets,
         )]
 
     def run_raw(self, project, st, raw: str) -> dict:
