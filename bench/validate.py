@@ -82,7 +82,7 @@ HFNI_CHANGES = {
 
 def template_configs(tmp: Path, hfni: bool = False) -> dict:
     """Load configs/_template/*.json (exposure VALID) through the real loader."""
-    from pyjama.config import load_step_config
+    from pyjama.pipeline import load_step_config
 
     names = {"30_clean": "30_clean.py", "40_resample": "40_resample.py",
              "50_transform": "50_transform.py", "50_normalise": "50_normalise.py",

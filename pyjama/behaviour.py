@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import tidy
 from .errors import UserError
@@ -300,18 +301,36 @@ class BehaviourResult:
     counts: dict
 
 
-EVENT_COLUMNS = ["kind", "sensor", "start", "end", "duration_s", "depth", "cut_start", "cut_end",
-                 "n_animals", "share_active", "animals"]
-DAILY_COLUMNS = ["sensor", "samples_expected", "samples_usable", "share_open", "share_closed",
-                 "share_unknown", "share_missing", "closures", "closure_mean_duration_s",
-                 "micro_closures", "velocity_abs_mean", "velocity_abs_p99", "range", "active",
-                 "noise_sd", "status"]
+TS = pa.timestamp("us", tz="UTC")
+
+EVENTS_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("sensor", pa.string()), ("start", TS), ("end", TS),
+    ("duration_s", pa.float64()), ("depth", pa.float64()), ("cut_start", pa.bool_()),
+    ("cut_end", pa.bool_()), ("n_animals", pa.int32()), ("share_active", pa.float64()),
+    ("animals", pa.string()),
+])
+DAILY_SCHEMA = pa.schema([
+    ("sensor", pa.string()), ("samples_expected", pa.int64()), ("samples_usable", pa.int64()),
+    ("share_open", pa.float64()), ("share_closed", pa.float64()), ("share_unknown", pa.float64()),
+    ("share_missing", pa.float64()), ("closures", pa.int64()), ("closure_mean_duration_s", pa.float64()),
+    ("micro_closures", pa.int64()), ("velocity_abs_mean", pa.float64()),
+    ("velocity_abs_p99", pa.float64()), ("range", pa.float64()), ("active", pa.bool_()),
+    ("noise_sd", pa.float64()), ("status", pa.string()),
+])
 # 60_daily ``status`` of an animal (closures and micro-closures are counted only when "ok";
 # otherwise they, share_open/closed/unknown are null): see :func:`animal_status`.
 STATUSES = ("ok", "no_data", "too_few_samples", "span_unknown", "flat")
-DEVICE_DAILY_COLUMNS = ["animals", "active_animals", "samples_expected", "samples_recorded",
-                        "samples_usable", "completeness_pct", "usable_pct", "closures",
-                        "micro_closures", "sync_closures"]
+DEVICE_DAILY_SCHEMA = pa.schema([
+    ("animals", pa.int32()), ("active_animals", pa.int32()), ("samples_expected", pa.int64()),
+    ("samples_recorded", pa.int64()), ("samples_usable", pa.int64()),
+    ("completeness_pct", pa.float64()), ("usable_pct", pa.float64()), ("closures", pa.int64()),
+    ("micro_closures", pa.int64()), ("sync_closures", pa.int64()),
+])
+
+# the column lists are the schemas' names: one place for both
+EVENT_COLUMNS = EVENTS_SCHEMA.names
+DAILY_COLUMNS = DAILY_SCHEMA.names
+DEVICE_DAILY_COLUMNS = DEVICE_DAILY_SCHEMA.names
 
 
 def select_sensors(df: pd.DataFrame, domain: str, pattern: str) -> list:

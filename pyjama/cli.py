@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from . import __version__
 from .errors import UserError, one_line_errors
+from .steps import all_options
 
 EPILOG = """example:
   python3 pyjama.py run 20_split.py --with configs/DEMO/20_split.json --from 2026-01-20 --to 2026-01-21
@@ -18,6 +20,7 @@ EPILOG = """example:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyjama.py", description="Run one PyJAMA step.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"pyjama.py {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run one step over the partitions of a window", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,13 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", action="append", help="only this device (repeatable)")
     r.add_argument("--day", help="exactly one UTC day (used by the workflow)")
     r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
-    r.add_argument("--fit", action="store_true", help="normalise steps: refit the parameters file")
-    r.add_argument("--mode", choices=["range", "auto"], default="range",
-                   help="81 import: a --from/--to day range, or auto (complete what the table lacks)")
-    r.add_argument("--dry-run", action="store_true", help="import steps: print what would be done, touch nothing")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary line")
+    for opt, scripts in all_options():   # declared by the steps (pyjama.steps.Option)
+        flags = [opt.flag, *([opt.short] if opt.short else [])]
+        if opt.choices:
+            r.add_argument(*flags, dest=opt.dest, choices=list(opt.choices), default=None,
+                           help=f"{opt.help} (default {opt.default}; {', '.join(scripts)})")
+        else:
+            r.add_argument(*flags, dest=opt.dest, action="store_true", default=None,
+                           help=f"{opt.help} ({', '.join(scripts)})")
     sub.add_parser("list", help="list the known step scripts")
     return p
+
+
+def step_options(args) -> dict:
+    """The step options given on the command line (unset ones left out)."""
+    return {opt.dest: getattr(args, opt.dest) for opt, _ in all_options()
+            if getattr(args, opt.dest, None) is not None}
 
 
 def _run_args(args, quiet: bool) -> list:
@@ -42,7 +55,7 @@ def _run_args(args, quiet: bool) -> list:
     from .runner import run_step
 
     return run_step(args.script, args.config, args.start, args.end, args.device, args.day, args.raw,
-                    quiet=quiet, options={"fit": args.fit, "mode": args.mode, "dry_run": args.dry_run})
+                    quiet=quiet, options=step_options(args))
 
 
 def _command(args) -> int:
@@ -63,7 +76,7 @@ def _command(args) -> int:
         rows_in = sum(e.get("rows_in", 0) for e in entries)
         rows_out = sum(e.get("rows_out", 0) for e in entries)
         rej = sum(sum(e.get("rejected", {}).values()) for e in entries)
-        done = "would be written (dry run: nothing changed)" if args.dry_run else "written"
+        done = "would be written (dry run: nothing changed)" if getattr(args, "dry_run", None) else "written"
         print(f"{args.script}: {len(entries)} partition(s) {done}, rows in {rows_in}, "
               f"out {rows_out}, set aside {rej}, in {time.monotonic() - t0:.1f} s")
         if not entries:

@@ -23,7 +23,6 @@ from .errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = REPO / "workflow" / "schemas"
-SCRIPTS_DIR = REPO / "scripts"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

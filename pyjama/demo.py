@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .timewindow import iso
+
 SECONDS_PER_DAY = 86400
 
 
@@ -91,29 +93,29 @@ def generate(out_dir, exposure="DEMO", devices=2, days=3, start="2026-01-20", hz
                     i = at(sec + 37 * k)
                     vals[c, i] += 350
                     manifest["defects"].append({"kind": "spike", "device": device, "sensor": f"m{c}",
-                                                "ts": _iso(ts[i])})
+                                                "ts": iso(ts[i])})
                 # sentinel value on channel 2
                 i = at(30000 + 11 * d)
                 vals[2, i] = 4095
                 manifest["defects"].append({"kind": "sentinel", "device": device, "sensor": "m2",
-                                            "ts": _iso(ts[i]), "value": 4095})
+                                            "ts": iso(ts[i]), "value": 4095})
                 # flat line: channel 5 stuck for 40 min
                 i0, i1 = at(70000), at(70000 + 2400)
                 vals[5, i0:i1] = np.round(vals[5, i0])
                 manifest["defects"].append({"kind": "flat_line", "device": device, "sensor": "m5",
-                                            "start": _iso(ts[i0]), "end": _iso(ts[i1 - 1])})
+                                            "start": iso(ts[i0]), "end": iso(ts[i1 - 1])})
                 # duplicated lines: 5 lines written twice
                 for sec in (1000, 2000, 3000, 4000, 5000):
                     dup[at(sec)] = True
-                    manifest["defects"].append({"kind": "duplicate", "device": device, "ts": _iso(ts[at(sec)])})
+                    manifest["defects"].append({"kind": "duplicate", "device": device, "ts": iso(ts[at(sec)])})
                 # short gap (10 s) and long gap (10 min)
                 i = at(10000)
                 keep[i:i + at(10)] = False
-                manifest["defects"].append({"kind": "gap", "device": device, "start": _iso(ts[i]),
+                manifest["defects"].append({"kind": "gap", "device": device, "start": iso(ts[i]),
                                             "seconds": 10})
                 i = at(50000)
                 keep[i:i + at(600)] = False
-                manifest["defects"].append({"kind": "gap", "device": device, "start": _iso(ts[i]),
+                manifest["defects"].append({"kind": "gap", "device": device, "start": iso(ts[i]),
                                             "seconds": 600})
                 truncated = d == 0 and k == days - 1
             lines = _format_lines(ts, vals, temp)
@@ -139,10 +141,6 @@ def generate(out_dir, exposure="DEMO", devices=2, days=3, start="2026-01-20", hz
 
 def _name(exposure, device, day, gz):
     return f"{exposure}_{device}_{day}.csv" + (".gz" if gz else "")
-
-
-def _iso(t64) -> str:
-    return np.datetime_as_string(t64, unit="us") + "Z"
 
 
 def _format_lines(ts, vals, temp):

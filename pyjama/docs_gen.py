@@ -1,7 +1,9 @@
-"""Generate docs/config-reference.md from the JSON Schemas (so the reference cannot drift).
+"""Generate what is derived from the code, so it cannot drift: docs/config-reference.md from
+the JSON Schemas, and the links ``scripts/NN_name.py`` → ``scripts/step.py`` from the step
+registry.
 
-    python3 -m pyjama.docs_gen            # rewrite docs/config-reference.md
-    python3 -m pyjama.docs_gen --check    # exit 1 when the file is not current (a test runs this)
+    python3 -m pyjama.docs_gen            # rewrite docs/config-reference.md, make missing links
+    python3 -m pyjama.docs_gen --check    # exit 1 when either is not current (a test runs this)
 """
 from __future__ import annotations
 
@@ -82,17 +84,52 @@ def render() -> str:
     return "\n".join(out)
 
 
+SCRIPTS = REPO / "scripts"
+SHELL = "step.py"
+
+
+def script_links() -> tuple:
+    """(missing, stray): registered steps without their ``scripts/`` link, and numbered
+    scripts that no step registers."""
+    from .steps import known_scripts
+
+    have = {p.name for p in SCRIPTS.glob("[0-9]*.py")}
+    want = set(known_scripts())
+    return sorted(want - have), sorted(have - want)
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python3 -m pyjama.docs_gen", description=__doc__.split("\n\n")[0],
+                                epilog="example:\n  python3 -m pyjama.docs_gen --check",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when not current")
+    return p
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     text = render()
-    if "--check" in argv:
+    missing, stray = script_links()
+    if args.check:
         current = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
         if current != text:
             print("docs/config-reference.md is not current: run python3 -m pyjama.docs_gen", file=sys.stderr)
             return 1
+        if missing or stray:
+            print(f"scripts/ does not match the step registry (missing: {', '.join(missing) or 'none'}; "
+                  f"no such step: {', '.join(stray) or 'none'}): run python3 -m pyjama.docs_gen",
+                  file=sys.stderr)
+            return 1
         return 0
     OUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUT.relative_to(REPO)}")
+    for name in missing:
+        (SCRIPTS / name).symlink_to(SHELL)
+        print(f"linked scripts/{name} -> {SHELL}")
+    for name in stray:
+        print(f"warning: scripts/{name} runs no registered step; remove it", file=sys.stderr)
     return 0
 
 

@@ -1,12 +1,14 @@
 """Partition paths, atomic and deterministic parquet/JSON writes, provenance, the ledger.
 
-Layout (DESIGN.md):
+Layout (DESIGN.md, docs/data-conventions.md):
 
-    data/<EXPO>/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet   the tidy rows
-    data/<EXPO>/<stage>/device_id=<id>/day=<YYYY-MM-DD>/_ledger.json   rows in/out/rejected
+    data/<EXPO>/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet   the rows; the footer
+                                      holds provenance and the ledger (key ``pyjama.ledger``)
+    data/<EXPO>/_meta/<stage>/<same sub-path>/<name>                   every other file of a
+                                      step (parser rejects, normalise fits, import receipts)
 
-Files whose name starts with ``_`` or ``.`` are ignored by pyarrow, DuckDB and Polars
-dataset readers, so a stage folder reads as one hive dataset.
+A stage folder holds only ``part.parquet`` files under hive partitions, so pyarrow, pandas,
+DuckDB and Polars read it as one dataset, by folder or by glob.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
+from .errors import UserError
 
 PART = "part.parquet"
-LEDGER = "_ledger.json"
-REJECTS = "_rejects.csv"
+META = "_meta"
+LEDGER_KEY = "pyjama.ledger"
 
 
 def data_dir(expo: str) -> Path:
@@ -34,6 +37,34 @@ def partition_file(expo: str, stage: str, device: str, day: str, name: str = PAR
     """Relative path (str, as Snakemake wants) of one file of a (device, day) partition.
     (Plain string formatting: the DAG of a year asks for tens of thousands of these.)"""
     return f"data/{expo}/{stage}/device_id={device}/day={day}/{name}"
+
+
+def meta_file(expo: str, stage: str, *parts: str) -> str:
+    """Relative path of a step's other file (not a dataset row file) for ``stage``:
+    ``data/<EXPO>/_meta/<stage>/<parts...>``, e.g. ``meta_file(X, "80_pg",
+    "device_id=a", "day=2026-01-20", "receipt.json")``."""
+    return "/".join([f"data/{expo}/{META}/{stage}", *parts])
+
+
+def stage_of(rel: str) -> str:
+    """The stage of a relative data path (``data/X/70_aggregated/window=10s/device_id=a/...``
+    → ``70_aggregated/window=10s``; ``data/X/_meta/S/...`` → ``S``)."""
+    parts = Path(rel).parts[2:]
+    if parts and parts[0] == META:
+        parts = parts[1:]
+    out = []
+    for p in parts:
+        if p.startswith(("device_id=", "day=", "raw=")) or p == PART:
+            break
+        out.append(p)
+    return "/".join(out)
+
+
+def input_missing(rel: str) -> "UserError":
+    """The one error for an input file that does not exist (the job that writes it has not
+    run): names the file and the stage to build."""
+    return UserError(f"{rel}: input missing; run the step that writes {stage_of(rel)} first "
+                     "(or drawer.py run)")
 
 
 def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = PART) -> str:
@@ -201,15 +232,19 @@ def write_text(path, text: str) -> None:
     _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def provenance(step: str, config_path: str, config_digest: str, inputs) -> dict:
-    """The key-value metadata every output parquet carries (no clock time: determinism)."""
-    return {
+def provenance(step: str, config_path: str, config_digest: str, inputs, ledger: dict | None = None) -> dict:
+    """The key-value metadata every output parquet carries (no clock time: determinism);
+    the main output of a job also carries its ledger."""
+    meta = {
         "pyjama.step": step,
         "pyjama.config": str(config_path),
         "pyjama.config_digest": config_digest,
         "pyjama.code_version": __version__,
         "pyjama.inputs": json.dumps(sorted(str(p) for p in inputs)),
     }
+    if ledger is not None:
+        meta[LEDGER_KEY] = json.dumps(ledger, sort_keys=True, ensure_ascii=False)
+    return meta
 
 
 def write_table(path, table, meta: dict) -> None:
@@ -252,12 +287,10 @@ def read_parquet(path, **kwargs):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .errors import UserError
-
     try:
         return pq.read_table(path, **kwargs)
     except FileNotFoundError:
-        raise UserError(f"{path}: input missing; run the step that writes it first") from None
+        raise input_missing(relative(path)) from None
     except (pa.ArrowInvalid, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable parquet file ({first}); delete it and re-run the "
@@ -289,7 +322,21 @@ def ledger_entry(step: str, partition: str, rows_in: int, rows_out: int,
 
 
 def read_ledger(path) -> dict | None:
+    """The ledger in the footer of a job's main output parquet, or None (no file, no ledger).
+    A JSON file (receipts of the imports) holds it under ``"ledger"``."""
     p = Path(path)
     if not p.exists():
         return None
-    return json.loads(p.read_text(encoding="utf-8"))
+    if p.suffix == ".json":
+        return json.loads(p.read_text(encoding="utf-8")).get("ledger")
+    import pyarrow.parquet as pq
+
+    md = pq.read_schema(p).metadata or {}
+    text = md.get(LEDGER_KEY.encode())
+    return None if text is None else json.loads(text.decode())
+
+
+def relative(path) -> str:
+    """``/root/x/data/E/...`` → ``data/E/...`` (errors name project-relative paths)."""
+    parts = Path(path).parts
+    return "/".join(parts[parts.index("data"):]) if "data" in parts else str(path)

@@ -12,10 +12,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from .config import check_exposure_name   # stdlib only at import
+from .errors import UserError
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = REPO / "configs" / "_template"
-STAGES = ["00_raw", "10_parsed", "20_split", "30_clean", "40_resampled", "50_normalised",
-          "60_behaviour", "70_aggregated"]
+RAW = "00_raw"   # the one stage a user fills; the steps make the others as they write
 
 
 class ManageError(Exception):
@@ -23,13 +25,13 @@ class ManageError(Exception):
 
 
 def check_name(name: str) -> str:
-    # Same rule as pyjama.config.check_exposure_name (kept stdlib-only here, tested equal).
-    if name is None or name == "":
-        raise ManageError("exposure name is empty; allowed: letters, digits, '_', '-', '.' (not first)")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name) or ".." in name:
-        raise ManageError(f"exposure name {name!r} is not allowed; allowed: letters, digits, '_', '-', "
-                          "'.' (not first, no '..'), at most 64 characters")
-    if name.startswith("_") or name in ("ARCHIVES",):
+    """The exposure-name rule of the configs (:func:`pyjama.config.check_exposure_name`,
+    stdlib only), plus the names this tool reserves."""
+    try:
+        check_exposure_name(name, "exposure name")
+    except UserError as exc:
+        raise ManageError(str(exc)) from None
+    if name in ("ARCHIVES",):
         raise ManageError(f"exposure name {name!r} is reserved")
     return name
 
@@ -60,8 +62,7 @@ def create(name: str, root: Path) -> list:
         dst = cfg_dir / src.name
         dst.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(dst)
-    for stage in STAGES:
-        (data_dir / stage).mkdir(parents=True, exist_ok=True)
+    (data_dir / RAW).mkdir(parents=True, exist_ok=True)
     (cfg_dir / "llm.txt").write_text(llm_brief(name, cfg_dir), encoding="utf-8")
     written.append(cfg_dir / "llm.txt")
     return written
@@ -79,8 +80,9 @@ What this is
   An exposure = one experiment/station campaign. Raw logger files go in data/{name}/00_raw/.
   The pipeline configs/{name}/pipeline.json lists the steps; each step reads one stage folder
   and writes the next, one parquet file per (device, UTC day):
-    data/{name}/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet  (+ _ledger.json)
-  Parser output is per raw file: data/{name}/10_parsed/raw=<file>/part.parquet, _rejects.csv.
+    data/{name}/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet  (the ledger in its footer)
+  Parser output is per raw file: data/{name}/10_parsed/raw=<file>/part.parquet; bad lines in
+  data/{name}/_meta/10_parsed/raw=<file>/rejects.csv.
 
 Steps
 {chr(10).join(steps)}
@@ -143,8 +145,7 @@ def demo(root: Path) -> str:
     raw = root / "data" / "DEMO" / "00_raw"
     if raw.exists() and any(p for p in raw.iterdir() if not p.name.startswith(".")):
         return "data/DEMO/00_raw already holds raw files; left as they are"
-    for stage in STAGES:
-        (root / "data" / "DEMO" / stage).mkdir(parents=True, exist_ok=True)
+    raw.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     from pyjama.demo import generate
 
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
         if a.cmd == "create":
             files = create(a.name, root)
             print(f"created exposure {a.name}: configs/{a.name}/ ({len(files)} files), "
-                  f"data/{a.name}/{{{','.join(STAGES)}}}")
+                  f"data/{a.name}/{RAW}/")
             print(f"next: put raw files in data/{a.name}/00_raw/, then "
                   f"python3 drawer.py run configs/{a.name}/pipeline.json")
         elif a.cmd == "archive":

@@ -144,9 +144,9 @@ class Project:
         return project
 
     def parser_steps(self):
-        from .steps import get_step
+        from .steps import RawFileStep, get_step
 
-        return [st for st in self.pipeline.steps if get_step(st.script).granularity == "raw_file"]
+        return [st for st in self.pipeline.steps if isinstance(get_step(st.script), RawFileStep)]
 
     def raw_index(self, st) -> RawIndex:
         if st.name not in self._indexes:
@@ -165,7 +165,7 @@ class Project:
 
     def chain_parsers(self, stages) -> list:
         """The parser steps whose output feeds ``stages`` (following producers upstream)."""
-        from .steps import get_step
+        from .steps import RawFileStep, get_step
 
         found, seen, todo = [], set(), list(stages)
         while todo:
@@ -175,7 +175,7 @@ class Project:
                 continue
             seen.add(st.name)
             step = get_step(st.script)
-            if step.granularity == "raw_file":
+            if isinstance(step, RawFileStep):
                 found.append(st)
             else:
                 todo.extend(step.input_stages(st))

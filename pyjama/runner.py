@@ -15,38 +15,54 @@ from .errors import UserError
 
 def run_step(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
              root=None, quiet=True, options=None) -> list:
-    """Run one step; returns its ledger entries."""
+    """Run one step; returns its ledger entries. ``options``: the step's own options by
+    name (``{"fit": True}``); an option the step does not declare is a one-line error."""
     from .pipeline import load_step_config
     from .project import Project
-    from .steps import get_step
+    from .steps import ExternalStep, PartitionStep, RawFileStep, Selection, get_step
     from .timewindow import parse_window
 
     root = Path(root or Path.cwd())
     step = get_step(script)
     st = load_step_config(script, config_path, root)
-    window = parse_window(start, end)
+    check_options(step, options or {})
+    options = {o.dest: (options or {}).get(o.dest, o.default) for o in step.options}
+    sel = Selection(parse_window(start, end), tuple(devices or ()), day, raw)
     project = Project.for_exposure(st.exposure, root)
-    options = dict(options or {})
-    if hasattr(step, "run_cli"):
-        return step.run_cli(project, st, window, devices, day=day, raw=raw, quiet=quiet, options=options)
-    return run_default(step, project, st, window, devices, day=day, raw=raw, quiet=quiet)
+    if isinstance(step, PartitionStep):
+        return run_partitions(step, project, st, sel, options, quiet)
+    if isinstance(step, RawFileStep):
+        todo = [raw] if raw else step.selected_raw(project, st, sel.window, sel.devices)
+        return _loop(step, todo, lambda name: step.run_raw(project, st, name), lambda x: f"raw={x}", quiet)
+    if isinstance(step, ExternalStep):
+        return step.run(project, st, sel, options, quiet)
+    raise TypeError(f"{type(step).__name__} is none of PartitionStep, RawFileStep, ExternalStep")
 
 
-def run_default(step, project, st, window, devices=None, day=None, raw=None, quiet=True) -> list:
-    """The plain loop of ``run_step``: every selected partition (or raw file), in order."""
+def check_options(step, options: dict) -> None:
+    """A set option that ``step`` does not declare is an error naming the allowed ones."""
+    known = {o.dest: o for o in step.options}
+    for name, value in options.items():
+        if value in (None, False) or name in known:
+            continue
+        flag = "--" + name.replace("_", "-")
+        allowed = ", ".join(o.flag for o in step.options) or "none"
+        raise UserError(f"{flag}: not an option of {step.script}; allowed: {allowed}")
+
+
+def run_partitions(step, project, st, sel, options: dict, quiet: bool) -> list:
+    """A partition step over the partitions of ``sel``."""
+    todo = step.direct_partitions(project, st, sel)
+    done = step.prepare(project, st, sel, todo, options, quiet)
+    if done is not None:
+        return done
+    return _loop(step, todo, lambda part: run_partition(step, project, st, *part),
+                 lambda x: f"{x[0]}/{x[1]}", quiet)
+
+
+def _loop(step, todo, run_one, label, quiet) -> list:
     from .progress import iterate
 
-    if step.granularity == "raw_file":
-        todo = [raw] if raw else step.selected_raw(project, st, window, devices)
-        label = lambda x: f"raw={x}"  # noqa: E731
-        run_one = lambda x: step.run_raw(project, st, x)  # noqa: E731
-    else:
-        todo = [(devices[0] if devices else None, day)] if day else \
-            step.direct_partitions(project, st, window, devices)
-        if day and not devices:
-            raise UserError("--day needs --device")
-        label = lambda x: f"{x[0]}/{x[1]}"  # noqa: E731
-        run_one = lambda x: step.run_partition(project, st, *x)  # noqa: E731
     entries = []
     for item in iterate(todo, step.script, quiet=quiet):
         try:
@@ -54,6 +70,42 @@ def run_default(step, project, st, window, devices=None, day=None, raw=None, qui
         except UserError as exc:
             raise UserError(f"{step.script} {label(item)}: {exc}") from None
     return entries
+
+
+def read_inputs(step, project, st, device: str, day: str):
+    """(frames by key, input files): each input read with the step's reader for its key."""
+    from . import io
+    from .rules import flat_files
+
+    files = step.input_files(project, st, device, day)
+    frames = {}
+    for key, rel in files.items():
+        read = step.readers.get(key, lambda path, dev, _day: io.read_tidy(path, dev))
+
+        def one(r):
+            if not (project.root / r).exists():
+                raise io.input_missing(r)
+            return read(project.root / r, device, day)
+
+        frames[key] = [one(r) for r in rel] if isinstance(rel, (list, tuple)) else one(rel)
+    return frames, flat_files(files)
+
+
+def run_partition(step, project, st, device: str, day: str) -> dict:
+    """One partition: read the inputs, compute, write every output table (the ledger in the
+    main output's footer). Returns the ledger entry."""
+    from . import io, tidy
+
+    frames, inputs = read_inputs(step, project, st, device, day)
+    tables, counts = step.compute(frames, st, device, day)
+    entry = io.ledger_entry(step.script, f"{device}/{day}", **counts)
+    outs = step.output_files(st, device, day)
+    for i, (key, out) in enumerate(step.output_tables(st).items()):
+        meta = io.provenance(step.script, st.path, st.digest, inputs, ledger=entry if i == 0 else None)
+        meta.update(step.extra_meta(frames))
+        table = tidy.to_arrow(tables[key]) if out.schema is None else tidy.to_table(tables[key], out.schema)
+        io.write_table(project.root / outs[key], table, meta)
+    return entry
 
 
 def run_job(job, log_path, root=None) -> None:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, io
+from .timewindow import iso
 
 STATES = ("done", "stale", "missing", "running", "failed")   # in order of severity
 SEVERITY = {s: i for i, s in enumerate(STATES)}
@@ -234,12 +235,10 @@ class Board:
         job.state = "missing" if missing else "stale"
 
     def _read_ledger(self, job: Job):
-        ledger_path = job.outputs.get("ledger")
-        if ledger_path:
-            try:
-                job.ledger = io.read_ledger(os.path.join(self._root_s, ledger_path))
-            except (OSError, ValueError):
-                job.ledger = None
+        try:   # the ledger is in the main output's footer (or the receipt of an import)
+            job.ledger = io.read_ledger(os.path.join(self._root_s, next(iter(job.outputs.values()))))
+        except Exception:  # noqa: BLE001 - an unreadable output is Snakemake's to judge
+            job.ledger = None
 
     def _cell_keys(self, st, job: Job):
         wc = job.wildcards
@@ -311,7 +310,7 @@ class Board:
         return {
             "exposure": self.project.exposure,
             "pipeline": self.project.pipeline.path,
-            "window": {"from": _iso(w.start), "to": _iso(w.end)},
+            "window": {"from": iso(w.start), "to": iso(w.end)},
             "code_version": __version__,
             "steps": self.steps,
             "devices": self.devices(),
@@ -352,10 +351,6 @@ def _add_ledger(cell: Cell, led, device, day):
         cell.rejected[k] = cell.rejected.get(k, 0) + int(v)
     for k, v in _flag_counts(led).items():
         cell.flags[k] = cell.flags.get(k, 0) + v
-
-
-def _iso(t):
-    return None if t is None else t.isoformat().replace("+00:00", "Z")
 
 
 def build_board(pipeline: str, start=None, end=None, root=None) -> Board:

@@ -153,3 +153,19 @@ def concat(frames) -> pd.DataFrame:
         for f in frames:
             f[c] = f[c].cat.set_categories(cats)
     return conform(pd.concat(frames, ignore_index=True))
+
+
+def to_table(df, schema: pa.Schema) -> pa.Table:
+    """A pandas frame → arrow table with exactly ``schema`` (explicit types: deterministic)."""
+    cols = {}
+    for f in schema:
+        s = df[f.name]
+        if pa.types.is_timestamp(f.type):
+            arr = pa.array(s.to_numpy(dtype="datetime64[us]"), type=f.type)
+        elif pa.types.is_string(f.type):
+            arr = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                            for v in s], type=f.type)
+        else:
+            arr = pa.array(s.to_numpy(), type=f.type, from_pandas=True)
+        cols[f.name] = arr
+    return pa.table(cols, schema=schema)

@@ -102,6 +102,19 @@ def parse_window(start: str | None, end: str | None, now: dt.datetime | None = N
     return Window(a, b)
 
 
+def iso(t) -> str | None:
+    """An instant as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, µs); a naive datetime or a numpy
+    datetime64 is read as UTC; None stays None. The one text form of instants we write."""
+    if t is None:
+        return None
+    if not isinstance(t, dt.datetime):
+        import pandas as pd
+
+        t = pd.Timestamp(t).to_pydatetime()
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def day_bounds(day: str):
     """(start, end) of a UTC day as tz-aware datetimes; end is the next midnight (exclusive)."""
     d = dt.date.fromisoformat(day)

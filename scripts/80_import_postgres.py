@@ -1,16 +1,1 @@
-#!/usr/bin/env python3
-"""Step 80_import_postgres: a thin shell; the work is in the pyjama package (pyjama.steps).
-
-    python3 scripts/80_import_postgres.py --with configs/DEMO/80_postgres_bio_signal_10s.json [--from A --to B]
-is the same as
-    python3 pyjama.py run 80_import_postgres.py --with configs/DEMO/80_postgres_bio_signal_10s.json [--from A --to B]
-"""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pyjama.cli import main  # noqa: E402
-
-if __name__ == "__main__":
-    sys.exit(main(["run", "80_import_postgres.py", *sys.argv[1:]]))
+step.py

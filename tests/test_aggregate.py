@@ -181,15 +181,17 @@ def test_one_stage_per_window(tmp_path):
 
 
 def test_run_partition_writes_one_hive_dataset_with_a_window_column(tmp_path):
+    from pyjama.runner import run_partition
     from pyjama.steps import get_step
 
     st = config(tmp_path, windows=["60s", "1h"], stats=["mean", "count"])
     io.write_tidy(tmp_path / io.partition_file("T", "60_behaviour", "d", DAY),
                   series([0.25, 0.75], "2026-01-20T00:00:00Z"), {})
     step = get_step("70_aggregate.py")
-    entry = step.run_partition(SimpleNamespace(root=tmp_path), st, "d", DAY)
+    entry = run_partition(step, SimpleNamespace(root=tmp_path), st, "d", DAY)
     assert entry["rows_written"] == {"60s": 2 * 1440, "1h": 2 * 24}
-    assert (tmp_path / "data/T/70_aggregated/window=60s/device_id=d/day=2026-01-20/_ledger.json").exists()
+    main = tmp_path / "data/T/70_aggregated/window=60s/device_id=d/day=2026-01-20/part.parquet"
+    assert io.read_ledger(main) == entry        # the ledger is in the first window's footer
     t = ds.dataset(tmp_path / "data/T/70_aggregated", partitioning="hive").to_table(
         filter=(ds.field("sensor") == "m3__cbrt_inv__norm__mean")).to_pandas()
     first = t.sort_values(["window", "ts"]).groupby("window", observed=True).first()

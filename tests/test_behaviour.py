@@ -363,6 +363,7 @@ def test_template_config_is_valid_and_declares_the_stages(tmp_path):
 # ---------------------------------------------------------------- the step's files
 
 def test_run_partition_writes_four_tables_deterministically(tmp_path):
+    from pyjama.runner import run_partition
     from pyjama.steps import get_step
 
     st = config(tmp_path)
@@ -370,11 +371,11 @@ def test_run_partition_writes_four_tables_deterministically(tmp_path):
     io.write_tidy(src, closing("m0__norm", 10), {})
     step = get_step("60_behaviour.py")
     project = SimpleNamespace(root=tmp_path)
-    entry = step.run_partition(project, st, "d", DAY)
+    entry = run_partition(step, project, st, "d", DAY)
     assert (entry["rows_in"], entry["rows_out"], entry["rows_added"]) == (50, 50, 100)
     outs = step.output_files(st, "d", DAY)
     first = {k: (tmp_path / p).read_bytes() for k, p in outs.items()}
-    step.run_partition(project, st, "d", DAY)
+    run_partition(step, project, st, "d", DAY)
     assert first == {k: (tmp_path / p).read_bytes() for k, p in outs.items()}   # same bytes
     ev = pq.read_table(tmp_path / outs["events"])
     assert ev.column_names == ["kind", "sensor", "start", "end", "duration_s", "depth", "cut_start",

@@ -19,9 +19,8 @@ def test_create_makes_stages_configs_and_brief(tmp_path):
     r = sh(tmp_path, "create", "MY_EXPO")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("created exposure MY_EXPO: configs/MY_EXPO/")
-    for stage in ("00_raw", "10_parsed", "20_split", "30_clean", "40_resampled", "50_normalised",
-                  "60_behaviour", "70_aggregated"):
-        assert (tmp_path / "data" / "MY_EXPO" / stage).is_dir()
+    # only the raw folder: each step makes its stage folder when it writes
+    assert [p.name for p in (tmp_path / "data" / "MY_EXPO").iterdir()] == ["00_raw"]
     pipe = json.loads((tmp_path / "configs/MY_EXPO/pipeline.json").read_text())
     assert pipe["exposure"] == "MY_EXPO"
     for step in pipe["steps"]:
@@ -51,13 +50,13 @@ def test_created_exposure_loads_and_parses_the_station_format(tmp_path):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("../x", "Error: exposure name '../x' is not allowed; allowed: letters, digits, '_', '-', '.' "
+    ("../x", "Error: exposure name: '../x' is not allowed; allowed: letters, digits, '_', '-', '.' "
              "(not first, no '..'), at most 64 characters"),
-    ("a/b", "Error: exposure name 'a/b' is not allowed; allowed: letters, digits, '_', '-', '.' "
+    ("a/b", "Error: exposure name: 'a/b' is not allowed; allowed: letters, digits, '_', '-', '.' "
             "(not first, no '..'), at most 64 characters"),
-    ("my expo", "Error: exposure name 'my expo' is not allowed; allowed: letters, digits, '_', '-', '.' "
+    ("my expo", "Error: exposure name: 'my expo' is not allowed; allowed: letters, digits, '_', '-', '.' "
                 "(not first, no '..'), at most 64 characters"),
-    ("", "Error: exposure name is empty; allowed: letters, digits, '_', '-', '.' (not first)"),
+    ("", "Error: exposure name: empty; allowed: letters, digits, '_', '-', '.' (not first)"),
 ])
 def test_bad_names_are_refused(tmp_path, name, message):
     r = sh(tmp_path, "create", name)

@@ -308,7 +308,7 @@ def setup_pipeline(root, normalise):
     (root / "configs/T/pipeline.json").write_text(json.dumps(pipe))
 
 
-FIT = "data/T/50_normalised/_fit/valve01.json"
+FIT = "data/T/_meta/50_normalised/fit/valve01.json"
 
 
 def test_fit_file_is_deterministic_readable_and_never_rewritten_by_a_normal_run(project, capsys):
@@ -333,7 +333,7 @@ def test_fit_file_is_deterministic_readable_and_never_rewritten_by_a_normal_run(
     assert fit_path.read_bytes() == first and fit_path.stat().st_mtime_ns == 1_000_000_000
     # --fit rewrites it (same data → same bytes: the fit is deterministic)
     entries = run_step("50_normalise.py", "configs/T/50_normalise.json", root=project, options={"fit": True})
-    assert [e["partition"] for e in entries] == ["valve01/_fit"]
+    assert [e["partition"] for e in entries] == ["valve01/fit"]
     assert fit_path.stat().st_mtime_ns != 1_000_000_000 and fit_path.read_bytes() == first
     # the output of a day: normalised sensors in [0, 1] with the ledger balanced
     out = pd.read_parquet(project / "data/T/50_normalised/device_id=valve01/day=2026-01-21/part.parquet")
@@ -379,7 +379,7 @@ def test_missing_sensor_in_fit_is_an_error(project):
     data = tidy.frame(ts=["2026-01-20T00:00:00Z"], device_id="valve01", domain="bio_signal",
                       sensor="m3__cbrt_inv", value=[0.1])
     with pytest.raises(UserError) as e:
-        step.compute({"data": data, "fit": fit}, st, "valve01", "2026-01-20")
+        step.compute({"data": data, "params": fit}, st, "valve01", "2026-01-20")
     assert str(e.value) == (
         f"{FIT}: no fit for sensor 'm3__cbrt_inv' of device 'valve01'; refit: python3 pyjama.py run "
         "50_normalise.py --with configs/T/50_normalise.json --fit --device valve01")
@@ -400,7 +400,7 @@ def test_fit_rule_exists_only_for_devices_without_a_fit_file(project):
         specs = step.rules(proj, st, parse_window(None, None))
         fit = specs[1]
         assert fit.name == "s50_normalise_fit" and fit.targets() == []
-        assert fit.outputs == {"params": "data/T/50_normalised/_fit/{device}.json"}
+        assert fit.outputs == {"params": "data/T/_meta/50_normalised/fit/{device}.json"}
         assert fit.wildcard_constraints == {"device": "valve01"}     # never an existing fit
         assert fit.log == "logs/T/50_normalise/fit_{device}.log"
         assert fit.job({"device": "valve01"}).command() == (
@@ -427,7 +427,7 @@ def test_rolling_method_reads_neighbouring_days(project):
                      "neighbours": ["data/T/50_transformed/device_id=valve01/day=2026-01-21/part.parquet"]}
     entries = run_step("50_normalise.py", cfg, root=project)
     assert [e["partition"] for e in entries] == ["valve01/2026-01-20", "valve01/2026-01-21"]
-    assert not (project / "data/T/50_normalised_rolling/_fit").exists()      # nothing to fit
+    assert not (project / "data/T/_meta/50_normalised_rolling").exists()      # nothing to fit
     out = pd.read_parquet(project / "data/T/50_normalised_rolling/device_id=valve01/day=2026-01-20/part.parquet")
     norm = out[out["sensor"].astype(str) == "m0__cbrt_inv__norm"]["value"].dropna()
     assert norm.min() == 0.0 and norm.max() == 1.0     # the window's own min and max are in it
@@ -484,7 +484,7 @@ def test_workflow_fits_once_never_refits_on_new_days_and_refits_on_request(tmp_p
     # 4. an explicit refit rewrites the file (now from days 20 and 21) …
     res = wf.pyjama(tmp_path, "run", "50_normalise.py", "--with", "configs/T/50_normalise.json", "--fit")
     assert res.returncode == 0, res.stderr
-    assert "fitted data/T/50_normalised/_fit/valve01.json (changed)" in res.stdout
+    assert "fitted data/T/_meta/50_normalised/fit/valve01.json (changed)" in res.stdout
     assert json.loads(fit_path.read_bytes())["period"]["days"] == ["2026-01-20", "2026-01-21"]
     # … and the next workflow run redoes exactly the normalise partitions, nothing upstream
     assert wf.planned_jobs(tmp_path) == {"s50_normalise": 3, "all": 1}

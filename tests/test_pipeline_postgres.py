@@ -23,7 +23,7 @@ def test_unreachable_database_fails_only_at_step_80(tmp_path):
                   "70_aggregated/window=10s"):
         assert (tmp_path / f"data/T/{stage}/device_id=valve01/day=2026-01-20/part.parquet").exists(), stage
     # step 80 failed with one line naming the server, and recorded nothing
-    assert not list((tmp_path / "data/T").glob("80_*/**/receipt.json"))
+    assert not list((tmp_path / "data/T").glob("_meta/80_*/**/receipt.json"))
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("Error: 80_import_postgres.py")]
     assert errors, res.stderr[-3000:]
     assert "127.0.0.1:1" in errors[0] and "(log: logs/T/" in errors[0]

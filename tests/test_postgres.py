@@ -88,7 +88,7 @@ def cli(root, *args, env=None, timeout=120):
 
 
 def receipt(root, device, day, stage="80_pg"):
-    p = root / io.partition_file(EXPO, stage, device, day, "receipt.json")
+    p = root / io.meta_file(EXPO, stage, f"device_id={device}", f"day={day}", "receipt.json")
     return json.loads(p.read_text()) if p.exists() else None
 
 
@@ -195,7 +195,7 @@ def test_first_import_rows_receipt_and_ledger(proj, pg_dsn, pg_conn):
     assert (r["rows"], r["null_values"], r["value_sum"], r["rows_replaced"]) == (2, 0, 4.0, 0)
     assert r["table"] == f"{pg_dsn['schema']}.t80"
     assert r["range"] == {"from": "2026-01-20T00:00:00.000000Z", "to": "2026-01-21T00:00:00.000000Z"}
-    led = io.read_ledger(proj / io.partition_file(EXPO, "80_pg", "a", D1, io.LEDGER))
+    led = io.read_ledger(proj / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json"))
     assert (led["rows_in"], led["rows_out"]) == (3, 2)
     assert led["rejected"] == {"not selected (domains/sensors of the config)": 1}
 
@@ -342,7 +342,7 @@ def test_kill_mid_import_leaves_no_half_day_and_rerun_completes(proj, pg_dsn, pg
     # new content for day 1, imported by a child that is killed between COPY and COMMIT
     write70(proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 100.0),
                             ("00:00:20", "bio_signal", "m0__mean", 200.0)])
-    (proj / io.partition_file(EXPO, "80_pg", "a", D1, "receipt.json")).unlink()
+    (proj / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json")).unlink()
     e = dict(os.environ, PYTHONPATH=str(REPO), **{db.PAUSE_ENV: "60"})
     child = subprocess.Popen([PY, str(REPO / "pyjama.py"), "run", "80_import_postgres.py", "--with", path,
                               "--device", "a", "--day", D1], cwd=proj, env=e,

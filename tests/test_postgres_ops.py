@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyjama import db, io
-from pyjama.cli import run_step
+from pyjama.runner import run_step
 from tests.test_postgres import (D1, D2, EXPO, PY, REPO, cli, config80, config81, make_project, receipt,
                                  rows81, table_rows, write70, write_raw)
 

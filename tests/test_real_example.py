@@ -1,6 +1,5 @@
 """The MusselTracker example exposure (configs/examples/MT) on the real logger files of
 ../shared/data/real, through the real workflow: their real defects are accounted for."""
-import json
 import shutil
 
 import pandas as pd
@@ -23,7 +22,9 @@ def test_musseltracker_files_through_the_workflow(tmp_path):
     parsed = sorted(p.name for p in (tmp_path / "data/MT/10_parsed").iterdir())
     assert parsed == ["raw=MT061713.TXT", "raw=MT061714.TXT"]
     # two rows per clock tick: merged by their mean, and counted
-    led = json.loads((tmp_path / "data/MT/20_split/device_id=mt01/day=2014-06-17/_ledger.json").read_text())
+    from pyjama import io
+
+    led = io.read_ledger(tmp_path / "data/MT/20_split/device_id=mt01/day=2014-06-17/part.parquet")
     assert led["rows_in"] == (2098 + 4418) * 9
     assert led["rows_in"] == led["rows_out"] + led["rejected"]["duplicate (sensor, ts) merged: mean"]
     # the magnetometer's overflow (-4096) and the pinned supply ADC (1023) are flagged 3, kept as values

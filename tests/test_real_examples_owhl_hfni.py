@@ -1,6 +1,5 @@
 """The OWHL and HFNI example exposures (configs/examples/OWHL, HFNI) on the real files of
 ../shared/data/real, through the real workflow (issue 11)."""
-import json
 import shutil
 
 import pandas as pd
@@ -13,7 +12,9 @@ pytestmark = [pytest.mark.slow,
 
 
 def ledger(root, expo, stage, part):
-    return json.loads((root / f"data/{expo}/{stage}/{part}/_ledger.json").read_text())
+    from pyjama import io
+
+    return io.read_ledger(root / f"data/{expo}/{stage}/{part}/part.parquet")
 
 
 def test_owhl_logger_and_barometer_through_the_workflow(tmp_path):

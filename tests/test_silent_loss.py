@@ -13,7 +13,9 @@ GOOD = "".join(f"2026-01-20T00:00:{i:02d}Z;m0:{i}\n" for i in range(10))
 
 
 def ledger(root, name):
-    return json.loads((root / f"data/T/10_parsed/raw={name}/_ledger.json").read_text())
+    from pyjama import io
+
+    return io.read_ledger(root / f"data/T/10_parsed/raw={name}/part.parquet")
 
 
 def test_bad_files_are_named_at_the_end_of_the_run(tmp_path):
@@ -32,13 +34,13 @@ def test_bad_files_are_named_at_the_end_of_the_run(tmp_path):
     warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")]
     assert warnings == [
         "PyJAMA: warning: data/T/00_raw/T_far_2026-01-20.csv: 2 of 12 lines rejected (16.7 %), mostly "
-        "'timestamp outside the deployment span' (2); rejects: data/T/10_parsed/raw=T_far_2026-01-20.csv/_rejects.csv",
+        "'timestamp outside the deployment span' (2); rejects: data/T/_meta/10_parsed/raw=T_far_2026-01-20.csv/rejects.csv",
         "PyJAMA: warning: data/T/00_raw/T_lat_2026-01-20.csv: 1 of 11 lines rejected (9.1 %), mostly "
         "'not valid utf-8 (set $.encoding, e.g. latin-1 or utf-16)' (1); rejects: "
-        "data/T/10_parsed/raw=T_lat_2026-01-20.csv/_rejects.csv",
+        "data/T/_meta/10_parsed/raw=T_lat_2026-01-20.csv/rejects.csv",
         "PyJAMA: warning: data/T/00_raw/T_u16_2026-01-20.csv: 10 of 10 lines rejected (100.0 %), mostly "
         "'looks like UTF-16 without a byte-order mark (NUL bytes every other byte); set $.encoding to "
-        "utf-16-le or utf-16-be' (10); rejects: data/T/10_parsed/raw=T_u16_2026-01-20.csv/_rejects.csv"]
+        "utf-16-le or utf-16-be' (10); rejects: data/T/_meta/10_parsed/raw=T_u16_2026-01-20.csv/rejects.csv"]
     for name in ("T_u16", "T_bom", "T_lat", "T_far", "T_valve01"):
         led = ledger(tmp_path, f"{name}_2026-01-20.csv")
         assert led["rows_in"] == led["rows_out"] + sum(led["rejected"].values())

@@ -196,10 +196,10 @@ def test_slurm_outputs_are_the_local_outputs_byte_for_byte(runs):
     assert sorted(slurm) == sorted(local)
     differing = [path for path in local if slurm[path] != local[path]]
     assert differing == []
-    # not a vacuous comparison: each step wrote a parquet and a ledger
-    for stage_dir in {Path(p).parts[0] for p in local}:
+    # not a vacuous comparison: each step wrote a parquet (its ledger in the footer)
+    for stage_dir in {Path(p).parts[0] for p in local if Path(p).parts[0] != "_meta"}:
         names = {Path(p).name for p in local if p.startswith(stage_dir + "/")}
-        assert {"part.parquet", "_ledger.json"} <= names, stage_dir
+        assert "part.parquet" in names, stage_dir
     assert len({Path(p).parts[0] for p in local}) >= len(runs["steps"])
 
 

@@ -1,5 +1,4 @@
 """Step 20 split: merge files, cut at UTC midnight, sort, resolve duplicates by policy."""
-import json
 
 import pandas as pd
 
@@ -63,5 +62,7 @@ def test_midnight_edges_go_to_their_own_day(tmp_path):
     assert sorted(d21["value"]) == [1.0, 1.0, 998.0, 999.0]
     d20 = read_tidy(tmp_path / "data/T/20_split/device_id=valve01/day=2026-01-20/part.parquet")
     assert d20["ts"].max() < pd.Timestamp("2026-01-21", tz="UTC")
-    led = json.loads((tmp_path / "data/T/20_split/device_id=valve01/day=2026-01-21/_ledger.json").read_text())
+    from pyjama import io
+
+    led = io.read_ledger(tmp_path / "data/T/20_split/device_id=valve01/day=2026-01-21/part.parquet")
     assert led["rows_in"] == 4 and led["rows_out"] == 4

@@ -56,7 +56,9 @@ def test_fresh_run_is_done_everywhere_with_rows_from_the_ledgers(proj):
     assert sorted(got) == [(s, d) for s in ("10_parser", "20_split") for d in DAYS]
     assert {c.state for c in got.values()} == {"done"}
     assert all(c.reasons == [] for c in got.values())
-    ledger = json.loads((proj / "data/T/20_split/device_id=valve01/day=2026-01-20/_ledger.json").read_text())
+    from pyjama import io
+
+    ledger = io.read_ledger(proj / "data/T/20_split/device_id=valve01/day=2026-01-20/part.parquet")
     c = got[("20_split", "2026-01-20")]
     assert (c.rows_in, c.rows_out, c.rejected) == (ledger["rows_in"], ledger["rows_out"], ledger["rejected"])
     # the demo writes 5 duplicated lines of 13 values a day: 65 rows merged away

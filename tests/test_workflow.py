@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pyjama import io
 from tests.wf import drawer, make_project, outputs, planned_jobs, pyjama, snakemake
 
 pytestmark = pytest.mark.slow
@@ -36,15 +37,15 @@ def test_every_partition_is_built_with_a_balanced_ledger(built):
     for dev in ("valve01", "valve02"):
         for day in DAYS:
             part = built / f"data/T/20_split/device_id={dev}/day={day}"
-            led = json.loads((part / "_ledger.json").read_text())
+            led = io.read_ledger(part / "part.parquet")
             assert led["rows_in"] == led["rows_out"] + sum(led["rejected"].values())
             assert (part / "part.parquet").stat().st_size > 0
-    for led_path in (built / "data/T/10_parsed").glob("raw=*/_ledger.json"):
-        led = json.loads(led_path.read_text())
+    for led_path in (built / "data/T/10_parsed").glob("raw=*/part.parquet"):
+        led = io.read_ledger(led_path)
         assert led["unit"] == "lines"
         assert led["rows_in"] == led["rows_out"] + sum(led["rejected"].values())
     # the truncated last line of the demo's last file of valve01 is in the rejects file
-    rejects = (built / "data/T/10_parsed/raw=T_valve01_2026-01-21.csv/_rejects.csv").read_text().splitlines()
+    rejects = (built / "data/T/_meta/10_parsed/raw=T_valve01_2026-01-21.csv/rejects.csv").read_text().splitlines()
     assert rejects[0] == "file,line,reason,detail,text"
     assert rejects[1].startswith("T_valve01_2026-01-21.csv,") and ",truncated last line (no line end)," in rejects[1]
 
@@ -94,7 +95,7 @@ def test_second_file_for_an_existing_day_is_merged(built, tmp_path):
     (root / "data/T/00_raw/T_valve01_2026-01-21.csv.gz").write_bytes(gzip.compress(extra))
     assert jobs_without_all(planned_jobs(root)) == {"s10_parser": 1, "s20_split": 1}
     snakemake(root)
-    led = json.loads((root / "data/T/20_split/device_id=valve01/day=2026-01-21/_ledger.json").read_text())
+    led = io.read_ledger(root / "data/T/20_split/device_id=valve01/day=2026-01-21/part.parquet")
     assert led["input_files"] == 2
 
 

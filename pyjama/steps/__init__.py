@@ -1,47 +1,88 @@
-"""The step registry: one :class:`Step` per numbered script in ``scripts/``.
+"""The step registry and the three kinds of step.
 
-A step knows (a) its config kind (schema), (b) the stages it reads and writes, (c) the
-shape of its Snakemake rule (which partitions, which input files per partition, which
-output files), and (d) how to run one partition. The Snakefile, ``pyjama.py run`` and the
-tests all go through this one object, so the workflow and the CLI run the same code.
+A step class registers itself where it is defined: a subclass that sets ``script``
+(``"30_clean.py"``) is in :data:`REGISTRY`; every module of this package is imported on the
+first look-up, so a new step is its pure module, its class here and its schema
+``workflow/schemas/<NN_name>.schema.json`` (the config kind is the script's stem).
 
-Most steps are "partition" steps: one (device, day) of the input stage → one (device,
-day) of the output stage. They only implement :meth:`Step.compute`, a pure function
-from tidy frames and the config to tidy frames plus ledger counts.
+The three kinds, each with one path through :mod:`pyjama.runner`:
+
+- :class:`PartitionStep`: one (device, UTC day) in → one (device, day) per output. It
+  declares its input files (:meth:`~PartitionStep.input_files`, with a reader per input
+  in ``readers`` where the default :func:`pyjama.io.read_tidy` does not fit) and its output
+  tables (:meth:`~PartitionStep.output_tables`: stage and Arrow schema, None = the tidy
+  table), and implements only :meth:`~PartitionStep.compute`, a pure function;
+- :class:`RawFileStep`: one raw file in → its parsed rows (the parser);
+- :class:`ExternalStep`: writes outside the data tree (the 80/81 database imports) and
+  implements :meth:`~ExternalStep.run` itself.
+
+Options of one step on the command line (``--fit``, ``--mode``, ``--dry-run``) are
+declared by the step (``options``) and added to ``pyjama.py run`` from the registry.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
 from .. import io
-from ..rules import Rule, flat_files
+from ..errors import UserError
+from ..rules import Rule
 
-# script name → "module:Class" (imported lazily: the Snakefile must stay cheap to parse)
-REGISTRY = {
-    "10_parser.py": "pyjama.steps.parser:ParserStep",
-    "20_split.py": "pyjama.steps.split:SplitStep",
-    "30_clean.py": "pyjama.steps.clean:CleanStep",
-    "40_resample.py": "pyjama.steps.resample:ResampleStep",
-    "50_transform.py": "pyjama.steps.transform:TransformStep",
-    "50_normalise.py": "pyjama.steps.normalise:NormaliseStep",
-    "60_behaviour.py": "pyjama.steps.behaviour:BehaviourStep",
-    "70_aggregate.py": "pyjama.steps.aggregate:AggregateStep",
-    "80_import_postgres.py": "pyjama.steps.import_postgres:ImportPostgresStep",
-    "81_import_raw_postgres.py": "pyjama.steps.import_raw_postgres:ImportRawPostgresStep",
-}
+REGISTRY: dict = {}        # script name → Step subclass (filled where each is defined)
+_INSTANCES: dict = {}
+_DISCOVERED = False
+
+DEVICE_RE = r"[^/=]+"
+DAY_RE = r"\d{4}-\d{2}-\d{2}"
 
 
-def register(script: str, target: str) -> None:
-    REGISTRY[script] = target
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of one step: ``--fit`` (a switch) or ``--mode auto`` (a choice)."""
+
+    flag: str                       # "--fit"
+    help: str
+    choices: tuple = ()             # empty: a switch (store_true)
+    default: object = None
+    short: str = ""                 # e.g. "-n" (the same letter drawer.py uses)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
 
 
-def known_scripts():
+@dataclass(frozen=True)
+class Output:
+    """One output table of a partition step: its stage and its Arrow schema (None: tidy)."""
+
+    stage: str
+    schema: object = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``pyjama.py run`` (or a workflow job) asked for: a window, devices, one day or
+    one raw file."""
+
+    window: object
+    devices: tuple = ()
+    day: str | None = None
+    raw: str | None = None
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if not _DISCOVERED:
+        for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+            importlib.import_module(f"{__name__}.{mod}")
+        _DISCOVERED = True
+
+
+def known_scripts() -> list:
+    _discover()
     return sorted(REGISTRY)
-
-
-_CACHE: dict = {}
 
 
 def get_step(script: str) -> "Step":
@@ -49,25 +90,41 @@ def get_step(script: str) -> "Step":
     name = Path(str(script)).name
     if not name.endswith(".py"):
         name += ".py"
+    _discover()
     if name not in REGISTRY:
         raise UserError(f"unknown script {script!r}; allowed: {', '.join(known_scripts())}")
-    if name not in _CACHE:
-        mod, cls = REGISTRY[name].split(":")
-        _CACHE[name] = getattr(importlib.import_module(mod), cls)()
-    return _CACHE[name]
+    if name not in _INSTANCES:
+        _INSTANCES[name] = REGISTRY[name]()
+    return _INSTANCES[name]
 
 
-DEVICE_RE = r"[^/=]+"
-DAY_RE = r"\d{4}-\d{2}-\d{2}"
+def all_options() -> list:
+    """(option, [scripts]) for every step option, one entry per flag."""
+    out: dict = {}
+    for script in known_scripts():
+        for opt in REGISTRY[script].options:
+            out.setdefault(opt.flag, (opt, []))[1].append(script)
+    return list(out.values())
 
 
 class Step:
-    """Base class. Subclasses set ``script``, ``kind`` and implement :meth:`compute`."""
+    """What every step has: a script name, a config kind, its stages and its rules."""
 
     script = ""
-    kind = ""
     summary = ""
-    granularity = "partition"   # "partition" (device, day) or "raw_file"
+    options: tuple = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("script"):
+            if cls.script in REGISTRY and REGISTRY[cls.script].__qualname__ != cls.__qualname__:
+                raise TypeError(f"two steps register {cls.script}: {REGISTRY[cls.script]} and {cls}")
+            REGISTRY[cls.script] = cls
+
+    @property
+    def kind(self) -> str:
+        """The config kind: ``workflow/schemas/<kind>.schema.json``."""
+        return self.script.removesuffix(".py")
 
     # ---- config
     def check_config(self, params: dict, source: str) -> None:
@@ -77,73 +134,114 @@ class Step:
         return [st["input_stage"]]
 
     def output_stages(self, st) -> dict:
-        """Output key → stage. The first key is the main output (it holds the ledger)."""
+        """Output key → stage it writes (the stages this step owns)."""
         return {"data": st["output_stage"]}
 
     # ---- the DAG
     def rule_name(self, st) -> str:
         return "s" + "".join(c if c.isalnum() else "_" for c in st.name)
 
-    def input_files(self, project, st, device: str, day: str) -> dict:
-        """Input files for one partition (key → path or list of paths)."""
-        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
-
-    def output_files(self, st, device="{device}", day="{day}") -> dict:
-        outs = {}
-        for i, (key, stage) in enumerate(self.output_stages(st).items()):
-            outs[key] = io.partition_file(st.exposure, stage, device, day)
-            if i == 0:
-                outs["ledger"] = io.partition_file(st.exposure, stage, device, day, io.LEDGER)
-        return outs
-
-    def partitions(self, project, st, window):
-        """The (device, day) pairs this step builds in the window (from the raw index)."""
-        return [p for p in project.partitions(self.input_stages(st)) if window.contains_day(p[1])]
-
     def rules(self, project, st, window) -> list:
         """The workflow rule(s) of this step and their jobs in ``window``."""
-        static = type(self).input_files is Step.input_files
+        return []
 
-        def inputs(device, day, _self=self, _st=st, _project=project):
-            return _self.input_files(_project, _st, device, day)
-
-        return [Rule(
-            name=self.rule_name(st), step=st, outputs=self.output_files(st),
+    def partition_rule(self, project, st, window, outputs: dict, input_files=None) -> Rule:
+        """A rule with one job per (device, day) of the raw index in ``window``.
+        ``input_files``: callable(device, day) → inputs, or None for none."""
+        return Rule(
+            name=self.rule_name(st), step=st, outputs=outputs,
             log=f"logs/{st.exposure}/{st.name}/{{device}}/{{day}}.log",
-            wildcard_sets=[{"device": d, "day": day} for d, day in self.partitions(project, st, window)],
-            # plain patterns of the wildcards: Snakemake resolves them without calling (and
-            # inspecting) a function per job, which matters for a year's DAG
-            input_patterns=self.input_files(project, st, "{device}", "{day}") if static else {},
-            input_function=None if static else inputs,
+            wildcard_sets=[{"device": d, "day": day} for d, day in project.partitions(self.input_stages(st))
+                           if window.contains_day(day)],
+            input_function=input_files,
             wildcard_constraints={"device": DEVICE_RE, "day": DAY_RE},
-        )]
+        )
 
-    # ---- running
-    def direct_partitions(self, project, st, window, devices=None):
+    def direct_partitions(self, project, st, sel: Selection) -> list:
         """Partitions for ``pyjama.py run`` alone: those present in the input stage."""
+        if sel.day:
+            if not sel.devices:
+                raise UserError("--day needs --device")
+            return [(d, sel.day) for d in sel.devices]
         found = io.list_partitions(st.exposure, st["input_stage"], project.root)
         return [(d, day) for d, day in found
-                if window.contains_day(day) and (not devices or d in devices)]
+                if sel.window.contains_day(day) and (not sel.devices or d in sel.devices)]
 
-    def run_partition(self, project, st, device: str, day: str) -> dict:
-        """Read inputs, compute, write outputs + ledger. Returns the ledger entry."""
-        files = self.input_files(project, st, device, day)
-        frames = {}
-        for key, path in files.items():
-            if isinstance(path, (list, tuple)):
-                frames[key] = [io.read_tidy(project.root / p, device) for p in path]
-            else:
-                frames[key] = io.read_tidy(project.root / path, device)
-        tables, counts = self.compute(frames, st, device, day)
-        all_inputs = flat_files(files)
-        meta = io.provenance(self.script, st.path, st.digest, all_inputs)
-        outs = self.output_files(st, device, day)
-        for key in self.output_stages(st):
-            io.write_tidy(project.root / outs[key], tables[key], meta)
-        entry = io.ledger_entry(self.script, f"{device}/{day}", **counts)
-        io.write_json(project.root / outs["ledger"], entry)
-        return entry
+
+class PartitionStep(Step):
+    """One (device, day) of the input stage → one (device, day) of each output stage."""
+
+    readers: dict = {}     # input key → reader(path, device, day); default io.read_tidy
+
+    def input_files(self, project, st, device: str, day: str) -> dict:
+        """Input files of one partition (key → path or list of paths, relative)."""
+        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
+
+    def output_tables(self, st) -> dict:
+        """Output key → :class:`Output`. The first is the main output: its footer holds the
+        ledger."""
+        return {"data": Output(st["output_stage"])}
+
+    def output_stages(self, st) -> dict:
+        return {k: o.stage for k, o in self.output_tables(st).items()}
+
+    def output_files(self, st, device="{device}", day="{day}") -> dict:
+        return {k: io.partition_file(st.exposure, o.stage, device, day)
+                for k, o in self.output_tables(st).items()}
+
+    def rules(self, project, st, window) -> list:
+        rule = self.partition_rule(project, st, window, self.output_files(st))
+        if type(self).input_files is PartitionStep.input_files:
+            # plain patterns of the wildcards: Snakemake resolves them without calling a
+            # function per job, which matters for a year's DAG
+            rule.input_patterns = self.input_files(project, st, "{device}", "{day}")
+        else:
+            rule.input_function = lambda device, day: self.input_files(project, st, device, day)
+        return [rule]
+
+    def prepare(self, project, st, sel: Selection, todo: list, options: dict, quiet: bool):
+        """Called before the partitions run; a step may do per-device work first (the
+        normalise fit) or, for one of its options, the whole run: then it returns the
+        ledger entries and no partition runs. Default: nothing (None)."""
+        return None
+
+    def extra_meta(self, frames: dict) -> dict:
+        """Footer metadata beyond the provenance (e.g. the digest of a fit file)."""
+        return {}
 
     def compute(self, frames: dict, st, device: str, day: str):
-        """Pure: input frames → (output frames by key, ledger counts). Override."""
+        """Pure: input frames by key → (output frames by key, ledger counts)."""
+        raise NotImplementedError
+
+
+class RawFileStep(Step):
+    """One raw file → its parsed rows (per raw file: ``<stage>/raw=<file name>/part.parquet``)."""
+
+    def output_files(self, st, raw="{raw}") -> dict:
+        return {"data": io.raw_partition_file(st.exposure, st["output_stage"], raw)}
+
+    def raw_path(self, st, raw) -> str:
+        return str(io.stage_dir(st.exposure, st["input_stage"]) / raw)
+
+    def rules(self, project, st, window):
+        return [Rule(
+            name=self.rule_name(st), step=st, outputs=self.output_files(st),
+            log=f"logs/{st.exposure}/{st.name}/{{raw}}.log",
+            wildcard_sets=[{"raw": name} for name in self.selected_raw(project, st, window)],
+            input_patterns={"raw": self.raw_path(st, "{raw}")},
+            wildcard_constraints={"raw": r"[^/]+"},
+        )]
+
+    def selected_raw(self, project, st, window, devices=()) -> list:
+        raise NotImplementedError
+
+    def run_raw(self, project, st, raw: str) -> dict:
+        """Parse one raw file, write its outputs; return the ledger entry."""
+        raise NotImplementedError
+
+
+class ExternalStep(Step):
+    """A step whose work lands outside the data tree (a database): it runs itself."""
+
+    def run(self, project, st, sel: Selection, options: dict, quiet: bool) -> list:
         raise NotImplementedError

@@ -2,18 +2,16 @@
 
 One input partition → one output partition per window, in stage
 ``<output_stage>/window=<length>`` (``70_aggregated/window=10s`` …); the first window's
-partition folder holds ``_ledger.json``.
+partition holds the ledger in its footer.
 """
 from __future__ import annotations
 
 
-from . import Step
-from ..errors import UserError
+from . import Output, PartitionStep
 
 
-class AggregateStep(Step):
+class AggregateStep(PartitionStep):
     script = "70_aggregate.py"
-    kind = "70_aggregate"
     summary = "window statistics (mean, min, max, std, count, share flagged), UTC-aligned, per day"
 
     def check_config(self, params, source):
@@ -25,11 +23,9 @@ class AggregateStep(Step):
         for label in params["windows"]:
             check_stage(window_stage(params["output_stage"], label), f"{source}: $.windows")
 
-    def output_stages(self, st):
-        out = {}
-        for i, label in enumerate(st["windows"]):
-            out["data" if i == 0 else f"window_{label}"] = window_stage(st["output_stage"], label)
-        return out
+    def output_tables(self, st):
+        return {"data" if i == 0 else f"window_{label}": Output(window_stage(st["output_stage"], label))
+                for i, label in enumerate(st["windows"])}
 
     def compute(self, frames, st, device, day):
         """Pure: the tidy partition → (frames by output key, ledger counts)."""
@@ -40,13 +36,6 @@ class AggregateStep(Step):
                                                st["fill_day"])
         keys = list(self.output_stages(st))
         return {k: by_label[label] for k, label in zip(keys, st["windows"])}, counts
-
-    def run_partition(self, project, st, device, day):
-        files = self.input_files(project, st, device, day)
-        if not (project.root / files["data"]).exists():
-            raise UserError(f"{files['data']}: input missing; run the step writing "
-                            f"{st['input_stage']} first")
-        return super().run_partition(project, st, device, day)
 
 
 def window_stage(output_stage: str, label: str) -> str:

@@ -3,7 +3,7 @@
 Outputs (one (device, day) partition each; device_id and day live in the path):
 
 - ``output_stage`` (60_behaviour): the input tidy rows unchanged, plus ``<sensor>__state``
-  and ``<sensor>__velocity`` per analysed animal; holds ``_ledger.json``;
+  and ``<sensor>__velocity`` per analysed animal; its footer holds the ledger;
 - ``events_stage`` (60_events): closures, micro-closures, synchronised closures;
 - ``daily_stage`` (60_daily): one row per animal;
 - ``device_daily_stage`` (60_device_daily): one row per device and day.
@@ -13,56 +13,13 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pyarrow as pa
-
-from . import Step
-from .. import io
+from . import Output, PartitionStep
+from ..behaviour import DAILY_SCHEMA, DEVICE_DAILY_SCHEMA, EVENTS_SCHEMA
 from ..errors import UserError
 
-TS = pa.timestamp("us", tz="UTC")
 
-EVENTS_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("sensor", pa.string()), ("start", TS), ("end", TS),
-    ("duration_s", pa.float64()), ("depth", pa.float64()), ("cut_start", pa.bool_()),
-    ("cut_end", pa.bool_()), ("n_animals", pa.int32()), ("share_active", pa.float64()),
-    ("animals", pa.string()),
-])
-DAILY_SCHEMA = pa.schema([
-    ("sensor", pa.string()), ("samples_expected", pa.int64()), ("samples_usable", pa.int64()),
-    ("share_open", pa.float64()), ("share_closed", pa.float64()), ("share_unknown", pa.float64()),
-    ("share_missing", pa.float64()), ("closures", pa.int64()), ("closure_mean_duration_s", pa.float64()),
-    ("micro_closures", pa.int64()), ("velocity_abs_mean", pa.float64()),
-    ("velocity_abs_p99", pa.float64()), ("range", pa.float64()), ("active", pa.bool_()),
-    ("noise_sd", pa.float64()), ("status", pa.string()),
-])
-DEVICE_DAILY_SCHEMA = pa.schema([
-    ("animals", pa.int32()), ("active_animals", pa.int32()), ("samples_expected", pa.int64()),
-    ("samples_recorded", pa.int64()), ("samples_usable", pa.int64()),
-    ("completeness_pct", pa.float64()), ("usable_pct", pa.float64()), ("closures", pa.int64()),
-    ("micro_closures", pa.int64()), ("sync_closures", pa.int64()),
-])
-
-
-def to_table(df, schema: pa.Schema) -> pa.Table:
-    """A pandas frame → arrow table with exactly ``schema`` (explicit types: deterministic)."""
-    cols = {}
-    for f in schema:
-        s = df[f.name]
-        if pa.types.is_timestamp(f.type):
-            arr = pa.array(s.to_numpy(dtype="datetime64[us]"), type=f.type)
-        elif pa.types.is_string(f.type):
-            arr = pa.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                            for v in s], type=f.type)
-        else:
-            arr = pa.array(s.to_numpy(), type=f.type, from_pandas=True)
-        cols[f.name] = arr
-    return pa.table(cols, schema=schema)
-
-
-class BehaviourStep(Step):
+class BehaviourStep(PartitionStep):
     script = "60_behaviour.py"
-    kind = "60_behaviour"
     summary = "valvometry: open/closed state, closures, micro-closures, velocity, daily and sync summaries"
 
     STAGE_KEYS = (("events", "events_stage"), ("daily", "daily_stage"),
@@ -86,10 +43,12 @@ class BehaviourStep(Step):
                                 f"other than {seen[params[key]]}")
             seen[params[key]] = f"$.{key}"
 
-    def output_stages(self, st):
-        out = {"data": st["output_stage"]}
+    SCHEMAS = {"events": EVENTS_SCHEMA, "daily": DAILY_SCHEMA, "device_daily": DEVICE_DAILY_SCHEMA}
+
+    def output_tables(self, st):
+        out = {"data": Output(st["output_stage"])}
         for key, cfg in self.STAGE_KEYS:
-            out[key] = st[cfg]
+            out[key] = Output(st[cfg], self.SCHEMAS[key])
         return out
 
     def compute(self, frames, st, device, day):
@@ -102,21 +61,3 @@ class BehaviourStep(Step):
         tables = {"data": res.data, "events": res.events, "daily": res.daily,
                   "device_daily": res.device_daily}
         return tables, res.counts
-
-    def run_partition(self, project, st, device, day):
-        files = self.input_files(project, st, device, day)
-        path = project.root / files["data"]
-        if not path.exists():
-            raise UserError(f"{files['data']}: input missing; run the step writing "
-                            f"{st['input_stage']} first")
-        tables, counts = self.compute({"data": io.read_tidy(path, device)}, st, device, day)
-        meta = io.provenance(self.script, st.path, st.digest, [files["data"]])
-        outs = self.output_files(st, device, day)
-        io.write_tidy(project.root / outs["data"], tables["data"], meta)
-        io.write_table(project.root / outs["events"], to_table(tables["events"], EVENTS_SCHEMA), meta)
-        io.write_table(project.root / outs["daily"], to_table(tables["daily"], DAILY_SCHEMA), meta)
-        io.write_table(project.root / outs["device_daily"],
-                       to_table(tables["device_daily"], DEVICE_DAILY_SCHEMA), meta)
-        entry = io.ledger_entry(self.script, f"{device}/{day}", **counts)
-        io.write_json(project.root / outs["ledger"], entry)
-        return entry

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 
-from . import Step
+from . import PartitionStep
 from .. import qc
 from ..config import check_regex
 from ..errors import UserError
@@ -56,9 +56,8 @@ def check_rule(rule: dict, where: str, partial: bool) -> None:
         parse_duration(flat["min_duration"], f"{where}.flat.min_duration")
 
 
-class CleanStep(Step):
+class CleanStep(PartitionStep):
     script = "30_clean.py"
-    kind = "30_clean"
     summary = "quality flags: gross range, sentinels, spikes, flat lines, exclusion windows"
 
     def check_config(self, params, source):

@@ -12,9 +12,9 @@ Per (device, UTC day) partition of the input stage (e.g. ``70_aggregated/window=
    counted in the ledger as "not selected";
 2. in ONE transaction: delete the table's rows of that device, day ``[D, D+1)``, and of
    the config's domains/sensors; COPY the selected rows (NaN → NULL); commit;
-3. ``data/<EXPO>/<output_stage>/device_id=X/day=D/receipt.json`` (rows, NULL count, exact
-   value sum, table, database, input file digest, import time) and ``_ledger.json`` are
-   written to temporary files before the COMMIT and renamed into place after it: a disk
+3. ``data/<EXPO>/_meta/<output_stage>/device_id=X/day=D/receipt.json`` (rows, NULL count,
+   exact value sum, table, database, input file digest, import time, and the ledger) is
+   written to a temporary file before the COMMIT and renamed into place after it: a disk
    that cannot take them rolls the rows back. The receipt is the Snakemake target: a
    partition is re-imported when its input changes, and a partition without receipt was
    not (fully) imported.
@@ -31,10 +31,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from . import Step
+from . import ExternalStep, Option
 from ..progress import progress_bar
 from .. import db, io
-from ..errors import UserError
+from ..timewindow import day_bounds, iso
 
 RECEIPT = "receipt.json"
 NOT_SELECTED = "not selected (domains/sensors of the config)"
@@ -123,8 +123,7 @@ def plan_part(project, st, device: str, day: str) -> Part:
     rel = io.partition_file(st.exposure, st["input_stage"], device, day)
     path = project.root / rel
     if not path.exists():
-        raise UserError(f"{rel}: input missing; build stage {st['input_stage']} first "
-                        "(the aggregate step, or drawer.py run)")
+        raise io.input_missing(rel)
     data = path.read_bytes()
     import pyarrow as pa
 
@@ -139,31 +138,30 @@ def plan_part(project, st, device: str, day: str) -> Part:
 
 # ---------------------------------------------------------------- the step
 
-class ImportPostgresStep(Step):
+DRY_RUN = Option("--dry-run", "imports: print what would be done, touch nothing", short="-n")
+
+
+def receipt_file(st, device: str, day: str) -> str:
+    """Where the receipt of an imported (device, day) lives (80 and 81)."""
+    return io.meta_file(st.exposure, st["output_stage"], f"device_id={device}", f"day={day}", RECEIPT)
+
+
+class ImportPostgresStep(ExternalStep):
     script = "80_import_postgres.py"
-    kind = "80_import_postgres"
     summary = "aggregated partitions → PostgreSQL long table (idempotent per device/day, receipts)"
+    options = (DRY_RUN,)
 
     def check_config(self, params, source):
         db.check_target(params, source)
 
-    def output_files(self, st, device="{device}", day="{day}"):
-        stage = st["output_stage"]
-        return {"receipt": io.partition_file(st.exposure, stage, device, day, RECEIPT),
-                "ledger": io.partition_file(st.exposure, stage, device, day, io.LEDGER)}
-
-    def run_partition(self, project, st, device, day):
-        return self.run_cli(project, st, None, [device], day=day)[0]
+    def rules(self, project, st, window):
+        rule = self.partition_rule(project, st, window, {"receipt": receipt_file(st, "{device}", "{day}")})
+        rule.input_patterns = {"data": io.partition_file(st.exposure, st["input_stage"], "{device}", "{day}")}
+        return [rule]
 
     # ---- pyjama.py run (and every workflow job) comes here
-    def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
-        options = options or {}
-        if day:
-            if not devices:
-                raise UserError("--day needs --device")
-            todo = [(d, day) for d in devices]
-        else:
-            todo = self.direct_partitions(project, st, window, devices)
+    def run(self, project, st, sel, options, quiet):
+        todo = self.direct_partitions(project, st, sel)
         if options.get("dry_run"):
             return self.dry_run(project, st, todo)
         if not todo:
@@ -207,7 +205,7 @@ class ImportPostgresStep(Step):
             for part in batch:
                 if part.device not in existing:
                     existing[part.device] = db.device_sensors(cur, schema, table, part.device, likes)
-                start, end = _day_range(part.day)
+                start, end = day_bounds(part.day)
                 deleted[part.label] = db.delete_range(
                     cur, schema, table, db.LONG_80, part.device, existing[part.device],
                     start, end, st["domains"])
@@ -226,14 +224,17 @@ class ImportPostgresStep(Step):
 
     def write_receipt(self, project, st, part: Part, deleted: int, staged) -> dict:
         """Receipt + ledger of one partition, staged in ``staged`` (an io.StagedFiles)."""
-        start, end = _day_range(part.day)
-        outs = self.output_files(st, part.device, part.day)
+        start, end = day_bounds(part.day)
+        entry = io.ledger_entry(self.script, part.label, rows_in=part.rows_in,
+                                rows_out=part.checksum["rows"],
+                                rejected={NOT_SELECTED: part.not_selected},
+                                table=f"{st['schema']}.{st['table']}", rows_replaced=int(deleted))
         receipt = {
             "step": self.script,
             "partition": part.label,
             "table": f"{st['schema']}.{st['table']}",
             "database": db.target_label(st.params),
-            "range": {"from": _iso(start), "to": _iso(end)},
+            "range": {"from": iso(start), "to": iso(end)},
             "domains": list(st["domains"]),
             "sensors": list(st["sensors"]),
             "rows": part.checksum["rows"],
@@ -245,13 +246,9 @@ class ImportPostgresStep(Step):
             "config": st.path,
             "config_digest": st.digest,
             "imported_at": db.utc_now_text(),
+            "ledger": entry,
         }
-        staged.json(project.root / outs["receipt"], receipt)
-        entry = io.ledger_entry(self.script, part.label, rows_in=part.rows_in,
-                                rows_out=part.checksum["rows"],
-                                rejected={NOT_SELECTED: part.not_selected},
-                                table=receipt["table"], rows_replaced=int(deleted))
-        staged.json(project.root / outs["ledger"], entry)
+        staged.json(project.root / receipt_file(st, part.device, part.day), receipt)
         return entry
 
     def dry_run(self, project, st, todo) -> list:
@@ -289,13 +286,3 @@ def _batches(project, st, todo, max_rows: int):
         rows += part.rows.num_rows
     if batch:
         yield batch
-
-
-def _day_range(day: str):
-    from ..timewindow import day_bounds
-
-    return day_bounds(day)
-
-
-def _iso(t) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -19,25 +19,27 @@ text, value double precision)``, unique on ``(device_id, sensor, "Time")``.
   (over the config's sensors); the raw files that hold days from that one on are read,
   and everything from that last window on (it may have been incomplete) is replaced, up
   to the newest raw data. An empty table gets everything. A state file
-  (``data/<EXPO>/<output_stage>/_auto_state.json``: per device the last time and the
+  (``data/<EXPO>/_meta/<output_stage>/auto_state.json``: per device the last time and the
   size/mtime of the files read) lets a run with no new raw data stop before parsing.
 
 81 is not a workflow step: ``rules`` returns no rule (run it by hand or from cron).
-A receipt per (device, day) imported is written under ``data/<EXPO>/<output_stage>/``.
+A receipt per (device, day) imported is written under ``data/<EXPO>/_meta/<output_stage>/``.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 
-from . import Step
+from . import ExternalStep, Option
+from .import_postgres import DRY_RUN, receipt_file
 from ..progress import progress_bar
 from .. import db, io
 from ..aggregate import day_window_seconds, window_seconds
 from ..errors import UserError
+from ..timewindow import day_bounds, iso, parse_window
 
-RECEIPT = "receipt.json"
-STATE = "_auto_state.json"
+STATE = "auto_state.json"
 NOT_SELECTED = "not selected (sensors of the config)"
 UTC = dt.timezone.utc
 
@@ -120,10 +122,11 @@ def to_copy_table(agg, device: str):
 
 # ---------------------------------------------------------------- the step
 
-class ImportRawPostgresStep(Step):
+class ImportRawPostgresStep(ExternalStep):
     script = "81_import_raw_postgres.py"
-    kind = "81_import_raw_postgres"
     summary = "raw files → aggregated PostgreSQL long table (day range or --mode auto; not a workflow rule)"
+    options = (Option("--mode", "81 import: a --from/--to day range, or auto (complete what the table lacks)",
+                      choices=("range", "auto"), default="range"), DRY_RUN)
 
     def check_config(self, params, source):
         db.check_target(params, source)
@@ -133,9 +136,6 @@ class ImportRawPostgresStep(Step):
     def rules(self, project, st, window) -> list:
         """No rule: 81 is run by hand or by cron (``--mode auto``), never by Snakemake."""
         return []
-
-    def output_files(self, st, device="{device}", day="{day}"):
-        return {"receipt": io.partition_file(st.exposure, st["output_stage"], device, day, RECEIPT)}
 
     # ---- helpers
     def parser_config(self, project, st):
@@ -151,15 +151,13 @@ class ImportRawPostgresStep(Step):
         return found[0]
 
     # ---- pyjama.py run comes here
-    def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
-        options = options or {}
+    def run(self, project, st, sel, options, quiet):
         mode = options.get("mode") or "range"
-        if day:
-            from ..timewindow import parse_window
-
-            window = parse_window(day, day)
+        window = sel.window
+        if sel.day:
+            window = parse_window(sel.day, sel.day)
         pst = self.parser_config(project, st)
-        run = _Run(self, project, st, pst, devices, quiet, bool(options.get("dry_run")))
+        run = _Run(self, project, st, pst, sel.devices, quiet, bool(options.get("dry_run")))
         if mode == "auto":
             if window is not None and (window.start is not None or window.end is not None):
                 raise UserError("--mode auto takes no --from/--to: it completes, per device, what the "
@@ -241,8 +239,8 @@ class _Run:
                 plan.append((dev, days[i:i + self.st["batch_days"]]))
         if self.dry_run:
             print(f"{self.step.script} --dry-run: would replace in {self.target} at "
-                  f"{db.target_label(self.st.params)} the range [{_iso(start) if start else '-inf'}, "
-                  f"{_iso(end) if end else '+inf'}) ({self.st['window']} {self.st['stat']}, "
+                  f"{db.target_label(self.st.params)} the range [{iso(start) if start else '-inf'}, "
+                  f"{iso(end) if end else '+inf'}) ({self.st['window']} {self.st['stat']}, "
                   f"sensors {self.st['sensors']}):")
         if not plan:
             if self.dry_run:
@@ -257,7 +255,7 @@ class _Run:
             for dev, days in plan:
                 spans = []
                 for day in days:
-                    ds, de = _day_span(day)
+                    ds, de = day_bounds(day)
                     lo, hi = max(ds, start) if start else ds, min(de, end) if end else de
                     files = self.index.files_for(dev, day)
                     agg, counts = self.rows_for(dev, day, files, lo, hi)
@@ -274,8 +272,8 @@ class _Run:
 
     def auto(self):
         """Per device: complete the table from its last "Time" on (re-covering that window)."""
-        state_path = self.project.root / io.stage_dir(self.st.exposure, self.st["output_stage"]) / STATE
-        state = io.read_ledger(state_path) or {}
+        state_path = self.project.root / io.meta_file(self.st.exposure, self.st["output_stage"], STATE)
+        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
         state_key = f"{self.target}@{db.target_label(self.st.params)}"
         st_dev = state.get(state_key, {})
         conn = self.open(readonly=self.dry_run)
@@ -296,21 +294,21 @@ class _Run:
                 files = sorted({f for d in todo_days for f in self.index.files_for(dev, d)})
                 fp = self.fingerprint(files)
                 seen = st_dev.get(dev)
-                if seen and seen.get("last") == (_iso(last) if last else None) and seen.get("files") == fp:
+                if seen and seen.get("last") == (iso(last) if last else None) and seen.get("files") == fp:
                     if self.dry_run or not self.quiet:
                         print(f"  {dev}: up to date (last {seen['last']}, no raw file changed)")
                     continue
                 spans = []
                 for day in todo_days:
-                    ds, de = _day_span(day)
+                    ds, de = day_bounds(day)
                     lo = max(ds, start) if start else ds
                     day_files = self.index.files_for(dev, day)
                     agg, counts = self.rows_for(dev, day, day_files, lo, de)
                     spans.append((day, lo, de, day_files, agg, counts))
                 n_rows = sum(len(sp[4]) for sp in spans)
                 if self.dry_run:
-                    print(f"  {dev}: last {_iso(last) if last else 'none (empty table)'}; would read "
-                          f"{len(files)} raw file(s) and replace from {_iso(start) if start else 'the start'}: "
+                    print(f"  {dev}: last {iso(last) if last else 'none (empty table)'}; would read "
+                          f"{len(files)} raw file(s) and replace from {iso(start) if start else 'the start'}: "
                           f"{n_rows} rows from {sum(sp[5]['rows_out'] for sp in spans)} raw values")
                     entries += self.commit(None, dev, spans, mode="auto", open_end=True)
                     continue
@@ -322,7 +320,7 @@ class _Run:
                 # new_last, and it would read the files of the days from new_last's on.
                 nxt = floor_time(new_last, self.seconds).date().isoformat() if new_last else None
                 nxt_files = {f for d in days if nxt is None or d >= nxt for f in self.index.files_for(dev, d)}
-                st_dev[dev] = {"last": _iso(new_last) if new_last else None,
+                st_dev[dev] = {"last": iso(new_last) if new_last else None,
                                "files": self.fingerprint(nxt_files)}
                 state[state_key] = st_dev
                 io.write_json(state_path, state)
@@ -369,7 +367,7 @@ class _Run:
         if self.dry_run:
             for day, lo, hi, files, agg, counts in spans:
                 print(f"  {device}/{day}: {len(agg)} rows from {counts['rows_out']} raw values in "
-                      f"{len(files)} raw file(s), range [{_iso(lo)}, {_iso(hi)})")
+                      f"{len(files)} raw file(s), range [{iso(lo)}, {iso(hi)})")
             return [self.entry(device, day, agg, counts, dry_run=True) for day, _, _, _, agg, counts in spans]
         schema, table = self.st["schema"], self.st["table"]
         with db.transaction(conn, f"{self.step.script} {device}: import into {self.target} failed") as cur:
@@ -391,7 +389,7 @@ class _Run:
             # run replaced part of a day only (auto mode's last window, a range from/to an
             # instant), the rest of the day's rows are read back and counted in.
             kept = {day: self.kept_values(cur, device, scope, day, lo, hi)
-                    for day, lo, hi, _, _, _ in spans if (lo, hi) != _day_span(day)}
+                    for day, lo, hi, _, _, _ in spans if (lo, hi) != day_bounds(day)}
             # receipts are written before the COMMIT (a full disk rolls the rows back) and
             # renamed into place after it
             staged, out = io.StagedFiles(), []
@@ -400,9 +398,10 @@ class _Run:
                     values = agg["value"].to_numpy()
                     if day in kept:
                         values = np.concatenate([kept[day], values])
-                    staged.json(self.project.root / self.step.output_files(self.st, device, day)["receipt"],
-                                self.receipt(device, day, lo, hi, files, agg, counts, values, mode, open_end))
-                    out.append(self.entry(device, day, agg, counts))
+                    rec = self.receipt(device, day, lo, hi, files, agg, counts, values, mode, open_end)
+                    rec["ledger"] = self.entry(device, day, agg, counts)
+                    staged.json(self.project.root / receipt_file(self.st, device, day), rec)
+                    out.append(rec["ledger"])
             except BaseException:
                 staged.discard()
                 raise
@@ -411,12 +410,12 @@ class _Run:
 
     def receipt(self, device, day, lo, hi, files, agg, counts, values, mode, open_end) -> dict:
         """What the table holds for (device, day) (``values``) and what this run did."""
-        ds, de = _day_span(day)
+        ds, de = day_bounds(day)
         return {
             "step": self.step.script, "mode": mode, "partition": f"{device}/{day}",
             "table": self.target, "database": db.target_label(self.st.params),
-            "range": {"from": _iso(ds), "to": _iso(de)},
-            "imported": {"from": _iso(lo), "to": None if open_end else _iso(hi), "rows": int(len(agg))},
+            "range": {"from": iso(ds), "to": iso(de)},
+            "imported": {"from": iso(lo), "to": None if open_end else iso(hi), "rows": int(len(agg))},
             "window": self.st["window"], "stat": self.st["stat"], "sensors": list(self.st["sensors"]),
             **db.value_checksum(values),
             "raw_values": int(counts["rows_out"]), "raw_files": sorted(files),
@@ -430,7 +429,7 @@ class _Run:
         import numpy as np
         from psycopg2 import sql
 
-        ds, de = _day_span(day)
+        ds, de = day_bounds(day)
         cur.execute(sql.SQL('SELECT value FROM {} WHERE device_id = %s AND sensor = ANY(%s::text[]) '
                             'AND "Time" >= %s AND "Time" < %s AND NOT ("Time" >= %s AND "Time" < %s)')
                     .format(db.qualified(self.st["schema"], self.st["table"])),
@@ -451,13 +450,3 @@ def _epoch_us(t: dt.datetime) -> int:
 
 def _from_epoch_us(us: int) -> dt.datetime:
     return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(microseconds=us)
-
-
-def _day_span(day: str):
-    from ..timewindow import day_bounds
-
-    return day_bounds(day)
-
-
-def _iso(t) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

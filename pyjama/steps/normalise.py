@@ -1,7 +1,7 @@
 """50_normalise: per (device, sensor) opening in [0, 1]; a thin shell over pyjama.normalise.
 
-The percentile fit lives in ``data/<EXPO>/<output_stage>/_fit/<device>.json`` (folders
-starting with ``_`` are ignored by dataset readers). How the DAG treats it:
+The percentile fit lives in ``data/<EXPO>/_meta/<output_stage>/fit/<device>.json`` (outside
+the stage's dataset tree). How the DAG treats it:
 
 * every normalise partition of a device lists that device's fit file as an input;
 * the fit rule (``<rule>_fit``) is declared ONLY for devices whose fit file does not exist
@@ -19,7 +19,7 @@ import sys
 
 import pandas as pd
 
-from . import Rule, Step
+from . import Option, PartitionStep, Rule
 from .. import io, tidy
 from ..config import check_regex as _check_regex, digest
 from ..errors import UserError
@@ -28,13 +28,23 @@ from ..normalise import (build_fit, compute_rolling_bounds, cut_to_period,
                          select_fit_days, selected_sensors, span_check)
 from ..timewindow import parse_bound, shift_day
 
-FIT_DIR = "_fit"
+FIT_DIR = "fit"
 
 
-class NormaliseStep(Step):
+def read_fit_file(path, device=None, day=None) -> dict:
+    """The content of a fit file; unreadable JSON is a one-line error saying how to refit."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{io.relative(path)}: not a readable fit file ({exc}); refit it with "
+                        "pyjama.py run 50_normalise.py --with <config> --fit") from None
+
+
+class NormaliseStep(PartitionStep):
     script = "50_normalise.py"
-    kind = "50_normalise"
     summary = "opening in [0, 1] per device and sensor: percentile fit (a readable file) or rolling min/max"
+    options = (Option("--fit", "50_normalise: (re)write the fit file of each device (method percentile)"),)
+    readers = {"params": read_fit_file}
 
     # ---------------------------------------------------------------- config
     def check_config(self, params, source):
@@ -75,7 +85,7 @@ class NormaliseStep(Step):
     # ---------------------------------------------------------------- paths and the DAG
     def fit_file(self, st, device="{device}") -> str:
         """Relative path of a device's fit file."""
-        return str(io.stage_dir(st.exposure, st["output_stage"]) / FIT_DIR / f"{device}.json")
+        return io.meta_file(st.exposure, st["output_stage"], FIT_DIR, f"{device}.json")
 
     def input_files(self, project, st, device, day):
         files = {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
@@ -145,30 +155,26 @@ class NormaliseStep(Step):
         return rules
 
     # ---------------------------------------------------------------- running
-    def run_cli(self, project, st, window, devices, day=None, raw=None, quiet=True, options=None):
-        """``pyjama.py run 50_normalise.py``: ``--fit`` (re)writes fit files; otherwise the
-        ordinary partition loop, fitting first only the devices that have no fit file."""
-        from ..runner import run_default
-
-        if (options or {}).get("fit"):
+    def prepare(self, project, st, sel, todo, options, quiet):
+        """``--fit`` (re)writes fit files and runs no partition; otherwise the devices of
+        ``todo`` without a fit file are fitted first."""
+        if options.get("fit"):
             if st["method"] != "percentile":
                 raise UserError(f"--fit: {st.path}: $.method is {st['method']!r}; allowed: --fit only "
                                 "with method 'percentile' (rolling_minmax has nothing to fit)")
-            if window.start is not None or window.end is not None or day:
+            if sel.window.start is not None or sel.window.end is not None or sel.day:
                 raise UserError(f"--fit reads the fit period declared in {st.path} ($.fit); "
                                 "--from/--to/--day are not allowed with it")
-            targets = devices or [d for d in sorted(self.device_days(project))
-                                  if select_fit_days(self.device_days(project)[d], st["fit"])[0]]
+            targets = list(sel.devices) or [d for d in sorted(self.device_days(project))
+                                            if select_fit_days(self.device_days(project)[d], st["fit"])[0]]
             if not targets:
                 raise UserError(f"{st.path}: $.fit: no device has data in the fit period")
             return [self.fit_device(project, st, dev, quiet) for dev in targets]
         if st["method"] == "percentile":
-            todo = sorted({p[0] for p in ([(devices[0], day)] if day and devices else
-                                          self.direct_partitions(project, st, window, devices))})
-            for dev in todo:
+            for dev in sorted({d for d, _ in todo}):
                 if not (project.root / self.fit_file(st, dev)).exists():
                     self.fit_device(project, st, dev, quiet)
-        return run_default(self, project, st, window, devices, day=day, raw=raw, quiet=quiet)
+        return None
 
     def fit_device(self, project, st, device, quiet=True) -> dict:
         """Fit one device from its fit period and write its fit file (always rewritten)."""
@@ -177,8 +183,7 @@ class NormaliseStep(Step):
         frames = []
         for f in files:
             if not (project.root / f).exists():
-                raise UserError(f"{f}: input of the fit missing; run the step that writes "
-                                f"{st['input_stage']} first")
+                raise io.input_missing(f)
             frames.append(cut_to_period(io.read_tidy(project.root / f, device), st["fit"]))
         frames = [f for f in frames if len(f)]
         df = tidy.conform(pd.concat(frames, ignore_index=True)) if frames else tidy.empty()
@@ -208,57 +213,37 @@ class NormaliseStep(Step):
     def read_fit(self, project, st, device) -> dict:
         """The fit file of a device, checked against the config it must match."""
         rel = self.fit_file(st, device)
-        path = project.root / rel
-        if not path.exists():
+        if not (project.root / rel).exists():
             raise UserError(f"{rel}: fit file missing; fit it: python3 pyjama.py run {self.script} "
                             f"--with {st.path} --fit --device {device}")
-        try:
-            fit = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise UserError(f"{rel}: not a readable fit file ({exc}); refit: python3 pyjama.py run "
-                            f"{self.script} --with {st.path} --fit --device {device}") from None
+        fit = read_fit_file(project.root / rel)
+        self.check_fit(fit, st, device)
+        return fit
+
+    def check_fit(self, fit, st, device) -> None:
+        """A fit made with other fit keys than the config's now is a one-line error."""
         bad = fit_mismatch(fit.get("fit_config", {}), st.params)
         if bad:
             key, old, new = bad
-            raise UserError(f"{st.path}: $.{key}: {json.dumps(new)} differs from the fit in {rel} "
-                            f"({json.dumps(old)}); refit: python3 pyjama.py run {self.script} "
-                            f"--with {st.path} --fit --device {device}")
-        return fit
+            raise UserError(f"{st.path}: $.{key}: {json.dumps(new)} differs from the fit in "
+                            f"{self.fit_file(st, device)} ({json.dumps(old)}); refit: python3 pyjama.py "
+                            f"run {self.script} --with {st.path} --fit --device {device}")
 
-    def run_partition(self, project, st, device, day):
-        files = self.input_files(project, st, device, day)
-        data = self._read(project, files["data"], device, st)
-        if st["method"] == "percentile":
-            fit = self.read_fit(project, st, device)
-            bounds, warnings = self.fitted_bounds(fit, data, st, device)
-            extra_meta = {"pyjama.normalise_fit": digest(fit)}
-        else:
-            around = [self._read(project, f, device, st) for f in files["neighbours"]]
-            bounds, warnings = self.rolling_bounds(data, around, st, device)
-            extra_meta = {}
-        out, report = normalise_frame(data, st.params, bounds, device)
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        all_inputs = [files["data"]] + [p for k, v in files.items() if k != "data"
-                                         for p in (v if isinstance(v, list) else [v])]
-        meta = io.provenance(self.script, st.path, st.digest, all_inputs)
-        meta.update(extra_meta)
-        outs = self.output_files(st, device, day)
-        io.write_tidy(project.root / outs["data"], out, meta)
-        counts = self.ledger_counts(data, out, report, warnings)
-        entry = io.ledger_entry(self.script, f"{device}/{day}", **counts)
-        io.write_json(project.root / outs["ledger"], entry)
-        return entry
+    def extra_meta(self, frames):
+        return {"pyjama.normalise_fit": digest(frames["params"])} if "params" in frames else {}
 
     def compute(self, frames, st, device, day):
-        """Pure core for tests: ``frames["data"]`` + ``frames["fit"]`` (the fit file's content,
+        """Pure: ``frames["data"]`` + ``frames["params"]`` (the fit file's content,
         percentile) or ``frames["neighbours"]`` (rolling) → normalised frame and counts."""
         data = frames["data"]
         if st["method"] == "percentile":
-            bounds, warnings = self.fitted_bounds(frames["fit"], data, st, device)
+            self.check_fit(frames["params"], st, device)
+            bounds, warnings = self.fitted_bounds(frames["params"], data, st, device)
         else:
             bounds, warnings = self.rolling_bounds(data, frames.get("neighbours", []), st, device)
         out, report = normalise_frame(data, st.params, bounds, device)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
         return {"data": out}, self.ledger_counts(data, out, report, warnings)
 
     @staticmethod
@@ -313,9 +298,3 @@ class NormaliseStep(Step):
                 warnings.append(f"{device}/{name}: rolling range below $.min_range {st['min_range']:g} "
                                 f"for {narrow} of {len(lo)} sample(s)")
         return bounds, warnings
-
-    @staticmethod
-    def _read(project, rel, device, st):
-        if not (project.root / rel).exists():
-            raise UserError(f"{rel}: input missing; run the step that writes {st['input_stage']} first")
-        return io.read_tidy(project.root / rel, device)

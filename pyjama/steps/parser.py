@@ -1,26 +1,28 @@
 """10_parser: one raw file → its tidy rows, a rejects file and a ledger.
 
 Output per raw file: ``data/<EXPO>/<output_stage>/raw=<file name>/part.parquet`` (with
-``device_id`` as a column: one raw file may hold several devices), ``_rejects.csv``
-(file, line, reason, detail, text) and ``_ledger.json`` (lines = parsed + skipped +
-rejected, and the (device, day) partitions the file touches).
+``device_id`` as a column: one raw file may hold several devices; its footer holds the
+ledger: lines = parsed + skipped + rejected, and the (device, day) partitions the file
+touches) and ``data/<EXPO>/_meta/<output_stage>/raw=<file name>/rejects.csv`` (file, line,
+reason, detail, text).
 """
 from __future__ import annotations
 
 import csv
 import io as _io
 
-from . import Rule, Step
+from . import RawFileStep
 from .. import io
 from ..config import check_regex
 from ..errors import UserError
 
 
-class ParserStep(Step):
+REJECTS = "rejects.csv"
+
+
+class ParserStep(RawFileStep):
     script = "10_parser.py"
-    kind = "10_parser"
     summary = "raw files → typed tidy rows (+ rejects with line numbers)"
-    granularity = "raw_file"
 
     def check_config(self, params, source):
 
@@ -52,18 +54,11 @@ class ParserStep(Step):
             check_regex(rule["pattern"], f"{source}: $.domains.rules[{i}].pattern", r"^m\d+$")
         check_parser_extras(params, source)
 
-    def output_files_raw(self, st, raw="{raw}"):
-        stage = st["output_stage"]
-        return {
-            "data": io.raw_partition_file(st.exposure, stage, raw),
-            "ledger": io.raw_partition_file(st.exposure, stage, raw, io.LEDGER),
-            "rejects": io.raw_partition_file(st.exposure, stage, raw, io.REJECTS),
-        }
+    def output_files(self, st, raw="{raw}"):
+        return {"data": io.raw_partition_file(st.exposure, st["output_stage"], raw),
+                "rejects": io.meta_file(st.exposure, st["output_stage"], f"raw={raw}", REJECTS)}
 
-    def raw_path(self, st, raw):
-        return str(io.stage_dir(st.exposure, st["input_stage"]) / raw)
-
-    def selected_raw(self, project, st, window, devices=None):
+    def selected_raw(self, project, st, window, devices=()):
         idx = project.raw_index(st)
         out = []
         for name, f in idx.files.items():
@@ -77,15 +72,6 @@ class ParserStep(Step):
                 out.append(name)
         return sorted(out)
 
-    def rules(self, project, st, window):
-        return [Rule(
-            name=self.rule_name(st), step=st, outputs=self.output_files_raw(st),
-            log=f"logs/{st.exposure}/{st.name}/{{raw}}.log",
-            wildcard_sets=[{"raw": name} for name in self.selected_raw(project, st, window)],
-            input_patterns={"raw": self.raw_path(st, "{raw}")},
-            wildcard_constraints={"raw": r"[^/]+"},
-        )]
-
     def run_raw(self, project, st, raw: str) -> dict:
         from ..parse import parse_bytes, read_raw_bytes
 
@@ -94,9 +80,7 @@ class ParserStep(Step):
             raise UserError(f"{self.raw_path(st, raw)}: raw file not found")
         res = parse_bytes(read_raw_bytes(src), st.params, raw)
         rows = res.rows.sort_values(["device_id", "ts"], kind="stable") if len(res.rows) else res.rows
-        outs = self.output_files_raw(st, raw)
-        meta = io.provenance(self.script, st.path, st.digest, [self.raw_path(st, raw)])
-        io.write_table(project.root / outs["data"], _with_device(rows), meta)
+        outs = self.output_files(st, raw)
         buf = _io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["file", "line", "reason", "detail", "text"])
@@ -117,7 +101,8 @@ class ParserStep(Step):
                                 rejected=rejected, unit="lines", values_out=int(len(rows)),
                                 partitions=parts, events=res.events, event_lines=res.event_lines)
         entry["warning"] = loss_warning(entry, st["warn_rejected_share"], self.raw_path(st, raw), outs["rejects"])
-        io.write_json(project.root / outs["ledger"], entry)
+        meta = io.provenance(self.script, st.path, st.digest, [self.raw_path(st, raw)], ledger=entry)
+        io.write_table(project.root / outs["data"], _with_device(rows), meta)
         return entry
 
 
@@ -144,7 +129,7 @@ def loss_warnings(project) -> list:
         idx = project.raw_index(st)
         out.extend(idx.unmatched[name] for name in sorted(idx.unmatched))
         for name in sorted(idx.files):
-            outs = step.output_files_raw(st, name)
+            outs = step.output_files(st, name)
             led = _ledger_of(project.root, outs)
             if led:
                 w = loss_warning(led, st["warn_rejected_share"], step.raw_path(st, name), outs["rejects"])
@@ -158,9 +143,9 @@ def loss_warnings(project) -> list:
 
 
 def _ledger_of(root, outs):
-    """The ledger of a parser output (a sidecar today; the parquet footer once io moves it)."""
+    """The ledger of a parser output (in the footer of its parquet)."""
     try:
-        return io.read_ledger(root / outs.get("ledger", outs["data"]))
+        return io.read_ledger(root / outs["data"])
     except (OSError, ValueError):
         return None
 
@@ -252,14 +237,3 @@ def _with_device(rows):
 
 def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == "\t" else f"\\x{ord(ch) & 0xff:02x}" for ch in text)
-
-
-def read_parsed(path, device: str, day: str):
-    """Rows of one (device, day) from a parsed file (a filtered read)."""
-
-    from .. import tidy
-    from ..timewindow import day_bounds
-
-    start, end = day_bounds(day)
-    t = io.read_parquet(path, filters=[("device_id", "=", device), ("ts", ">=", start), ("ts", "<", end)])
-    return tidy.from_arrow(t.drop_columns(["device_id"]), device)

@@ -6,13 +6,12 @@ documents every key and the ledger.
 """
 from __future__ import annotations
 
-from . import Step
+from . import PartitionStep
 from .. import resample
 
 
-class ResampleStep(Step):
+class ResampleStep(PartitionStep):
     script = "40_resample.py"
-    kind = "40_resample"
     summary = "regular grid per (device, sensor) over the UTC day; short gaps filled (5), long gaps missing (1)"
 
     def check_config(self, params, source):

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import Step
+from . import PartitionStep
 from .. import io, tidy
-from ..errors import UserError
 
 
 def merge_duplicates(df: pd.DataFrame, policy: str):
@@ -56,32 +55,29 @@ def split_partition(frames, device: str, day: str, duplicates: str = "first",
     return tidy.conform(df), counts
 
 
-class SplitStep(Step):
+def read_parsed(path, device: str, day: str):
+    """Rows of one (device, day) from a parsed file (a filtered read)."""
+    from ..timewindow import day_bounds
+
+    start, end = day_bounds(day)
+    t = io.read_parquet(path, filters=[("device_id", "=", device), ("ts", ">=", start), ("ts", "<", end)])
+    return tidy.from_arrow(t.drop_columns(["device_id"]), device)
+
+
+class SplitStep(PartitionStep):
     script = "20_split.py"
-    kind = "20_split"
     summary = "merge parsed files, cut into (device, UTC day), sort, resolve duplicates"
+    readers = {"data": read_parsed}
 
     def input_files(self, project, st, device, day):
         return {"data": project.parsed_inputs(st["input_stage"], device, day)}
 
-    def direct_partitions(self, project, st, window, devices=None):
+    def direct_partitions(self, project, st, sel):
+        if sel.day:
+            return super().direct_partitions(project, st, sel)
         return [(d, day) for d, day in project.partitions([st["input_stage"]])
-                if window.contains_day(day) and (not devices or d in devices)]
+                if sel.window.contains_day(day) and (not sel.devices or d in sel.devices)]
 
-    def run_partition(self, project, st, device, day):
-        from .parser import read_parsed
-
-        files = self.input_files(project, st, device, day)["data"]
-        frames = []
-        for f in files:
-            if not (project.root / f).exists():
-                raise UserError(f"{f}: input missing; run the parser step first "
-                                f"(python3 pyjama.py run 10_parser.py --with ...)")
-            frames.append(read_parsed(project.root / f, device, day))
-        df, counts = split_partition(frames, device, day, st["duplicates"], st["sort"])
-        outs = self.output_files(st, device, day)
-        meta = io.provenance(self.script, st.path, st.digest, files)
-        io.write_tidy(project.root / outs["data"], df, meta)
-        entry = io.ledger_entry(self.script, f"{device}/{day}", **counts)
-        io.write_json(project.root / outs["ledger"], entry)
-        return entry
+    def compute(self, frames, st, device, day):
+        df, counts = split_partition(frames["data"], device, day, st["duplicates"], st["sort"])
+        return {"data": df}, counts

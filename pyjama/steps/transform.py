@@ -5,15 +5,14 @@ A thin shell over :mod:`pyjama.transform`; one (device, day) in → one out.
 from __future__ import annotations
 
 
-from . import Step
+from . import PartitionStep
 from ..config import check_regex
 from ..errors import UserError
 from ..transform import transform_frame
 
 
-class TransformStep(Step):
+class TransformStep(PartitionStep):
     script = "50_transform.py"
-    kind = "50_transform"
     summary = "derived sensors: x^(-1/3), x^(-1/2), ln x, identity, linear calibration (add or replace)"
 
     def check_config(self, params, source):
