@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from . import __version__
@@ -17,7 +18,8 @@ EPILOG = """example:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(scripts=None) -> argparse.ArgumentParser:
+    """The parser; ``scripts``: the steps whose own options it knows (default every step)."""
     p = argparse.ArgumentParser(prog="pyjama.py", description="Run one PyJAMA step.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"pyjama.py {__version__}")
@@ -32,21 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--day", help="exactly one UTC day (used by the workflow)")
     r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary line")
-    for opt, scripts in all_options():   # declared by the steps (pyjama.steps.Option)
+    for opt, owners in all_options(scripts):   # declared by the steps (pyjama.steps.Option)
         flags = [opt.flag, *([opt.short] if opt.short else [])]
         if opt.choices:
             r.add_argument(*flags, dest=opt.dest, choices=list(opt.choices), default=None,
-                           help=f"{opt.help} (default {opt.default}; {', '.join(scripts)})")
+                           help=f"{opt.help} (default {opt.default}; {', '.join(owners)})")
         else:
             r.add_argument(*flags, dest=opt.dest, action="store_true", default=None,
-                           help=f"{opt.help} ({', '.join(scripts)})")
+                           help=f"{opt.help} ({', '.join(owners)})")
     sub.add_parser("list", help="list the known step scripts")
     return p
 
 
 def step_options(args) -> dict:
     """The step options given on the command line (unset ones left out)."""
-    return {opt.dest: getattr(args, opt.dest) for opt, _ in all_options()
+    return {opt.dest: getattr(args, opt.dest) for opt, _ in all_options([args.script])
             if getattr(args, opt.dest, None) is not None}
 
 
@@ -85,4 +87,20 @@ def _command(args) -> int:
 
 
 def main(argv=None) -> int:
-    return one_line_errors(_command, build_parser().parse_args(argv))
+    return one_line_errors(_parse_and_run, list(sys.argv[1:] if argv is None else argv))
+
+
+def _parse_and_run(argv) -> int:
+    """Only the named step's options are known (its module alone is imported: a quick
+    start); another step's option is one line naming the allowed ones."""
+    from .steps import get_step
+
+    script = argv[1] if len(argv) > 1 and argv[0] == "run" and not argv[1].startswith("-") else None
+    if script is None:
+        return _command(build_parser().parse_args(argv))
+    step = get_step(script)
+    args, extra = build_parser([step.script]).parse_known_args(argv)
+    if extra:
+        allowed = ", ".join(o.flag for o in step.options) or "none"
+        raise UserError(f"{extra[0]}: not an option of {step.script}; allowed: {allowed}")
+    return _command(args)

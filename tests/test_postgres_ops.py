@@ -269,7 +269,7 @@ def test_disk_full_and_read_only_are_one_line_and_roll_the_import_back(small_fs,
     filler = _fill(small_fs)
     res = cli(root, "run", "80_import_postgres.py", "--with", path)
     assert res.returncode == 2, res.stderr
-    assert res.stderr == ("Error: 80_import_postgres.py: data/T/80_pg/device_id=a/day=2026-01-20/receipt.json: "
+    assert res.stderr == ("Error: 80_import_postgres.py: data/T/_meta/80_pg/device_id=a/day=2026-01-20/receipt.json: "
                           "no space left on device; free space on that filesystem and run again\n")
     assert table_rows(pg_conn, "t80") == []                 # rolled back: no rows without receipt
     assert not list(small_fs.rglob("*.tmp"))
@@ -280,13 +280,13 @@ def test_disk_full_and_read_only_are_one_line_and_roll_the_import_back(small_fs,
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     assert res.returncode == 2
-    assert res.stderr == ("Error: 80_import_postgres.py: data/T/80_pg/device_id=a/day=2026-01-20/receipt.json: "
+    assert res.stderr == ("Error: 80_import_postgres.py: data/T/_meta/80_pg/device_id=a/day=2026-01-20/receipt.json: "
                           "read-only file system; allowed: a writable folder (remount it read-write or run "
                           "elsewhere)\n")
     assert table_rows(pg_conn, "t80") == []
     res = cli(root, "run", "80_import_postgres.py", "--with", path, "--quiet")
     assert res.returncode == 0 and len(table_rows(pg_conn, "t80")) == 1
-    assert json.loads((root / io.partition_file(EXPO, "80_pg", "a", D1, "receipt.json")).read_text())["rows"] == 1
+    assert json.loads((root / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json")).read_text())["rows"] == 1
 
 
 # ---------------------------------------------------------------- demo generator

@@ -1,9 +1,11 @@
 """The step registry and the three kinds of step.
 
 A step class registers itself where it is defined: a subclass that sets ``script``
-(``"30_clean.py"``) is in :data:`REGISTRY`; every module of this package is imported on the
-first look-up, so a new step is its pure module, its class here and its schema
-``workflow/schemas/<NN_name>.schema.json`` (the config kind is the script's stem).
+(``"30_clean.py"``) is in :data:`REGISTRY`. The modules of this package are found by that
+line (``script = "NN_name.py"``, read from their source) and imported only when their step
+is asked for, so ``pyjama.py`` starts without pandas. A new step is its pure module, its
+class in a module here and its schema ``workflow/schemas/<NN_name>.schema.json`` (the
+config kind is the script's stem).
 
 The three kinds, each with one path through :mod:`pyjama.runner`:
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,8 @@ from ..rules import Rule
 
 REGISTRY: dict = {}        # script name → Step subclass (filled where each is defined)
 _INSTANCES: dict = {}
-_DISCOVERED = False
+_WHERE: dict = {}          # script name → module defining it (from the sources, no import)
+_SCRIPT_LINE = re.compile(r'^ {4}script = "([^"]+)"', re.M)
 
 DEVICE_RE = r"[^/=]+"
 DAY_RE = r"\d{4}-\d{2}-\d{2}"
@@ -72,17 +76,17 @@ class Selection:
     raw: str | None = None
 
 
-def _discover() -> None:
-    global _DISCOVERED
-    if not _DISCOVERED:
+def _where() -> dict:
+    if not _WHERE:
         for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-            importlib.import_module(f"{__name__}.{mod}")
-        _DISCOVERED = True
+            text = (Path(__path__[0]) / f"{mod}.py").read_text(encoding="utf-8")
+            for script in _SCRIPT_LINE.findall(text):
+                _WHERE[script] = f"{__name__}.{mod}"
+    return _WHERE
 
 
 def known_scripts() -> list:
-    _discover()
-    return sorted(REGISTRY)
+    return sorted(set(_where()) | set(REGISTRY))
 
 
 def get_step(script: str) -> "Step":
@@ -90,7 +94,8 @@ def get_step(script: str) -> "Step":
     name = Path(str(script)).name
     if not name.endswith(".py"):
         name += ".py"
-    _discover()
+    if name not in REGISTRY and name in _where():
+        importlib.import_module(_where()[name])
     if name not in REGISTRY:
         raise UserError(f"unknown script {script!r}; allowed: {', '.join(known_scripts())}")
     if name not in _INSTANCES:
@@ -98,11 +103,12 @@ def get_step(script: str) -> "Step":
     return _INSTANCES[name]
 
 
-def all_options() -> list:
-    """(option, [scripts]) for every step option, one entry per flag."""
+def all_options(scripts=None) -> list:
+    """(option, [scripts]) for every option of ``scripts`` (default: every step), one entry
+    per flag."""
     out: dict = {}
-    for script in known_scripts():
-        for opt in REGISTRY[script].options:
+    for script in (known_scripts() if scripts is None else scripts):
+        for opt in type(get_step(script)).options:
             out.setdefault(opt.flag, (opt, []))[1].append(script)
     return list(out.values())
 
