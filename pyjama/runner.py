@@ -29,6 +29,7 @@ def run_step(script, config_path, start=None, end=None, devices=None, day=None, 
     options = {o.dest: (options or {}).get(o.dest, o.default) for o in step.options}
     sel = Selection(parse_window(start, end), tuple(devices or ()), day, raw)
     project = Project.for_exposure(st.exposure, root)
+    check_ownership(step, st, project.pipeline)
     if isinstance(step, PartitionStep):
         return run_partitions(step, project, st, sel, options, quiet)
     if isinstance(step, RawFileStep):
@@ -37,6 +38,22 @@ def run_step(script, config_path, start=None, end=None, devices=None, day=None, 
     if isinstance(step, ExternalStep):
         return step.run(project, st, sel, options, quiet)
     raise TypeError(f"{type(step).__name__} is none of PartitionStep, RawFileStep, ExternalStep")
+
+
+def check_ownership(step, st, pipeline) -> None:
+    """A step never writes into 00_raw or into a stage another step (another script) of the
+    exposure's pipeline owns (also when run alone): one line naming the config, the JSON
+    path, the stage and its owner."""
+    for stage in step.output_stages(st).values():
+        key = next((k for k, v in st.params.items() if v == stage and k != "input_stage"), "output_stage")
+        if stage == "00_raw":
+            raise UserError(f"{st.path}: $.{key}: '00_raw' is owned by the raw files; allowed: a stage "
+                            "of this step's own")
+        owner = pipeline.producer_of(stage)
+        # a variant config of the same step (e.g. another p_low to compare) may rewrite it
+        if owner is not None and owner.script != st.script:
+            raise UserError(f"{st.path}: $.{key}: {stage!r} is owned by {owner.path} (in {pipeline.path}); "
+                            "allowed: a stage no other step writes")
 
 
 def check_options(step, options: dict) -> None:

@@ -74,3 +74,19 @@ def test_a_numbered_script_runs_its_step(tmp_path):
     res = subprocess.run([sys.executable, str(REPO / "scripts/30_clean.py"), "--with", "nope.json"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("Error: ") and "nope.json: file not found" in res.stderr
+
+
+def test_a_step_run_alone_never_writes_a_stage_another_step_owns(tmp_path):
+    import json
+
+    from tests.wf import make_project
+
+    make_project(tmp_path, "T", devices=1, days=1, hz=0.01, steps=("10_parser", "20_split", "30_clean"))
+    cfg = json.loads((tmp_path / "configs/T/30_clean.json").read_text())
+    for stage, owner in (("20_split", "is owned by configs/T/20_split.json (in configs/T/pipeline.json); "
+                                      "allowed: a stage no other step writes"),
+                         ("00_raw", "is owned by the raw files; allowed: a stage of this step's own")):
+        (tmp_path / "configs/T/30_other.json").write_text(json.dumps({**cfg, "output_stage": stage}))
+        res = pyjama(tmp_path, "run", "30_clean.py", "--with", "configs/T/30_other.json")
+        assert res.returncode == 2
+        assert res.stderr == f"Error: configs/T/30_other.json: $.output_stage: {stage!r} {owner}\n"
