@@ -259,8 +259,23 @@ def write_table(path, table, meta: dict) -> None:
     schema_meta.update({k.encode(): str(v).encode() for k, v in meta.items()})
     table = table.replace_schema_metadata(schema_meta)
     _atomic_replace(Path(path), lambda tmp: pq.write_table(
-        table, tmp, compression="snappy", use_dictionary=True, write_statistics=True,
-        row_group_size=1 << 20))
+        table, tmp, compression="snappy", write_statistics=True, row_group_size=1 << 20,
+        **encodings(table.schema)))
+
+
+def encodings(schema) -> dict:
+    """Parquet encodings: ``ts`` delta-encoded (DELTA_BINARY_PACKED: a sorted series of
+    timestamps is a run of near-equal steps), every other column dictionary-encoded.
+
+    Measured on a 1 Hz device-day of 60_behaviour (5.2 M rows), against dictionary for all:
+    19.2 MB → 5.6 MB, write 2.9 s → 1.7 s, read 0.65 s → 0.38 s (issue 14). pyarrow,
+    DuckDB, Polars and pandas all read it."""
+    import pyarrow as pa
+
+    names = list(schema.names)
+    if "ts" in names and (pa.types.is_timestamp(schema.field("ts").type) or pa.types.is_integer(schema.field("ts").type)):
+        return {"use_dictionary": [n for n in names if n != "ts"], "column_encoding": {"ts": "DELTA_BINARY_PACKED"}}
+    return {"use_dictionary": True}
 
 
 def write_tidy(path, df, meta: dict) -> None:
@@ -308,15 +323,30 @@ def read_meta(path) -> dict:
 # ---------------------------------------------------------------- the ledger
 
 def ledger_entry(step: str, partition: str, rows_in: int, rows_out: int,
-                 rejected: dict | None = None, **extra) -> dict:
-    """One ledger record. ``rows_in == rows_out + sum(rejected.values())`` is checked here,
-    so a step that loses rows fails loudly instead of writing a false ledger."""
-    rejected = {k: int(v) for k, v in sorted((rejected or {}).items()) if int(v)}
-    if int(rows_in) != int(rows_out) + sum(rejected.values()):
+                 rejected: dict | None = None, combined: dict | None = None,
+                 created: dict | None = None, **extra) -> dict:
+    """One ledger record, balanced or refused:
+
+        rows_in + sum(created) == rows_out + sum(combined) + sum(rejected)
+
+    ``rejected``: input rows set aside, by reason; ``combined``: input rows folded into an
+    output row with others (not lost: e.g. samples combined into one grid cell);
+    ``created``: output rows made without an input row (e.g. grid cells with no sample).
+    Most steps have neither and the rule is rows_in == rows_out + rejected. It is checked
+    here, so a step that loses rows fails loudly instead of writing a false ledger."""
+    def _clean(d):
+        return {k: int(v) for k, v in sorted((d or {}).items()) if int(v)}
+
+    rejected, combined, created = _clean(rejected), _clean(combined), _clean(created)
+    if int(rows_in) + sum(created.values()) != int(rows_out) + sum(combined.values()) + sum(rejected.values()):
         raise AssertionError(f"{step} {partition}: ledger does not balance: in={rows_in} "
-                             f"out={rows_out} rejected={rejected}")
+                             f"created={created} out={rows_out} combined={combined} rejected={rejected}")
     entry = {"step": step, "partition": partition, "rows_in": int(rows_in),
              "rows_out": int(rows_out), "rejected": rejected}
+    if combined:
+        entry["combined"] = combined
+    if created:
+        entry["created"] = created
     entry.update(extra)
     return entry
 

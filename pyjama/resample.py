@@ -36,11 +36,13 @@ for _i, _f in enumerate(fl.PRECEDENCE):
 _BY_RANK = np.array([int(f) for f in fl.PRECEDENCE] + [int(fl.Flag.OK)], dtype=np.uint8)
 _UNUSABLE = np.array(sorted(int(f) for f in fl.UNUSABLE), dtype=np.uint8)
 
-# ledger reasons (rows in = rows out + these)
-MERGED = "merged into a grid cell"
+# ledger words (rows in + created = rows out + combined + rejected)
+COMBINED = "combined into grid cells"          # samples folded into a cell with others: not lost
 FLAGGED_UNUSED = "flagged value left out (its cell has usable values)"
 NAN_IN = "missing value (NaN) in input"
 OUTSIDE = "outside the partition's UTC day"
+CREATED_FILLED = "grid cell without a usable sample, filled (5)"
+CREATED_MISSING = "grid cell without a sample, missing (1)"
 
 
 def assign_cells(ts_ns: np.ndarray, day_start_ns: int, freq_ns: int) -> np.ndarray:
@@ -216,11 +218,14 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     Every (domain, sensor) present in ``df`` gets the full grid of the UTC day ``day``
     at its rule's frequency (:func:`resolve_grid`). Output sorted by (sensor, ts).
 
-    Ledger: rows_in = input rows; rows_out = grid rows that came from samples (one per
-    cell holding a usable or a flagged value); rejected = the other input rows by reason
-    (merged into a grid cell, flagged value left out, NaN in input, outside the day);
-    extra keys: grid_rows = rows written = rows_out + filled + missing, filled, missing,
-    flagged (cells kept NaN with flag 2/3/4/6), flags (output flags by name).
+    Ledger (rows_in + created = rows_out + combined + rejected, :func:`pyjama.io.ledger_entry`):
+    rows_in = input rows; rows_out = grid rows written (what the next step reads in);
+    combined = samples folded into a cell that another sample already stands for (a
+    coarser grid, or several flagged samples of a flagged cell); created = grid cells with
+    no usable or flagged sample (filled 5, or missing 1); rejected = input rows not used
+    (flagged values beside usable ones, NaN, outside the day). Extra keys: rows_from_samples
+    (cells holding a usable or flagged value), filled, missing, flagged (cells kept NaN with
+    flag 2/3/4/6), flags (output flags by name).
     """
     from . import tidy
 
@@ -252,10 +257,12 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     else:
         out = tidy.empty()
     counts = {
-        "rows_in": len(df), "rows_out": totals["out"],
-        "rejected": {MERGED: totals["merged"], FLAGGED_UNUSED: totals["flagged_unused"],
-                     NAN_IN: totals["nan_in"], OUTSIDE: totals["outside"]},
-        "grid_rows": len(out), "filled": totals["filled"], "missing": totals["missing"],
+        "rows_in": len(df), "rows_out": len(out),
+        "combined": {COMBINED: totals["merged"]},
+        "created": {CREATED_FILLED: totals["filled"], CREATED_MISSING: totals["missing"]},
+        "rejected": {FLAGGED_UNUSED: totals["flagged_unused"], NAN_IN: totals["nan_in"],
+                     OUTSIDE: totals["outside"]},
+        "rows_from_samples": totals["out"], "filled": totals["filled"], "missing": totals["missing"],
         "flagged": totals["flagged"], "flags": fl.counts(out["quality_flag"].to_numpy()),
     }
     return out, counts

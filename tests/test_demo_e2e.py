@@ -55,7 +55,12 @@ def test_every_ledger_balances(demo):
     for p, led in ledgers:
         if led is None:
             continue
-        assert led["rows_in"] == led["rows_out"] + sum(led["rejected"].values()), p
+        created, combined = sum(led.get("created", {}).values()), sum(led.get("combined", {}).values())
+        assert led["rows_in"] + created == led["rows_out"] + combined + sum(led["rejected"].values()), p
+    # a stage's rows out are the next stage's rows in (40's grid cells are counted, issue 12)
+    for p in (root / "data/T/40_resampled").rglob("part.parquet"):
+        nxt = io.read_ledger(str(p).replace("40_resampled", "50_transformed"))
+        assert io.read_ledger(p)["rows_out"] == nxt["rows_in"], p
 
 
 def test_duplicates_are_merged_and_counted(demo):

@@ -199,10 +199,13 @@ def test_resample_frame_grids_each_sensor_by_its_rule_and_balances_the_ledger():
     assert_allclose(by["outdoor_temp"]["value"].to_numpy(), [14, nan, nan, nan])
     assert by["outdoor_temp"]["ts"].dt.strftime("%H:%M").tolist() == ["00:00", "06:00", "12:00", "18:00"]
     assert by["battery"]["value"].tolist() == [3.7] and by["battery"]["domain"].astype(str).tolist() == ["power"]
-    assert counts["rows_in"] == 9 and counts["rows_out"] == 5
-    assert counts["rejected"] == {resample.MERGED: 4, resample.FLAGGED_UNUSED: 0, resample.NAN_IN: 0,
-                                  resample.OUTSIDE: 0}
-    assert counts["grid_rows"] == 53 == counts["rows_out"] + counts["filled"] + counts["missing"]
+    assert counts["rows_in"] == 9 and counts["rows_from_samples"] == 5
+    # a coarser grid combines samples into cells: not rejected (issue 12)
+    assert counts["combined"] == {resample.COMBINED: 4}
+    assert counts["rejected"] == {resample.FLAGGED_UNUSED: 0, resample.NAN_IN: 0, resample.OUTSIDE: 0}
+    # rows out = the grid rows written; the cells made without a sample are counted as created
+    assert counts["rows_out"] == len(out) == 53 == counts["rows_from_samples"] + counts["filled"] + counts["missing"]
+    assert counts["created"] == {resample.CREATED_FILLED: 1, resample.CREATED_MISSING: 47}
     assert counts["filled"] == 1 and counts["flags"]["INTERPOLATED"] == 1
     io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)   # balances, or raises
 
@@ -210,7 +213,7 @@ def test_resample_frame_grids_each_sensor_by_its_rule_and_balances_the_ledger():
 def test_resample_frame_of_an_empty_partition():
     out, counts = resample.resample_frame(tidy.empty(), PARAMS, DAY)
     assert len(out) == 0 and list(out.columns) == tidy.COLUMNS
-    assert counts["rows_in"] == counts["rows_out"] == counts["grid_rows"] == 0
+    assert counts["rows_in"] == counts["rows_out"] == 0
     io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)
 
 
@@ -279,3 +282,28 @@ def test_the_template_config_is_valid_and_the_step_runs_it(tmp_path):
     assert len(m0) == 86400 and len(out) == 86400 + 8640           # bio 1 s, environment 10 s
     assert_allclose(m0["value"].to_numpy()[:11], np.arange(1.0, 12.0))   # 9 s hole ≤ 10 s: linear
     assert counts["filled"] == 9
+
+
+def test_ledger_rows_out_are_the_next_steps_rows_in_and_downsampling_is_not_a_reject():
+    """1 Hz temperature onto a 10 s grid: 10 samples per cell are combined, nothing is
+    rejected, and the ledger's rows out are the rows 50_transform reads in."""
+    rows = [("outdoor_temp", "environment", f"00:00:{s:02d}", 10.0 + s, 0) for s in range(20)]
+    df = frame(rows)
+    params = {"default_rule": {"freq": "10s", "reduce": "mean", "fill": "none", "max_gap": "0s"}}
+    out, counts = resample.resample_frame(df, params, DAY)
+    entry = io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)
+    assert entry["rejected"] == {}
+    assert entry["combined"] == {resample.COMBINED: 18}               # 2 cells of 10 samples
+    assert entry["created"] == {resample.CREATED_MISSING: 8640 - 2}
+    assert entry["rows_out"] == len(out) == 8640
+    assert_allclose(out["value"].to_numpy()[:3], [14.5, 24.5, nan])
+    from pyjama.transform import transform_frame
+
+    nxt, _ = transform_frame(out, [])                                    # what step 50 reads in
+    assert len(nxt) == entry["rows_out"]
+
+
+def test_ledger_entry_balances_created_and_combined_rows():
+    io.ledger_entry("s", "p", rows_in=10, rows_out=5, combined={"c": 6}, created={"g": 1})
+    with pytest.raises(AssertionError, match="does not balance"):
+        io.ledger_entry("s", "p", rows_in=10, rows_out=5, combined={"c": 6})
