@@ -53,6 +53,10 @@ def pipeline_path_from_config(config: dict) -> str:
                     "(reads configs/<EXPO>/pipeline.json) or --config pipeline=<path>")
 
 
+GROUP = "pyjama"
+GROUP_AFTER_FIT = "pyjama_fitted"
+
+
 class WorkflowPlan:
     """The rules of one pipeline and the files that `rule all` asks for in the window."""
 
@@ -69,6 +73,7 @@ class WorkflowPlan:
             self.rules.extend(get_step(st.script).rules(self.project, st, self.window))
         self._by_name = {r.name: r for r in self.rules}
         self.selected = self._selected_steps(config)
+        self.groups = self._groups()
 
     @classmethod
     def for_pipeline(cls, pipeline: str, start=None, end=None, root=None, **extra) -> "WorkflowPlan":
@@ -96,6 +101,27 @@ class WorkflowPlan:
 
     def rule(self, name: str):
         return self._by_name[name]
+
+    def _groups(self) -> dict:
+        """rule name → Snakemake group, for grouped submission on a cluster (docs/slurm.md).
+
+        Every rule is in group ``pyjama`` so that one (device, day)'s chain of jobs is one
+        connected component, and ``--group-components pyjama=N`` (the SLURM profile's
+        knob) puts N such components in one cluster job. A per-device fit rule (50_normalise
+        percentile, built once) takes the first days of a device and feeds every day: it
+        stays outside the groups, and the step reading it and all later ones form group
+        ``pyjama_fitted`` (one group across it would be a cycle). Local runs ignore groups."""
+        groups, name = {}, GROUP
+        fitted_steps = {r.step.name for r in self.rules if r.name.endswith("_fit")}
+        for r in self.rules:
+            if r.step.name in fitted_steps:
+                name = GROUP_AFTER_FIT
+            if not r.name.endswith("_fit"):
+                groups[r.name] = name
+        return groups
+
+    def group_of(self, rule_name: str):
+        return self.groups.get(rule_name)
 
     def targets(self):
         names = {st.name for st in self.selected}

@@ -133,7 +133,9 @@ def forget_run(root: Path) -> None:
 
 
 SUBMITTED_RE = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
-RULE_RE = re.compile(r"^(?:local)?rule (\w+):", re.M)
+RULE_RE = re.compile(r"^\s*(?:local)?rule (\w+):", re.M)      # indented: a job of a group job
+SOLO_RE = re.compile(r"^rule (\w+):", re.M)                     # a job submitted alone
+GROUP_RE = re.compile(r"Group job (\w+) \(jobs in", re.M)        # one SLURM job for several jobs
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -208,7 +210,8 @@ def test_every_job_was_a_completed_slurm_job_in_this_project(runs):
         ran = [r for r in RULE_RE.findall(out) if r != "all"]
         submitted = SUBMITTED_RE.findall(out)
         assert ran, "no job ran"
-        assert len(submitted) == len(ran)          # no rule ran on the login node
+        # no rule ran on the login node: each job was submitted alone or in a group job
+        assert len(submitted) == len(SOLO_RE.findall(out)) + len(GROUP_RE.findall(out))
     ids = {jid for out in runs["logs"] for jid, _ in SUBMITTED_RE.findall(out)}
     recorded = slurm_jobs_of(runs["root"], ids)
     assert recorded == {jid: ("COMPLETED", str(runs["root"])) for jid in ids}
@@ -223,7 +226,7 @@ def test_each_job_body_ran_inside_its_slurm_allocation(runs):
             assert Path(log).name == f"{jid}.log"
             text = Path(log).read_text()
             assert "--executor slurm-jobstep" in text, log
-            assert re.search(r"^rule s\w+:", text, re.M), log
+            assert re.search(r"^\s*rule s\w+:", text, re.M), log
 
 
 def test_both_documented_commands_submitted_jobs(runs):
@@ -232,3 +235,38 @@ def test_both_documented_commands_submitted_jobs(runs):
     assert RULE_RE.findall(first) == [f"s{steps[0]}", "all"]   # drawer.py … --profile slurm --until
     assert f"s{steps[1]}" in RULE_RE.findall(rest)               # snakemake --profile workflow/profiles/slurm
     assert SUBMITTED_RE.search(first) and SUBMITTED_RE.search(rest)
+
+
+# ------------------------------------------------------------------------------ grouped jobs
+KNOB = 2       # partitions per SLURM job: --group-components pyjama=KNOB (docs/slurm.md)
+
+
+@pytest.fixture(scope="module")
+def grouped(slurm_cluster, tmp_path_factory):
+    """2 devices × 2 days built locally, then on SLURM with KNOB partitions per SLURM job."""
+    root = tmp_path_factory.mktemp("slurm_grouped")
+    make_project(root, EXPO, devices=2, days=2, hz=0.05,
+                 steps=("10_parser", "20_split", "30_clean", "40_resample"))
+    (root / "workflow").symlink_to(REPO / "workflow")
+    bounded([sys.executable, REPO / "drawer.py", "run", f"configs/{EXPO}/pipeline.json", "--cores", "2"], root)
+    local = built_files(root)
+    forget_run(root)
+    extra = [] if accounting_enabled() else ["--slurm-status-command", "squeue"]
+    try:
+        res = bounded([sys.executable, "-m", "snakemake", "--profile", "workflow/profiles/slurm",
+                       "--config", f"exposure={EXPO}", "--group-components", f"pyjama={KNOB}", *extra],
+                      root, limit=RUN_LIMIT_S + 120)
+    finally:
+        cancel_jobs_of(root)
+    return {"local": local, "slurm": built_files(root), "log": res.stdout + res.stderr}
+
+
+def test_grouped_jobs_submit_at_most_device_days_over_the_knob_with_the_same_bytes(grouped):
+    device_days = 2 * 2
+    submitted = SUBMITTED_RE.findall(grouped["log"])
+    ran = [r for r in RULE_RE.findall(grouped["log"]) if r != "all"]
+    assert len(ran) == 4 * device_days                 # parser, split, clean, resample per device-day
+    assert 0 < len(submitted) <= device_days // KNOB
+    assert len(GROUP_RE.findall(grouped["log"])) == len(submitted)
+    assert sorted(grouped["slurm"]) == sorted(grouped["local"])
+    assert [p for p in grouped["local"] if grouped["slurm"][p] != grouped["local"][p]] == []
