@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyJAMA benchmark suite: speed as ratios measured in ONE run (machine noise cancels).
 
-    python3 bench/run.py [--size small|medium|large] [--json out.json] [--keep DIR]
+    python3 bench/run.py [--size small|medium|large] [--json out.json] [--keep DIR] [--pyperun CLONE]
 
 Generates its own data with the project's seeded generator (key:value format, 12 Hall
 channels + temperature), runs each scenario in a fresh temporary exposure, prints one table.
@@ -18,6 +18,16 @@ Scenarios (goals from the project's performance issue):
   6 memory       peak RSS of the largest single job (10 Hz day: large)    goal ≤ 2 GB
   7 import80     idempotent 80 import vs bare COPY (bench/bench_postgres.py, needs PostgreSQL)  goal ≥ 0.3
   8 auto81       81 --mode auto with nothing new                          goal ≤ 2 s
+
+Issue 14's goals (same run; "today" = the figures measured before the work, in BEFORE):
+  G1 full build of M at --cores 2 ≤ 1/3 of pyperun's wall     (needs --pyperun CLONE: bench/compare_pyperun.py)
+  G2 one new device-day of M ≤ pyperun's windowed run        (idem)
+  G3 slow logger (3 devices × 450 days × 1 line/h, templates): full ≤ 60 s, no-op ≤ 3 s
+     (small: 2 × 2 days; medium/large: the real size)
+  G4 network plan (20 devices × 365 days × 1 line/h): dry run ≤ 10 s warm; windowed cron run
+     (--config from={NOW-2d}) with nothing new ≤ 3 s (small: 2 × 10 days)
+  G5 SLURM: submitted jobs ≤ device-days ÷ knob (group-components in workflow/profiles/slurm;
+     measured on a real cluster by tests/test_slurm.py, reported here from the profile)
 """
 from __future__ import annotations
 
@@ -37,9 +47,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 SIZES = {
-    "small": {"devices": 2, "days": 2, "hz": 0.1, "hz10": None},
-    "medium": {"devices": 2, "days": 14, "hz": 1.0, "hz10": None},
-    "large": {"devices": 2, "days": 14, "hz": 1.0, "hz10": 10.0},
+    "small": {"devices": 2, "days": 2, "hz": 0.1, "hz10": None, "slow": (2, 2), "network": (2, 10)},
+    "medium": {"devices": 2, "days": 14, "hz": 1.0, "hz10": None, "slow": (3, 450), "network": (20, 365)},
+    "large": {"devices": 2, "days": 14, "hz": 1.0, "hz10": 10.0, "slow": (3, 450), "network": (20, 365)},
+}
+
+# Figures measured before issue 14's work (2 cores shared with other sessions; README Performance).
+BEFORE = {
+    "G1": "1.59 × pyperun (241 s vs 152 s; issue: 1.75 ×)",
+    "G2": "3.05 × pyperun (20.5 s vs 6.7 s windowed)",
+    "G3": "~30 min full (10,804 jobs, 0.17 s each); no-op —",
+    "G4": "76–94 s dry run (58,421 jobs); windowed no-op —",
+    "G5": "1 SLURM job per Snakemake job (no grouping)",
 }
 
 
@@ -258,10 +277,105 @@ def auto81(root: Path) -> dict | None:
     return {"wall": wall, "rc": r.returncode}
 
 
+# ---------------------------------------------------------------- issue 14: slow logger, network
+
+def _today_minus(days: int) -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=days)).isoformat()
+
+
+def slow_logger(tmp: Path, devices: int, days: int) -> dict:
+    """G3: hourly loggers, template configs: full build and no-op."""
+    from pyjama.demo import generate
+    from pyjama.manage import create
+
+    root = tmp / "slow"
+    root.mkdir()
+    create("BENCH", root)
+    generate(root / "data/BENCH/00_raw", "BENCH", devices=devices, days=days, hz=1 / 3600, defects=False)
+    full, text = snakemake(root)
+    jobs = sum(job_stats(text).values())
+    noop, text2 = snakemake(root)
+    return {"devices": devices, "days": days, "full_wall": full, "jobs": jobs,
+            "s_per_job": full / max(jobs, 1), "noop_wall": noop, "noop_jobs": sum(job_stats(text2).values())}
+
+
+def network(tmp: Path, devices: int, days: int) -> dict:
+    """G4: the plan of a station network (hourly files up to yesterday): dry run (cold = first,
+    builds the raw index; warm = second), then the cron run over {NOW-2d}: build it once,
+    then the run with nothing new."""
+    from pyjama.demo import generate
+    from pyjama.manage import create
+
+    root = tmp / "network"
+    root.mkdir()
+    create("BENCH", root)
+    generate(root / "data/BENCH/00_raw", "BENCH", devices=devices, days=days, hz=1 / 3600, defects=False,
+             start=_today_minus(days))
+    cold, text = snakemake(root, "-n", "--quiet", "rules")
+    jobs = sum(job_stats(text).values())
+    warm, _ = snakemake(root, "-n", "--quiet", "rules")
+    window = ["--config", "exposure=BENCH", "from={NOW-2d}"]
+    first, text = snakemake(root, *window)
+    again, text2 = snakemake(root, *window)
+    return {"devices": devices, "days": days, "jobs": jobs, "dry_cold": cold, "dry_warm": warm,
+            "window_build": first, "window_jobs": sum(job_stats(text).values()),
+            "window_noop": again, "window_noop_jobs": sum(job_stats(text2).values())}
+
+
+def slurm_knob() -> int | None:
+    prof = (REPO / "workflow/profiles/slurm/config.yaml").read_text()
+    m = re.search(r"-\s*pyjama=(\d+)", prof)
+    return int(m.group(1)) if m else None
+
+
 # ---------------------------------------------------------------- report
 
 def fmt(x, nd=2):
     return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def goals(fig: dict) -> None:
+    """Issue 14's goals G1–G5: today's (BEFORE) and this run's figures."""
+    rows = []
+    pp = fig.get("pyperun") or {}
+    if pp.get("available"):
+        f, n = pp["full"], pp["new_day"]
+        r1 = f["pyjama"]["wall"] / f["pyperun"]["wall"]
+        r2 = n["pyjama"]["wall"] / n["pyperun"]["wall"]
+        rows.append(("G1 full build vs pyperun", BEFORE["G1"],
+                     f"{r1:.2f} × ({f['pyjama']['wall']:.0f} s vs {f['pyperun']['wall']:.0f} s; CPU "
+                     f"{f['pyjama']['cpu'] / f['pyperun']['cpu']:.2f} ×)", "≤ 0.33 ×", "yes" if r1 <= 1 / 3 else "NO"))
+        rows.append(("G2 one new device-day vs pyperun", BEFORE["G2"],
+                     f"{r2:.2f} × ({n['pyjama']['wall']:.1f} s vs {n['pyperun']['wall']:.1f} s)", "≤ 1 ×",
+                     "yes" if r2 <= 1 else "NO"))
+    else:
+        why = pp.get("why", "skipped")
+        rows.append(("G1 full build vs pyperun", BEFORE["G1"], f"not available ({why})", "≤ 0.33 ×", "—"))
+        rows.append(("G2 one new device-day vs pyperun", BEFORE["G2"], f"not available ({why})", "≤ 1 ×", "—"))
+    sl = fig.get("slow")
+    if sl:
+        rows.append((f"G3 slow logger {sl['devices']} × {sl['days']} d", BEFORE["G3"],
+                     f"full {sl['full_wall']:.1f} s ({sl['jobs']} jobs, {sl['s_per_job']:.3f} s/job); "
+                     f"no-op {sl['noop_wall']:.1f} s", "≤ 60 s; ≤ 3 s",
+                     "yes" if sl["full_wall"] <= 60 and sl["noop_wall"] <= 3 else "NO"))
+    nw = fig.get("network")
+    if nw:
+        rows.append((f"G4 network plan {nw['devices']} × {nw['days']} d", BEFORE["G4"],
+                     f"dry {nw['dry_warm']:.1f} s warm ({nw['jobs']} jobs, cold {nw['dry_cold']:.1f} s); "
+                     f"cron no-op {nw['window_noop']:.1f} s ({nw['window_noop_jobs']} jobs)", "≤ 10 s; ≤ 3 s",
+                     "yes" if nw["dry_warm"] <= 10 and nw["window_noop"] <= 3 else "NO"))
+    knob = slurm_knob()
+    rows.append(("G5 SLURM jobs per device-day", BEFORE["G5"],
+                 f"group-components pyjama={knob}: ≤ 1/{knob} (tests/test_slurm.py, real cluster)" if knob
+                 else "no grouping in the profile", "≤ 1/knob", "yes" if knob else "NO"))
+    print("\nIssue 14 goals (ratios from this one run; absolute seconds vary with the machine's load)")
+    widths = [36, 44, 70, 16, 4]
+    print("  ".join(h.ljust(w) for h, w in zip(("goal", "today (before)", "now", "target", "met"), widths)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    fig["goals"] = [dict(zip(("goal", "before", "now", "target", "met"), r)) for r in rows]
 
 
 def main(argv=None) -> int:
@@ -269,7 +383,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", choices=list(SIZES), default="small")
     p.add_argument("--json", help="also write the figures as JSON to this file")
     p.add_argument("--keep", help="keep the temporary projects in this folder")
-    p.add_argument("--skip", nargs="*", default=[], help="scenarios to skip (e.g. dryrun_year import80)")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="scenarios to skip (e.g. dryrun_year import80 slow network pyperun)")
+    p.add_argument("--pyperun", help="a local clone of julienby/pyperun for G1/G2 (else: not available)")
     a = p.parse_args(argv)
     size = SIZES[a.size]
     tmp = Path(a.keep or tempfile.mkdtemp(prefix="pyjama-bench-"))
@@ -298,6 +414,15 @@ def main(argv=None) -> int:
         fig["import80"] = postgres(a.size)
     if "auto81" not in a.skip:
         fig["auto81"] = auto81(root)
+    if "slow" not in a.skip:
+        fig["slow"] = slow_logger(tmp, *size["slow"])
+    if "network" not in a.skip:
+        fig["network"] = network(tmp, *size["network"])
+    if "pyperun" not in a.skip:
+        sys.path.insert(0, str(REPO / "bench"))
+        from compare_pyperun import compare
+
+        fig["pyperun"] = compare(a.pyperun, "M" if a.size != "small" else "small")
     fl = fig["floor"]["wall"]
     rows = []
     full = fig["full"]
@@ -350,6 +475,7 @@ def main(argv=None) -> int:
     if "memory" in fig:
         print("peak MB per step on the largest partition: " +
               ", ".join(f"{k} {v:.0f}" for k, v in fig["memory"]["by_step_mb"].items()))
+    goals(fig)
     if a.json:
         Path(a.json).write_text(json.dumps(fig, indent=2, default=str) + "\n")
     if not a.keep:

@@ -19,8 +19,13 @@ def test_bench_small_runs_and_prints_every_scenario(tmp_path):
     for row in ("1 floor", "2 full rebuild 10→70", "3 no-op re-run", "4 incremental", "5 dry run",
                 "6 peak memory", "7 import 80 vs bare COPY", "8 81 --mode auto"):
         assert row in res.stdout, f"bench table lacks {row!r}:\n{res.stdout}"
+    for goal in ("G1 full build vs pyperun", "G2 one new device-day", "G3 slow logger", "G4 network plan",
+                 "G5 SLURM"):                                 # issue 14's goals, today and now
+        assert goal in res.stdout, f"bench goals lack {goal!r}:\n{res.stdout}"
+    assert "not available" in res.stdout                 # no pyperun clone given
     fig = json.loads(out.read_text())
     assert fig["floor"]["rows"] > 0 and fig["full"]["wall"] > 0
     assert fig["noop"]["jobs"] == 0                       # nothing re-runs: a property, not a time
     assert set(fig["incremental"]["jobs"].values()) == {1}
+    assert fig["slow"]["noop_jobs"] == 0 and fig["network"]["window_noop_jobs"] == 0
     assert "error" not in (fig.get("import80") or {}), fig.get("import80")

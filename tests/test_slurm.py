@@ -132,7 +132,7 @@ def forget_run(root: Path) -> None:
         shutil.rmtree(root / d, ignore_errors=True)
 
 
-SUBMITTED_RE = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+SUBMITTED_RE = re.compile(r"Job [\w-]+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 RULE_RE = re.compile(r"^\s*(?:local)?rule (\w+):", re.M)      # indented: a job of a group job
 SOLO_RE = re.compile(r"^rule (\w+):", re.M)                     # a job submitted alone
 GROUP_RE = re.compile(r"Group job (\w+) \(jobs in", re.M)        # one SLURM job for several jobs
