@@ -360,7 +360,11 @@ def goals(fig: dict) -> None:
                      f"full {sl['full_wall']:.1f} s ({sl['jobs']} jobs, {sl['s_per_job']:.3f} s/job); "
                      f"no-op {sl['noop_wall']:.1f} s", "≤ 60 s; ≤ 3 s",
                      "yes" if sl["full_wall"] <= 60 and sl["noop_wall"] <= 3 else "NO"))
+    if not sl:
+        rows.append(("G3 slow logger", BEFORE["G3"], "skipped (--skip slow)", "≤ 60 s; ≤ 3 s", "—"))
     nw = fig.get("network")
+    if not nw:
+        rows.append(("G4 network plan", BEFORE["G4"], "skipped (--skip network)", "≤ 10 s; ≤ 3 s", "—"))
     if nw:
         rows.append((f"G4 network plan {nw['devices']} × {nw['days']} d", BEFORE["G4"],
                      f"dry {nw['dry_warm']:.1f} s warm ({nw['jobs']} jobs, cold {nw['dry_cold']:.1f} s); "
