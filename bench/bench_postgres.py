@@ -146,7 +146,8 @@ def stage_merge_import(conn, project, st, todo):
     import pyarrow as pa
 
     from pyjama import db
-    from pyjama.steps.import_postgres import _batches, _day_range
+    from pyjama.steps.import_postgres import _batches
+    from pyjama.timewindow import day_bounds
 
     schema, table = st["schema"], st["table"]
     for batch in _batches(project, st, todo, st["batch_rows"]):
@@ -156,7 +157,7 @@ def stage_merge_import(conn, project, st, todo):
                 sensors.update(db.device_sensors(cur, schema, table, dev))
             payload = db.csv_payload(pa.concat_tables([p.rows for p in batch]))
             merge_ranges(cur, schema, table, db.LONG_80, payload,
-                         [(p.device, *_day_range(p.day)) for p in batch], sorted(sensors))
+                         [(p.device, *day_bounds(p.day)) for p in batch], sorted(sensors))
         conn.commit()
 
 

@@ -162,7 +162,7 @@ def run_chain(df: pd.DataFrame, cfg: dict, device: str) -> dict:
     events, daily, warnings = [], [], []
     nstep, bstep = get_step("50_normalise.py"), get_step("60_behaviour.py")
     for day in days:
-        out, ncounts = nstep.compute({"data": transformed[day], "fit": fit}, st, device, day)
+        out, ncounts = nstep.compute({"data": transformed[day], "params": fit}, st, device, day)
         warnings += ncounts.get("warnings", [])
         tables, bcounts = bstep.compute({"data": out["data"]}, cfg["60_behaviour"], device, day)
         warnings += bcounts.get("warnings", [])

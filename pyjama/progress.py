@@ -35,7 +35,7 @@ def iterate(items, desc: str, unit: str = "part", quiet: bool = False):
 # ---------------------------------------------------------------- drawer.py run's lines
 
 
-_RULE = re.compile(r"^(?:local)?rule (\w+):$")
+_RULE = re.compile(r"^\s*(?:local)?rule (\w+):$")   # indented: a job inside a group job
 _ERROR_RULE = re.compile(r"^Error in rule (\w+):$")
 _FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
 _FIELD = re.compile(r"^\s+(jobid|wildcards|log|reason): (.*)$")

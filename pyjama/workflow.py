@@ -110,7 +110,7 @@ class WorkflowPlan:
         knob) puts N such components in one cluster job. A per-device fit rule (50_normalise
         percentile, built once) takes the first days of a device and feeds every day: it
         stays outside the groups, and the step reading it and all later ones form group
-        ``pyjama_fitted`` (one group across it would be a cycle). Local runs ignore groups."""
+        ``pyjama_fitted`` (one group across it would be a cycle). Local runs form the same groups (see docs/slurm.md)."""
         groups, name = {}, GROUP
         fitted_steps = {r.step.name for r in self.rules if r.name.endswith("_fit")}
         for r in self.rules:

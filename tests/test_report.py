@@ -171,7 +171,7 @@ def test_report_lists_the_raw_files_that_lost_lines(tmp_path):
         fh.writelines(f"garbage line {i}\n" for i in range(100))
     res = drawer(tmp_path, "run", "configs/T/pipeline.json", "-q")
     want = ("data/T/00_raw/T_valve01_2026-01-20.csv: 100 of 4420 lines rejected (2.3 %), mostly "
-            "'no values' (100); rejects: data/T/10_parsed/raw=T_valve01_2026-01-20.csv/_rejects.csv")
+            "'no values' (100); rejects: data/T/_meta/10_parsed/raw=T_valve01_2026-01-20.csv/rejects.csv")
     assert res.returncode == 0 and res.stderr.splitlines()[-1] == f"PyJAMA: warning: {want}"
     res = drawer(tmp_path, "report", "configs/T/pipeline.json", "-o", "r.html")
     assert res.returncode == 0, res.stderr
