@@ -149,10 +149,7 @@ def _alive(pid: int) -> bool:
 
 def _atomic_replace(path: Path, write) -> None:
     path = Path(path)
-    try:
-        tmp = _temp_for(path)
-    except OSError as exc:
-        raise _named(exc, path) from None
+    tmp = _named_temp_for(path)
     try:
         try:
             write(tmp)
@@ -165,6 +162,14 @@ def _atomic_replace(path: Path, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _named_temp_for(path: Path) -> str:
+    """:func:`_temp_for`, its OSError naming ``path`` (the file the temporary stands for)."""
+    try:
+        return _temp_for(path)
+    except OSError as exc:
+        raise _named(exc, path) from None
 
 
 def _named(exc: OSError, path: Path) -> OSError:
@@ -190,10 +195,7 @@ class StagedFiles:
 
     def json(self, path, obj) -> None:
         path = Path(path)
-        try:
-            tmp = _temp_for(path)
-        except OSError as exc:
-            raise _named(exc, path) from None
+        tmp = _named_temp_for(path)
         try:
             Path(tmp).write_text(_json_text(obj), encoding="utf-8")
         except OSError as exc:
