@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from . import losses
 from .errors import UserError, one_line_errors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,6 +184,7 @@ def cmd_run(args) -> int:
     try:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env[losses.SHOWN_BY] = "drawer.py"     # drawer prints the lost-data lines itself (dry runs too)
         step_of = {rule.name: rule.step.name for rule in plan.rules}
         mon = RunMonitor(step_of, _job_cause(root), err, quiet=args.quiet, verbose=args.verbose,
                          dry_run=args.dry_run)
@@ -197,8 +199,8 @@ def cmd_run(args) -> int:
             lock.close()
     rc = _finish(args, root, plan, mon, rc)
     warnings = run_warnings(args.pipeline, root)     # lost data (issue 11), after every run
-    for w in warnings:
-        print(f"PyJAMA: warning: {w}", file=err)
+    for line in losses.render(warnings, "run"):
+        print(line, file=err)
     if warnings and args.strict and rc == 0:
         rc = EXIT_LOST_DATA
     return rc
@@ -262,8 +264,8 @@ def cmd_status(args) -> int:
     board = build_board(args.pipeline, args.start, args.end)
     sys.stdout.write(main_status(args.pipeline, args.start, args.end, as_json=args.json, board=board))
     if not args.json:
-        for w in run_warnings(args.pipeline, Path.cwd()):
-            sys.stdout.write(f"warning: {w}\n")
+        for line in losses.render(run_warnings(args.pipeline, Path.cwd()), "status"):
+            sys.stdout.write(line + "\n")
     return 0 if all(j.state == "done" for j in board.jobs) else 1
 
 

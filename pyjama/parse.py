@@ -728,10 +728,14 @@ def _parse_keyvalue(s, cfg, book, fixed_device, values, state, start):
         col = Column("", {}, miss)
         v_, _, f_, b_ = col.convert(val.filter(pa.array(plain)))
         num[plain], tflags[plain], bad_num[plain] = v_, f_, b_
+    raw_of = {}                      # typed name → its tokens' raw values (before scale/offset)
+    not_sensor = np.zeros(len(flat), bool)
     for k in typed:
         sel = kcodes == knames.index(k)
-        v_, _, f_, b_ = Column(k, types[k], miss).convert(val.filter(pa.array(sel)))
+        col = Column(k, types[k], miss)
+        v_, raw_of[k], f_, b_ = col.convert(val.filter(pa.array(sel)))
         num[sel], tflags[sel], bad_num[sel] = v_, f_, b_
+        not_sensor[sel] = not col.is_sensor      # a text name without codes: status only
     bad_num &= ~bad_pair
     # the same name twice in one line: a fold of many values into one (e.g. a huge line)
     combo = line_of.astype(np.int64) * (len(knames) + 1) + kcodes
@@ -754,6 +758,14 @@ def _parse_keyvalue(s, cfg, book, fixed_device, values, state, start):
                 d = np.empty(len(book.ok), dtype=object)
                 d[line_of[mask][::-1]] = np.array(knames, dtype=object)[kcodes[mask][::-1]]
                 book.reject(m, reason, d)
+            elif reason == R_NUMBER and typed:
+                # the token as written, and the type a typed name expects: `Status:0xZZ (hex expected)`
+                kind = np.array([Column(k, types.get(k, {}), miss).bad_detail("").removeprefix(k + "=")
+                                 for k in knames] + [""], dtype=object)
+                d, k_ = detail_for(mask), _kind_at(kind, kcodes, line_of, mask, len(book.ok))
+                has = pd.notna(d)
+                d[has] = d[has] + k_[has]
+                book.reject(m, reason, d)
             else:
                 book.reject(m, reason, detail_for(mask))
     if state.get("cut_last") and state.get("last_block") and len(book.ok) and book.ok[-1]:
@@ -767,11 +779,59 @@ def _parse_keyvalue(s, cfg, book, fixed_device, values, state, start):
             book.reject(m, R_TRUNCATED, np.array(["names differ from the line before"] * len(m), dtype=object))
     if book.ok.any():
         state["last_names"] = set(kcodes[line_of == np.flatnonzero(book.ok)[-1]].tolist())
-    _check_sequence(ts, fixed_device, cfg, book, state, start)
-    keep = book.ok[line_of]
+    good = book.ok[line_of] & ~bad_pair
+    per_line = {}                    # the names status_flags and counters read, one value per line
+    for name in _record_names(cfg):
+        if name in knames:
+            sel = kcodes == knames.index(name)
+            raw = raw_of[name] if name in raw_of else num[sel]
+            per_line[name] = _per_record(line_of[sel & good], raw[good[sel]], len(book.ok))
+    _check_sequence(ts, fixed_device, cfg, book, state, start, _counters(cfg, per_line))
+    keep = book.ok[line_of] & ~not_sensor
     flags = fl_combine(tflags[keep], book.flag[line_of[keep]])
+    flags = _apply_status(cfg, per_line, kcodes[keep], knames, line_of[keep], flags)
     sensors = pc.dictionary_encode(key.filter(pa.array(keep)))
     return _rows(ts_values(ts)[line_of[keep]], fixed_device, sensors, num[keep], flags, cfg)
+
+
+def _kind_at(kind, kcodes, line_of, mask, n) -> np.ndarray:
+    """Per line: the type hint of its first bad token (aligned with ``detail_for``)."""
+    d = np.full(n, "", dtype=object)
+    d[line_of[mask][::-1]] = kind[kcodes[mask][::-1]]
+    return d
+
+
+def _record_names(cfg) -> list:
+    """Names read per record by ``status_flags`` and ``sequence.counters``."""
+    names = [r["column"] for r in cfg.get("status_flags", [])]
+    names += list((cfg.get("sequence") or {}).get("counters", []))
+    return list(dict.fromkeys(names))
+
+
+def _per_record(where, raw, n) -> np.ndarray:
+    """One value per record (NaN / None where the record lacks the name)."""
+    out = np.full(n, None, dtype=object) if raw.dtype == object else np.full(n, np.nan)
+    out[where] = raw
+    return out
+
+
+def _counters(cfg, per_record: dict) -> dict:
+    return {c: v for c, v in per_record.items()
+            if c in (cfg.get("sequence") or {}).get("counters", []) and v.dtype != object}
+
+
+def _apply_status(cfg, per_record: dict, codes, names, record_of_row, flags):
+    """keyvalue / multiline: the ``status_flags`` of each row's record combined into its flag.
+    ``codes``: each row's index into ``names``; ``record_of_row``: its record."""
+    if not cfg.get("status_flags"):
+        return flags
+    present = [names[c] for c in np.unique(codes)] if len(codes) else []
+    status = _status_masks(cfg, per_record, present)
+    flags = np.asarray(flags, dtype=np.uint8).copy()
+    for sensor, per in status.items():
+        m = codes == names.index(sensor)
+        flags[m] = fl_combine(flags[m], per[record_of_row[m]])
+    return flags
 
 
 def fl_combine(a, b):
@@ -903,7 +963,7 @@ def _parse_delimited(s, cfg, book, fixed_device, values, state, start):
     sensors_out = [c for c in value_cols if cols[c].is_sensor]
     # a line cut by a power loss keeps its field count when only a number was cut: that is
     # not detectable here; a missing field is (wrong field count → truncated last line).
-    counters = {c: conv[c][0] for c in (cfg.get("sequence") or {}).get("counters", []) if c in conv}
+    counters = _counters(cfg, {c: raws[c] for c in raws})
     _check_sequence(ts, fixed_device if device_col is None else device_col, cfg, book, state, start,
                     counters)
     status = _status_masks(cfg, raws, sensors_out)
@@ -967,11 +1027,17 @@ def _parse_multiline(s, cfg, book, fixed_device, values, state, start):
     flags = np.zeros(n, np.uint8)
     types = cfg.get("column_types", {})
     miss = cfg.get("missing_values", [])
+    raw_line = {}                    # names read per record: their raw value per line
+    status_only = set()
     for name in pd.unique(names[vals]) if len(vals) else []:
         sel = vals[names[vals] == name]
         col = Column(name, types.get(name, {}), miss)
-        v_, _, f_, b_ = col.convert(vtext.take(pa.array(sel)))
+        v_, r_, f_, b_ = col.convert(vtext.take(pa.array(sel)))
         num[sel], flags[sel] = v_, f_
+        if not col.is_sensor:
+            status_only.add(name)
+        if name in _record_names(cfg):
+            raw_line[name] = _per_record(sel, r_, n)
         if b_.any():
             m = np.zeros(n, bool)
             m[sel[b_]] = True
@@ -997,13 +1063,23 @@ def _parse_multiline(s, cfg, book, fixed_device, values, state, start):
     ts_line[starts] = ts_values(ts_start)
     line_book = LineBook(n)
     line_book.ok = book.ok & is_start
-    _check_sequence(pd.DatetimeIndex(ts_line).tz_localize("UTC"), fixed_device, cfg, line_book, state, start)
+    per_rec = {}                     # name → one raw value per record (of its good value lines)
+    for name, raw in raw_line.items():
+        sel = vals[names[vals] == name]
+        per_rec[name] = _per_record(rec[sel], raw[sel], len(starts))
+    # counters are checked in line order at the record's start line
+    counters = {c: _per_record(starts, v, n) for c, v in _counters(cfg, per_rec).items()}
+    _check_sequence(pd.DatetimeIndex(ts_line).tz_localize("UTC"), fixed_device, cfg, line_book, state, start,
+                    counters)
     if not values:
         keep = book.ok & is_start
         return _scan_rows(pd.DatetimeIndex(ts_line).tz_localize("UTC"), _Book(keep), fixed_device, None)
+    vals = vals[~np.isin(names[vals], list(status_only))]      # a text name without codes: no rows
     rec_flag = line_book.flag[starts]
     t_rows = ts_values(ts_start)[rec[vals]]
     f_rows = fl_combine(flags[vals], rec_flag[rec[vals]])
+    uniq, codes = np.unique(names[vals].astype(str), return_inverse=True) if len(vals) else ([], np.zeros(0, int))
+    f_rows = _apply_status(cfg, per_rec, codes, list(uniq), rec[vals], f_rows)
     return _rows(t_rows, fixed_device, names[vals].astype(object), num[vals], f_rows, cfg)
 
 

@@ -15,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from . import io
+from . import io, losses
 from .pipeline import Pipeline, load_pipeline
 from .errors import UserError
 
@@ -66,10 +66,9 @@ class RawIndex:
                 # recorded, not raised: the other files are processed; every run and
                 # `drawer.py status` name it (steps.parser.loss_warnings)
                 rel = io.stage_dir(self.st.exposure, self.st["input_stage"]) / name
+                why = str(exc).removeprefix(name + ": ").split("; allowed")[0]
                 out[name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "partitions": [],
-                             "unmatched": f"{rel} ({self.st.path}): not parsed: "
-                                          f"{str(exc).removeprefix(name + ': ').split('; allowed')[0]}; move the "
-                                          f"file out of the raw folder or narrow $.files (now {self.st['files']!r})"}
+                             "unmatched": losses.unmatched(str(rel), self.st.path, why, self.st["files"])}
                 changed = True
                 continue
             rows = res.rows

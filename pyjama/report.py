@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, io
+from . import __version__, io, losses
 from .flags import PRECEDENCE, Flag
 
 DETAIL_LIMIT = 62          # device-days drawn in detail (the most recent ones)
@@ -645,7 +645,7 @@ class ReportBuilder:
         if lost:
             parts.append("<p class='lost'><b>Lost data</b> (raw files not parsed, or that lost more than "
                          "their parser's <code>warn_rejected_share</code> of their lines):</p><ul>"
-                         + "".join(f"<li>{esc(w)}</li>" for w in lost) + "</ul>")
+                         + "".join(losses.render(lost, "html")) + "</ul>")
         bad = b.attention()
         if bad:
             items = []

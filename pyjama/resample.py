@@ -15,6 +15,12 @@ Per cell (docs/steps/clean-resample.md states it with examples):
   cells without a usable value around it is at most ``max_gap`` long and has a usable
   cell on both sides within the day; otherwise NaN, flag 1 — the whole stretch, from its
   first missing cell to its last (never "the first N seconds of a long gap").
+
+Storage (``sparse_after``, :func:`stored_cells`): a run of more than ``sparse_after`` of
+consecutive missing cells (flag 1) is written as its first and its last cell only; the
+cells between are not written. So a grid time without a row lies inside such a run and is
+missing (1), and the ledger counts those cells (``cells_not_stored``) beside the cells
+expected (``cells_expected`` = rows written + cells not stored). ``null`` writes every cell.
 """
 from __future__ import annotations
 
@@ -43,6 +49,8 @@ NAN_IN = "missing value (NaN) in input"
 OUTSIDE = "outside the partition's UTC day"
 CREATED_FILLED = "grid cell without a usable sample, filled (5)"
 CREATED_MISSING = "grid cell without a sample, missing (1)"
+_TOTALS = ("out", "merged", "flagged_unused", "nan_in", "outside", "filled", "missing", "flagged",
+           "expected", "not_stored")
 
 
 def assign_cells(ts_ns: np.ndarray, day_start_ns: int, freq_ns: int) -> np.ndarray:
@@ -181,6 +189,29 @@ def resample_sensor(ts_ns: np.ndarray, values: np.ndarray, qflags: np.ndarray, d
     return grid, gflag, counts
 
 
+def stored_cells(gflag: np.ndarray, sparse_after_cells: int | None) -> np.ndarray:
+    """Which cells of a grid are written. Every cell, except the inner cells of each run of
+    more than ``sparse_after_cells`` consecutive missing cells (flag 1): such a run is
+    written as its first and its last cell. ``None`` = every cell.
+
+    ``gflag``: the flags of one sensor's grid (uint8). Returns a bool mask, True = written.
+    """
+    gflag = np.asarray(gflag, dtype=np.uint8)
+    n = len(gflag)
+    keep = np.ones(n, dtype=bool)
+    if sparse_after_cells is None or n == 0:
+        return keep
+    miss = (gflag == int(fl.Flag.MISSING)).astype(np.int8)
+    edge = np.diff(np.concatenate(([0], miss, [0])))
+    starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)    # [start, end)
+    long = ((ends - starts) > int(sparse_after_cells)) & ((ends - starts) > 2)
+    inner = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(inner, starts[long] + 1, 1)           # from the run's second cell …
+    np.add.at(inner, ends[long] - 1, -1)            # … to the one before its last
+    keep &= np.cumsum(inner[:n]) == 0
+    return keep
+
+
 # ---------------------------------------------------------------- the config → the grid
 
 def resolve_grid(params: dict, domain: str, sensor: str) -> dict:
@@ -210,29 +241,43 @@ def check_grid(rule: dict, where: str) -> None:
             raise UserError(f"{where}.freq: {rule['freq']!r} is not allowed; allowed: {allowed}")
     if "max_gap" in rule:
         parse_duration(rule["max_gap"], f"{where}.max_gap", allow_zero=True)
+    if rule.get("sparse_after") is not None:
+        parse_duration(rule["sparse_after"], f"{where}.sparse_after", allow_zero=True)
+
+
+def sparse_after_cells(rule: dict, freq_ns: int) -> int | None:
+    """``sparse_after`` of a grid rule in cells (runs longer than this many cells are
+    stored as their two ends), or None (every cell stored). A run of L cells is longer
+    than ``sparse_after`` when L · freq > sparse_after, i.e. L > floor(sparse_after / freq)."""
+    if rule.get("sparse_after") is None:
+        return None
+    return int(pd.Timedelta(rule["sparse_after"]).value) // int(freq_ns)
 
 
 def resample_frame(df: pd.DataFrame, params: dict, day: str):
     """Pure core of 40_resample: one (device, day) tidy frame → its grids, and the ledger.
 
-    Every (domain, sensor) present in ``df`` gets the full grid of the UTC day ``day``
-    at its rule's frequency (:func:`resolve_grid`). Output sorted by (sensor, ts).
+    Every (domain, sensor) present in ``df`` gets the grid of the whole UTC day ``day``
+    at its rule's frequency (:func:`resolve_grid`); the cells written are those of
+    :func:`stored_cells` (every cell unless the rule sets ``sparse_after``). Output sorted
+    by (sensor, ts).
 
     Ledger (rows_in + created = rows_out + combined + rejected, :func:`pyjama.io.ledger_entry`):
     rows_in = input rows; rows_out = grid rows written (what the next step reads in);
     combined = samples folded into a cell that another sample already stands for (a
-    coarser grid, or several flagged samples of a flagged cell); created = grid cells with
-    no usable or flagged sample (filled 5, or missing 1); rejected = input rows not used
-    (flagged values beside usable ones, NaN, outside the day). Extra keys: rows_from_samples
-    (cells holding a usable or flagged value), filled, missing, flagged (cells kept NaN with
-    flag 2/3/4/6), flags (output flags by name).
+    coarser grid, or several flagged samples of a flagged cell); created = grid cells
+    written with no usable or flagged sample (filled 5, or missing 1); rejected = input
+    rows not used (flagged values beside usable ones, NaN, outside the day). Extra keys:
+    rows_from_samples (cells holding a usable or flagged value), filled, missing (cells
+    missing, written or not), flagged (cells kept NaN with flag 2/3/4/6), cells_expected
+    (cells of the day's grids) = rows_out + cells_not_stored (missing cells inside a run
+    longer than sparse_after, not written), flags (output flags by name).
     """
     from . import tidy
 
     df = tidy.conform(df)
     day_start = int(pd.Timestamp(day, tz="UTC").value)
-    totals = dict.fromkeys(("out", "merged", "flagged_unused", "nan_in", "outside",
-                            "filled", "missing", "flagged"), 0)
+    totals = dict.fromkeys(_TOTALS, 0)
     parts = []
     if len(df):
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
@@ -244,13 +289,15 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
             grid, gflag, c = resample_sensor(ts_ns[idx], values[idx], qf[idx], day_start, freq,
                                              rule["reduce"], rule["fill"],
                                              pd.Timedelta(rule["max_gap"]).value)
+            keep = stored_cells(gflag, sparse_after_cells(rule, freq))
+            c["expected"], c["not_stored"] = len(grid), int(len(grid) - keep.sum())
             for k in totals:
                 totals[k] += c[k]
-            n = len(grid)
-            ts = (day_start // 1000 + np.arange(n, dtype=np.int64) * (freq // 1000)).astype("datetime64[us]")
+            cell = np.flatnonzero(keep)
+            ts = (day_start // 1000 + cell * (freq // 1000)).astype("datetime64[us]")
             parts.append(pd.DataFrame({
                 "ts": pd.DatetimeIndex(ts).tz_localize("UTC"), "device_id": df["device_id"].iat[idx[0]],
-                "domain": domain, "sensor": sensor, "value": grid, "quality_flag": gflag}))
+                "domain": domain, "sensor": sensor, "value": grid[keep], "quality_flag": gflag[keep]}))
     if parts:
         out = pd.concat(parts, ignore_index=True).sort_values(["sensor", "ts"], kind="stable")
         out = tidy.conform(out)
@@ -259,10 +306,11 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     counts = {
         "rows_in": len(df), "rows_out": len(out),
         "combined": {COMBINED: totals["merged"]},
-        "created": {CREATED_FILLED: totals["filled"], CREATED_MISSING: totals["missing"]},
+        "created": {CREATED_FILLED: totals["filled"], CREATED_MISSING: totals["missing"] - totals["not_stored"]},
         "rejected": {FLAGGED_UNUSED: totals["flagged_unused"], NAN_IN: totals["nan_in"],
                      OUTSIDE: totals["outside"]},
         "rows_from_samples": totals["out"], "filled": totals["filled"], "missing": totals["missing"],
-        "flagged": totals["flagged"], "flags": fl.counts(out["quality_flag"].to_numpy()),
+        "flagged": totals["flagged"], "cells_expected": totals["expected"],
+        "cells_not_stored": totals["not_stored"], "flags": fl.counts(out["quality_flag"].to_numpy()),
     }
     return out, counts

@@ -207,3 +207,24 @@ def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str) -> Non
         run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root)
     except UserError as exc:
         raise WorkflowError(f"Error: {exc}") from None
+
+
+def print_loss_lines(plan: WorkflowPlan, log=None) -> None:
+    """The Snakefile's ``onsuccess``/``onerror`` handler: the lost-data lines of the
+    exposure (:func:`pyjama.steps.parser.loss_warnings`, shown by
+    :func:`pyjama.losses.render`) on stderr, so plain ``snakemake`` tells them too. Silent
+    under ``drawer.py run``, which prints them itself. ``log``: Snakemake's log file (unused)."""
+    import os
+    import sys
+
+    from . import losses
+    from .steps.parser import loss_warnings
+
+    if os.environ.get(losses.SHOWN_BY):
+        return
+    try:
+        lines = loss_warnings(plan.project)
+    except UserError:
+        return      # a config error has been told already
+    for line in losses.render(lines, "run"):
+        print(line, file=sys.stderr)

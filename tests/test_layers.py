@@ -11,7 +11,7 @@ PKG = REPO / "pyjama"
 FLOORS = [
     ["pyjama", "pyjama.errors", "pyjama.flags"],
     ["pyjama.timewindow", "pyjama.rules", "pyjama.progress"],
-    ["pyjama.io", "pyjama.config", "pyjama.tidy"],
+    ["pyjama.io", "pyjama.config", "pyjama.tidy", "pyjama.losses"],   # losses: the lost-data texts
     # pure kernels: frames and parameters in, frames out
     ["pyjama.parse", "pyjama.qc", "pyjama.resample", "pyjama.transform", "pyjama.normalise",
      "pyjama.behaviour", "pyjama.aggregate", "pyjama.db"],

@@ -285,3 +285,63 @@ def test_multiline_needs_a_ts_group():
         mcfg(record_start="^Time: .*$")
     assert str(e.value) == ("t: $.record_start: '^Time: .*$' has no group ts; allowed: a regular "
                             "expression such as '^Time: (?P<ts>.+)$'")
+
+
+# ---------------------------------------------------------------- status bits and counters: keyvalue, multiline
+
+STATUS_RULES = [{"column": "Status", "bits": "0x04", "flag": "OUT_OF_RANGE", "sensors": ["t"]},
+                {"column": "hum", "equals": [65535], "flag": "OUT_OF_RANGE", "sensors": ["t", "hum"]},
+                {"column": "state", "equals": ["ERR"], "flag": "EXCLUDED", "sensors": []}]
+
+
+def kvcfg(**extra):
+    c = validate("10_parser", {**BASE, "format": "keyvalue", "device": {"from": "fixed", "value": "d1"},
+                               "domains": {"rules": [], "default": "environment"}, **extra}, "t")
+    ParserStep().check_config(c, "t")
+    return c
+
+
+def test_keyvalue_status_bits_sentinels_text_status_and_counter_resets():
+    c = kvcfg(column_types={"Status": {"type": "hex"}, "state": {"type": "text"}, "n": {"type": "integer"}},
+              status_flags=STATUS_RULES, sequence={"counters": ["n"]})
+    res = parse("2026-01-20T00:00:00Z;n:5;Status:0x00;t:12.5;hum:40;state:OK\n"
+                "2026-01-20T00:00:10Z;n:6;Status:0x04;t:12.6;hum:41\n"       # bit 2: t only
+                "2026-01-20T00:00:20Z;n:7;Status:0x00;t:-1;hum:65535\n"      # failed read: t and hum
+                "2026-01-20T00:00:30Z;n:2;Status:0xZZ;t:12.7;hum:42\n"       # bad hex: the line
+                "2026-01-20T00:00:40Z;n:1;t:12.8;hum:43;state:ERR\n", c)     # reset; ERR: all sensors
+    assert rows(res) == [            # each line's names in file order; the flag says why
+        ("2026-01-20T00:00:00Z", "d1", "n", 5.0, 0), ("2026-01-20T00:00:00Z", "d1", "Status", 0.0, 0),
+        ("2026-01-20T00:00:00Z", "d1", "t", 12.5, 0), ("2026-01-20T00:00:00Z", "d1", "hum", 40.0, 0),
+        ("2026-01-20T00:00:10Z", "d1", "n", 6.0, 0), ("2026-01-20T00:00:10Z", "d1", "Status", 4.0, 0),
+        ("2026-01-20T00:00:10Z", "d1", "t", 12.6, 3), ("2026-01-20T00:00:10Z", "d1", "hum", 41.0, 0),
+        ("2026-01-20T00:00:20Z", "d1", "n", 7.0, 0), ("2026-01-20T00:00:20Z", "d1", "Status", 0.0, 0),
+        ("2026-01-20T00:00:20Z", "d1", "t", -1.0, 3), ("2026-01-20T00:00:20Z", "d1", "hum", 65535.0, 3),
+        ("2026-01-20T00:00:40Z", "d1", "n", 1.0, 6), ("2026-01-20T00:00:40Z", "d1", "t", 12.8, 6),
+        ("2026-01-20T00:00:40Z", "d1", "hum", 43.0, 6)]
+    # the text name `state` (no codes) makes no rows: it is read by status_flags only
+    assert rejects(res) == [(4, "unparsable number", "Status:0xZZ (hex expected)")]
+    assert res.events == {"counter reset": 1}
+    assert res.event_lines == ["line 5: counter reset: n 7 -> 1"]    # line 4 (n:2) was rejected
+    assert res.lines == res.parsed + sum(res.rejected.values()) + sum(res.skipped.values())
+
+
+def test_multiline_status_bits_sentinels_and_counter_resets():
+    c = mcfg(column_types={"Status": {"type": "hex"}, "Msg": {"type": "integer"}},
+             status_flags=STATUS_RULES[:2], sequence={"counters": ["Msg"]})
+    text = ("Time: 2026-01-20T00:00:00Z\n"      # 1
+            "Msg: 1\nStatus: 0x04\nt: 12.5\nhum: 40\n"
+            "Time: 2026-01-20T00:00:10Z\n"      # 6
+            "Msg: 2\nStatus: 0x00\nt: -1\nhum: 65535\n"
+            "Time: 2026-01-20T00:00:20Z\n"      # 11
+            "Msg: 1\nStatus: 0xZZ\nt: 12.7\nhum: 42\n")   # reset; bad hex: its line only
+    res = parse(text, c)
+    assert rows(res) == [
+        ("2026-01-20T00:00:00Z", "d1", "Msg", 1.0, 0), ("2026-01-20T00:00:00Z", "d1", "Status", 4.0, 0),
+        ("2026-01-20T00:00:00Z", "d1", "t", 12.5, 3), ("2026-01-20T00:00:00Z", "d1", "hum", 40.0, 0),
+        ("2026-01-20T00:00:10Z", "d1", "Msg", 2.0, 0), ("2026-01-20T00:00:10Z", "d1", "Status", 0.0, 0),
+        ("2026-01-20T00:00:10Z", "d1", "t", -1.0, 3), ("2026-01-20T00:00:10Z", "d1", "hum", 65535.0, 3),
+        ("2026-01-20T00:00:20Z", "d1", "Msg", 1.0, 0),     # its Status line is rejected: no status flags
+        ("2026-01-20T00:00:20Z", "d1", "t", 12.7, 0), ("2026-01-20T00:00:20Z", "d1", "hum", 42.0, 0)]
+    assert rejects(res) == [(13, "unparsable number", "Status=0xZZ (hex expected)")]
+    assert res.event_lines == ["line 11: counter reset: Msg 2 -> 1"]
+    assert res.lines == res.parsed + sum(res.rejected.values()) + sum(res.skipped.values())

@@ -46,6 +46,12 @@ def test_owhl_logger_and_barometer_through_the_workflow(tmp_path):
     assert p["ts"].iloc[0] == pd.Timestamp("2016-08-19 18:35:00", tz="UTC")
     assert p["ts"].iloc[-1] == pd.Timestamp("2016-08-19 19:19:59.75", tz="UTC")
     assert (p["quality_flag"] == 0).all() and p["value"].min() > 1050      # in the water only (air: ~1029)
+    # the grid of that day: 45 min of data at 250 ms; the hours before and after are two
+    # missing runs written as their ends (sparse_after), not 691,200 rows (issue 11):
+    # 2 sensors × (10,800 cells of 18:35–19:20, 12 of them filled: 10,788 samples, + 2 × 2 ends)
+    grid = ledger(tmp_path, "OWHL", "40_resampled", "device_id=SN20150528123933/day=2016-08-19")
+    assert grid["cells_expected"] == 2 * 345_600
+    assert (grid["rows_out"], grid["cells_not_stored"], grid["filled"]) == (21_608, 669_592, 24)
     baro = pd.read_parquet(tmp_path / "data/OWHL/20_split_baro/device_id=baro01/day=2016-08-19/part.parquet")
     assert len(baro) == 18 and baro["value"].between(1012, 1014).all()
 

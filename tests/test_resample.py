@@ -279,9 +279,13 @@ def test_the_template_config_is_valid_and_the_step_runs_it(tmp_path):
     tables, counts = get_step("40_resample.py").compute({"data": df}, st, "valve01", DAY)
     out = tables["data"]
     m0 = out[out["sensor"] == "m0"]
-    assert len(m0) == 86400 and len(out) == 86400 + 8640           # bio 1 s, environment 10 s
+    assert counts["cells_expected"] == 86400 + 8640                # bio 1 s, environment 10 s
     assert_allclose(m0["value"].to_numpy()[:11], np.arange(1.0, 12.0))   # 9 s hole ≤ 10 s: linear
     assert counts["filled"] == 9
+    # the rest of the day is one missing run > sparse_after (10 min): its two ends are written
+    assert m0["ts"].dt.strftime("%H:%M:%S").tolist()[10:] == ["00:00:10", "00:00:11", "23:59:59"]
+    assert m0["quality_flag"].tolist()[11:] == [1, 1] and len(out) == 13 + 3
+    assert counts["cells_not_stored"] == (86400 - 13) + (8640 - 3)
 
 
 def test_ledger_rows_out_are_the_next_steps_rows_in_and_downsampling_is_not_a_reject():
@@ -307,3 +311,136 @@ def test_ledger_entry_balances_created_and_combined_rows():
     io.ledger_entry("s", "p", rows_in=10, rows_out=5, combined={"c": 6}, created={"g": 1})
     with pytest.raises(AssertionError, match="does not balance"):
         io.ledger_entry("s", "p", rows_in=10, rows_out=5, combined={"c": 6})
+
+
+# ---------------------------------------------------------------- sparse storage (sparse_after)
+
+def test_a_missing_run_longer_than_sparse_after_is_stored_as_its_two_ends():
+    f = np.array([0, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1], np.uint8)
+    #                ^ run of 4 ^     ^ 2 ^     ^ 3: touches the end
+    keep = resample.stored_cells(f, 2)
+    assert_array_equal(keep, [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1])   # runs > 2 cells: ends only
+    assert resample.stored_cells(f, None).all()                     # null: every cell
+    assert_array_equal(resample.stored_cells(f, 3), [1, 1, 0, 0, 1] + [1] * 7)
+    # 0: every run of 3 or more is cut to its ends; runs of 1 or 2 cells have no inner cell
+    assert_array_equal(resample.stored_cells(np.array([1, 0, 1, 1, 0, 1, 1, 1], np.uint8), 0),
+                       [1, 1, 1, 1, 1, 1, 0, 1])
+    # flags 2–6 and filled cells (5) are rows from samples or fills: never left out
+    assert resample.stored_cells(np.array([2, 3, 4, 5, 6, 2], np.uint8), 0).all()
+
+
+def test_sparse_after_in_cells_is_floor_of_the_duration_over_freq():
+    assert resample.sparse_after_cells({"sparse_after": "10min"}, S) == 600
+    assert resample.sparse_after_cells({"sparse_after": "25s"}, 10 * S) == 2    # 3 cells = 30 s > 25 s
+    assert resample.sparse_after_cells({"sparse_after": None}, S) is None
+    assert resample.sparse_after_cells({}, S) is None
+
+
+SPARSE = {"domains": {"bio_signal": {"freq": "1h", "reduce": "mean", "fill": "linear", "max_gap": "1h",
+                                     "sparse_after": "2h"}}}
+
+
+def test_a_sparse_day_writes_the_samples_and_the_ends_of_each_long_gap():
+    df = frame([("m0", "bio_signal", "03:00", 1.0, 0), ("m0", "bio_signal", "05:00", 3.0, 0),
+                ("m0", "bio_signal", "06:00", 9.0, 2), ("m0", "bio_signal", "10:00", 4.0, 0)])
+    out, counts = resample.resample_frame(df, SPARSE, DAY)
+    rows = [(t.strftime("%H:%M"), v, f) for t, v, f in zip(out["ts"], out["value"], out["quality_flag"])]
+    got = [(t, None if np.isnan(v) else v, f) for t, v, f in rows]
+    assert got == [
+        ("00:00", None, 1), ("02:00", None, 1),    # 00–02: 3 missing cells (3 h > 2 h): the two ends
+        ("03:00", 1.0, 0), ("04:00", 2.0, 5),      # 04: a 1 h hole ≤ max_gap 1 h: filled
+        ("05:00", 3.0, 0), ("06:00", None, 2),     # the spike stays a row (NaN, flag 2)
+        ("07:00", None, 1), ("09:00", None, 1),    # 06–09 (4 h) not filled; 07–09 missing: the ends
+        ("10:00", 4.0, 0),
+        ("11:00", None, 1), ("23:00", None, 1),    # 11–23: 13 missing cells: the two ends
+    ]
+    assert counts["cells_expected"] == 24 and counts["cells_not_stored"] == 1 + 1 + 11
+    assert counts["rows_out"] == len(out) == 11 == 24 - 13
+    assert counts["missing"] == 3 + 3 + 13                 # every missing cell, stored or not
+    assert counts["created"] == {resample.CREATED_FILLED: 1, resample.CREATED_MISSING: 6}
+    io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)   # balances, or raises
+
+
+def _template_params(tmp_path, name, **over):
+    from pyjama.config import REPO
+
+    raw = json.loads((REPO / f"configs/_template/{name}.json").read_text().replace("{{EXPOSURE}}", "X"))
+    raw.update(over)
+    path = tmp_path / f"configs/X/{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(raw))
+    return load_step_config(f"{name}.py", f"configs/X/{name}.json", tmp_path).params
+
+
+def _sparse_and_dense_grids():
+    """One Hall channel m0 and its opening m0__norm on the template's 1 s grid: 5 min of
+    data from 12:00 (a 1 min closure, a 5 s hole), nothing until 13:00, 2 min more."""
+    sec = np.r_[np.arange(43200, 43500), np.arange(46800, 46920)]
+    sec = sec[(sec < 43380) | (sec >= 43385)]                   # 12:03:00–12:03:04: filled
+    x = np.where((sec >= 43260) & (sec < 43320), 0.05, 0.9) + 0.01 * np.sin(sec)
+    rows = [("m0__norm", "bio_signal", f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}", v, 0)
+            for s, v in zip(sec, x)]
+    rows += [("m0", "bio_signal", r[2], 700 - 500 * r[3], 0) for r in rows]
+    df = frame(rows)
+    rule = {"freq": "1s", "reduce": "mean", "fill": "linear", "max_gap": "10s"}
+    dense, dc = resample.resample_frame(df, {"default_rule": {**rule, "sparse_after": None}}, DAY)
+    sparse, sc = resample.resample_frame(df, {"default_rule": {**rule, "sparse_after": "10min"}}, DAY)
+    return dense, sparse, dc, sc
+
+
+def _on(rows, keys):
+    """The rows of ``rows`` at the (sensor, ts) of ``keys``, in the order of ``keys``."""
+    k = pd.MultiIndex.from_arrays([keys["sensor"].astype(str), keys["ts"]])
+    r = rows.set_index([rows["sensor"].astype(str), rows["ts"]])
+    return r.loc[k].reset_index(drop=True)
+
+
+def test_steps_50_60_70_compute_the_same_on_a_sparse_grid(tmp_path):
+    """The cells a sparse grid writes carry the same values and flags as the dense grid's,
+    and 50, 60 and 70 give the same results on them: 60 puts every grid time without a row
+    back as missing (1), 70's statistics use valid samples only. What differs is said here:
+    70's share_flagged counts the rows present (a window inside a long gap has none)."""
+    from pyjama.aggregate import aggregate_partition
+    from pyjama.behaviour import compute_behaviour
+    from pyjama.transform import transform_frame
+
+    dense, sparse, dc, sc = _sparse_and_dense_grids()
+    assert dc["cells_expected"] == sc["cells_expected"] == 2 * 86400
+    # rows: 12:00:00–12:04:59 and 13:00:00–13:01:59, and the ends of the 3 missing runs
+    assert len(sparse) == 2 * (300 + 120 + 2 * 3) and sc["cells_not_stored"] == 2 * 86400 - len(sparse)
+    cols = ["ts", "sensor", "value", "quality_flag"]
+    pd.testing.assert_frame_equal(_on(dense, sparse)[cols], sparse.reset_index(drop=True)[cols])
+    assert dc["filled"] == sc["filled"] == 2 * 5 and dc["missing"] == sc["missing"]
+
+    # 50_transform: row by row, so the sparse rows are the dense rows at the same cells
+    t_rules = _template_params(tmp_path, "50_transform")["transforms"]
+    t_dense, _ = transform_frame(dense, t_rules)
+    t_sparse, _ = transform_frame(sparse, t_rules)
+    pd.testing.assert_frame_equal(_on(t_dense, t_sparse)[cols], t_sparse.reset_index(drop=True)[cols])
+
+    # 60_behaviour: the same states, events and daily tables
+    p = _template_params(tmp_path, "60_behaviour", active={"min_range": 0.1, "min_usable": "0s"})
+    b_dense, b_sparse = compute_behaviour(dense, DAY, p), compute_behaviour(sparse, DAY, p)
+    assert len(b_dense.events) >= 1                                   # the 1 min closure
+    pd.testing.assert_frame_equal(b_dense.events, b_sparse.events)
+    pd.testing.assert_frame_equal(b_dense.daily, b_sparse.daily)
+    pd.testing.assert_frame_equal(b_dense.device_daily, b_sparse.device_daily)
+    assert b_sparse.daily["samples_expected"].tolist() == [86400]     # completeness stays explicit
+    pd.testing.assert_frame_equal(_on(b_dense.data, b_sparse.data)[cols], b_sparse.data[cols])
+
+    # 70_aggregate (fill_day: every window of the day, both ways)
+    windows = {"60s": 60, "1h": 3600}
+    a_dense, _ = aggregate_partition(b_dense.data, DAY, windows, sensors="^m0__norm$", fill_day=True)
+    a_sparse, _ = aggregate_partition(b_sparse.data, DAY, windows, sensors="^m0__norm$", fill_day=True)
+    for label, w in windows.items():
+        d, s = a_dense[label], a_sparse[label]
+        assert len(d) == len(s) == 6 * 86400 // w
+        same = ~s["sensor"].astype(str).str.endswith("__share_flagged").to_numpy()
+        pd.testing.assert_frame_equal(d[same].reset_index(drop=True), s[same].reset_index(drop=True))
+    h_d, h_s = (pd.Series(f["value"].to_numpy(), index=f["ts"].dt.hour.to_numpy())
+                for f in (a[a["sensor"] == "m0__norm__share_flagged"] for a in (a_dense["1h"], a_sparse["1h"])))
+    assert h_d[0] == h_s[0] == 1.0              # 00:00–00:59: all missing; sparse: its first cell only
+    assert h_d[1] == 1.0 and np.isnan(h_s[1])   # 01:00–01:59: no row at all on the sparse grid
+    # 12:00: 300 rows of data, 55 min missing: dense 3300 of 3600 cells; sparse: the 2 ends of the run
+    assert_allclose([h_d[12], h_s[12], h_d[13], h_s[13]], [3300 / 3600, 2 / 302, 3480 / 3600, 1 / 121])
+    assert h_d[23] == h_s[23] == 1.0            # the run's last cell, 23:59:59

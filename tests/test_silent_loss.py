@@ -66,3 +66,42 @@ def test_a_file_with_no_readable_time_is_named_in_a_windowed_run(tmp_path):
     assert res.stderr.strip().splitlines()[-1] == (
         "PyJAMA: warning: data/T/00_raw/T_u16_2026-01-20.csv (configs/T/10_parser.json): no line with a "
         "readable time; not parsed in a --from/--to window: run without one to see its rejects")
+
+
+def test_plain_snakemake_prints_the_same_lost_data_lines(tmp_path):
+    """`snakemake --config exposure=T` ends with the lines drawer.py prints (the Snakefile's
+    onsuccess/onerror handlers, pyjama.losses.render); under drawer.py they come once."""
+    from tests.wf import snakemake
+
+    make_project(tmp_path, "T", devices=1, days=1, hz=0.01)
+    raw = tmp_path / "data/T/00_raw"
+    (raw / "T_lat_2026-01-20.csv").write_bytes((GOOD + "2026-01-20T00:00:10Z;m0:1;lieu:Sète\n").encode("latin-1"))
+    (raw / "notes.csv").write_text("hello\n")
+    want = [
+        ("PyJAMA: warning: data/T/00_raw/notes.csv (configs/T/10_parser.json): not parsed: file name does "
+         "not match $.device.pattern '^T_(?P<device>[^_]+)_\\\\d{4}-\\\\d{2}-\\\\d{2}\\\\.csv(\\\\.gz)?$'; "
+         "move the file out of the raw folder or narrow $.files (now '*.csv*')"),
+        ("PyJAMA: warning: data/T/00_raw/T_lat_2026-01-20.csv: 1 of 11 lines rejected (9.1 %), mostly "
+         "'not valid utf-8 (set $.encoding, e.g. latin-1 or utf-16)' (1); rejects: "
+         "data/T/_meta/10_parsed/raw=T_lat_2026-01-20.csv/rejects.csv")]
+    res = snakemake(tmp_path)
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == want
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--verbose", "--", "--forceall")
+    assert res.returncode == 0, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == want
+    status = drawer(tmp_path, "status", "configs/T/pipeline.json")
+    assert [ln for ln in status.stdout.splitlines() if ln.startswith("warning: ")] == \
+        [w.removeprefix("PyJAMA: ") for w in want]
+
+
+def test_one_formatter_renders_the_lost_data_lines_for_every_view():
+    from pyjama import losses
+
+    line = losses.rejected_share("data/T/00_raw/a.csv", {"rows_in": 4, "rejected": {
+        "unparsable number": 1, "wrong field count": 2, "skipped: header line": 1}}, 0.01, "r.csv")
+    assert line == ("data/T/00_raw/a.csv: 3 of 4 lines rejected (75.0 %), mostly 'wrong field count' (2); "
+                    "rejects: r.csv")
+    assert losses.rejected_share("a.csv", {"rows_in": 200, "rejected": {"unparsable number": 2}}, 0.01, "r") is None
+    assert losses.render([line], "run") == ["PyJAMA: warning: " + line]
+    assert losses.render([line], "status") == ["warning: " + line]
+    assert losses.render(["a <b> & 'c'"], "html") == ["<li>a &lt;b&gt; &amp; &#x27;c&#x27;</li>"]

@@ -12,7 +12,7 @@ import csv
 import io as _io
 
 from . import RawFileStep
-from .. import io
+from .. import io, losses
 from ..config import check_regex
 from ..errors import UserError
 
@@ -108,21 +108,15 @@ class ParserStep(RawFileStep):
 
 def loss_warning(led: dict, share: float, raw_path: str, rejects_path: str):
     """The one-line warning of a raw file that lost more than ``share`` of its lines
-    (rejected, not skipped), or None. Exact text (tests and docs use it):
-    ``<raw>: <k> of <n> lines rejected (<p> %), mostly '<reason>' (<m>); rejects: <file>``."""
-    lost = {k: v for k, v in (led.get("rejected") or {}).items() if not k.startswith("skipped: ")}
-    n, k = int(led.get("rows_in", 0)), sum(lost.values())
-    if not k or k <= share * n:
-        return None
-    reason, m = max(sorted(lost.items()), key=lambda kv: kv[1])
-    return (f"{raw_path}: {k} of {n} lines rejected ({100 * k / n:.1f} %), mostly {reason!r} ({m}); "
-            f"rejects: {rejects_path}")
+    (rejected, not skipped), or None (text: :func:`pyjama.losses.rejected_share`)."""
+    return losses.rejected_share(raw_path, led, share, rejects_path)
 
 
 def loss_warnings(project) -> list:
     """Every warning of the end-of-run summary: raw files not parsed because their name
     gives no device id, and parsed files that lost more than $.warn_rejected_share of
-    their lines (from the parser ledgers). Used by `drawer.py run` (stderr) and status."""
+    their lines (from the parser ledgers). Shown through :func:`pyjama.losses.render` by
+    `drawer.py run`, `drawer.py status`, the report and the Snakefile's handlers."""
     step = ParserStep()
     out = []
     for st in project.parser_steps():
@@ -137,8 +131,7 @@ def loss_warnings(project) -> list:
                     out.append(w)
             elif not idx.files[name]["partitions"]:
                 # not parsed yet and no readable time: a window never selects it, so say so
-                out.append(f"{step.raw_path(st, name)} ({st.path}): no line with a readable time; not parsed "
-                           "in a --from/--to window: run without one to see its rejects")
+                out.append(losses.no_readable_time(step.raw_path(st, name), st.path))
     return out
 
 
@@ -205,8 +198,6 @@ def check_parser_extras(params, source):
     for name, spec in types.items():
         if spec.get("codes") and spec.get("type", "number") != "text":
             raise UserError(f"{source}: $.column_types.{name}.codes: only allowed with type 'text'")
-    if params["status_flags"] and fmt != "delimited":
-        raise UserError(f"{source}: $.status_flags: only allowed with format 'delimited'")
     for i, rule in enumerate(params["status_flags"]):
         where = f"{source}: $.status_flags[{i}]"
         if bool(rule["bits"]) == bool(rule["equals"]):

@@ -7,6 +7,6 @@ REPO = Path(workflow.basedir).resolve().parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pyjama.workflow import load_plan_or_exit, run_rule_job
+from pyjama.workflow import load_plan_or_exit, print_loss_lines, run_rule_job
 
 PLAN = load_plan_or_exit(config)
