@@ -99,6 +99,8 @@ Conventions
   ts, device_id, domain, sensor, value (float64), quality_flag (uint8).
   quality_flag: 0 OK, 1 missing, 2 spike, 3 out of range / sentinel, 4 flat line,
   5 interpolated, 6 excluded. Flags never delete rows. See docs/data-conventions.md.
+  From 40 on, a long gap (40_resample's sparse_after) is written as its first and last
+  cell: a grid time without a row is missing (1); the 40 ledger has cells_expected.
   Every config key is described in workflow/schemas/<step>.schema.json; unknown keys are errors.
   Ledgers: rows in = rows out + rows set aside (by reason), per partition and step.
 """
