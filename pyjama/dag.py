@@ -36,14 +36,10 @@ NODE_RE = re.compile(r'^\s*(\d+)\[label = "((?:[^"\\]|\\.)*)".*?style="([^"]*)"\
 EDGE_RE = re.compile(r"^\s*(\d+) -> (\d+)\s*$")
 
 
-def snakemake_dot(pipeline: str, jobs: bool, start=None, end=None, root=None) -> str:
-    """Snakemake's own DOT (``--rulegraph`` or ``--dag``) for the pipeline and window."""
+def snakemake_dot(plan, jobs: bool, root=None) -> str:
+    """Snakemake's own DOT (``--rulegraph`` or ``--dag``) for the plan's pipeline and window."""
     root = Path(root or Path.cwd())
-    config = [f"pipeline={pipeline}"]
-    if start:
-        config.append(f"from={start}")
-    if end:
-        config.append(f"to={end}")
+    config = plan.config_args
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root),
            "--dag" if jobs else "--rulegraph", "--config", *config]
     env = dict(os.environ)
@@ -198,7 +194,7 @@ def pipeline_dot(pipeline: str, jobs=False, start=None, end=None, root=None) -> 
 
     root = Path(root or Path.cwd())
     plan = WorkflowPlan.for_pipeline(pipeline, start, end, root)   # one-line errors first
-    nodes, edges = parse_dot(snakemake_dot(pipeline, jobs, start, end, root))
+    nodes, edges = parse_dot(snakemake_dot(plan, jobs, root))
     if jobs:
         return jobgraph_dot(nodes, edges, plan)
     rules = [lab for lab, _s in nodes.values() if lab != "all"]

@@ -112,7 +112,6 @@ def snakemake_command(args, root: Path, plan=None) -> list:
     if plan is None:
         plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
                                          until=args.until, only=args.only)   # validates every config
-    config = plan.config
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root)]
     if args.profile:
         prof = Path(args.profile)
@@ -124,7 +123,7 @@ def snakemake_command(args, root: Path, plan=None) -> list:
         cmd += ["--profile", str(prof)]
     else:
         cmd += ["--cores", str(args.cores)]
-    cmd += ["--config"] + [f"{k}={v}" for k, v in config.items()]
+    cmd += ["--config", *plan.config_args]     # the window as the instants parsed here
     if args.only:
         rules = plan.rule_names()
         cmd += ["--allowed-rules", *rules, "all", "--forcerun", *rules]

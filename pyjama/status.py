@@ -192,7 +192,7 @@ class Board:
         names = {rule.name: rule.step.name for rule in self.plan.rules}   # StepConfig.name is not free
         digests = [st.digest for st in self.project.pipeline.steps]
         self.verdicts, self.cached = verdict.verdicts(
-            self.root, self.project.exposure, self.plan.config, self.plan.targets(), digests,
+            self.root, self.project.exposure, self.plan, digests,
             use_cache=self.use_cache)
         self._live = runlock.holder(self.root, self.project.exposure)
         self._locked = runlock.locked_files(self.root)

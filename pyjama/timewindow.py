@@ -7,6 +7,12 @@ Accepted bounds (UTC only):
   end, so ``--from D --to D`` is the day D;
 * ``{NOW}`` and offsets ``{NOW-2d}``, ``{NOW+3h}``, ``{NOW-30m}``, ``{NOW-1w}``.
 
+Bounds come as text from two places, and errors name the one the user typed: ``--from`` /
+``--to`` of ``drawer.py`` and ``pyjama.py`` (``style="option"``), and ``from=`` / ``to=`` of
+``snakemake --config`` (``style="config"``; :func:`pyjama.workflow.window_from_config`).
+``drawer.py`` parses its bounds once and hands Snakemake the exact instants
+(:func:`iso`: the text that parses back to the same µs), so ``{NOW}`` is read once per run, not once per process.
+
 A window chooses WHICH (device, day) partitions are built; it never trims a partition.
 A day is selected when any part of it lies in the window: ``--to 2026-01-21T00:00:00Z``
 selects day 2026-01-21 too (its first instant is in the window).
@@ -28,10 +34,19 @@ ALLOWED = ("YYYY-MM-DDTHH:MM:SSZ, YYYY-MM-DD (a whole UTC day), {NOW}, "
 UTC = dt.timezone.utc
 
 
-def parse_bound(text: str, side: str, now: dt.datetime | None = None) -> dt.datetime:
+STYLES = ("option", "config")
+
+
+def _named(side: str, text, style: str) -> str:
+    """How the user typed the bound: ``--from: 'x'`` (an option) or ``from='x'`` (--config)."""
+    return f"--{side}: {text!r}" if style == "option" else f"{side}={text!r}"
+
+
+def parse_bound(text: str, side: str, now: dt.datetime | None = None, style: str = "option") -> dt.datetime:
     """Parse one bound. ``side`` is ``"from"`` or ``"to"``; a bare date as ``to`` means
-    the end of that day (exclusive end returned as the next midnight minus 1 µs)."""
-    label = f"--{side}"
+    the end of that day (exclusive end returned as the next midnight minus 1 µs).
+    ``style`` says how errors name the bound (see the module text)."""
+    label = f"--{side}" if style == "option" else f"{side}="
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{label}: empty bound; allowed: {ALLOWED}")
     s = text.strip()
@@ -50,16 +65,16 @@ def parse_bound(text: str, side: str, now: dt.datetime | None = None) -> dt.date
         try:
             return dt.datetime(y, mo, d, h, mi, sec, us, tzinfo=UTC)
         except ValueError as exc:
-            raise UserError(f"{label}: {text!r} is not a valid instant ({exc}); allowed: {ALLOWED}") from None
+            raise UserError(f"{_named(side, text, style)} is not a valid instant ({exc}); allowed: {ALLOWED}") from None
     m = _DATE.match(s)
     if m:
         try:
             day = dt.date(*(int(x) for x in m.groups()))
         except ValueError as exc:
-            raise UserError(f"{label}: {text!r} is not a valid date ({exc}); allowed: {ALLOWED}") from None
+            raise UserError(f"{_named(side, text, style)} is not a valid date ({exc}); allowed: {ALLOWED}") from None
         start = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
         return start if side == "from" else start + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    raise UserError(f"{label}: {text!r} is not a time bound; allowed: {ALLOWED}")
+    raise UserError(f"{_named(side, text, style)} is not a time bound; allowed: {ALLOWED}")
 
 
 @dataclass(frozen=True)
@@ -92,13 +107,17 @@ class Window:
         return f"[{f}, {t}]"
 
 
-def parse_window(start: str | None, end: str | None, now: dt.datetime | None = None) -> Window:
-    """Parse ``--from`` / ``--to`` (each may be None or empty); from > to is an error."""
+def parse_window(start: str | None, end: str | None, now: dt.datetime | None = None,
+                 style: str = "option") -> Window:
+    """Parse ``--from`` / ``--to`` (each may be None or empty); from > to is an error.
+    ``style="config"``: the bounds were typed as ``snakemake --config from=… to=…``."""
     now = now or dt.datetime.now(UTC)
-    a = parse_bound(start, "from", now) if start not in (None, "") else None
-    b = parse_bound(end, "to", now) if end not in (None, "") else None
+    a = parse_bound(start, "from", now, style) if start not in (None, "") else None
+    b = parse_bound(end, "to", now, style) if end not in (None, "") else None
     if a is not None and b is not None and a > b:
-        raise UserError(f"--from {start} is after --to {end}; the window would be empty")
+        said = (f"--from {start} is after --to {end}" if style == "option"
+                else f"from={start} is after to={end}")
+        raise UserError(f"{said}; the window would be empty")
     return Window(a, b)
 
 

@@ -76,9 +76,10 @@ def fingerprint(root: Path, plan_key: str, files) -> str:
     return h.hexdigest()
 
 
-def snakemake_verdicts(root: Path, config: dict) -> dict:
+def snakemake_verdicts(root: Path, config: dict, config_args) -> dict:
     """job key → {"needrun": bool, "reasons": [...], "rule", "wildcards"} for every job of
-    Snakemake's DAG of the workflow with ``config`` (as ``drawer.py run --dry-run``)."""
+    Snakemake's DAG of the workflow with ``config`` and the ``--config`` texts
+    ``config_args`` (as ``drawer.py run --dry-run`` passes them)."""
     import logging
 
     from snakemake.api import SnakemakeApi
@@ -92,7 +93,8 @@ def snakemake_verdicts(root: Path, config: dict) -> dict:
     try:
         with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, verbose=False)) as api:
             wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                                  config_settings=ConfigSettings(config=dict(config)),
+                                  config_settings=ConfigSettings(config=dict(config),
+                                                                config_args=list(config_args)),
                                   storage_settings=StorageSettings(),
                                   snakefile=SNAKEFILE, workdir=root)
             dag_api = wf_api.dag(dag_settings=DAGSettings(force_incomplete=True))
@@ -118,7 +120,9 @@ def snakemake_verdicts(root: Path, config: dict) -> dict:
 
 
 def plan_key(config: dict, targets, digests) -> str:
-    """What the DAG's shape depends on: the Snakemake config, the targets, the configs."""
+    """What the DAG's shape depends on: the Snakemake config (without the window: it only
+    chooses the targets, so a ``{NOW}`` bound that moved by a second keeps the cache), the
+    targets, the step configs."""
     h = hashlib.sha256()
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     h.update("\n".join(targets).encode())
@@ -134,7 +138,7 @@ def _files_of(jobs: dict) -> list:
     return sorted({f for v in jobs.values() for f in (*v["inputs"], *v["outputs"])})  # noqa: C401
 
 
-def verdicts(root: Path, exposure: str, config: dict, targets, digests, use_cache=True):
+def verdicts(root: Path, exposure: str, plan, digests, use_cache=True):
     """Snakemake's verdicts (see :func:`snakemake_verdicts`), from the cache when nothing
     Snakemake looks at has changed; returns (verdicts, came_from_cache).
 
@@ -142,7 +146,7 @@ def verdicts(root: Path, exposure: str, config: dict, targets, digests, use_cach
     (config, targets, step configs) is the same and those files, Snakemake's metadata and
     incomplete markers and the PyJAMA code have the same mtimes."""
     root = Path(root)
-    pkey = plan_key(config, targets, digests)
+    pkey = plan_key(plan.config, plan.targets(), digests)
     cache = cache_path(root, exposure)
     if use_cache and cache.exists():
         try:
@@ -152,7 +156,7 @@ def verdicts(root: Path, exposure: str, config: dict, targets, digests, use_cach
                 return data["jobs"], True
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    jobs = snakemake_verdicts(root, config)
+    jobs = snakemake_verdicts(root, plan.config, plan.config_args)
     try:
         io.write_json(cache, {"version": CACHE_VERSION, "plan": pkey,
                               "fingerprint": fingerprint(root, pkey, _files_of(jobs)), "jobs": jobs})

@@ -29,19 +29,35 @@ from pathlib import Path
 
 from .errors import UserError
 from .project import Project
-from .timewindow import Window, parse_window
+from .timewindow import Window, iso, parse_window
+
+WINDOW_KEYS = ("from", "to")
 
 
-def bound_from_config(value):
-    """A window bound as Snakemake's --config parsed it back to the text the user typed.
+def window_from_config(config: dict, config_args=None) -> Window:
+    """The window of a Snakemake run, parsed once from the text the user typed.
 
-    ``--config from={NOW-2d}`` reaches us as the YAML mapping {"NOW-2d": ""}.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, dict) and len(value) == 1:
-        return "{" + next(iter(value)) + "}"
-    return str(value)
+    ``snakemake --config from=… to=…`` (by hand, or by ``drawer.py``, which passes the exact
+    instants it parsed) reaches the Snakefile twice: as Snakemake's YAML-typed ``config``
+    (where ``{NOW-2d}`` has become a mapping) and as the raw ``name=value`` texts
+    (``workflow.config_settings.config_args``). The bounds are read from the raw texts; a
+    ``--configfile`` value (not on the command line) must be a YAML string. A bad bound is
+    one line naming ``from=`` / ``to=``."""
+    texts = {}
+    for entry in config_args or ():
+        key, sep, value = str(entry).partition("=")
+        if sep and key in WINDOW_KEYS:
+            texts[key] = value          # the last one wins, as in Snakemake's own config
+    for key in WINDOW_KEYS:
+        if key in texts or config.get(key) in (None, ""):
+            continue
+        value = config[key]
+        if not isinstance(value, str):
+            raise UserError(f"{key}: {value} in a --configfile is not text (YAML read a "
+                            f"{type(value).__name__}); allowed: the bound in quotes, e.g. "
+                            f"{key}: '2026-01-20' or {key}: '{{NOW-2d}}'")
+        texts[key] = value
+    return parse_window(texts.get("from"), texts.get("to"), style="config")
 
 
 def pipeline_path_from_config(config: dict) -> str:
@@ -60,12 +76,13 @@ GROUP_AFTER_FIT = "pyjama_fitted"
 class WorkflowPlan:
     """The rules of one pipeline and the files that `rule all` asks for in the window."""
 
-    def __init__(self, config: dict, root=None):
+    def __init__(self, config: dict, root=None, window: Window | None = None, config_args=None):
+        """``config``: Snakemake's config (pipeline or exposure, until, only); the window is
+        ``window`` when the caller parsed it, else :func:`window_from_config`."""
         root = Path(root or Path.cwd())
-        self.config = config
+        self.config = {k: v for k, v in config.items() if k not in WINDOW_KEYS}
         self.project = Project.load(pipeline_path_from_config(config), root)
-        self.window: Window = parse_window(bound_from_config(config.get("from")),
-                                           bound_from_config(config.get("to")))
+        self.window: Window = window if window is not None else window_from_config(config, config_args)
         from .steps import get_step
 
         self.rules = []          # list of pyjama.rules.Rule
@@ -79,13 +96,17 @@ class WorkflowPlan:
     def for_pipeline(cls, pipeline: str, start=None, end=None, root=None, **extra) -> "WorkflowPlan":
         """The plan of ``pipeline`` (a path relative to ``root``) for the window [start, end],
         as drawer.py run/status/dag/report all need it (bad bound or config: one line)."""
+        window = parse_window(start, end)          # the one parse of the user's bounds
         config = {"pipeline": pipeline, **{k: v for k, v in extra.items() if v}}
-        if start:
-            config["from"] = start
-        if end:
-            config["to"] = end
-        parse_window(start, end)
-        return cls(config, Path(root or Path.cwd()))
+        return cls(config, Path(root or Path.cwd()), window=window)
+
+    @property
+    def config_args(self) -> list:
+        """The ``--config name=value`` texts that give Snakemake this plan: the config, and
+        the window as the exact instants parsed here (``{NOW}`` is not read again)."""
+        bounds = {"from": iso(self.window.start), "to": iso(self.window.end)}
+        return ([f"{k}={v}" for k, v in self.config.items()]
+                + [f"{k}={v}" for k, v in bounds.items() if v is not None])
 
     def _selected_steps(self, config):
         steps = self.project.pipeline.steps
@@ -178,12 +199,13 @@ def _pattern_regex(pattern: str, constraints: dict):
     return _pattern_regex_cached(pattern, tuple(sorted(constraints.items())))
 
 
-def load_plan_or_exit(config: dict) -> WorkflowPlan:
-    """The Snakefile's plan: a bad config or bound is one line on stderr and exit 2."""
+def load_plan_or_exit(config: dict, config_args=None) -> WorkflowPlan:
+    """The Snakefile's plan (``config_args``: Snakemake's raw ``--config`` texts, where the
+    window is read): a bad config or bound is one line on stderr and exit 2."""
     import sys
 
     try:
-        plan = WorkflowPlan(config)
+        plan = WorkflowPlan(config, config_args=config_args)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -9,4 +9,4 @@ if str(REPO) not in sys.path:
 
 from pyjama.workflow import load_plan_or_exit, print_loss_lines, run_rule_job
 
-PLAN = load_plan_or_exit(config)
+PLAN = load_plan_or_exit(config, workflow.config_settings.config_args)
