@@ -125,10 +125,10 @@ def by_day(df: pd.DataFrame) -> dict:
 
 
 def run_chain(df: pd.DataFrame, cfg: dict, device: str) -> dict:
-    """20_split frame of one device → every stage, day by day (like the workflow)."""
-    import inspect
-
-    from pyjama import normalise as nm, qc
+    """20_split frame of one device → every stage, day by day, as the workflow runs them:
+    the 30 job gets its neighbouring days' edges (``previous`` / ``next``), the 60 job the
+    previous day's, cut the way their edge readers cut them (pyjama.steps.edge_reader)."""
+    from pyjama import behaviour as bh, normalise as nm, qc
     from pyjama.steps import get_step
 
     clean, resampled, transformed = {}, {}, {}
@@ -136,19 +136,9 @@ def run_chain(df: pd.DataFrame, cfg: dict, device: str) -> dict:
     split = by_day(df)
     days = list(split)
     for day in days:
-        frames = {"data": split[day]}
+        frames = {"data": split[day], **neighbour_frames(split, day, qc.NEIGHBOUR_EDGE)}
         st = cfg["30_clean"]
-        step = get_step(st.script)
-        extra = neighbour_frames(split, day)
-        if extra and accepts_neighbours(step):
-            frames.update(extra)
-            out, counts = step.compute(frames, st, device, day)
-        elif extra and "previous" in inspect.signature(qc.clean_frame).parameters:
-            # the 30 job does not take the neighbouring days' edges yet: the pure function does
-            df_, counts = qc.clean_frame(split[day], st.params, device, **extra)
-            out = {"data": df_}
-        else:
-            out, counts = step.compute(frames, st, device, day)
+        out, counts = get_step(st.script).compute(frames, st, device, day)
         clean[day], qc_counts[day] = out["data"], counts
         out, _ = get_step("40_resample.py").compute({"data": clean[day]}, cfg["40_resample"], device, day)
         resampled[day] = out["data"]
@@ -159,35 +149,38 @@ def run_chain(df: pd.DataFrame, cfg: dict, device: str) -> dict:
     from pyjama import tidy
     fit_df = nm.cut_to_period(tidy.concat([transformed[d] for d in fit_days]), st["fit"])
     fit = nm.build_fit(fit_df, st.params, device, period)
-    events, daily, warnings = [], [], []
+    events, daily, warnings, normalised, ncounts_all = [], [], [], {}, {}
     nstep, bstep = get_step("50_normalise.py"), get_step("60_behaviour.py")
     for day in days:
         out, ncounts = nstep.compute({"data": transformed[day], "params": fit}, st, device, day)
         warnings += ncounts.get("warnings", [])
-        tables, bcounts = bstep.compute({"data": out["data"]}, cfg["60_behaviour"], device, day)
+        normalised[day], ncounts_all[day] = out["data"], ncounts
+    for day in days:
+        frames = {"data": normalised[day],   # 60 reads only the day before
+                  "previous": neighbour_frames(normalised, day, bh.NEIGHBOUR_EDGE)["previous"]}
+        tables, bcounts = bstep.compute(frames, cfg["60_behaviour"], device, day)
         warnings += bcounts.get("warnings", [])
         events.append(tables["events"].assign(day=day))
         daily.append(tables["daily"].assign(day=day))
     return {"clean": tidy.concat(list(clean.values())), "qc_counts": qc_counts, "fit": fit,
+            "normalise_counts": ncounts_all,
             "events": pd.concat(events, ignore_index=True), "daily": pd.concat(daily, ignore_index=True),
             "warnings": sorted(set(w for w in warnings if w))}
 
 
-def accepts_neighbours(step) -> bool:
-    return bool(getattr(step, "accepts_neighbour_edges", False))
+def neighbour_frames(by_day_frames: dict, day: str, edge: str) -> dict:
+    """``{"previous": [rows], "next": [rows]}``: the neighbouring days' rows within ``edge``
+    of ``day`` (empty lists where that day is not in the record), as the jobs read them."""
+    from pyjama.timewindow import day_bounds, shift_day
 
-
-def neighbour_frames(split: dict, day: str) -> dict:
-    """The last / first 10 min of the previous / next day, as the 30 job reads them."""
-    days = list(split)
-    i = days.index(day)
-    out = {}
-    if i > 0:
-        prev = split[days[i - 1]]
-        out["previous"] = prev[prev["ts"] >= prev["ts"].max() - pd.Timedelta("10min")]
-    if i + 1 < len(days):
-        nxt = split[days[i + 1]]
-        out["next"] = nxt[nxt["ts"] <= nxt["ts"].min() + pd.Timedelta("10min")]
+    start, end = (pd.Timestamp(b) for b in day_bounds(day))
+    width = pd.Timedelta(edge)
+    out = {"previous": [], "next": []}
+    prev, nxt = by_day_frames.get(shift_day(day, -1)), by_day_frames.get(shift_day(day, 1))
+    if prev is not None:
+        out["previous"] = [prev[(prev["ts"] >= start - width).to_numpy()]]
+    if nxt is not None:
+        out["next"] = [nxt[(nxt["ts"] < end + width).to_numpy()]]
     return out
 
 

@@ -393,6 +393,36 @@ def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: i
     return x, flags, present, slot, rows, mask
 
 
+# How much of each neighbouring day the 60 job reads (its last / first hour): the velocity
+# window reaches W/2 across midnight, so windows up to 2 h are whole there.
+NEIGHBOUR_EDGE = "1h"
+
+
+def edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side: str, h: int):
+    """(x, flags) of shape (animals, h): the ``h`` grid samples of a neighbouring day next to
+    ``day`` — side "previous": the last h slots before ``day``'s midnight, "next": the first
+    h slots after its end. NaN / MISSING where the neighbour has no usable sample (or no
+    frame); samples off the grid are ignored (they are that day's own concern)."""
+    x = np.full((len(sensors), h), np.nan)
+    flags = np.full((len(sensors), h), int(Flag.MISSING), dtype=np.uint8)
+    if frame is None or not len(frame) or h < 1 or not sensors:
+        return x, flags
+    frame = tidy.conform(frame)
+    day_start = pd.Timestamp(day, tz="UTC").value // 1000
+    base = day_start - h * period_us if side == "previous" else day_start + DAY_US
+    code_of = {s_: i for i, s_ in enumerate(sensors)}
+    rows = frame["sensor"].astype(str).map(code_of).fillna(-1).to_numpy(dtype=np.int64)
+    keep = (rows >= 0) & (frame["domain"].astype(str) == domain).to_numpy()
+    slot, rem = np.divmod(_ts_us(frame["ts"]) - base, period_us)
+    keep &= (rem == 0) & (slot >= 0) & (slot < h)
+    val = frame["value"].to_numpy(dtype=float)[keep]
+    flg = frame["quality_flag"].to_numpy(dtype=np.uint8)[keep]
+    r, c = rows[keep], slot[keep]
+    x[r, c] = np.where(np.isin(flg, USABLE_FLAGS) & np.isfinite(val), val, np.nan)
+    flags[r, c] = flg
+    return x, flags
+
+
 def read_durations(p: dict, source: str) -> dict:
     """The config's durations in seconds, checked: ``{"period", "min_duration", "reference",
     "micro_max", "velocity", "sync"}``. Raises a one-line UserError naming the JSON path."""
@@ -471,8 +501,14 @@ def animal_status(x, flags, present, sensors, p, dur, period, day, device):
     return status, warn
 
 
-def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
-    """All of step 60 on one (device, day) tidy partition. ``p`` is the validated config."""
+def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFrame | None = None,
+                      next: pd.DataFrame | None = None) -> BehaviourResult:
+    """All of step 60 on one (device, day) tidy partition. ``p`` is the validated config.
+
+    ``previous`` / ``next``: optional tidy rows of the neighbouring days' edges (same
+    device, same input stage). Only the velocity reads them — its window of W/2 on each
+    side reaches across midnight, so v is defined at 00:00 and at the day's last samples
+    when the neighbour exists; every other metric stays within the day."""
     df = tidy.conform(df) if len(df) else tidy.empty()
     dur = read_durations(p, "config")
     period = dur["period"]
@@ -484,7 +520,11 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
     raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
     state = enforce_min_duration(raw_state, dur["min_duration"], period)
     reference = trailing_reference(x, dur["reference"], period)
-    velocity = compute_velocity(x, dur["velocity"], period)
+    h = round(dur["velocity"] / (2 * period))
+    x_prev, f_prev = edge_grid(previous, p["domain"], sensors, day, period_us, "previous", h)
+    x_next, f_next = edge_grid(next, p["domain"], sensors, day, period_us, "next", h)
+    velocity = compute_velocity(np.concatenate([x_prev, x, x_next], axis=1), dur["velocity"],
+                                period)[:, h:h + n_slots]
     mp = p["micro_closure"]
     sigma = noise_sigma(x, flags)
     status, warn = animal_status(x, flags, present, sensors, p, dur, period, day,
@@ -594,7 +634,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
 
     # ---- derived per-sample series back into the tidy table
     data = add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags,
-                              dur["velocity"], period)
+                              dur["velocity"], period, edge_flags=(f_prev, f_next))
     counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
               "rows_added": int(len(data) - len(df)), "animals": len(sensors),
               "active_animals": n_active, "warnings": warn,
@@ -604,12 +644,14 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict) -> BehaviourResult:
     return BehaviourResult(data, events, daily, device_daily, counts)
 
 
-def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, window_s, period):
+def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, window_s, period,
+                       edge_flags=None):
     """Input rows + ``<sensor>__state`` (1 open, 0 closed, NaN flag 1 unknown) and
     ``<sensor>__velocity`` [opening fraction / s] (NaN flag 1 where undefined), one row per
     input row of each selected sensor, same ts. A defined value gets flag 5 when it rests on
-    an interpolated sample (state: its own sample; velocity: any sample of its window),
-    else 0. Output sorted by (sensor, ts)."""
+    an interpolated sample (state: its own sample; velocity: any sample of its window, also
+    one of the neighbouring days' ``edge_flags`` (previous, next), each (animals, h)), else 0.
+    Output sorted by (sensor, ts)."""
     from pandas.api.types import union_categoricals
 
     if not mask.any():
@@ -620,8 +662,11 @@ def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, wi
     st[st == UNKNOWN] = np.nan
     interp = flags == int(Flag.INTERPOLATED)
     h = int(round(window_s / (2 * period)))
-    c = np.concatenate([np.zeros((interp.shape[0], h + 1)), np.cumsum(interp, axis=1),
-                        np.repeat(np.sum(interp, axis=1, keepdims=True), h, axis=1)], axis=1)
+    n_an = interp.shape[0]
+    pre, post = (np.zeros((n_an, h), bool), np.zeros((n_an, h), bool)) if edge_flags is None else \
+        (edge_flags[0] == int(Flag.INTERPOLATED), edge_flags[1] == int(Flag.INTERPOLATED))
+    c = np.concatenate([np.zeros((n_an, 1)), np.cumsum(np.concatenate([pre, interp, post], axis=1), axis=1)],
+                       axis=1)
     near = (c[:, 2 * h + 1:] - c[:, :-2 * h - 1]) > 0    # an interpolated sample within +-h
     vel = velocity[rows, slot]
 

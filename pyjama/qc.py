@@ -399,6 +399,26 @@ def exclusion_windows(params: dict, device: str, sensor: str) -> list:
 
 TESTS = ("missing", "range", "sentinel", "spike", "flat", "excluded")
 
+# How much of each neighbouring day the 30 job reads (its last / first hours): enough for
+# the longest test of the templates (environment flat line, 6 h).
+NEIGHBOUR_EDGE = "6h"
+
+
+def neighbour_reach_ns(rule: dict, ts_ns: np.ndarray) -> int:
+    """How far into a neighbouring day a sensor's tests look [ns]: the longest of 10 min,
+    32 sample periods (noise_scale's 15 samples a side), the spike ``window`` and
+    ``context_window`` (a count of samples × the median period) and the flat
+    ``min_duration``, capped at :data:`NEIGHBOUR_EDGE` (what the job reads)."""
+    period = int(np.median(np.diff(ts_ns))) if len(ts_ns) > 1 else 0
+    spans = [600 * 10**9, 32 * period]
+    sp, fp = rule.get("spike"), rule.get("flat")
+    for w in ((sp["window"], sp["context_window"]) if sp else ()):
+        if w is not None:
+            spans.append(int(w) * period if isinstance(w, int) else int(pd.Timedelta(w).value))
+    if fp:
+        spans.append(int(pd.Timedelta(fp["min_duration"]).value))
+    return min(max(spans), int(pd.Timedelta(NEIGHBOUR_EDGE).value))
+
 
 def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFrame | None = None,
                 next: pd.DataFrame | None = None):
@@ -465,20 +485,21 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
                     apply(flag_range(x, *rule["range"]), fl.Flag.OUT_OF_RANGE, "range")
                 apply(flag_sentinels(x, rule["sentinels"]), fl.Flag.OUT_OF_RANGE, "sentinel")
                 usable = np.where(np.isin(f, unusable), np.nan, x)
+                reach = neighbour_reach_ns(rule, t)
+
                 parts_x, parts_t = [], []
-                for k in pre:
-                    xv = ex[k]["value"].to_numpy(dtype=float)
-                    parts_x.append(np.where(bad(xv, ex_t[k]) | np.isin(ex[k]["quality_flag"].to_numpy(),
-                                                                      unusable), np.nan, xv))
-                    parts_t.append(ex_t[k])
-                n_pre = sum(len(p_) for p_ in parts_x)
-                parts_x.append(usable)
-                parts_t.append(t)
-                for k in post:
-                    xv = ex[k]["value"].to_numpy(dtype=float)
-                    parts_x.append(np.where(bad(xv, ex_t[k]) | np.isin(ex[k]["quality_flag"].to_numpy(),
-                                                                      unusable), np.nan, xv))
-                    parts_t.append(ex_t[k])
+                # only the reach of this sensor's tests into the neighbouring days
+                for k, sel in [(k, ex_t[k] >= t[0] - reach) for k in pre] + [(None, None)] + \
+                        [(k, ex_t[k] <= t[-1] + reach) for k in post]:
+                    if k is None:      # the day itself, between the edges
+                        n_pre = sum(len(p_) for p_ in parts_x)
+                        parts_x.append(usable)
+                        parts_t.append(t)
+                        continue
+                    xv, tv = ex[k]["value"].to_numpy(dtype=float)[sel], ex_t[k][sel]
+                    parts_x.append(np.where(bad(xv, tv) | np.isin(ex[k]["quality_flag"].to_numpy()[sel],
+                                                                  unusable), np.nan, xv))
+                    parts_t.append(tv)
                 ux, ut = np.concatenate(parts_x), np.concatenate(parts_t)
                 own = slice(n_pre, n_pre + len(x))
                 if rule["spike"] is not None:

@@ -168,6 +168,33 @@ def test_velocity_is_the_slope_over_the_window(tmp_path):
     assert_allclose([d["velocity_abs_mean"], d["velocity_abs_p99"]], [0.1, 0.1])
 
 
+def test_velocity_across_midnight_reads_the_neighbouring_days_edges(tmp_path):
+    # a ramp of +0.1 per s through midnight, W = 4 s: v = 0.1 /s at 00:00:00 and 00:00:01 when
+    # 2026-01-19's last two samples are given, NaN without them; the day's last samples
+    # (23:59:58, 23:59:59) likewise need 2026-01-21's first two
+    day = series([0.2, 0.3, 0.4, 0.5], start="2026-01-20T00:00:00Z")
+    late = series([0.5, 0.6, 0.7, 0.8], start="2026-01-20T23:59:56Z")
+    prev = series([0.0, 0.1], start="2026-01-19T23:59:58Z")
+    nxt = series([0.9, 1.0], start="2026-01-21T00:00:00Z")
+    p = config(tmp_path).params
+    alone = compute_behaviour(tidy.concat([day, late]), DAY, p)
+    both = compute_behaviour(tidy.concat([day, late]), DAY, p, previous=prev, next=nxt)
+    v0, _ = derived(alone, "m0__norm__velocity")
+    v, fl = derived(both, "m0__norm__velocity")
+    #           00:00:00 :01  :02  :03   23:59:56 :57  :58  :59
+    # (00:00:02 and 23:59:57 need 00:00:04 / 23:59:55, which this tiny day lacks)
+    assert_allclose(v0, [N] * 8)
+    assert_allclose(v, [0.1, 0.1, N, N, N, N, 0.1, 0.1], atol=1e-12)
+    assert_array_equal(fl, [0, 0, 1, 1, 1, 1, 0, 0])
+    # only the velocity reads the neighbours: the rest of the day is the same
+    assert both.events.equals(alone.events)
+    assert_array_equal(derived(both, "m0__norm__state")[0], derived(alone, "m0__norm__state")[0])
+    # a neighbour's interpolated sample inside the window makes flag 5
+    prev5 = series([0.0, 0.1], start="2026-01-19T23:59:58Z", flags=[5, 0])
+    _, fl5 = derived(compute_behaviour(tidy.concat([day, late]), DAY, p, previous=prev5), "m0__norm__velocity")
+    assert fl5[:2].tolist() == [5, 0]      # 00:00:00's window holds 23:59:58 (filled); 00:00:01's does not
+
+
 def test_velocity_rests_on_interpolated_samples_flag_5(tmp_path):
     x = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
     flags = [0, 0, 0, 0, 0, 0, 0, 5, 0]      # t=7 was filled by 40 resample
@@ -370,7 +397,10 @@ def test_run_partition_writes_four_tables_deterministically(tmp_path):
     src = tmp_path / io.partition_file("T", "50_normalised", "d", DAY)
     io.write_tidy(src, closing("m0__norm", 10), {})
     step = get_step("60_behaviour.py")
-    project = SimpleNamespace(root=tmp_path)
+    # the plan knows one partition (no neighbouring day: no edge input)
+    project = SimpleNamespace(root=tmp_path, partitions=lambda stages=None: [("d", DAY)])
+    assert step.input_files(project, st, "d", DAY) == {
+        "data": "data/T/50_normalised/device_id=d/day=2026-01-20/part.parquet", "previous": []}
     entry = run_partition(step, project, st, "d", DAY)
     assert (entry["rows_in"], entry["rows_out"], entry["rows_added"]) == (50, 50, 100)
     outs = step.output_files(st, "d", DAY)

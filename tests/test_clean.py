@@ -442,3 +442,54 @@ def test_a_level_shift_is_reported_with_time_and_size_and_a_closure_is_not():
     assert counts["level_shifts"] == [{"sensor": "m0", "ts": "2026-01-20T03:00:00Z", "size": counts[
         "level_shifts"][0]["size"]}]
     assert counts["warnings"][0].startswith("valve01/m0: level shift of +8")
+
+
+# ---------------------------------------------------------------- neighbouring days in the workflow
+
+def _set_m0(path, line_index, value):
+    """Rewrite m0 on one line of a generated raw file (key:value format)."""
+    import re
+
+    lines = path.read_text().splitlines()
+    lines[line_index] = re.sub(r"m0:\d+", f"m0:{value}", lines[line_index])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _m0_flags(root, day):
+    df = pd.read_parquet(root / f"data/T/30_clean/device_id=valve01/day={day}/part.parquet")
+    return df[df["sensor"] == "m0"].sort_values("ts")["quality_flag"].tolist()
+
+
+@pytest.mark.slow
+def test_the_30_job_reads_the_neighbouring_days_and_a_new_day_reruns_only_the_day_before(tmp_path):
+    """Raw files of 2026-01-20..22 at 0.05 Hz (m0 ≈ 350 counts open). On 2026-01-21 the
+    first sample (00:00:00) and the last (23:59:40) read 53 / 55 counts: a drop toward open,
+    the glitch side of the template ("down"), each with ONE neighbour inside its day."""
+    from tests.test_status_agreement import agree
+    from tests.wf import make_project, planned_jobs, snakemake
+
+    make_project(tmp_path, days=3, steps=("10_parser", "20_split", "30_clean"), defects=False)
+    raw = tmp_path / "data/T/00_raw"
+    held = tmp_path / "T_valve01_2026-01-22.csv"
+    (raw / held.name).rename(held)                   # day 3 arrives later
+    _set_m0(raw / "T_valve01_2026-01-21.csv", 0, 53)
+    _set_m0(raw / "T_valve01_2026-01-21.csv", -1, 55)
+    snakemake(tmp_path)
+    flags = _m0_flags(tmp_path, "2026-01-21")
+    assert len(flags) == 4320
+    assert flags[0] == 2       # judged with 2026-01-20's last minutes: a spike
+    assert flags[-1] == 0      # no 2026-01-22 yet: one neighbour, cannot tell
+    inner = [i for i, f in enumerate(flags) if f][1:]   # (the generator's own brief closures)
+    first_day = (tmp_path / "data/T/30_clean/device_id=valve01/day=2026-01-20/part.parquet").read_bytes()
+
+    held.rename(raw / held.name)                     # the next day arrives
+    agree(tmp_path)                                  # drawer.py status == --dry-run, job for job
+    assert planned_jobs(tmp_path) == {"s10_parser": 1, "s20_split": 1, "s30_clean": 2, "all": 1}
+    snakemake(tmp_path)
+    flags = _m0_flags(tmp_path, "2026-01-21")
+    assert flags[0] == 2 and flags[-1] == 2                      # now both edges ...
+    assert [i for i, f in enumerate(flags) if f][1:-1] == inner   # ... and nothing else changed
+    # 2026-01-20 did not re-run (its neighbour 2026-01-21 did not change)
+    assert (tmp_path / "data/T/30_clean/device_id=valve01/day=2026-01-20/part.parquet").read_bytes() == first_day
+    assert planned_jobs(tmp_path) == {}              # a second run does nothing
+    agree(tmp_path)

@@ -87,7 +87,8 @@ def test_board_and_dry_run_agree_in_every_scenario(proj):
     table = pq.read_table(part)
     pq.write_table(table.slice(0, table.num_rows // 2).replace_schema_metadata(table.schema.metadata), part)
     states = agree(root)
-    assert {k for k, s in states.items() if s != "done"} == {("30_clean", d1)}
+    # d1's clean, and d2's: it reads d1's last minutes (its neighbour edge)
+    assert {k for k, s in states.items() if s != "done"} == {("30_clean", d1), ("30_clean", d2)}
     assert drawer(root, "run", PIPE).returncode == 0
 
     # a config edit: that step and nothing upstream
@@ -112,12 +113,15 @@ def test_board_and_dry_run_agree_in_every_scenario(proj):
     states = agree(root)
     new = {k for k, s in states.items() if s != "done"}
     assert ("20_split", "valve01 2026-01-22") in new and ("30_clean", "valve01 2026-01-22") in new
-    assert all(k[1].endswith("2026-01-22") or "2026-01-22" in k[1] for k in new)
+    # ... and the clean of the day before, which reads the new day's first minutes
+    assert ("30_clean", d2) in new
+    assert all("2026-01-22" in k[1] for k in new - {("30_clean", d2)})
 
     # after --until 20_split: the 30_clean job is still to do
     assert drawer(root, "run", PIPE, "--until", "20_split").returncode == 0
     states = agree(root)
-    assert {k for k, s in states.items() if s != "done"} == {("30_clean", "valve01 2026-01-22")}
+    assert {k for k, s in states.items() if s != "done"} == {("30_clean", "valve01 2026-01-22"),
+                                                             ("30_clean", d2)}
     assert drawer(root, "run", PIPE).returncode == 0
     agree(root)
 

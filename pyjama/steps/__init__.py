@@ -32,6 +32,7 @@ from pathlib import Path
 from .. import io
 from ..errors import UserError
 from ..rules import Rule
+from ..timewindow import day_bounds, shift_day
 
 REGISTRY: dict = {}        # script name → Step subclass (filled where each is defined)
 _INSTANCES: dict = {}
@@ -183,6 +184,28 @@ class PartitionStep(Step):
         """Input files of one partition (key → path or list of paths, relative)."""
         return {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
 
+    def adjacent_inputs(self, project, st, device: str, day: str) -> dict:
+        """``{"previous": [D−1], "next": [D+1]}``: the input-stage files of the days before
+        and after ``day``, each list empty when the plan has no such partition (the raw
+        index of the step's chain says which (device, day) exist; nothing is globbed at run
+        time). A step that reads its neighbours' edges (30 spikes at midnight, 60 velocity)
+        adds these to :meth:`input_files` with an edge reader (:func:`edge_reader`)."""
+        known = self._known_days(project, st)
+        out = {}
+        for key, n in (("previous", -1), ("next", 1)):
+            other = shift_day(day, n)
+            out[key] = ([io.partition_file(st.exposure, st["input_stage"], device, other)]
+                        if (device, other) in known else [])
+        return out
+
+    def _known_days(self, project, st) -> set:
+        cache = getattr(self, "_known_cache", None)
+        key = (id(project), st.name)
+        if cache is None or cache[0] != key or cache[1] is not project:
+            cache = (key, project, set(project.partitions(self.input_stages(st))))
+            self._known_cache = cache
+        return cache[2]
+
     def output_tables(self, st) -> dict:
         """Output key → :class:`Output`. The first is the main output: its footer holds the
         ledger."""
@@ -218,6 +241,28 @@ class PartitionStep(Step):
     def compute(self, frames: dict, st, device: str, day: str):
         """Pure: input frames by key → (output frames by key, ledger counts)."""
         raise NotImplementedError
+
+
+def edge_reader(side: str, length: str):
+    """A reader (path, device, day) → the tidy rows of a neighbouring day's file within
+    ``length`` of ``day``: side "previous" keeps [day start − length, day start), "next"
+    [day end, day end + length). Rows are filtered while reading."""
+    def read(path, device, day):
+        import pandas as pd
+        import pyarrow as pa
+
+        from .. import tidy
+
+        start, end = day_bounds(day)
+        width = pd.Timedelta(length).to_pytimedelta()
+        lo, hi = (start - width, start) if side == "previous" else (end, end + width)
+        unit = pa.timestamp("us", tz="UTC")
+        table = io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)),
+                                               ("ts", "<", pa.scalar(hi, unit))])
+        return tidy.from_arrow(table, device)
+
+    read.__name__ = f"read_{side}_edge"
+    return read
 
 
 class RawFileStep(Step):

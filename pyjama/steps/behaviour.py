@@ -12,9 +12,11 @@ from __future__ import annotations
 
 
 import sys
+from typing import ClassVar
 
-from . import Output, PartitionStep
-from ..behaviour import DAILY_SCHEMA, DEVICE_DAILY_SCHEMA, EVENTS_SCHEMA
+from . import Output, PartitionStep, edge_reader
+from .. import io
+from ..behaviour import DAILY_SCHEMA, DEVICE_DAILY_SCHEMA, EVENTS_SCHEMA, NEIGHBOUR_EDGE
 from ..errors import UserError
 
 
@@ -43,6 +45,17 @@ class BehaviourStep(PartitionStep):
                                 f"other than {seen[params[key]]}")
             seen[params[key]] = f"$.{key}"
 
+    # the previous day's last NEIGHBOUR_EDGE: only those rows are read
+    readers: ClassVar[dict] = {"previous": edge_reader("previous", NEIGHBOUR_EDGE)}
+
+    def input_files(self, project, st, device, day):
+        """The day's partition and, when the plan has it, D−1 of the input stage: the
+        velocity window reaches back across midnight. Not D+1: a new day would then re-run
+        the 60 job of the day before the day before (D−1 reads D, whose clean re-runs when
+        D+1 arrives); the day's last W/2 stays NaN (docs/steps/behaviour-aggregate.md)."""
+        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day),
+                "previous": self.adjacent_inputs(project, st, device, day)["previous"]}
+
     SCHEMAS = {"events": EVENTS_SCHEMA, "daily": DAILY_SCHEMA, "device_daily": DEVICE_DAILY_SCHEMA}
 
     def output_tables(self, st):
@@ -55,7 +68,8 @@ class BehaviourStep(PartitionStep):
         """Pure: the tidy partition → (tables by output key, ledger counts)."""
         from ..behaviour import compute_behaviour
 
-        res = compute_behaviour(frames["data"], day, st.params)
+        previous = frames["previous"][0] if frames.get("previous") else None
+        res = compute_behaviour(frames["data"], day, st.params, previous=previous)
         for w in res.counts.get("warnings", []):   # one line per animal not counted
             print(f"warning: {w}", file=sys.stderr)
         tables = {"data": res.data, "events": res.events, "daily": res.daily,

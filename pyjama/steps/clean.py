@@ -6,10 +6,11 @@ calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents ever
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 
-from . import PartitionStep
-from .. import qc
+from . import PartitionStep, edge_reader
+from .. import io, qc
 from ..config import check_regex
 from ..errors import UserError
 from ..timewindow import DURATION_HINT, parse_duration
@@ -75,8 +76,20 @@ class CleanStep(PartitionStep):
                 raise UserError(f"{where}: start {ex['start']!r} is after end {ex['end']!r}; "
                                 "allowed: start <= end")
 
+    # the neighbouring days' edges (qc.NEIGHBOUR_EDGE of each): only those rows are read
+    readers: ClassVar[dict] = {"previous": edge_reader("previous", qc.NEIGHBOUR_EDGE),
+               "next": edge_reader("next", qc.NEIGHBOUR_EDGE)}
+
+    def input_files(self, project, st, device, day):
+        """The day's partition and, when the plan has them, the partitions of D−1 and D+1 of
+        the input stage (their edge minutes judge the day's first and last samples): a new
+        day D+1 makes day D's job re-run (docs/steps/clean-resample.md)."""
+        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day),
+                **self.adjacent_inputs(project, st, device, day)}
+
     def compute(self, frames, st, device, day):
-        df, counts = qc.clean_frame(frames["data"], st.params, device)
+        edge = {k: frames[k][0] if frames.get(k) else None for k in ("previous", "next")}
+        df, counts = qc.clean_frame(frames["data"], st.params, device, **edge)
         for w in counts.get("warnings", []):      # level shifts: one line each
             print(f"warning: {w}", file=sys.stderr)
         return {"data": df}, counts
