@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a sparse day costs at 40_resample: rows, bytes and seconds, dense vs sparse grid.
 
-    python3 bench/grid_sizes.py [--real ../shared/data/real]
+    python3 bench/grid_sizes.py [--real ../shared/data/real] [--build DEVICES DAYS]
 
 Two cases from issue 11 (the "691,200-row sparse grid" wall) and issue 14 (G3):
 
@@ -12,7 +12,9 @@ Two cases from issue 11 (the "691,200-row sparse grid" wall) and issue 14 (G3):
   values), the template's grid (bio 1 s, environment 10 s).
 
 Each on ``sparse_after`` null (every cell written, the grid before issue 11) and "10min"
-(the template). Bytes = the partition file :func:`pyjama.io.write_tidy` writes (snappy,
+(the template). ``--build D N``: issue 14's G3 shape at a size you choose — D hourly
+loggers × N days, template configs, full build 10→70 through Snakemake ``--cores 2`` —
+once per ``sparse_after``: wall, jobs, and rows and bytes per stage. Bytes = the partition file :func:`pyjama.io.write_tidy` writes (snappy,
 delta-encoded ts). Seconds = best of 3 of :func:`pyjama.resample.resample_frame` (+ write).
 Not a timed test: the ratios are taken in one run.
 """
@@ -86,9 +88,40 @@ def measure(df, day, rule, sparse_after):
             "bytes": out_path.stat().st_size, "seconds": best}
 
 
+def build(devices: int, days: int, sparse_after) -> dict:
+    """A G3-shaped full build with the template configs and the given ``sparse_after``."""
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from run import job_stats, snakemake
+
+    from pyjama.demo import generate
+    from pyjama.manage import create
+
+    root = Path(tempfile.mkdtemp(prefix="grid-build-"))
+    create("BENCH", root)
+    cfg = root / "configs/BENCH/40_resample.json"
+    c = json.loads(cfg.read_text())
+    for r in [*c["domains"].values(), c["default_rule"]]:
+        r["sparse_after"] = sparse_after
+    cfg.write_text(json.dumps(c))
+    generate(root / "data/BENCH/00_raw", "BENCH", devices=devices, days=days, hz=1 / 3600, defects=False)
+    wall, text = snakemake(root)
+    stages = {}
+    for f in sorted((root / "data/BENCH").rglob("*.parquet")):
+        stage = f.relative_to(root / "data/BENCH").parts[0]
+        if stage.startswith("_"):
+            continue
+        rows, size = stages.get(stage, (0, 0))
+        stages[stage] = (rows + pq.ParquetFile(f).metadata.num_rows, size + f.stat().st_size)
+    return {"wall": wall, "jobs": sum(job_stats(text).values()), "stages": stages}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", default=str(REPO.parent / "shared/data/real"))
+    ap.add_argument("--build", nargs=2, type=int, metavar=("DEVICES", "DAYS"),
+                    help="also a full build of DEVICES hourly loggers × DAYS days, dense and sparse")
     a = ap.parse_args(argv)
     cases = [("slow-logger day (1 line/h, template grid)", slow_day())]
     real = Path(a.real)
@@ -103,6 +136,13 @@ def main(argv=None) -> int:
             m = measure(df, day, rule, sparse)
             print(f"{name:44s} {sparse!s:>12s} {m['rows_in']:8d} {m['rows_out']:9d} {m['missing']:8d} "
                   f"{m['not_stored']:10d} {m['bytes']:9d} {m['seconds']:6.3f}")
+    if a.build:
+        runs = {sparse: build(*a.build, sparse) for sparse in (None, "10min")}
+        print(f"\nfull build, {a.build[0]} hourly loggers × {a.build[1]} days, template configs, --cores 2")
+        print(f"{'sparse_after':>12s} {'wall s':>7s} {'jobs':>5s}   rows / MB per stage")
+        for sparse, r in runs.items():
+            per = ", ".join(f"{k} {v[0]:,} / {v[1] / 1e6:.1f}" for k, v in r["stages"].items())
+            print(f"{sparse!s:>12s} {r['wall']:7.1f} {r['jobs']:5d}   {per}")
     return 0
 
 

@@ -294,6 +294,10 @@ class Board:
                     s["rejected"][k] = s["rejected"].get(k, 0) + int(v)
                 for k, v in _flag_counts(led).items():
                     s["flags"][k] = s["flags"].get(k, 0) + int(v)
+                if "cells_expected" in led:      # a grid step (40): cells expected vs written
+                    for k, key in (("cells_expected", "cells_expected"), ("cells_missing", "missing"),
+                                   ("cells_not_stored", "cells_not_stored")):
+                        s[k] = s.get(k, 0) + int(led.get(key, 0))
             s["flagged_share"] = flagged_share(s["flags"])
             out.append(s)
         return out
@@ -469,6 +473,11 @@ def render_text(board: Board, width: int = 100) -> str:
         name = name if len(name) <= 24 else name[:23] + "…"
         lines.append(f"{name:24s} {s['jobs']:5d} {s['done']:7d} {s['stale']:6d} {s['missing']:5d} "
                      f"{s['failed']:5d} {s['rows_in']:11,d} {s['rows_out']:11,d} {rej:9,d}  {share:>7s}")
+    for s in board.step_summary():
+        if s.get("cells_expected"):
+            lines.append(f"grid cells ({s['step']}): {s['cells_expected']:,d} expected, {s['rows_out']:,d} written")
+            lines.append(f"  {s['cells_missing']:,d} missing (1), {s['cells_not_stored']:,d} of them not stored "
+                         "(inside gaps longer than sparse_after)")
     rejects = [(s["step"], k, v) for s in board.step_summary() for k, v in sorted(s["rejected"].items())]
     if rejects:
         lines.append("")

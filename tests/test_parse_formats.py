@@ -345,3 +345,39 @@ def test_multiline_status_bits_sentinels_and_counter_resets():
     assert rejects(res) == [(13, "unparsable number", "Status=0xZZ (hex expected)")]
     assert res.event_lines == ["line 11: counter reset: Msg 2 -> 1"]
     assert res.lines == res.parsed + sum(res.rejected.values()) + sum(res.skipped.values())
+
+
+def test_a_metadata_block_with_the_start_date_and_time_on_lines_5_and_6():
+    """Issue 11: N lines of metadata, then `seconds,CH_1..CH_4`; the record's start on lines 5–6."""
+    c = cfg(skip_lines=6, timestamp={"column": "seconds", "format": "relative", "unit": "s",
+                                     "origin_pattern": r"^Start date: (?P<date>\S+)\nStart time: (?P<time>\S+)$",
+                                     "origin_format": "%Y-%m-%d %H:%M:%S"})
+    head = ("Logger: HOBO-like\nSerial: 20345\nChannels: 4\nUnits: mV\n"
+            "Start date: 2026-01-20\nStart time: 06:30:00\n")
+    res = parse(head + "seconds,CH_1,CH_2,CH_3,CH_4\n0,1,2,3,4\n0.5,5,6,7,8\n", c)
+    assert rows(res) == [
+        ("2026-01-20T06:30:00Z", "d1", "CH_1", 1.0, 0), ("2026-01-20T06:30:00Z", "d1", "CH_2", 2.0, 0),
+        ("2026-01-20T06:30:00Z", "d1", "CH_3", 3.0, 0), ("2026-01-20T06:30:00Z", "d1", "CH_4", 4.0, 0),
+        ("2026-01-20T06:30:00.500000Z", "d1", "CH_1", 5.0, 0), ("2026-01-20T06:30:00.500000Z", "d1", "CH_2", 6.0, 0),
+        ("2026-01-20T06:30:00.500000Z", "d1", "CH_3", 7.0, 0), ("2026-01-20T06:30:00.500000Z", "d1", "CH_4", 8.0, 0)]
+    assert res.skipped == {"skip_lines": 6, "header line": 1} and res.rejected == {}
+
+
+def test_every_wall_of_issue_11_in_the_docs_names_tests_that_exist():
+    """docs/steps/parser.md lists each wall of issue 11, what a user writes, and its tests."""
+    import ast
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    text = (repo / "docs/steps/parser.md").read_text(encoding="utf-8")
+    table = text[text.index("## Each wall of issue 11"):]
+    rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| wall")]
+    assert len(rows) == 24
+    for row in rows:
+        named = re.findall(r"`(test_\w+\.py)::(\w+)`", row.rsplit(" | ", 1)[1])
+        files = re.findall(r"`(test_\w+\.py)[ `]", row.rsplit(" | ", 1)[1])
+        assert named or files, row
+        for file, name in named:
+            tree = ast.parse((repo / "tests" / file).read_text(encoding="utf-8"))
+            assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, (file, name)

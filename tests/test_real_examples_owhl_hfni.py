@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from tests.wf import REAL, REPO, snakemake
+from tests.wf import REAL, REPO, drawer, snakemake
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not REAL.exists(), reason=f"real logger files not found at {REAL}")]
@@ -52,6 +52,9 @@ def test_owhl_logger_and_barometer_through_the_workflow(tmp_path):
     grid = ledger(tmp_path, "OWHL", "40_resampled", "device_id=SN20150528123933/day=2016-08-19")
     assert grid["cells_expected"] == 2 * 345_600
     assert (grid["rows_out"], grid["cells_not_stored"], grid["filled"]) == (21_608, 669_592, 24)
+    board = drawer(tmp_path, "status", "configs/OWHL/pipeline.json").stdout.splitlines()
+    i = board.index("grid cells (40_resample): 691,200 expected, 21,608 written")
+    assert board[i + 1] == "  669,600 missing (1), 669,592 of them not stored (inside gaps longer than sparse_after)"
     baro = pd.read_parquet(tmp_path / "data/OWHL/20_split_baro/device_id=baro01/day=2016-08-19/part.parquet")
     assert len(baro) == 18 and baro["value"].between(1012, 1014).all()
 

@@ -255,6 +255,9 @@ def load(tmp_path, **params):
     ({"domains": {"environment": {"max_gap": "ten seconds"}}},
      f"{SRC}: $.domains.environment.max_gap: 'ten seconds' is not allowed; allowed: a non-negative "
      "duration with a unit such as '10s', '5min', '2h', '1D'"),
+    ({"domains": {"bio_signal": {"sparse_after": "long"}}},
+     (f"{SRC}: $.domains.bio_signal.sparse_after: 'long' is not allowed; allowed: a non-negative "
+      "duration with a unit such as '10s', '5min', '2h', '1D'")),
     ({"domains": {"bio_signal": {"reduce": "max"}}},
      f'{SRC}: $.domains.bio_signal.reduce: "max" is not allowed; allowed: "mean", "median", "first", "last"'),
     ({"domains": {"bio_signal": {"fill": "ffill"}}},

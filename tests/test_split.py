@@ -66,3 +66,14 @@ def test_midnight_edges_go_to_their_own_day(tmp_path):
 
     led = io.read_ledger(tmp_path / "data/T/20_split/device_id=valve01/day=2026-01-21/part.parquet")
     assert led["rows_in"] == 4 and led["rows_out"] == 4
+
+
+def test_a_line_whose_clock_went_backwards_is_sorted_into_place_and_keeps_flag_7():
+    """Issue 11: backwards times are never re-sorted in silence — the parser flags the line 7
+    (TIME_ORDER) and counts the event; step 20 sorts the row into place with its flag."""
+    parsed = f(["2026-01-20T00:00:00Z", "2026-01-20T00:01:00Z", "2026-01-20T00:00:30Z"], "a",
+               [10.0, 11.0, 12.0], [0, 0, 7])
+    out, counts = split_partition([parsed], "d", "2026-01-20")
+    assert [(t.strftime("%H:%M:%S"), v, q) for t, v, q in zip(out["ts"], out["value"], out["quality_flag"])] == [
+        ("00:00:00", 10.0, 0), ("00:00:30", 12.0, 7), ("00:01:00", 11.0, 0)]
+    assert counts["rows_in"] == counts["rows_out"] == 3
