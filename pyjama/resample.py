@@ -16,7 +16,11 @@ Per cell (docs/steps/clean-resample.md states it with examples):
   cell on both sides within the day; otherwise NaN, flag 1 — the whole stretch, from its
   first missing cell to its last (never "the first N seconds of a long gap").
 
-Storage (``sparse_after``, :func:`stored_cells`): a run of more than ``sparse_after`` of
+The grid is computed from the samples, not cell by cell (work ∝ samples + rows written):
+the occupied cells are reduced, :func:`fill_gaps` fills the short holes between usable
+cells, and the missing cells are the gaps between the cells taken.
+
+Storage (``sparse_after``, :func:`missing_cells`): a run of more than ``sparse_after`` of
 consecutive missing cells (flag 1) is written as its first and its last cell only; the
 cells between are not written. So a grid time without a row lies inside such a run and is
 missing (1), and the ledger counts those cells (``cells_not_stored``) beside the cells
@@ -86,59 +90,98 @@ def reduce_cells(cells: np.ndarray, values: np.ndarray, n_cells: int, method: st
     return out
 
 
-def fill_gaps(values: np.ndarray, fillable: np.ndarray, max_gap_cells: int, method: str):
-    """Fill short holes of a grid from the usable cells around them.
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The cells start_i … start_i + length_i − 1 of every range, concatenated."""
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total, dtype=np.int64) - offsets)
 
-    ``values``: one value per cell, NaN where the cell has no usable value; ``fillable``:
-    cells that may be filled (holes; flagged cells are not). A stretch of cells without a
-    usable value, between usable cells a and b (a < k < b), is short when
+
+def fill_gaps(cells: np.ndarray, values: np.ndarray, blocked: np.ndarray, max_gap_cells: int, method: str):
+    """Fill the short holes between usable cells.
+
+    ``cells``: the cells holding a usable value (sorted), ``values``: their values;
+    ``blocked``: cells holding a flagged value (never filled, but part of a stretch). A
+    stretch without a usable value between consecutive usable cells a and b (a < k < b) is
+    short when
 
         b − a − 1 ≤ max_gap_cells        (and a, b both exist within the day)
 
-    and its fillable cells get, by ``method``:
+    and its cells that are not blocked get, by ``method``:
 
         linear    v_a + (v_b − v_a) · (k − a) / (b − a)
         nearest   v_a if k − a ≤ b − k else v_b
         previous  v_a
         none      nothing is filled
 
-    Returns (filled values, mask of the cells filled).
+    Returns (filled cells, their values). Work ∝ usable cells + cells filled, not the day.
     """
+    cells = np.asarray(cells, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    usable = ~np.isnan(values)
-    filled = np.zeros(n, dtype=bool)
-    if method == "none" or max_gap_cells <= 0 or n == 0 or not usable.any():
-        return values.copy(), filled
-    k = np.arange(n)
-    prev = np.maximum.accumulate(np.where(usable, k, -1))
-    nxt = np.minimum.accumulate(np.where(usable, k, n)[::-1])[::-1]
-    short = (prev >= 0) & (nxt < n) & (nxt - prev - 1 <= max_gap_cells)
-    filled = fillable & ~usable & short
-    a, b = prev[filled], nxt[filled]
-    kk = k[filled]
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    if method == "none" or max_gap_cells <= 0 or len(cells) < 2:
+        return none
+    gap = cells[1:] - cells[:-1] - 1
+    short = np.flatnonzero((gap >= 1) & (gap <= max_gap_cells))
+    if not len(short):
+        return none
+    n = gap[short]
+    k = _ranges(cells[short] + 1, n)
+    a = np.repeat(cells[short], n)
+    b = np.repeat(cells[short + 1], n)
+    va = np.repeat(values[short], n)
+    vb = np.repeat(values[short + 1], n)
     if method == "linear":
-        w = (kk - a) / (b - a)
-        new = values[a] + (values[b] - values[a]) * w
+        new = va + (vb - va) * ((k - a) / (b - a))
     elif method == "nearest":
-        new = np.where(kk - a <= b - kk, values[a], values[b])
+        new = np.where(k - a <= b - k, va, vb)
     elif method == "previous":
-        new = values[a]
+        new = va
     else:
         raise ValueError(f"unknown fill method {method!r}")
-    out = values.copy()
-    out[filled] = new
-    return out, filled
+    keep = ~np.isin(k, blocked)
+    return k[keep], new[keep]
+
+
+def missing_cells(taken: np.ndarray, n_cells: int, sparse_after_cells: int | None):
+    """The missing cells that are written, and how many are not.
+
+    ``taken``: the cells holding a row from samples or from a fill (sorted); every other
+    cell of the day's ``n_cells`` is missing. A run of L consecutive missing cells is
+    written whole, except when L > ``sparse_after_cells`` (and L > 2): then only its first
+    and its last cell. ``None`` writes every missing cell. Returns (cells written, count
+    of missing cells not written).
+    """
+    taken = np.asarray(taken, dtype=np.int64)
+    bounds = np.concatenate(([-1], taken, [n_cells]))
+    start, end = bounds[:-1] + 1, bounds[1:]                  # runs [start, end)
+    length = end - start
+    run = length > 0
+    start, end, length = start[run], end[run], length[run]
+    long = np.zeros(len(length), bool) if sparse_after_cells is None else \
+        (length > int(sparse_after_cells)) & (length > 2)
+    whole = _ranges(start[~long], length[~long])
+    ends = np.concatenate((start[long], end[long] - 1))
+    written = np.sort(np.concatenate((whole, ends)))
+    return written, int(length.sum()) - len(written)
 
 
 def resample_sensor(ts_ns: np.ndarray, values: np.ndarray, qflags: np.ndarray, day_start_ns: int,
-                    freq_ns: int, reduce: str = "mean", fill: str = "linear", max_gap_ns: int = 0):
-    """One sensor of one day → its grid (values, flags) and its ledger counts.
+                    freq_ns: int, reduce: str = "mean", fill: str = "linear", max_gap_ns: int = 0,
+                    sparse_after_cells: int | None = None):
+    """One sensor of one day → the cells of its grid that are written, and the ledger counts.
 
     ``ts_ns`` sorted ascending [ns since epoch]; ``values`` [unit]; ``qflags`` uint8.
-    Returns (grid values, grid flags, counts) with counts: out (cells holding a row that
-    came from samples), merged, flagged_unused, nan_in, outside, filled, missing,
-    flagged (cells kept NaN with a flag of 2/3/4/6).
+    Returns (cells, values, flags, counts): the written cells in order (every cell of the
+    day when ``sparse_after_cells`` is None; else :func:`missing_cells` leaves out the
+    inner cells of long missing runs), with counts: out (cells holding a row that came
+    from samples), merged, flagged_unused, nan_in, outside, filled, missing (every missing
+    cell), flagged (cells kept NaN with a flag of 2/3/4/6), expected (cells of the day),
+    not_stored. Work ∝ samples + cells written, not the day's cells.
     """
     n_cells = NS_PER_DAY // int(freq_ns)
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
@@ -153,63 +196,48 @@ def resample_sensor(ts_ns: np.ndarray, values: np.ndarray, qflags: np.ndarray, d
     is_nan = np.isnan(x) | (f == fl.Flag.MISSING)
     usable = ~unusable & ~is_nan
     blocked = unusable & ~is_nan        # a value, flagged 2/3/4/6: never used
-    n_use = np.bincount(cells[usable], minlength=n_cells)
-    n_blk = np.bincount(cells[blocked], minlength=n_cells)
+    occupied, inv = np.unique(cells, return_inverse=True)    # the cells holding samples
+    m = len(occupied)
+    n_use = np.bincount(inv[usable], minlength=m)
+    n_blk = np.bincount(inv[blocked], minlength=m)
 
-    grid = reduce_cells(cells[usable], x[usable], n_cells, reduce)
-    gflag = np.full(n_cells, np.uint8(fl.Flag.OK))
+    cval = reduce_cells(inv[usable], x[usable], m, reduce)
+    cflag = np.full(m, np.uint8(fl.Flag.OK))
     # a usable cell keeps a non-OK usable flag (e.g. 5 from an earlier resampling)
     if np.any(f[usable] != fl.Flag.OK):
-        rank = np.full(n_cells, len(fl.PRECEDENCE), dtype=np.int64)
-        np.minimum.at(rank, cells[usable], _RANK[f[usable]])
-        gflag = np.where(n_use > 0, _BY_RANK[rank], gflag).astype(np.uint8)
+        rank = np.full(m, len(fl.PRECEDENCE), dtype=np.int64)
+        np.minimum.at(rank, inv[usable], _RANK[f[usable]])
+        cflag = np.where(n_use > 0, _BY_RANK[rank], cflag).astype(np.uint8)
     flagged_cell = (n_use == 0) & (n_blk > 0)
     if flagged_cell.any():
-        rank = np.full(n_cells, len(fl.PRECEDENCE), dtype=np.int64)
-        np.minimum.at(rank, cells[blocked], _RANK[f[blocked]])
-        gflag = np.where(flagged_cell, _BY_RANK[rank], gflag).astype(np.uint8)
-    hole = (n_use == 0) & (n_blk == 0)
-    max_gap_cells = int(max_gap_ns) // int(freq_ns)
-    grid, filled = fill_gaps(grid, hole, max_gap_cells, fill)
-    gflag[filled] = fl.Flag.INTERPOLATED
-    missing = hole & ~filled
-    gflag[missing] = fl.Flag.MISSING
+        rank = np.full(m, len(fl.PRECEDENCE), dtype=np.int64)
+        np.minimum.at(rank, inv[blocked], _RANK[f[blocked]])
+        cflag = np.where(flagged_cell, _BY_RANK[rank], cflag).astype(np.uint8)
+    has = n_use > 0
+    u_cells, b_cells = occupied[has], occupied[flagged_cell]
+    f_cells, f_vals = fill_gaps(u_cells, cval[has], b_cells, int(max_gap_ns) // int(freq_ns), fill)
+    taken = np.sort(np.concatenate((u_cells, b_cells, f_cells)))
+    m_cells, not_stored = missing_cells(taken, n_cells, sparse_after_cells)
 
-    out = int(((n_use > 0) | (n_blk > 0)).sum())
+    out_cells = np.concatenate((u_cells, b_cells, f_cells, m_cells))
+    out_vals = np.concatenate((cval[has], np.full(len(b_cells), np.nan), f_vals, np.full(len(m_cells), np.nan)))
+    out_flags = np.concatenate((cflag[has], cflag[flagged_cell],
+                                np.full(len(f_cells), np.uint8(fl.Flag.INTERPOLATED)),
+                                np.full(len(m_cells), np.uint8(fl.Flag.MISSING)))).astype(np.uint8)
+    order = np.argsort(out_cells, kind="stable")
     counts = {
-        "out": out,
+        "out": int(len(u_cells) + len(b_cells)),
         "merged": int(np.maximum(n_use - 1, 0).sum() + np.where(flagged_cell, n_blk - 1, 0).sum()),
-        "flagged_unused": int(n_blk[n_use > 0].sum()),
+        "flagged_unused": int(n_blk[has].sum()),
         "nan_in": int((~usable & ~blocked).sum()),
         "outside": outside,
-        "filled": int(filled.sum()),
-        "missing": int(missing.sum()),
+        "filled": len(f_cells),
+        "missing": int(n_cells - len(taken)),
         "flagged": int(flagged_cell.sum()),
+        "expected": int(n_cells),
+        "not_stored": not_stored,
     }
-    return grid, gflag, counts
-
-
-def stored_cells(gflag: np.ndarray, sparse_after_cells: int | None) -> np.ndarray:
-    """Which cells of a grid are written. Every cell, except the inner cells of each run of
-    more than ``sparse_after_cells`` consecutive missing cells (flag 1): such a run is
-    written as its first and its last cell. ``None`` = every cell.
-
-    ``gflag``: the flags of one sensor's grid (uint8). Returns a bool mask, True = written.
-    """
-    gflag = np.asarray(gflag, dtype=np.uint8)
-    n = len(gflag)
-    keep = np.ones(n, dtype=bool)
-    if sparse_after_cells is None or n == 0:
-        return keep
-    miss = (gflag == int(fl.Flag.MISSING)).astype(np.int8)
-    edge = np.diff(np.concatenate(([0], miss, [0])))
-    starts, ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)    # [start, end)
-    long = ((ends - starts) > int(sparse_after_cells)) & ((ends - starts) > 2)
-    inner = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(inner, starts[long] + 1, 1)           # from the run's second cell …
-    np.add.at(inner, ends[long] - 1, -1)            # … to the one before its last
-    keep &= np.cumsum(inner[:n]) == 0
-    return keep
+    return out_cells[order], out_vals[order], out_flags[order], counts
 
 
 # ---------------------------------------------------------------- the config → the grid
@@ -259,7 +287,7 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
 
     Every (domain, sensor) present in ``df`` gets the grid of the whole UTC day ``day``
     at its rule's frequency (:func:`resolve_grid`); the cells written are those of
-    :func:`stored_cells` (every cell unless the rule sets ``sparse_after``). Output sorted
+    :func:`missing_cells` (every cell unless the rule sets ``sparse_after``). Output sorted
     by (sensor, ts).
 
     Ledger (rows_in + created = rows_out + combined + rejected, :func:`pyjama.io.ledger_entry`):
@@ -278,7 +306,7 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     df = tidy.conform(df)
     day_start = int(pd.Timestamp(day, tz="UTC").value)
     totals = dict.fromkeys(_TOTALS, 0)
-    parts = []
+    ts_l, val_l, flag_l, dom_l, sen_l = [], [], [], [], []     # one array of each per series
     if len(df):
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
         values = df["value"].to_numpy()
@@ -286,21 +314,19 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
         for domain, sensor, idx in tidy.sensor_groups(df):
             rule = resolve_grid(params, domain, sensor)
             freq = pd.Timedelta(rule["freq"]).value
-            grid, gflag, c = resample_sensor(ts_ns[idx], values[idx], qf[idx], day_start, freq,
-                                             rule["reduce"], rule["fill"],
-                                             pd.Timedelta(rule["max_gap"]).value)
-            keep = stored_cells(gflag, sparse_after_cells(rule, freq))
-            c["expected"], c["not_stored"] = len(grid), int(len(grid) - keep.sum())
+            cell, grid, gflag, c = resample_sensor(ts_ns[idx], values[idx], qf[idx], day_start, freq,
+                                                   rule["reduce"], rule["fill"],
+                                                   pd.Timedelta(rule["max_gap"]).value,
+                                                   sparse_after_cells(rule, freq))
             for k in totals:
                 totals[k] += c[k]
-            cell = np.flatnonzero(keep)
-            ts = (day_start // 1000 + cell * (freq // 1000)).astype("datetime64[us]")
-            parts.append(pd.DataFrame({
-                "ts": pd.DatetimeIndex(ts).tz_localize("UTC"), "device_id": df["device_id"].iat[idx[0]],
-                "domain": domain, "sensor": sensor, "value": grid[keep], "quality_flag": gflag[keep]}))
-    if parts:
-        out = pd.concat(parts, ignore_index=True).sort_values(["sensor", "ts"], kind="stable")
-        out = tidy.conform(out)
+            ts_l.append(day_start // 1000 + cell * (freq // 1000))
+            val_l.append(grid)
+            flag_l.append(gflag)
+            dom_l.append(domain)
+            sen_l.append(sensor)
+    if ts_l:
+        out = _grid_frame(str(df["device_id"].iat[0]), ts_l, val_l, flag_l, dom_l, sen_l)
     else:
         out = tidy.empty()
     counts = {
@@ -314,3 +340,27 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
         "cells_not_stored": totals["not_stored"], "flags": fl.counts(out["quality_flag"].to_numpy()),
     }
     return out, counts
+
+
+def _grid_frame(device, ts_l, val_l, flag_l, dom_l, sen_l) -> pd.DataFrame:
+    """One tidy frame of the series' grids (ts [us] per series), sorted by (sensor, ts),
+    built once (no frame per series)."""
+    from . import tidy
+
+    n = np.array([len(t) for t in ts_l])
+    sensors, domains = sorted(set(sen_l)), sorted(set(dom_l))
+    sen_code = np.repeat([sensors.index(x) for x in sen_l], n)
+    dom_code = np.repeat([domains.index(x) for x in dom_l], n)
+    series = np.repeat(np.arange(len(n)), n)
+    ts = np.concatenate(ts_l).astype(np.int64)
+    order = np.lexsort((series, ts, sen_code))      # by sensor name, then time (stable)
+    out = pd.DataFrame({
+        "ts": pd.DatetimeIndex(ts[order].astype("datetime64[us]")).tz_localize("UTC"),
+        "device_id": pd.Categorical.from_codes(np.zeros(len(ts), np.int8), categories=pd.Index([device])),
+        "domain": pd.Categorical.from_codes(dom_code[order], categories=pd.Index(domains)),
+        "sensor": pd.Categorical.from_codes(sen_code[order], categories=pd.Index(sensors)),
+        "value": np.concatenate(val_l)[order],
+        "quality_flag": np.concatenate(flag_l)[order].astype(np.uint8),
+    })
+    return tidy.conform(out)
+

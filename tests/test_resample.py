@@ -35,10 +35,35 @@ def at(*hhmmss):
 
 
 def hourly(ts, values, qflags, **kw):
-    rule = dict(reduce="mean", fill="linear", max_gap_ns=2 * H)
+    """The whole hourly grid of day D (every cell written): (values, flags, counts)."""
+    rule = {"reduce": "mean", "fill": "linear", "max_gap_ns": 2 * H}
     rule.update(kw)
-    return resample.resample_sensor(np.asarray(ts), np.asarray(values, float),
-                                    np.asarray(qflags, np.uint8), D, H, **rule)
+    cells, grid, flags, c = resample.resample_sensor(np.asarray(ts), np.asarray(values, float),
+                                                     np.asarray(qflags, np.uint8), D, H, **rule)
+    assert_array_equal(cells, np.arange(24))
+    return grid, flags, c
+
+
+def dense(ts, values, freq=S, day=D, max_gap=10 * S):
+    """resample_sensor on a 1 s grid, every cell written: (values, flags, counts)."""
+    cells, grid, flags, c = resample.resample_sensor(ts, values, np.zeros(len(values), np.uint8), day, freq,
+                                                     "mean", "linear", max_gap)
+    assert_array_equal(cells, np.arange(86400 * S // freq))
+    return grid, flags, c
+
+
+def fill_dense(values, fillable, max_gap, method):
+    """fill_gaps on a grid given cell by cell (NaN = no usable value; ``fillable`` False on
+    a NaN = a flagged cell) → (the grid with its fills, mask of the cells filled)."""
+    values = np.asarray(values, float)
+    usable = ~np.isnan(values)
+    blocked = np.flatnonzero(~usable & ~np.asarray(fillable))
+    cells, new = resample.fill_gaps(np.flatnonzero(usable), values[usable], blocked, max_gap, method)
+    out = values.copy()
+    out[cells] = new
+    mask = np.zeros(len(values), bool)
+    mask[cells] = True
+    return out, mask
 
 
 # ---------------------------------------------------------------- cells and reductions
@@ -76,24 +101,24 @@ HOLES = np.array([1, nan, nan, 4, nan, nan, nan, nan, 10, nan])
     ("linear", 0, list(HOLES)),                                        # max_gap 0: never fill
 ])
 def test_short_holes_are_filled_and_edges_never(method, max_gap, want):
-    got, filled = resample.fill_gaps(HOLES, np.isnan(HOLES), max_gap, method)
+    got, filled = fill_dense(HOLES, np.isnan(HOLES), max_gap, method)
     assert_allclose(got, want)
     assert_array_equal(filled, np.isnan(HOLES) & ~np.isnan(np.asarray(want)))
 
 
 def test_nearest_breaks_a_tie_towards_the_earlier_value():
     values = np.array([0, nan, nan, nan, 8])
-    got, _ = resample.fill_gaps(values, np.isnan(values), 3, "nearest")
+    got, _ = fill_dense(values, np.isnan(values), 3, "nearest")
     assert_allclose(got, [0, 0, 0, 8, 8])      # cell 2 is 2 cells from both: the earlier wins
 
 
 def test_a_flagged_cell_counts_in_the_gap_but_is_not_filled():
     values = np.array([10, nan, nan, 40])
     fillable = np.array([False, False, True, False])   # cell 1 holds a flagged value
-    got, filled = resample.fill_gaps(values, fillable, 2, "linear")
+    got, filled = fill_dense(values, fillable, 2, "linear")
     assert_allclose(got, [10, nan, 30, 40])            # 10 + 30·2/3: the spike's value is not used
     assert_array_equal(filled, [False, False, True, False])
-    got, _ = resample.fill_gaps(values, fillable, 1, "linear")   # 2 cells without a usable value > 1
+    got, _ = fill_dense(values, fillable, 1, "linear")   # 2 cells without a usable value > 1
     assert_allclose(got, [10, nan, nan, 40])
 
 
@@ -115,7 +140,7 @@ def test_one_sensor_on_an_hourly_grid():
     assert_allclose(grid, want_x)
     assert_array_equal(flags, want_f)
     assert c == {"out": 6, "merged": 2, "flagged_unused": 1, "nan_in": 1, "outside": 0,
-                 "filled": 1, "missing": 17, "flagged": 2}
+                 "filled": 1, "missing": 17, "flagged": 2, "expected": 24, "not_stored": 0}
 
 
 def test_empty_single_and_all_flagged_sensors():
@@ -134,8 +159,7 @@ def test_a_10s_gap_is_filled_and_a_5min_gap_is_missing_from_its_first_second():
     sec = np.arange(0, 1201)                                    # 00:00:00 … 00:20:00
     keep = ~(((sec >= 60) & (sec < 70)) | ((sec >= 600) & (sec < 900)))
     ts = D + sec[keep] * S
-    grid, flags, c = resample.resample_sensor(ts, sec[keep].astype(float), np.zeros(keep.sum(), np.uint8),
-                                              D, S, "mean", "linear", 10 * S)
+    grid, flags, c = dense(ts, sec[keep].astype(float))
     assert len(grid) == 86400                                   # 00:00:00 … 23:59:59
     assert_array_equal(flags[60:70], [5] * 10)                  # 10 s ≤ max_gap 10 s: filled
     assert_allclose(grid[60:70], np.arange(60, 70))             # linear in time: the ramp itself
@@ -151,14 +175,12 @@ def test_a_gap_across_midnight_is_missing_on_both_days():
     # 23:58:00 to 00:00:04: each day's grid holds its part, flagged 1 up to its own edge
     # — even the 5 s at the start of D+1 (the other side of midnight is another partition).
     sec_d = np.arange(85800, 86280)
-    grid, flags, _ = resample.resample_sensor(D + sec_d * S, np.full(480, 3.0), np.zeros(480, np.uint8),
-                                              D, S, "mean", "linear", 10 * S)
+    _, flags, _ = dense(D + sec_d * S, np.full(480, 3.0))
     assert_array_equal(flags[86280:], [1] * 120)                # 23:58:00 … 23:59:59
     assert_array_equal(flags[85800:86280], [0] * 480)
     d1 = D + 86400 * S
     sec_d1 = np.arange(5, 601)
-    grid, flags, _ = resample.resample_sensor(d1 + sec_d1 * S, np.full(596, 3.0), np.zeros(596, np.uint8),
-                                              d1, S, "mean", "linear", 10 * S)
+    _, flags, _ = dense(d1 + sec_d1 * S, np.full(596, 3.0), day=d1)
     assert_array_equal(flags[:6], [1, 1, 1, 1, 1, 0])           # 00:00:00 … 00:00:04 missing
 
 
@@ -319,17 +341,41 @@ def test_ledger_entry_balances_created_and_combined_rows():
 # ---------------------------------------------------------------- sparse storage (sparse_after)
 
 def test_a_missing_run_longer_than_sparse_after_is_stored_as_its_two_ends():
-    f = np.array([0, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1], np.uint8)
-    #                ^ run of 4 ^     ^ 2 ^     ^ 3: touches the end
-    keep = resample.stored_cells(f, 2)
-    assert_array_equal(keep, [1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1])   # runs > 2 cells: ends only
-    assert resample.stored_cells(f, None).all()                     # null: every cell
-    assert_array_equal(resample.stored_cells(f, 3), [1, 1, 0, 0, 1] + [1] * 7)
+    taken = np.array([0, 5, 8])         # cells with a row from samples or a fill; 12 cells a day
+    #  cells:  0  1  2  3  4  5  6  7  8  9 10 11
+    #          x [run of 4 ]  x [ 2 ] x [3: to the end]
+    written, not_stored = resample.missing_cells(taken, 12, 2)
+    assert written.tolist() == [1, 4, 6, 7, 9, 11] and not_stored == 3      # runs > 2 cells: ends only
+    assert resample.missing_cells(taken, 12, None)[0].tolist() == [1, 2, 3, 4, 6, 7, 9, 10, 11]
+    written, not_stored = resample.missing_cells(taken, 12, 3)
+    assert written.tolist() == [1, 4, 6, 7, 9, 10, 11] and not_stored == 2
     # 0: every run of 3 or more is cut to its ends; runs of 1 or 2 cells have no inner cell
-    assert_array_equal(resample.stored_cells(np.array([1, 0, 1, 1, 0, 1, 1, 1], np.uint8), 0),
-                       [1, 1, 1, 1, 1, 1, 0, 1])
-    # flags 2–6 and filled cells (5) are rows from samples or fills: never left out
-    assert resample.stored_cells(np.array([2, 3, 4, 5, 6, 2], np.uint8), 0).all()
+    written, not_stored = resample.missing_cells(np.array([1, 4]), 8, 0)
+    assert written.tolist() == [0, 2, 3, 5, 7] and not_stored == 1
+    assert resample.missing_cells(np.arange(6), 6, 0)[0].tolist() == []     # nothing missing
+    assert resample.missing_cells(np.array([], np.int64), 86400, 600)[0].tolist() == [0, 86399]
+
+
+def test_a_sparse_grid_is_the_dense_grid_without_the_inner_cells_of_long_missing_runs():
+    """Property (seeded random days, 1 min grid): the cells a sparse grid writes carry the
+    dense grid's values and flags, and every cell left out is missing in the dense grid."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        n = int(rng.integers(0, 300))
+        ts = np.sort(D + rng.integers(0, 86400, n) * S + rng.integers(0, S, n))
+        x = rng.normal(10, 1, n)
+        x[rng.random(n) < 0.05] = np.nan
+        f = rng.choice(np.array([0, 0, 0, 0, 2, 3, 5], np.uint8), n)
+        args = (ts, x, f, D, 60 * S, "mean", "linear", int(rng.integers(0, 10)) * 60 * S)
+        dc, dv, df_, dcount = resample.resample_sensor(*args)
+        sp = int(rng.integers(0, 30))
+        sc, sv, sf, scount = resample.resample_sensor(*args, sparse_after_cells=sp)
+        assert_array_equal(dc, np.arange(1440))
+        assert_allclose(sv, dv[sc]) and assert_array_equal(sf, df_[sc])
+        left_out = np.setdiff1d(dc, sc)
+        assert (df_[left_out] == 1).all() and len(left_out) == scount["not_stored"]
+        assert {k: v for k, v in scount.items() if k != "not_stored"} == \
+            {k: v for k, v in dcount.items() if k != "not_stored"}
 
 
 def test_sparse_after_in_cells_is_floor_of_the_duration_over_freq():

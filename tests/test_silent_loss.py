@@ -86,6 +86,12 @@ def test_plain_snakemake_prints_the_same_lost_data_lines(tmp_path):
          "data/T/_meta/10_parsed/raw=T_lat_2026-01-20.csv/rejects.csv")]
     res = snakemake(tmp_path)
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == want
+    # a run that fails (a damaged parser output re-read by 20_split) ends with them too (onerror)
+    part = tmp_path / "data/T/10_parsed/raw=T_valve01_2026-01-20.csv/part.parquet"
+    part.write_bytes(b"not parquet")
+    failed = snakemake(tmp_path, check=False)
+    assert failed.returncode != 0
+    assert [ln for ln in failed.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == want
     res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--verbose", "--", "--forceall")
     assert res.returncode == 0, res.stderr
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == want
