@@ -41,7 +41,7 @@ def snakemake_dot(plan, jobs: bool, root=None) -> str:
     root = Path(root or Path.cwd())
     config = plan.config_args
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root),
-           "--dag" if jobs else "--rulegraph", "--config", *config]
+           "--dag" if jobs else "--rulegraph", "--replace-workflow-config", "--config", *config]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
@@ -291,14 +291,23 @@ def write_docs_svg(out=DOCS_SVG) -> Path:
     return out
 
 
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python3 -m pyjama.dag",
+                                description="Redraw the rule graph of a fresh DEMO exposure, the picture of\n"
+                                "the docs (a test fails when docs/rulegraph.svg is stale). The graph of\n"
+                                "your own pipeline: python3 drawer.py dag.",
+                                epilog=f"example:\n  {REGENERATE}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output", help="the SVG to write (docs/rulegraph.svg)")
+    return p
+
+
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python3 -m pyjama.dag docs/rulegraph.svg   (redraw the DEMO rule graph of the docs)",
-              file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        print(f"wrote {write_docs_svg(argv[0])}")
+        print(f"wrote {write_docs_svg(args.output)}")
         return 0
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import losses
+from . import __version__, losses
 from .errors import UserError, one_line_errors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +44,7 @@ def add_window_args(p):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drawer.py", description="Run and inspect a PyJAMA pipeline.")
+    p.add_argument("--version", action="version", version=f"drawer.py {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a pipeline through Snakemake", epilog=RUN_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,7 +71,7 @@ STATUS_EPILOG = """examples:
 """
 
 DAG_EPILOG = """examples:
-  python3 drawer.py dag configs/DEMO/pipeline.json -o docs/rulegraph.svg
+  python3 drawer.py dag configs/DEMO/pipeline.json -o rulegraph.svg
   python3 drawer.py dag configs/DEMO/pipeline.json --jobs --from 2026-01-20 --to 2026-01-20 -o jobs.png
   python3 drawer.py dag configs/DEMO/pipeline.json -o -        (the DOT source on stdout)
 """
@@ -123,7 +124,8 @@ def snakemake_command(args, root: Path, plan=None) -> list:
         cmd += ["--profile", str(prof)]
     else:
         cmd += ["--cores", str(args.cores)]
-    cmd += ["--config", *plan.config_args]     # the window as the instants parsed here
+    # --replace-workflow-config: config/config.yaml (a bare `snakemake`'s defaults) adds nothing
+    cmd += ["--replace-workflow-config", "--config", *plan.config_args]     # the window as the instants parsed here
     if args.only:
         rules = plan.rule_names()
         cmd += ["--allowed-rules", *rules, "all", "--forcerun", *rules]

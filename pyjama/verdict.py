@@ -94,7 +94,8 @@ def snakemake_verdicts(root: Path, config: dict, config_args) -> dict:
         with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, verbose=False)) as api:
             wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
                                   config_settings=ConfigSettings(config=dict(config),
-                                                                config_args=list(config_args)),
+                                                                config_args=list(config_args),
+                                                                replace_workflow_config=True),
                                   storage_settings=StorageSettings(),
                                   snakefile=SNAKEFILE, workdir=root)
             dag_api = wf_api.dag(dag_settings=DAGSettings(force_incomplete=True))

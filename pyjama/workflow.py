@@ -69,6 +69,17 @@ def pipeline_path_from_config(config: dict) -> str:
                     "(reads configs/<EXPO>/pipeline.json) or --config pipeline=<path>")
 
 
+CONFIG_SOURCE = "Snakemake config (config/config.yaml, --config)"
+
+
+def check_config(config: dict) -> None:
+    """Snakemake's config against workflow/schemas/config.schema.json: with a default
+    config/config.yaml, a misspelled ``--config exposur=X`` would otherwise build the DEMO."""
+    from .config import validate
+
+    validate("config", dict(config), CONFIG_SOURCE)
+
+
 GROUP = "pyjama"
 GROUP_AFTER_FIT = "pyjama_fitted"
 
@@ -80,6 +91,7 @@ class WorkflowPlan:
         """``config``: Snakemake's config (pipeline or exposure, until, only); the window is
         ``window`` when the caller parsed it, else :func:`window_from_config`."""
         root = Path(root or Path.cwd())
+        check_config(config)
         self.config = {k: v for k, v in config.items() if k not in WINDOW_KEYS}
         self.project = Project.load(pipeline_path_from_config(config), root)
         self.window: Window = window if window is not None else window_from_config(config, config_args)

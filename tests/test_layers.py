@@ -20,7 +20,7 @@ FLOORS = [
     ["pyjama.project"],                              # + raw index
     ["pyjama.workflow", "pyjama.runner", "pyjama.verdict", "pyjama.runlock"],   # plan, run, verdicts, locks
     ["pyjama.demo", "pyjama.manage"],                # exposures and their demo data
-    ["pyjama.status", "pyjama.dag", "pyjama.report", "pyjama.docs_gen"],   # views
+    ["pyjama.status", "pyjama.dag", "pyjama.report", "pyjama.results", "pyjama.docs_gen"],   # views
     ["pyjama.cli", "pyjama.drawer"],                 # command lines only
 ]
 

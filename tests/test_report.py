@@ -6,7 +6,6 @@ after load) and checked for its headings, its embedded pictures and the absence 
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wf import PY, REPO, drawer, run
+from wf import PY, REPO, drawer, make_fast_demo, run
 
 from pyjama.flags import Flag
 from pyjama.report import flag_table, opening_matrix, shorten_sensors, worst_flag_per_bin
@@ -28,47 +27,10 @@ HEADINGS = ["Summary", "Data completeness and QC flags", "Opening of each animal
             "Daily metrics", "Ledger", "Configs used (provenance)"]
 
 
-STEPS = ["10_parser", "20_split", "30_clean", "40_resample", "50_transform", "50_normalise",
-         "60_behaviour"]
-
-
-def edit(path, change):
-    if path.exists():
-        data = json.loads(path.read_text())
-        change(data)
-        path.write_text(json.dumps(data, indent=2))
-
-
-def slow_down(cfg: dict, factor: int) -> None:
-    """Every duration of a step config × factor (a 1-s grid config → a 20-s grid one)."""
-    for key, v in cfg.items():
-        if isinstance(v, dict):
-            slow_down(v, factor)
-        elif isinstance(v, str) and re.fullmatch(r"\d+s", v):
-            cfg[key] = f"{int(v[:-1]) * factor}s"
-        elif key.endswith("_s") and isinstance(v, (int, float)) and not isinstance(v, bool):
-            cfg[key] = v * factor
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from pyjama.demo import generate
-    from pyjama.manage import create
-
     root = tmp_path_factory.mktemp("report_demo")
-    create("DEMO", root)
-    cfg = root / "configs" / "DEMO"
-    pipe = json.loads((cfg / "pipeline.json").read_text())
-    if not any(s["script"] == "60_behaviour.py" for s in pipe["steps"]):
-        # the template pipeline does not list the valvometry steps yet: list them here
-        pipe["steps"] = [{"script": f"{n}.py", "with": f"configs/DEMO/{n}.json"} for n in STEPS
-                         if (cfg / f"{n}.json").exists()]
-        (cfg / "pipeline.json").write_text(json.dumps(pipe, indent=2))
-    # one sample every 20 s on a 20-s grid: the whole chain in seconds (DEMO is 1 Hz)
-    edit(cfg / "40_resample.json", lambda c: [r.update(freq="20s", max_gap="60s")
-                                              for r in [*c["domains"].values(), c["default_rule"]]])
-    edit(cfg / "60_behaviour.json", lambda c: slow_down(c, 20))
-    generate(root / "data" / "DEMO" / "00_raw", "DEMO", devices=1, days=1, hz=0.05)
+    make_fast_demo(root)
     run([PY, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--cores", "2",
          "--config", f"pipeline={PIPE}"], root)
     res = drawer(root, "report", PIPE, "-o", "report.html")
