@@ -40,16 +40,26 @@ _OS_CAUSES = {
 }
 
 
+def errno_of(exc: OSError):
+    """The errno of ``exc``, or None. pyarrow raises a plain OSError with no errno when a
+    write hits a full disk; its text "No space left on device" counts as ENOSPC."""
+    import errno
+
+    if exc.errno is not None:
+        return exc.errno
+    if "No space left on device" in str(exc):
+        return errno.ENOSPC
+    return None
+
+
 def os_error_text(exc: OSError) -> str:
     """An OSError as THE one line both CLIs print: ``<file>: <cause>; <what to do>``
     (the file relative to the working folder when inside it)."""
     import errno as _errno
     import os
 
-    code = exc.errno
+    code = errno_of(exc)
     text = str(exc)
-    if code is None and "No space left on device" in text:      # pyarrow's IOError has no errno
-        code = _errno.ENOSPC
     name = _errno.errorcode.get(code, "")
     cause = _OS_CAUSES.get(name) or (f"{exc.strerror} ({name})" if exc.strerror and name
                                      else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, errno_of
 
 PART = "part.parquet"
 META = "_meta"
@@ -175,11 +175,7 @@ def _named_temp_for(path: Path) -> str:
 def _named(exc: OSError, path: Path) -> OSError:
     """The OSError of writing a temporary file, naming the file it stands for (a write()
     error such as ENOSPC carries no file name at all)."""
-    code = exc.errno
-    if code is None and "No space left on device" in str(exc):    # pyarrow's IOError
-        import errno
-
-        code = errno.ENOSPC
+    code = errno_of(exc)
     if code is None:
         return exc
     return OSError(code, os.strerror(code), str(path))

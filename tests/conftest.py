@@ -85,4 +85,21 @@ def pg_conn(pg_dsn):
         yield conn
     finally:
         conn.close()
+
+
+@pytest.fixture
+def pg_proj(tmp_path, pg_dsn, pg_conn):
+    """A project with exposure T and two step-70 partitions of device a (three rows on
+    2026-01-20, one on 2026-01-21); tables t80 and t81 dropped before each test
+    (tests/test_postgres.py and tests/test_postgres_ops.py)."""
+    from tests.test_postgres import D1, D2, make_project, write70
+
+    with pg_conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS t80, t81")
+    root = make_project(tmp_path)
+    write70(root, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 1.5),
+                            ("00:00:10", "bio_signal", "m0__mean", 2.5),
+                            ("00:00:00", "environment", "outdoor_temp__mean", 12.25)])
+    write70(root, "a", D2, [("23:59:50", "bio_signal", "m0__mean", 3.0)])
+    return root
 # ======================================================================== end PostgreSQL

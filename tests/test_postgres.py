@@ -95,19 +95,6 @@ def receipt(root, device, day, stage="80_pg"):
 D1, D2 = "2026-01-20", "2026-01-21"
 
 
-@pytest.fixture
-def proj(tmp_path, pg_dsn, pg_conn):
-    """A project with two partitions of device a; table t80 dropped before each test."""
-    with pg_conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS t80, t81")
-    root = make_project(tmp_path)
-    write70(root, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 1.5),
-                            ("00:00:10", "bio_signal", "m0__mean", 2.5),
-                            ("00:00:00", "environment", "outdoor_temp__mean", 12.25)])
-    write70(root, "a", D2, [("23:59:50", "bio_signal", "m0__mean", 3.0)])
-    return root
-
-
 # ---------------------------------------------------------------- 80: pure helpers
 
 def test_glob_to_like_escapes_underscore_and_percent():
@@ -159,9 +146,9 @@ def test_redact_removes_the_password(monkeypatch):
 # ---------------------------------------------------------------- 80: config safety
 
 @pytest.mark.parametrize("bad", ['t"; DROP TABLE x; --', "t;x", 'a"b', "Upper", "1abc", ""])
-def test_table_name_with_quote_or_semicolon_is_refused(proj, pg_dsn, bad):
-    path = config80(proj, pg_dsn, table=bad)
-    res = cli(proj, "run", "80_import_postgres.py", "--with", path)
+def test_table_name_with_quote_or_semicolon_is_refused(pg_proj, pg_dsn, bad):
+    path = config80(pg_proj, pg_dsn, table=bad)
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path)
     assert res.returncode == 2
     assert res.stderr == (f"Error: {path}: $.table: {json.dumps(bad)} is not allowed; allowed: lower-case "
                           "letters, digits and '_', not starting with a digit, at most 63 characters\n")
@@ -172,9 +159,9 @@ def test_identifier_check_is_also_in_the_sql_layer():
         db.qualified('x"y', "t")
 
 
-def test_password_in_config_is_an_error(proj, pg_dsn):
-    path = config80(proj, pg_dsn, password="hunter2")
-    res = cli(proj, "run", "80_import_postgres.py", "--with", path)
+def test_password_in_config_is_an_error(pg_proj, pg_dsn):
+    path = config80(pg_proj, pg_dsn, password="hunter2")
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert res.stderr.startswith(f"Error: {path}: $.password: unknown key 'password'; allowed keys:")
     assert "hunter2" not in res.stderr + res.stdout
@@ -182,26 +169,26 @@ def test_password_in_config_is_an_error(proj, pg_dsn):
 
 # ---------------------------------------------------------------- 80: import behaviour
 
-def test_first_import_rows_receipt_and_ledger(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn, domains=["bio_signal"])
-    entries = run_step("80_import_postgres.py", path, root=proj)
+def test_first_import_rows_receipt_and_ledger(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn, domains=["bio_signal"])
+    entries = run_step("80_import_postgres.py", path, root=pg_proj)
     assert [e["partition"] for e in entries] == ["a/2026-01-20", "a/2026-01-21"]
     assert table_rows(pg_conn, "t80") == [
         (utc("2026-01-20T00:00:00Z"), "a", "bio_signal", "m0__mean", 1.5, 0),
         (utc("2026-01-20T00:00:10Z"), "a", "bio_signal", "m0__mean", 2.5, 0),
         (utc("2026-01-21T23:59:50Z"), "a", "bio_signal", "m0__mean", 3.0, 0),
     ]   # outdoor_temp__mean is of domain environment: not selected
-    r = receipt(proj, "a", D1)
+    r = receipt(pg_proj, "a", D1)
     assert (r["rows"], r["null_values"], r["value_sum"], r["rows_replaced"]) == (2, 0, 4.0, 0)
     assert r["table"] == f"{pg_dsn['schema']}.t80"
     assert r["range"] == {"from": "2026-01-20T00:00:00.000000Z", "to": "2026-01-21T00:00:00.000000Z"}
-    led = io.read_ledger(proj / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json"))
+    led = io.read_ledger(pg_proj / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json"))
     assert (led["rows_in"], led["rows_out"]) == (3, 2)
     assert led["rejected"] == {"not selected (domains/sensors of the config)": 1}
 
 
-def test_table_has_unique_key_and_brin_index(proj, pg_dsn, pg_conn):
-    run_step("80_import_postgres.py", config80(proj, pg_dsn), root=proj)
+def test_table_has_unique_key_and_brin_index(pg_proj, pg_dsn, pg_conn):
+    run_step("80_import_postgres.py", config80(pg_proj, pg_dsn), root=pg_proj)
     with pg_conn.cursor() as cur:
         cur.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 't80' "
                     "ORDER BY indexname", (pg_dsn["schema"],))
@@ -210,26 +197,26 @@ def test_table_has_unique_key_and_brin_index(proj, pg_dsn, pg_conn):
     assert any("USING brin (ts)" in d for d in defs), defs
 
 
-def test_reimport_leaves_the_table_exactly_as_after_once(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn)
-    run_step("80_import_postgres.py", path, root=proj)
+def test_reimport_leaves_the_table_exactly_as_after_once(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn)
+    run_step("80_import_postgres.py", path, root=pg_proj)
     once = table_rows(pg_conn, "t80")
-    run_step("80_import_postgres.py", path, root=proj)
+    run_step("80_import_postgres.py", path, root=pg_proj)
     assert table_rows(pg_conn, "t80") == once          # no duplicates, same values
     assert len(once) == 4
-    assert receipt(proj, "a", D1)["rows_replaced"] == 3  # the second run replaced its 3 rows
+    assert receipt(pg_proj, "a", D1)["rows_replaced"] == 3  # the second run replaced its 3 rows
 
 
-def test_changed_partition_replaces_only_its_range_and_scope(proj, pg_dsn, pg_conn):
-    bio = config80(proj, pg_dsn, name="80_bio.json", domains=["bio_signal"])
-    env = config80(proj, pg_dsn, name="80_env.json", domains=["environment"], output_stage="80_env")
-    run_step("80_import_postgres.py", bio, root=proj)
-    run_step("80_import_postgres.py", env, root=proj)
+def test_changed_partition_replaces_only_its_range_and_scope(pg_proj, pg_dsn, pg_conn):
+    bio = config80(pg_proj, pg_dsn, name="80_bio.json", domains=["bio_signal"])
+    env = config80(pg_proj, pg_dsn, name="80_env.json", domains=["environment"], output_stage="80_env")
+    run_step("80_import_postgres.py", bio, root=pg_proj)
+    run_step("80_import_postgres.py", env, root=pg_proj)
     # day 1 changes: m0 at 00:00:10 is gone, a new sensor m1 appears
-    write70(proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 9.0),
+    write70(pg_proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 9.0),
                             ("00:00:00", "bio_signal", "m1__mean", 8.0),
                             ("00:00:00", "environment", "outdoor_temp__mean", 99.0)])
-    run_step("80_import_postgres.py", bio, devices=["a"], day=D1, root=proj)
+    run_step("80_import_postgres.py", bio, devices=["a"], day=D1, root=pg_proj)
     assert [(r[0].isoformat(), r[3], r[4]) for r in table_rows(pg_conn, "t80", order="ts, sensor")] == [
         ("2026-01-20T00:00:00+00:00", "m0__mean", 9.0),             # replaced
         ("2026-01-20T00:00:00+00:00", "m1__mean", 8.0),             # new
@@ -238,35 +225,35 @@ def test_changed_partition_replaces_only_its_range_and_scope(proj, pg_dsn, pg_co
     ]
 
 
-def test_device_absent_from_a_run_keeps_its_rows(proj, pg_dsn, pg_conn):
-    write70(proj, "b", D1, [("12:00:00", "bio_signal", "m0__mean", 7.0)])
-    path = config80(proj, pg_dsn)
-    run_step("80_import_postgres.py", path, root=proj)
+def test_device_absent_from_a_run_keeps_its_rows(pg_proj, pg_dsn, pg_conn):
+    write70(pg_proj, "b", D1, [("12:00:00", "bio_signal", "m0__mean", 7.0)])
+    path = config80(pg_proj, pg_dsn)
+    run_step("80_import_postgres.py", path, root=pg_proj)
     # b's partition disappears from the stage (e.g. its data is reprocessed later)
-    (proj / io.partition_file(EXPO, STAGE70, "b", D1)).unlink()
-    write70(proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 5.0)])
-    run_step("80_import_postgres.py", path, root=proj)
+    (pg_proj / io.partition_file(EXPO, STAGE70, "b", D1)).unlink()
+    write70(pg_proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 5.0)])
+    run_step("80_import_postgres.py", path, root=pg_proj)
     rows = table_rows(pg_conn, "t80", where="WHERE ts < '2026-01-21'", order="device_id, ts")
     assert [(r[1], r[3], r[4]) for r in rows] == [("a", "m0__mean", 5.0), ("b", "m0__mean", 7.0)]
 
 
-def test_nan_becomes_null_never_float_nan(proj, pg_dsn, pg_conn):
-    write70(proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", float("nan"), 1),
+def test_nan_becomes_null_never_float_nan(pg_proj, pg_dsn, pg_conn):
+    write70(pg_proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", float("nan"), 1),
                             ("00:00:10", "bio_signal", "m0__mean", 2.0)])
-    run_step("80_import_postgres.py", config80(proj, pg_dsn), devices=["a"], day=D1, root=proj)
+    run_step("80_import_postgres.py", config80(pg_proj, pg_dsn), devices=["a"], day=D1, root=pg_proj)
     with pg_conn.cursor() as cur:
         cur.execute("SELECT count(*) FILTER (WHERE value IS NULL), count(*) FILTER (WHERE value = 'NaN'), "
                     "min(quality_flag) FILTER (WHERE value IS NULL) FROM t80")
         assert cur.fetchone() == (1, 0, 1)   # the NaN row is kept (flag 1 says why), value NULL
-    r = receipt(proj, "a", D1)
+    r = receipt(pg_proj, "a", D1)
     assert (r["rows"], r["null_values"], r["value_sum"]) == (2, 1, 2.0)
 
 
-def test_timestamps_round_trip_exactly_in_utc(proj, pg_dsn, pg_conn):
-    write70(proj, "a", D1, [("00:00:00.000001", "bio_signal", "m0__mean", 1.0),
+def test_timestamps_round_trip_exactly_in_utc(pg_proj, pg_dsn, pg_conn):
+    write70(pg_proj, "a", D1, [("00:00:00.000001", "bio_signal", "m0__mean", 1.0),
                             ("13:14:15.999999", "bio_signal", "m0__mean", 2.0),
                             ("23:59:59.999999", "bio_signal", "m0__mean", 3.0)])
-    run_step("80_import_postgres.py", config80(proj, pg_dsn), devices=["a"], day=D1, root=proj)
+    run_step("80_import_postgres.py", config80(pg_proj, pg_dsn), devices=["a"], day=D1, root=pg_proj)
     with pg_conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'America/Los_Angeles'")   # the session zone must not matter
         cur.execute("SELECT (extract(epoch FROM ts) * 1e6)::bigint FROM t80 ORDER BY ts")
@@ -276,76 +263,76 @@ def test_timestamps_round_trip_exactly_in_utc(proj, pg_dsn, pg_conn):
     assert got == want
 
 
-def test_batches_group_partitions_into_transactions(proj, pg_dsn, pg_conn):
+def test_batches_group_partitions_into_transactions(pg_proj, pg_dsn, pg_conn):
     from pyjama.steps.import_postgres import _batches
     from pyjama.pipeline import load_step_config
     from pyjama.project import Project
 
-    path = config80(proj, pg_dsn, batch_rows=2)
-    st = load_step_config("80_import_postgres.py", path, proj)
-    project = Project.for_exposure(EXPO, proj)
+    path = config80(pg_proj, pg_dsn, batch_rows=2)
+    st = load_step_config("80_import_postgres.py", path, pg_proj)
+    project = Project.for_exposure(EXPO, pg_proj)
     sizes = [[p.label for p in b] for b in _batches(project, st, [("a", D1), ("a", D2)], 2)]
     assert sizes == [["a/2026-01-20"], ["a/2026-01-21"]]   # 3 + 1 rows > 2: two batches
     sizes = [[p.label for p in b] for b in _batches(project, st, [("a", D1), ("a", D2)], 4)]
     assert sizes == [["a/2026-01-20", "a/2026-01-21"]]
-    run_step("80_import_postgres.py", path, root=proj)
+    run_step("80_import_postgres.py", path, root=pg_proj)
     assert len(table_rows(pg_conn, "t80")) == 4
 
 
-def test_dry_run_touches_nothing(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn)
-    res = cli(proj, "run", "80_import_postgres.py", "--with", path, "--dry-run")
+def test_dry_run_touches_nothing(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn)
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path, "--dry-run")
     assert res.returncode == 0, res.stderr
     assert "  a/2026-01-20: 3 rows (0 not selected) from data/T/70_aggregated/window=10s/" in res.stdout
     with pg_conn.cursor() as cur:
         cur.execute("SELECT to_regclass('t80')")
         assert cur.fetchone()[0] is None                 # no table created
-    assert not (proj / "data" / EXPO / "80_pg").exists()  # no receipt
+    assert not (pg_proj / "data" / EXPO / "80_pg").exists()  # no receipt
 
 
-def test_server_down_is_one_line_and_records_nothing(proj, pg_dsn):
-    path = config80(proj, pg_dsn, host="127.0.0.1", port=1)
-    res = cli(proj, "run", "80_import_postgres.py", "--with", path)
+def test_server_down_is_one_line_and_records_nothing(pg_proj, pg_dsn):
+    path = config80(pg_proj, pg_dsn, host="127.0.0.1", port=1)
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path)
     assert res.returncode == 2
     assert res.stderr == (f"Error: cannot connect to PostgreSQL at 127.0.0.1:1/{pg_dsn['dbname']}: server "
                           "unreachable (is PostgreSQL running there, and the host/port right?)\n")
-    assert not (proj / "data" / EXPO / "80_pg").exists()
+    assert not (pg_proj / "data" / EXPO / "80_pg").exists()
 
 
-def test_missing_database_is_one_line(proj, pg_dsn):
-    path = config80(proj, pg_dsn, dbname="pyjama_no_such_db")
-    res = cli(proj, "run", "80_import_postgres.py", "--with", path)
+def test_missing_database_is_one_line(pg_proj, pg_dsn):
+    path = config80(pg_proj, pg_dsn, dbname="pyjama_no_such_db")
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert res.stderr.startswith(f"Error: cannot connect to PostgreSQL at {pg_dsn['host']}:{pg_dsn['port']}"
                                  "/pyjama_no_such_db: database does not exist")
 
 
-def test_password_never_appears_in_output_receipts_or_ledger(proj, pg_dsn):
+def test_password_never_appears_in_output_receipts_or_ledger(pg_proj, pg_dsn):
     secret = os.environ.get("POSTGRES_PASSWORD") or "Zq-7!secret-not-shown"
     env = {"POSTGRES_PASSWORD": secret}
     outputs = []
     for over in ({}, {"port": 1}, {"dbname": "pyjama_no_such_db"}):
-        path = config80(proj, pg_dsn, **over)
-        res = cli(proj, "run", "80_import_postgres.py", "--with", path, env=env)
+        path = config80(pg_proj, pg_dsn, **over)
+        res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path, env=env)
         outputs += [res.stdout, res.stderr]
-    res = cli(proj, "run", "80_import_postgres.py", "--with", config80(proj, pg_dsn), "--dry-run", env=env)
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", config80(pg_proj, pg_dsn), "--dry-run", env=env)
     outputs += [res.stdout, res.stderr]
-    files = [p.read_text() for p in (proj / "data").rglob("*.json")]
-    assert receipt(proj, "a", D1) is not None             # the first run did import
+    files = [p.read_text() for p in (pg_proj / "data").rglob("*.json")]
+    assert receipt(pg_proj, "a", D1) is not None             # the first run did import
     assert all(secret not in text for text in outputs + files)
 
 
-def test_kill_mid_import_leaves_no_half_day_and_rerun_completes(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn)
-    run_step("80_import_postgres.py", path, root=proj)
+def test_kill_mid_import_leaves_no_half_day_and_rerun_completes(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn)
+    run_step("80_import_postgres.py", path, root=pg_proj)
     before = table_rows(pg_conn, "t80")
     # new content for day 1, imported by a child that is killed between COPY and COMMIT
-    write70(proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 100.0),
+    write70(pg_proj, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 100.0),
                             ("00:00:20", "bio_signal", "m0__mean", 200.0)])
-    (proj / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json")).unlink()
+    (pg_proj / io.meta_file(EXPO, "80_pg", "device_id=a", f"day={D1}", "receipt.json")).unlink()
     e = dict(os.environ, PYTHONPATH=str(REPO), **{db.PAUSE_ENV: "60"})
     child = subprocess.Popen([PY, str(REPO / "pyjama.py"), "run", "80_import_postgres.py", "--with", path,
-                              "--device", "a", "--day", D1], cwd=proj, env=e,
+                              "--device", "a", "--day", D1], cwd=pg_proj, env=e,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = child.stderr.readline()
@@ -356,11 +343,11 @@ def test_kill_mid_import_leaves_no_half_day_and_rerun_completes(proj, pg_dsn, pg
         if child.poll() is None:
             child.kill()
     assert table_rows(pg_conn, "t80") == before           # the old day 1, whole
-    assert receipt(proj, "a", D1) is None                  # nothing recorded as imported
-    run_step("80_import_postgres.py", path, devices=["a"], day=D1, root=proj)
+    assert receipt(pg_proj, "a", D1) is None                  # nothing recorded as imported
+    run_step("80_import_postgres.py", path, devices=["a"], day=D1, root=pg_proj)
     rows = table_rows(pg_conn, "t80", where="WHERE ts < '2026-01-21'")
     assert [r[4] for r in rows] == [100.0, 200.0]        # outdoor_temp is gone from the new day 1
-    assert receipt(proj, "a", D1)["rows"] == 2
+    assert receipt(pg_proj, "a", D1)["rows"] == 2
 
 
 # ---------------------------------------------------------------- 80: property test
@@ -446,92 +433,92 @@ def test_floor_time_is_exact_to_the_microsecond():
     assert floor_time(t, 3600) == dt.datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
 
 
-def test_window_must_divide_a_day(proj, pg_dsn):
-    path = config81(proj, pg_dsn, window="7s")
-    res = cli(proj, "run", "81_import_raw_postgres.py", "--with", path)
+def test_window_must_divide_a_day(pg_proj, pg_dsn):
+    path = config81(pg_proj, pg_dsn, window="7s")
+    res = cli(pg_proj, "run", "81_import_raw_postgres.py", "--with", path)
     assert res.returncode == 2
     assert res.stderr == (f"Error: {path}: $.window: '7s' is not allowed; allowed: a window that divides "
                           "24 h exactly (e.g. 10s, 60s, 5min, 15min, 1h, 24h)\n")
 
 
-def test_81_is_not_a_workflow_rule(proj, pg_dsn):
+def test_81_is_not_a_workflow_rule(pg_proj, pg_dsn):
     from pyjama.pipeline import load_step_config
     from pyjama.project import Project
     from pyjama.steps import get_step
     from pyjama.timewindow import parse_window
 
-    st = load_step_config("81_import_raw_postgres.py", config81(proj, pg_dsn), proj)
-    assert get_step("81_import_raw_postgres.py").rules(Project.for_exposure(EXPO, proj), st,
+    st = load_step_config("81_import_raw_postgres.py", config81(pg_proj, pg_dsn), pg_proj)
+    assert get_step("81_import_raw_postgres.py").rules(Project.for_exposure(EXPO, pg_proj), st,
                                                              parse_window(None, None)) == []
 
 
-def test_range_import_parses_with_the_exposure_parser_and_replaces_the_range(proj, pg_dsn, pg_conn):
-    write_raw(proj, "a", D1, ["00:00:01;m0:1;outdoor_temp:10.5",
+def test_range_import_parses_with_the_exposure_parser_and_replaces_the_range(pg_proj, pg_dsn, pg_conn):
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1;outdoor_temp:10.5",
                               "00:00:02;m0:3;outdoor_temp:NA",        # NA: a declared missing value
                               "00:00:02;m0:99",                        # duplicate (m0, ts): first kept
                               "00:00:11;m0:garbage",                   # rejected by the parser
                               "00:00:12;m0:7"])
-    path = config81(proj, pg_dsn)
-    entries = run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+    path = config81(pg_proj, pg_dsn)
+    entries = run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=pg_proj)
     assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 2.0),         # (1 + 3) / 2
                                ("20T00:00:10", "a", "m0", 7.0),
                                ("20T00:00:00", "a", "outdoor_temp", 10.5)]
     assert entries[0]["rejected"] == {"duplicate (sensor, ts) merged: first": 1}
     assert (entries[0]["rows_in"], entries[0]["rows_out"], entries[0]["rows_imported"]) == (6, 5, 3)
-    rec = receipt(proj, "a", D1, stage="81_raw")
+    rec = receipt(pg_proj, "a", D1, stage="81_raw")
     assert rec["raw_files"] == ["T_a_2026-01-20.csv"] and rec["rows"] == 3
     # re-import: identical
-    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=pg_proj)
     assert len(rows81(pg_conn)) == 3
     # an instant range is widened to whole windows: [00:00:05, 00:00:12] → [00:00:00, 00:00:20)
-    write_raw(proj, "a", D1, ["00:00:01;m0:100", "00:00:12;m0:200", "00:00:25;m0:300"])
-    run_step("81_import_raw_postgres.py", path, start=f"{D1}T00:00:05Z", end=f"{D1}T00:00:12Z", root=proj)
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:100", "00:00:12;m0:200", "00:00:25;m0:300"])
+    run_step("81_import_raw_postgres.py", path, start=f"{D1}T00:00:05Z", end=f"{D1}T00:00:12Z", root=pg_proj)
     assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 100.0), ("20T00:00:10", "a", "m0", 200.0)]
     # outdoor_temp's 00:00:00 window was in the range and has no raw value any more → gone;
     # 00:00:25 was outside the range → not imported
 
 
-def test_range_import_keeps_devices_without_raw_data(proj, pg_dsn, pg_conn):
-    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
-    write_raw(proj, "b", D1, ["00:00:01;m0:2"])
-    path = config81(proj, pg_dsn)
-    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
-    (proj / "data" / EXPO / "00_raw" / f"{EXPO}_b_{D1}.csv").unlink()
-    write_raw(proj, "a", D1, ["00:00:01;m0:5"])
-    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
+def test_range_import_keeps_devices_without_raw_data(pg_proj, pg_dsn, pg_conn):
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1"])
+    write_raw(pg_proj, "b", D1, ["00:00:01;m0:2"])
+    path = config81(pg_proj, pg_dsn)
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=pg_proj)
+    (pg_proj / "data" / EXPO / "00_raw" / f"{EXPO}_b_{D1}.csv").unlink()
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:5"])
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=pg_proj)
     assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 5.0), ("20T00:00:00", "b", "m0", 2.0)]
 
 
-def test_auto_mode_empty_partial_up_to_date_and_new_raw_file(proj, pg_dsn, pg_conn):
-    path = config81(proj, pg_dsn)
-    write_raw(proj, "a", D1, ["00:00:01;m0:1", "00:00:11;m0:3"])
-    write_raw(proj, "b", D1, ["00:00:01;m0:10"])
+def test_auto_mode_empty_partial_up_to_date_and_new_raw_file(pg_proj, pg_dsn, pg_conn):
+    path = config81(pg_proj, pg_dsn)
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1", "00:00:11;m0:3"])
+    write_raw(pg_proj, "b", D1, ["00:00:01;m0:10"])
     # empty table: everything
-    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"})
     assert rows81(pg_conn) == [("20T00:00:00", "a", "m0", 1.0), ("20T00:00:10", "a", "m0", 3.0),
                                ("20T00:00:00", "b", "m0", 10.0)]
     # up to date: nothing to do, not even parsing (the state file says so)
-    assert run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"}) == []
+    assert run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"}) == []
     # the logger appends to a's file: the last window (00:00:10) is completed, 00:00:20 added
-    write_raw(proj, "a", D1, ["00:00:15;m0:5", "00:00:21;m0:7"], append=True)
-    entries = run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    write_raw(pg_proj, "a", D1, ["00:00:15;m0:5", "00:00:21;m0:7"], append=True)
+    entries = run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"})
     assert [e["partition"] for e in entries] == ["a/2026-01-20"]          # b has nothing new
     assert rows81(pg_conn, "WHERE device_id = 'a'") == [
         ("20T00:00:00", "a", "m0", 1.0), ("20T00:00:10", "a", "m0", 4.0), ("20T00:00:20", "a", "m0", 7.0)]
     # a new raw file arrives (next day) for b
-    write_raw(proj, "b", D2, ["00:00:03;m0:20"])
-    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    write_raw(pg_proj, "b", D2, ["00:00:03;m0:20"])
+    run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"})
     assert rows81(pg_conn, "WHERE device_id = 'b'") == [("20T00:00:00", "b", "m0", 10.0),
                                                          ("21T00:00:00", "b", "m0", 20.0)]
     # partial table: rows before the last time are not touched even if raw data changes
-    write_raw(proj, "a", D1, ["00:00:01;m0:1000", "00:00:11;m0:3", "00:00:15;m0:5", "00:00:21;m0:7"])
-    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1000", "00:00:11;m0:3", "00:00:15;m0:5", "00:00:21;m0:7"])
+    run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"})
     assert rows81(pg_conn, "WHERE device_id = 'a'")[0] == ("20T00:00:00", "a", "m0", 1.0)
 
 
-def test_auto_dry_run_touches_nothing(proj, pg_dsn, pg_conn):
-    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
-    res = cli(proj, "run", "81_import_raw_postgres.py", "--with", config81(proj, pg_dsn), "--mode", "auto",
+def test_auto_dry_run_touches_nothing(pg_proj, pg_dsn, pg_conn):
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1"])
+    res = cli(pg_proj, "run", "81_import_raw_postgres.py", "--with", config81(pg_proj, pg_dsn), "--mode", "auto",
               "--dry-run")
     assert res.returncode == 0, res.stderr
     assert "  a: last none (empty table); would read 1 raw file(s) and replace from the start: 1 rows" \
@@ -539,12 +526,12 @@ def test_auto_dry_run_touches_nothing(proj, pg_dsn, pg_conn):
     with pg_conn.cursor() as cur:
         cur.execute("SELECT to_regclass('t81')")
         assert cur.fetchone()[0] is None
-    assert not (proj / "data" / EXPO / "81_raw").exists()
+    assert not (pg_proj / "data" / EXPO / "81_raw").exists()
 
 
-def test_auto_mode_refuses_a_window(proj, pg_dsn):
-    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
-    res = cli(proj, "run", "81_import_raw_postgres.py", "--with", config81(proj, pg_dsn), "--mode", "auto",
+def test_auto_mode_refuses_a_window(pg_proj, pg_dsn):
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1"])
+    res = cli(pg_proj, "run", "81_import_raw_postgres.py", "--with", config81(pg_proj, pg_dsn), "--mode", "auto",
               "--from", D1)
     assert res.returncode == 2
     assert res.stderr == ("Error: --mode auto takes no --from/--to: it completes, per device, what the table "

@@ -14,29 +14,16 @@ import pytest
 
 from pyjama import db, io
 from pyjama.runner import run_step
-from tests.test_postgres import (D1, D2, EXPO, PY, REPO, cli, config80, config81, make_project, receipt,
+from tests.test_postgres import (D1, EXPO, PY, REPO, cli, config80, config81, make_project, receipt,
                                  rows81, table_rows, write70, write_raw)
-
-
-@pytest.fixture
-def proj(tmp_path, pg_dsn, pg_conn):
-    """As tests/test_postgres.py's: exposure T, two partitions of device a, t80/t81 dropped."""
-    with pg_conn.cursor() as cur:
-        cur.execute("DROP TABLE IF EXISTS t80, t81")
-    root = make_project(tmp_path)
-    write70(root, "a", D1, [("00:00:00", "bio_signal", "m0__mean", 1.5),
-                            ("00:00:10", "bio_signal", "m0__mean", 2.5),
-                            ("00:00:00", "environment", "outdoor_temp__mean", 12.25)])
-    write70(root, "a", D2, [("23:59:50", "bio_signal", "m0__mean", 3.0)])
-    return root
 
 
 # ---------------------------------------------------------------- bad import targets
 
 @pytest.mark.parametrize("schema", ["pg_catalog", "information_schema", "pg_toast", "pg_temp_1"])
-def test_system_schema_is_refused_before_connecting(proj, pg_dsn, schema):
-    path = config80(proj, pg_dsn, schema=schema)
-    res = cli(proj, "run", "80_import_postgres.py", "--with", path)
+def test_system_schema_is_refused_before_connecting(pg_proj, pg_dsn, schema):
+    path = config80(pg_proj, pg_dsn, schema=schema)
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path)
     assert res.returncode == 2
     assert res.stderr == (f"Error: {path}: $.schema: '{schema}' is a PostgreSQL system schema; allowed: a "
                           "schema of your own, e.g. public or pyjama (not pg_catalog, information_schema, "
@@ -44,9 +31,9 @@ def test_system_schema_is_refused_before_connecting(proj, pg_dsn, schema):
 
 
 @pytest.mark.parametrize("step, make", [("80_import_postgres.py", config80), ("81_import_raw_postgres.py", config81)])
-def test_system_table_name_is_refused(proj, pg_dsn, step, make):
-    path = make(proj, pg_dsn, schema="public", table="pg_class")
-    res = cli(proj, "run", step, "--with", path)
+def test_system_table_name_is_refused(pg_proj, pg_dsn, step, make):
+    path = make(pg_proj, pg_dsn, schema="public", table="pg_class")
+    res = cli(pg_proj, "run", step, "--with", path)
     assert res.returncode == 2
     assert res.stderr == (f"Error: {path}: $.table: 'pg_class' is a PostgreSQL system table name (pg_* is "
                           "reserved for the system catalogs); allowed: a name not starting with pg_\n")
@@ -74,11 +61,11 @@ FOREIGN = {
 
 
 @pytest.mark.parametrize("case", sorted(FOREIGN))
-def test_existing_table_of_another_shape_is_refused_and_left_untouched(proj, pg_dsn, pg_conn, case):
+def test_existing_table_of_another_shape_is_refused_and_left_untouched(pg_proj, pg_dsn, pg_conn, case):
     ddl, message = FOREIGN[case]
     with pg_conn.cursor() as cur:
         cur.execute(ddl)
-    res = cli(proj, "run", "80_import_postgres.py", "--with", config80(proj, pg_dsn))
+    res = cli(pg_proj, "run", "80_import_postgres.py", "--with", config80(pg_proj, pg_dsn))
     with pg_conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 't80'",
                     (pg_dsn["schema"],))
@@ -88,24 +75,24 @@ def test_existing_table_of_another_shape_is_refused_and_left_untouched(proj, pg_
     assert res.returncode == 2
     assert res.stderr == "Error: " + message.format(s=pg_dsn["schema"]) + "\n"
     assert indexes == 0                                    # nothing created on a foreign table
-    assert receipt(proj, "a", D1) is None
+    assert receipt(pg_proj, "a", D1) is None
 
 
-def test_81_checks_an_existing_table_too_even_in_a_dry_run(proj, pg_dsn, pg_conn):
+def test_81_checks_an_existing_table_too_even_in_a_dry_run(pg_proj, pg_dsn, pg_conn):
     with pg_conn.cursor() as cur:
         cur.execute('CREATE TABLE t81 ("Time" text, device_id text, sensor text, value double precision)')
-    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1"])
     for extra in ([], ["--dry-run"]):
-        res = cli(proj, "run", "81_import_raw_postgres.py", "--with", config81(proj, pg_dsn), "--mode", "auto", *extra)
+        res = cli(pg_proj, "run", "81_import_raw_postgres.py", "--with", config81(pg_proj, pg_dsn), "--mode", "auto", *extra)
         assert res.returncode == 2, res.stderr
         assert res.stderr == (f"Error: table {pg_dsn['schema']}.t81: column Time is text; expected timestamp "
                               "with time zone (fix the table or use a new table name)\n")
 
 
-def test_a_table_pyjama_created_is_accepted_and_marked(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn)
-    run_step("80_import_postgres.py", path, root=proj)
-    run_step("80_import_postgres.py", path, root=proj)     # the second run checks it and goes on
+def test_a_table_pyjama_created_is_accepted_and_marked(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn)
+    run_step("80_import_postgres.py", path, root=pg_proj)
+    run_step("80_import_postgres.py", path, root=pg_proj)     # the second run checks it and goes on
     with pg_conn.cursor() as cur:
         cur.execute("SELECT obj_description('t80'::regclass)")
         assert cur.fetchone()[0].startswith("created by PyJAMA")
@@ -119,12 +106,12 @@ def _popen(root, args, env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_two_concurrent_80_runs_the_second_names_the_first_and_waits(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn)
-    first = _popen(proj, ["run", "80_import_postgres.py", "--with", path, "--quiet"], {db.PAUSE_ENV: "3"})
+def test_two_concurrent_80_runs_the_second_names_the_first_and_waits(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn)
+    first = _popen(pg_proj, ["run", "80_import_postgres.py", "--with", path, "--quiet"], {db.PAUSE_ENV: "3"})
     try:
         assert "pausing 3 s before COMMIT" in first.stderr.readline()
-        second = _popen(proj, ["run", "80_import_postgres.py", "--with", path, "--quiet"], {})
+        second = _popen(pg_proj, ["run", "80_import_postgres.py", "--with", path, "--quiet"], {})
         out2, err2 = second.communicate(timeout=60)
         out1, err1 = first.communicate(timeout=60)
     finally:
@@ -140,12 +127,12 @@ def test_two_concurrent_80_runs_the_second_names_the_first_and_waits(proj, pg_ds
     assert len(rows) == len(set((r[1], r[3], r[0]) for r in rows)) == 4     # no duplicate, nothing lost
 
 
-def test_waiting_import_gives_up_after_the_lock_wait_naming_the_other_run(proj, pg_dsn, pg_conn):
-    path = config80(proj, pg_dsn)
-    first = _popen(proj, ["run", "80_import_postgres.py", "--with", path, "--quiet"], {db.PAUSE_ENV: "6"})
+def test_waiting_import_gives_up_after_the_lock_wait_naming_the_other_run(pg_proj, pg_dsn, pg_conn):
+    path = config80(pg_proj, pg_dsn)
+    first = _popen(pg_proj, ["run", "80_import_postgres.py", "--with", path, "--quiet"], {db.PAUSE_ENV: "6"})
     try:
         assert "pausing" in first.stderr.readline()
-        res = cli(proj, "run", "80_import_postgres.py", "--with", path, env={db.LOCK_WAIT_ENV: "1"})
+        res = cli(pg_proj, "run", "80_import_postgres.py", "--with", path, env={db.LOCK_WAIT_ENV: "1"})
     finally:
         first.kill()
         first.wait(10)
@@ -156,18 +143,18 @@ def test_waiting_import_gives_up_after_the_lock_wait_naming_the_other_run(proj, 
                         "done this time", last), res.stderr
 
 
-def test_81_auto_skips_with_the_same_message_while_80_style_lock_is_held(proj, pg_dsn, pg_conn):
+def test_81_auto_skips_with_the_same_message_while_80_style_lock_is_held(pg_proj, pg_dsn, pg_conn):
     import psycopg2
 
-    write_raw(proj, "a", D1, ["00:00:01;m0:1"])
-    path = config81(proj, pg_dsn)
-    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
+    write_raw(pg_proj, "a", D1, ["00:00:01;m0:1"])
+    path = config81(pg_proj, pg_dsn)
+    run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"})
     other = psycopg2.connect(host=pg_dsn["host"], port=pg_dsn["port"], dbname=pg_dsn["dbname"],
                              user=pg_dsn["user"], application_name="someone else")
     try:
         assert db.import_lock(other, "test", pg_dsn["schema"], "t81", wait=False)
-        write_raw(proj, "a", D1, ["00:00:01;m0:1", "00:00:11;m0:2"])
-        res = cli(proj, "run", "81_import_raw_postgres.py", "--with", path, "--mode", "auto", "--quiet")
+        write_raw(pg_proj, "a", D1, ["00:00:01;m0:1", "00:00:11;m0:2"])
+        res = cli(pg_proj, "run", "81_import_raw_postgres.py", "--with", path, "--mode", "auto", "--quiet")
     finally:
         other.close()
     assert res.returncode == 0
@@ -178,16 +165,16 @@ def test_81_auto_skips_with_the_same_message_while_80_style_lock_is_held(proj, p
 
 # ---------------------------------------------------------------- 81 receipts = what the table holds
 
-def test_81_auto_after_a_day_range_keeps_the_whole_day_in_the_receipt(proj, pg_dsn, pg_conn):
-    write_raw(proj, "a", D1, [f"{h:02d}:{m:02d}:0{s};m0:{h + m + s}" for h in (0, 12, 23) for m in (0, 59)
+def test_81_auto_after_a_day_range_keeps_the_whole_day_in_the_receipt(pg_proj, pg_dsn, pg_conn):
+    write_raw(pg_proj, "a", D1, [f"{h:02d}:{m:02d}:0{s};m0:{h + m + s}" for h in (0, 12, 23) for m in (0, 59)
                               for s in (1, 5)])
-    path = config81(proj, pg_dsn)
-    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=proj)
-    r1 = receipt(proj, "a", D1, stage="81_raw")
+    path = config81(pg_proj, pg_dsn)
+    run_step("81_import_raw_postgres.py", path, start=D1, end=D1, root=pg_proj)
+    r1 = receipt(pg_proj, "a", D1, stage="81_raw")
     assert r1["rows"] == 6 and r1["range"] == {"from": "2026-01-20T00:00:00.000000Z",
                                                 "to": "2026-01-21T00:00:00.000000Z"}
-    run_step("81_import_raw_postgres.py", path, root=proj, options={"mode": "auto"})
-    r2 = receipt(proj, "a", D1, stage="81_raw")
+    run_step("81_import_raw_postgres.py", path, root=pg_proj, options={"mode": "auto"})
+    r2 = receipt(pg_proj, "a", D1, stage="81_raw")
     rows = rows81(pg_conn)
     assert r2["mode"] == "auto" and r2["imported"]["from"] == "2026-01-20T23:59:00.000000Z"
     assert r2["imported"]["rows"] == 1                      # auto re-covered the last window only
@@ -230,6 +217,24 @@ def test_os_errors_are_one_line_naming_the_file():
         "/x: permission denied; allowed: a folder this user may write (check its owner and mode)"
     assert os_error_text(OSError(errno.EROFS, "Read-only file system", "/x")) == \
         "/x: read-only file system; allowed: a writable folder (remount it read-write or run elsewhere)"
+
+
+def test_errno_of_counts_pyarrows_errno_less_full_disk_as_enospc():
+    """pyarrow raises OSError("... No space left on device") with errno None: errno_of is the
+    one place that reads it as ENOSPC, for the one-line error and for io's named rewrite."""
+    import errno
+
+    from pyjama.errors import errno_of, os_error_text
+
+    arrow_full = OSError("IOError: error writing to .part.parquet.tmp: No space left on device")
+    assert arrow_full.errno is None
+    assert errno_of(arrow_full) == errno.ENOSPC
+    assert errno_of(OSError(errno.EACCES, "Permission denied", "/x")) == errno.EACCES
+    assert errno_of(OSError("something else")) is None
+    assert os_error_text(arrow_full) == "no space left on device; free space on that filesystem and run again"
+    named = io._named(arrow_full, Path("data/X/20_split/part.parquet"))
+    assert (named.errno, named.filename) == (errno.ENOSPC, "data/X/20_split/part.parquet")
+    assert io._named(OSError("something else"), Path("p")).errno is None
 
 
 @pytest.fixture
