@@ -33,8 +33,15 @@ def build_parser(scripts=None) -> argparse.ArgumentParser:
     r.add_argument("--device", action="append", help="only this device (repeatable)")
     r.add_argument("--day", help="exactly one UTC day (used by the workflow)")
     r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow)")
+    # the short flags of drawer.py run: -q quiet, -n dry run, -v one line per partition
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary line")
+    r.add_argument("--verbose", "-v", action="store_true", help="one line per partition written "
+                   "(rows in, out, set aside), then the summary")
+    r.add_argument("--dry-run", "-n", dest="dry_run", action="store_true", default=None,
+                   help="list the partitions (or raw files) the run would write; write nothing")
     for opt, owners in all_options(scripts):   # declared by the steps (pyjama.steps.Option)
+        if opt.dest == "dry_run":              # the steps' own dry run (imports) is -n above
+            continue
         flags = [opt.flag, *([opt.short] if opt.short else [])]
         if opt.choices:
             r.add_argument(*flags, dest=opt.dest, choices=list(opt.choices), default=None,
@@ -47,7 +54,8 @@ def build_parser(scripts=None) -> argparse.ArgumentParser:
 
 
 def step_options(args) -> dict:
-    """The step options given on the command line (unset ones left out)."""
+    """The step options given on the command line (unset ones left out; ``--dry-run`` is a
+    step option only of the steps that declare it)."""
     return {opt.dest: getattr(args, opt.dest) for opt, _ in all_options([args.script])
             if getattr(args, opt.dest, None) is not None}
 
@@ -60,13 +68,29 @@ def _run_args(args, quiet: bool) -> list:
                     quiet=quiet, options=step_options(args))
 
 
+def _dry_run(args) -> int:
+    """``-n`` of a partition or raw-file step: what would be written, nothing written."""
+    from .runner import would_run
+
+    todo = would_run(args.script, args.config, args.start, args.end, args.device, args.day, args.raw)
+    if not args.quiet:
+        for label in todo:
+            print(f"would write: {args.script} {label}")
+    print(f"{args.script}: {len(todo)} partition(s) would be written (dry run: nothing changed)")
+    return 0
+
+
 def _command(args) -> int:
+    from .steps import get_step
+
     if args.command == "list":
-        from .steps import get_step, known_scripts
+        from .steps import known_scripts
 
         for s in known_scripts():
             print(f"{s:28s} {get_step(s).summary}")
         return 0
+    if args.dry_run and not any(o.dest == "dry_run" for o in get_step(args.script).options):
+        return _dry_run(args)
     t0 = time.monotonic()
     try:
         entries = _run_args(args, args.quiet)
@@ -74,6 +98,11 @@ def _command(args) -> int:
         from .errors import os_error_text
 
         raise UserError(f"{args.script}: {os_error_text(exc)}") from None
+    if args.verbose and not args.quiet:
+        for e in entries:
+            rej = sum(e.get("rejected", {}).values())
+            print(f"{args.script} {e.get('partition', '?')}: rows in {e.get('rows_in', 0)}, "
+                  f"out {e.get('rows_out', 0)}, set aside {rej}")
     if not args.quiet:
         rows_in = sum(e.get("rows_in", 0) for e in entries)
         rows_out = sum(e.get("rows_out", 0) for e in entries)

@@ -152,7 +152,11 @@ def _format_lines(ts, vals, temp):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Write deterministic demo raw files (key:value format).")
+    p = argparse.ArgumentParser(prog="python3 -m pyjama.demo",
+                                description="Write deterministic demo raw files (key:value format).",
+                                epilog="example:\n  python3 -m pyjama.demo data/X/00_raw --exposure X --devices 2 "
+                                "--days 14 --hz 1",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir")
     p.add_argument("--exposure", default="DEMO")
     p.add_argument("--devices", type=int, default=2)

@@ -13,13 +13,11 @@ from pathlib import Path
 from .errors import UserError
 
 
-def run_step(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
-             root=None, quiet=True, options=None) -> list:
-    """Run one step; returns its ledger entries. ``options``: the step's own options by
-    name (``{"fit": True}``); an option the step does not declare is a one-line error."""
+def _load(script, config_path, start, end, devices, day, raw, root, options):
+    """(step, step config, selection, project, options) of one step run, checked."""
     from .pipeline import load_step_config
     from .project import Project
-    from .steps import ExternalStep, PartitionStep, RawFileStep, Selection, get_step
+    from .steps import Selection, get_step
     from .timewindow import parse_window
 
     root = Path(root or Path.cwd())
@@ -30,6 +28,32 @@ def run_step(script, config_path, start=None, end=None, devices=None, day=None, 
     sel = Selection(parse_window(start, end), tuple(devices or ()), day, raw)
     project = Project.for_exposure(st.exposure, root)
     check_ownership(step, st, project.pipeline)
+    return step, st, sel, project, options
+
+
+def would_run(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
+              root=None) -> list:
+    """What :func:`run_step` would run, touching nothing: ``device/day`` partitions or
+    ``raw=<file>`` names (``pyjama.py run -n``). A step that runs itself (an import) has
+    its own dry run and is not listed here."""
+    from .steps import PartitionStep, RawFileStep
+
+    step, st, sel, project, _options = _load(script, config_path, start, end, devices, day, raw, root, {})
+    if isinstance(step, PartitionStep):
+        return [f"{d}/{dd}" for d, dd in step.direct_partitions(project, st, sel)]
+    if isinstance(step, RawFileStep):
+        return [f"raw={x}" for x in ([raw] if raw else step.selected_raw(project, st, sel.window, sel.devices))]
+    raise UserError(f"{script}: no dry run of its own; allowed: a partition or raw-file step")
+
+
+def run_step(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
+             root=None, quiet=True, options=None) -> list:
+    """Run one step; returns its ledger entries. ``options``: the step's own options by
+    name (``{"fit": True}``); an option the step does not declare is a one-line error."""
+    from .steps import ExternalStep, PartitionStep, RawFileStep
+
+    step, st, sel, project, options = _load(script, config_path, start, end, devices, day, raw,
+                                            root, options)
     if isinstance(step, PartitionStep):
         return run_partitions(step, project, st, sel, options, quiet)
     if isinstance(step, RawFileStep):

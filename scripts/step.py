@@ -17,4 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyjama.cli import main  # noqa: E402
 
 if __name__ == "__main__":
+    if Path(sys.argv[0]).name == "step.py":   # the shell itself, not a step's link
+        asked = bool({"-h", "--help"} & set(sys.argv[1:]))
+        print("usage: python3 scripts/NN_name.py --with CONFIG [--from A] [--to B] [options of the step]\n\n"
+              + __doc__.strip(), file=sys.stdout if asked else sys.stderr)
+        sys.exit(0 if asked else 2)
     sys.exit(main(["run", Path(sys.argv[0]).name, *sys.argv[1:]]))
