@@ -20,6 +20,7 @@ HELP = {
     ("-m", "pyjama.docs_gen"): "usage: python3 -m pyjama.docs_gen [-h] [--check]",
     ("-m", "pyjama.manage"): "usage: manager.sh [-h] {create,archive,delete,demo} ...",
     ("bench/bench_postgres.py",): "usage: bench_postgres.py [-h] [--rows ROWS] [--dsn DSN] [--json]",
+    ("bench/grid_sizes.py",): "usage: grid_sizes.py [-h] [--real REAL]",
     ("bench/compare_pyperun.py",): "usage: compare_pyperun.py [-h] [--pyperun PYPERUN] [--size {small,M}]",
     ("bench/run.py",): "usage: run.py [-h] [--size {small,medium,large}] [--json JSON] [--keep KEEP]",
     ("bench/validate.py",): "usage: validate.py [-h] [--size {full,small}] [--json JSON] [--plot PLOT]",
