@@ -66,6 +66,14 @@ def test_bare_dry_run_plans_the_demo(tmp_path):
 
 
 @pytest.mark.slow
+def test_bare_lint_with_the_result_rules_has_nothing_to_say(tmp_path):
+    """The catalog runs a bare `snakemake --lint` in the repository; the result rules too."""
+    res = bare_snakemake(bare_project(tmp_path), "--lint", check=False)
+    text = res.stdout + res.stderr
+    assert res.returncode == 0 and "Lints for" not in text, text
+
+
+@pytest.mark.slow
 def test_a_misspelled_config_key_is_one_line_not_the_default_exposure(tmp_path):
     root = bare_project(tmp_path)
     res = bare_snakemake(root, "-n", "--config", "exposur=X", check=False)
