@@ -5,7 +5,7 @@ the whole pipeline selected (no ``until``/``only``), ``rule all`` also asks for:
 
     data/<EXPO>/_report/pyjama_report.html     drawer.py report's page for the window
     data/<EXPO>/_report/rulegraph.svg          drawer.py dag's rule graph (needs graphviz)
-    data/<EXPO>/_report/daily_ledger.html      rows in / out / set aside per step and partition
+    data/<EXPO>/_report/daily_ledger.html      rows in, created, out, combined, set aside per job
     data/<EXPO>/_report/daily_<stage>.html     each per-day table a step writes (60_daily, ...)
 
 Each is marked with Snakemake's ``report()`` (category and caption from here), so
@@ -119,8 +119,13 @@ def _page(title: str, intro: str, body: str) -> str:
             f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(intro)}</p>{body}</main></body></html>\n")
 
 
+LEDGER_COLUMNS = ["step", "partition", "rows_in", "created", "rows_out", "combined", "set_aside", "reasons"]
+
+
 def ledger_rows(plan, root: Path) -> list:
-    """One dict per job of the window: step, partition, rows in, rows out, set aside (by reason)."""
+    """One dict per job of the window: step, partition, rows in, created (grid cells a
+    resample adds), rows out, combined (samples folded into a grid cell), set aside, and the
+    reasons; rows in + created = rows out + combined + set aside (pyjama.io.ledger_entry)."""
     rows = []
     for job in plan.jobs:
         if not job.target:
@@ -129,9 +134,13 @@ def ledger_rows(plan, root: Path) -> list:
         if led is None:
             continue
         rejected = led.get("rejected") or {}
-        where = " ".join(str(v) for _k, v in sorted(job.wildcards.items()))
+        wc, first = job.wildcards, ("device", "day", "raw")      # as drawer.py run names jobs
+        order = [k for k in first if k in wc] + sorted(set(wc) - set(first))
+        where = " ".join(str(wc[k]) for k in order)
         rows.append({"step": job.step, "partition": where, "rows_in": led.get("rows_in", 0),
-                     "rows_out": led.get("rows_out", 0), "set_aside": sum(rejected.values()),
+                     "created": sum((led.get("created") or {}).values()), "rows_out": led.get("rows_out", 0),
+                     "combined": sum((led.get("combined") or {}).values()),
+                     "set_aside": sum(rejected.values()),
                      "reasons": ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()))})
     return rows
 
@@ -141,10 +150,10 @@ def ledger_page(plan, root: Path) -> str:
 
     from .report import table
 
-    df = pd.DataFrame(ledger_rows(plan, root),
-                      columns=["step", "partition", "rows_in", "rows_out", "set_aside", "reasons"])
+    df = pd.DataFrame(ledger_rows(plan, root), columns=LEDGER_COLUMNS)
     return _page(f"Daily ledger · exposure {plan.project.exposure}",
-                 f"rows in = rows out + rows set aside, per step and partition, window {plan.window}",
+                 "rows in + created = rows out + combined + set aside, per step and partition "
+                 f"(the parser counts lines), window {plan.window}",
                  table(df, left=("step", "partition", "reasons")))
 
 

@@ -100,7 +100,21 @@ def test_snakemake_report_holds_the_results(built, tmp_path):
     base = built / "data" / "DEMO" / "_report"
     assert sorted(p.name for p in base.iterdir()) == sorted(RESULTS)
     assert "<h1>Daily ledger · exposure DEMO</h1>" in (base / "daily_ledger.html").read_text()
-    assert '<td class="l">60_behaviour</td>' in (base / "daily_ledger.html").read_text()
+    ledger = (base / "daily_ledger.html").read_text()
+    assert '<td class="l">60_behaviour</td>' in ledger
+    assert ('<tr><th class="l">step</th><th class="l">partition</th><th class="">rows in</th><th class="">'
+            'created</th><th class="">rows out</th><th class="">combined</th><th class="">set aside</th>'
+            '<th class="l">reasons</th></tr>') in ledger
+    from pyjama.results import ledger_rows
+    from pyjama.workflow import WorkflowPlan
+
+    rows = ledger_rows(WorkflowPlan.for_pipeline("configs/DEMO/pipeline.json", root=built), built)
+    assert [(r["step"], r["partition"]) for r in rows] == [
+        ("10_parser", "DEMO_valve01_2026-01-20.csv"), *((s, "valve01 2026-01-20") for s in (
+            "20_split", "30_clean", "40_resample", "50_transform", "50_normalise", "60_behaviour",
+            "70_aggregate"))]
+    for r in rows:                       # every row of the table balances
+        assert r["rows_in"] + r["created"] == r["rows_out"] + r["combined"] + r["set_aside"], r
     assert "<svg" in (base / "rulegraph.svg").read_text()
     assert ">Opening of each animal</h" in (base / "pyjama_report.html").read_text()
     # a second run with nothing changed runs nothing, results included
