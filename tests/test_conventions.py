@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,14 @@ def test_workflow_catalog_file_has_the_keys_the_catalog_reads():
     # "standardized usage" also needs these two files
     assert (REPO / "workflow" / "Snakefile").is_file()
     assert (REPO / "config" / "README.md").is_file()
+
+
+SNAKEFMT = shutil.which("snakefmt")
+
+
+@pytest.mark.skipif(SNAKEFMT is None, reason="snakefmt is not installed (the catalog's formatting check): "
+                    "pip install snakefmt==2.1.0, e.g. in a venv of its own")
+def test_snakefiles_pass_the_catalogs_formatting_check():
+    files = [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    res = subprocess.run([SNAKEFMT, "--check", *map(str, files)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
