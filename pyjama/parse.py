@@ -945,6 +945,9 @@ def _parse_delimited(s, cfg, book, fixed_device, values, state, start):
     _reject_outside_span(ts, fixed_device if device_col is None else device_col, cfg, book)
     if not values:
         return _scan_rows(ts, book, fixed_device, device_col)
+    if cfg.get("header", False) and not state.get("names_checked"):
+        _check_named_columns(cfg, columns, state["filename"])
+        state["names_checked"] = True
     used = {ts_cfg["column"], ts_cfg.get("fraction_column"), dev_cfg.get("column")}
     ignore = set(cfg.get("ignore_columns", []))
     value_cols = cfg.get("value_columns") or [c for c in columns if c not in used and c not in ignore]
@@ -988,6 +991,22 @@ def _parse_delimited(s, cfg, book, fixed_device, values, state, start):
     out = _rows(ts_long, "", sensors, num, flags, cfg)
     out["device_id"] = pd.Categorical(np.repeat(device_col[ok], k))
     return tidy.conform(out)
+
+
+def _check_named_columns(cfg, columns, filename) -> None:
+    """A header file must have the columns that ``status_flags`` and ``sequence.counters``
+    name: a misspelled name would silently never apply (with declared ``columns`` the
+    config check says it before any file is read)."""
+    from .errors import UserError
+
+    named = [(f"$.status_flags[{i}].column", r["column"]) for i, r in enumerate(cfg.get("status_flags", []))]
+    named += [(f"$.status_flags[{i}].sensors", c) for i, r in enumerate(cfg.get("status_flags", []))
+              for c in r.get("sensors", [])]
+    named += [("$.sequence.counters", c) for c in (cfg.get("sequence") or {}).get("counters", [])]
+    for where, name in named:
+        if name not in columns:
+            raise UserError(f"{filename}: {where}: {name!r} is not a column of this file's header; "
+                            f"allowed: {', '.join(columns)}")
 
 
 def _parse_multiline(s, cfg, book, fixed_device, values, state, start):

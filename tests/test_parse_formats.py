@@ -54,13 +54,14 @@ LORA = ("Node, Message, Time, Temp C, Hum %, Status\n"
 
 
 def lora_cfg(**extra):
-    return cfg(timestamp={"column": "Time", "format": "unix"}, device={"from": "column", "column": "Node"},
-               skip_patterns=["^# Start Log", "^time request"],
-               column_types={"Temp C": {"scale": 0.01}, "Hum %": {"type": "integer", "scale": 0.01},
+    base = {"timestamp": {"column": "Time", "format": "unix"}, "device": {"from": "column", "column": "Node"},
+            "skip_patterns": ["^# Start Log", "^time request"],
+            "column_types": {"Temp C": {"scale": 0.01}, "Hum %": {"type": "integer", "scale": 0.01},
                              "Status": {"type": "hex"}, "Message": {"type": "integer"}},
-               status_flags=[{"column": "Status", "bits": "0x04", "flag": "OUT_OF_RANGE", "sensors": ["Temp C"]},
+            "status_flags": [{"column": "Status", "bits": "0x04", "flag": "OUT_OF_RANGE", "sensors": ["Temp C"]},
                              {"column": "Hum %", "equals": [65535], "flag": "OUT_OF_RANGE",
-                              "sensors": ["Temp C", "Hum %"]}], **extra)
+                              "sensors": ["Temp C", "Hum %"]}]}
+    return cfg(**{**base, **extra})
 
 
 def test_repeated_header_with_spaces_hex_status_scale_and_cross_sensor_flags():
@@ -381,3 +382,16 @@ def test_every_wall_of_issue_11_in_the_docs_names_tests_that_exist():
         for file, name in named:
             tree = ast.parse((repo / "tests" / file).read_text(encoding="utf-8"))
             assert name in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, (file, name)
+
+
+def test_a_status_rule_or_counter_naming_no_column_of_the_header_is_one_line():
+    """A misspelled column in status_flags or sequence.counters would never apply: with a
+    header the file says which columns exist, and the parser job stops on one line."""
+    with pytest.raises(UserError) as e:
+        parse(LORA, lora_cfg(status_flags=[{"column": "Statu", "bits": "0x04", "flag": "OUT_OF_RANGE"}]))
+    assert str(e.value) == (f"{NAME}: $.status_flags[0].column: 'Statu' is not a column of this file's header; "
+                            "allowed: Node, Message, Time, Temp C, Hum %, Status")
+    with pytest.raises(UserError) as e:
+        parse(LORA, lora_cfg(sequence={"counters": ["Msg"]}))
+    assert str(e.value) == (f"{NAME}: $.sequence.counters: 'Msg' is not a column of this file's header; "
+                            "allowed: Node, Message, Time, Temp C, Hum %, Status")
