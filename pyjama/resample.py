@@ -299,7 +299,8 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     rows_from_samples (cells holding a usable or flagged value), filled, missing (cells
     missing, written or not), flagged (cells kept NaN with flag 2/3/4/6), cells_expected
     (cells of the day's grids) = rows_out + cells_not_stored (missing cells inside a run
-    longer than sparse_after, not written), flags (output flags by name).
+    longer than sparse_after, not written), flags (grid cells by flag name; MISSING counts
+    the cells not stored too).
     """
     from . import tidy
 
@@ -337,9 +338,17 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
                      OUTSIDE: totals["outside"]},
         "rows_from_samples": totals["out"], "filled": totals["filled"], "missing": totals["missing"],
         "flagged": totals["flagged"], "cells_expected": totals["expected"],
-        "cells_not_stored": totals["not_stored"], "flags": fl.counts(out["quality_flag"].to_numpy()),
+        "cells_not_stored": totals["not_stored"], "flags": _cell_flags(out, totals["not_stored"]),
     }
     return out, counts
+
+
+def _cell_flags(out: pd.DataFrame, not_stored: int) -> dict:
+    """The grid cells by flag name: the rows written, plus the cells not stored as MISSING
+    (so a share of flags is a share of the grid, sparse or dense)."""
+    counts = fl.counts(out["quality_flag"].to_numpy())
+    counts[fl.Flag.MISSING.name] += int(not_stored)
+    return counts
 
 
 def _grid_frame(device, ts_l, val_l, flag_l, dom_l, sen_l) -> pd.DataFrame:

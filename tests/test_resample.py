@@ -407,6 +407,9 @@ def test_a_sparse_day_writes_the_samples_and_the_ends_of_each_long_gap():
     assert counts["rows_out"] == len(out) == 11 == 24 - 13
     assert counts["missing"] == 3 + 3 + 13                 # every missing cell, stored or not
     assert counts["created"] == {resample.CREATED_FILLED: 1, resample.CREATED_MISSING: 6}
+    # flags count the grid's cells (a share of them is a share of the day, sparse or dense)
+    assert {k: v for k, v in counts["flags"].items() if v} == {"OK": 3, "MISSING": 19, "SPIKE": 1,
+                                                               "INTERPOLATED": 1}
     io.ledger_entry("40_resample.py", f"valve01/{DAY}", **counts)   # balances, or raises
 
 
