@@ -395,3 +395,16 @@ def test_a_status_rule_or_counter_naming_no_column_of_the_header_is_one_line():
         parse(LORA, lora_cfg(sequence={"counters": ["Msg"]}))
     assert str(e.value) == (f"{NAME}: $.sequence.counters: 'Msg' is not a column of this file's header; "
                             "allowed: Node, Message, Time, Temp C, Hum %, Status")
+
+
+def test_every_reject_reason_is_in_the_data_conventions():
+    from pathlib import Path
+
+    from pyjama import parse as p
+
+    text = (Path(__file__).resolve().parent.parent / "docs/data-conventions.md").read_text(encoding="utf-8")
+    text = " ".join(text.split())
+    reasons = [v for k, v in vars(p).items() if k.startswith(("R_", "S_", "E_")) and isinstance(v, str)]
+    assert len(reasons) > 20
+    missing = [r for r in reasons + [p.r_decode("<encoding>")] if f"`{r}" not in text]
+    assert missing == []
