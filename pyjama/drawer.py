@@ -33,6 +33,7 @@ RUN_EPILOG = """examples:
   python3 drawer.py run configs/DEMO/pipeline.json --from 2026-01-21 --to 2026-01-21 --dry-run
   python3 drawer.py run configs/DEMO/pipeline.json --until 20_split
   python3 drawer.py run configs/DEMO/pipeline.json --only 30_clean --from 2026-01-20 --to 2026-01-20
+  python3 drawer.py run configs/DEMO/pipeline.json --results       (then: snakemake --report report.html)
   python3 drawer.py run configs/DEMO/pipeline.json -- --summary    (after --: snakemake's own options)
 """
 
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="Snakemake profile: a name under workflow/profiles/ (default, slurm) or a path")
     r.add_argument("--quiet", "-q", action="store_true", help="only failed jobs and the final line")
     r.add_argument("--verbose", "-v", action="store_true", help="Snakemake's full output, unchanged (default: one line per finished job, with the time left)")
+    r.add_argument("--results", action="store_true", help="also build data/<EXPO>/_report/ (the report "
+                   "page, rule graph and daily tables) for `snakemake --report report.html`; only with "
+                   "the whole pipeline (not --until/--only)")
     r.add_argument("--strict", action="store_true", help="exit 3 when the run warns of lost data (a raw file "
                    "not parsed, or one that lost more than its parser's warn_rejected_share of its lines)")
     add_view_parsers(sub)
@@ -111,8 +115,8 @@ def snakemake_command(args, root: Path, plan=None) -> list:
     from .workflow import WorkflowPlan
 
     if plan is None:
-        plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
-                                         until=args.until, only=args.only)   # validates every config
+        plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root, until=args.until,
+                                         only=args.only, results=args.results)   # validates every config
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root)]
     if args.profile:
         prof = Path(args.profile)
@@ -160,11 +164,15 @@ def _is_traceback(root: Path, log: str) -> bool:
 def cmd_run(args) -> int:
     from . import runlock
     from .progress import RunMonitor
+    from .results import results_of
     from .workflow import WorkflowPlan
 
     root = Path.cwd()
-    plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root,
-                                     until=args.until, only=args.only)   # one-line errors first
+    if args.results and (args.until or args.only):
+        raise UserError(f"--results draws the whole pipeline; it cannot be combined with "
+                        f"--{'until' if args.until else 'only'}")
+    plan = WorkflowPlan.for_pipeline(args.pipeline, args.start, args.end, root, until=args.until,
+                                     only=args.only, results=args.results)   # one-line errors first
     cmd = snakemake_command(args, root, plan)
     expo = plan.project.exposure
     err = sys.stderr
@@ -187,6 +195,7 @@ def cmd_run(args) -> int:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env[losses.SHOWN_BY] = "drawer.py"     # drawer prints the lost-data lines itself (dry runs too)
         step_of = {rule.name: rule.step.name for rule in plan.rules}
+        step_of.update({r.name: f"result {Path(r.output).name}" for r in results_of(plan)})
         mon = RunMonitor(step_of, _job_cause(root), err, quiet=args.quiet, verbose=args.verbose,
                          dry_run=args.dry_run)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -155,7 +155,8 @@ class RunMonitor:
                 step = self.step_of.get(b["rule"], b["rule"])
                 self.planned.append((step, b["where"], short_reasons(b.get("reason", ""))))
                 if not self.quiet:
-                    self._say(f"would run: {step} {b['where']}: {self.planned[-1][2]}".rstrip(": "))
+                    what = " ".join(x for x in (step, b["where"]) if x)   # a result job has no wildcards
+                    self._say(f"would run: {what}: {self.planned[-1][2]}".rstrip(": "))
         e, self._in_error = self._in_error, None
         if e is not None and e["rule"] != "all":
             job = self.jobs.get(e.get("jobid")) or {}
@@ -170,7 +171,8 @@ class RunMonitor:
                 cause = cause.rsplit(" (log: ", 1)[0]
             self.failed.append((step, where, cause or "see the log", log))
             if not self.verbose:
-                self._say(f"FAILED {step} {where}: {cause or 'see the log'} (log: {log})")
+                what = " ".join(x for x in (step, where) if x)
+                self._say(f"FAILED {what}: {cause or 'see the log'} (log: {log})")
 
     def _finished(self, jobid: str, rule: str):
         if rule == "all":

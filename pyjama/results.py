@@ -12,8 +12,8 @@ Each is marked with Snakemake's ``report()`` (category and caption from here), s
 ``snakemake --report report.html`` embeds them beside Snakemake's own run statistics. They
 are per-exposure bookkeeping: they depend on every partition of the window and are rebuilt
 when one changes (the PyJAMA page costs about 15 CPU-s for the DEMO's 6 device-days).
-drawer.py does not ask for them (``drawer.py report`` / ``dag`` write the same pages on
-demand).
+``drawer.py run`` asks for them only with ``--results`` (``drawer.py report`` / ``dag``
+write the same pages on demand).
 """
 from __future__ import annotations
 

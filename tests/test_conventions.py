@@ -98,6 +98,21 @@ def test_drawer_ignores_config_yaml(tmp_path):
 
 
 @pytest.mark.slow
+def test_drawer_run_results_asks_for_them_and_names_each_in_one_line(tmp_path):
+    root = make_fast_demo(tmp_path)
+    res = drawer(root, "run", "configs/DEMO/pipeline.json", "--results", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    planned = [ln for ln in lines if ln.startswith("would run: result ")]
+    assert sorted(ln.split(": ")[1] for ln in planned) == sorted(f"result {name}" for name in RESULTS)
+    assert "would run: result rulegraph.svg: missing output files" in planned
+    assert lines[-1] == "PyJAMA: dry run: 14 jobs would run; nothing was changed"
+    res = drawer(root, "run", "configs/DEMO/pipeline.json", "--results", "--until", "20_split")
+    assert (res.returncode, res.stderr) == (2, "Error: --results draws the whole pipeline; it cannot be "
+                                               "combined with --until\n")
+
+
+@pytest.mark.slow
 def test_snakemake_report_holds_the_results(built, tmp_path):
     base = built / "data" / "DEMO" / "_report"
     assert sorted(p.name for p in base.iterdir()) == sorted(RESULTS)

@@ -122,3 +122,27 @@ def test_dry_run_is_one_line_per_job_with_snakemakes_reasons():
     assert text == ("would run: 10_parser T_valve01_2026-01-20.csv: missing output files\n"
                     "would run: 20_split valve01 2026-01-20: missing output files\n")
     assert len(mon.planned) == 2
+
+
+def test_a_job_without_wildcards_is_named_without_a_gap():
+    """A per-exposure result job (drawer.py run --results) has no device or day."""
+    block = """localrule results_rulegraph:
+    input: configs/T/pipeline.json
+    output: data/T/_report/rulegraph.svg
+    log: logs/T/_report/rulegraph.log
+    jobid: 3
+    reason: Missing output files: data/T/_report/rulegraph.svg
+    resources: tmpdir=/tmp
+"""
+    step_of = {**STEP_OF, "results_rulegraph": "result rulegraph.svg"}
+    out = io.StringIO()
+    mon = RunMonitor(step_of, lambda log: "", out, dry_run=True, clock=lambda: 0.0)
+    for line in block.splitlines(keepends=True):
+        mon.feed(line)
+    mon.close()
+    assert out.getvalue() == "would run: result rulegraph.svg: missing output files\n"
+    out = io.StringIO()
+    mon = RunMonitor(step_of, lambda log: "", out, clock=lambda: 0.0)
+    for line in (block + "Finished jobid: 3 (Rule: results_rulegraph)\n").splitlines(keepends=True):
+        mon.feed(line)
+    assert out.getvalue() == "[1] result rulegraph.svg done in 0.0 s\n"
