@@ -51,7 +51,7 @@ SIZES = {
              ("closures", 10.0, 3, 8, [4]),
              ("micro", 1.0, 4, 12, [1, 2]), ("micro", 0.1, 4, 12, [3]), ("micro", 10.0, 2, 8, [4]),
              ("qc", 1.0, 4, 30, [1, 2]), ("qc", 0.1, 4, 30, [3]), ("qc", 10.0, 2, 8, [4]),
-             ("shift", 1.0, 4, 30, [1, 2])],
+             ("shift", 1.0, 4, 30, [1, 2, 3, 4])],
 }
 RECORD_START_S = 18 * 3600.0
 
@@ -97,6 +97,10 @@ def template_configs(tmp: Path, hfni: bool = False) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(raw))
         out[stem] = load_step_config(script, path, tmp)
+        if stem == "50_normalise":     # the variant without the level-shift check (before/after)
+            off = tmp / ("hfni_" if hfni else "") / "50_normalise_shift_off.json"
+            off.write_text(json.dumps({**raw, "shift": None}))
+            out["50_normalise_shift_off"] = load_step_config(script, off, tmp)
     return out
 
 
@@ -272,8 +276,13 @@ def score_set(kind, hz, seed, animals, truth, res, hours, sc: Score, t0):
     micro_animals = {a for a, _, _ in truth.micros}
     if truth.micros:
         errs, n_t, n_m = match_micro(truth.micros, det_mc, hz)
+        by_noise = {}
+        for a in sorted(micro_animals):
+            e_a, n_a, _ = match_micro([m for m in truth.micros if m[0] == a], det_mc, hz)
+            f, n = by_noise.get(truth.noise_pct[a], (0, 0))
+            by_noise[truth.noise_pct[a]] = (f + len(e_a), n + n_a)
         out["micro"] = {"truth": n_t, "found": len(errs), "detected": len(det_mc), "matched_det": n_m,
-                        "start_err": errs}
+                        "start_err": errs, "by_noise": by_noise}
     else:
         quiet = [a for a in animals if a not in micro_animals]
         out["micro_quiet"] = {"detected": int(len(det_mc)), "animal_h": len(quiet) * hours}
@@ -329,6 +338,15 @@ def score_set(kind, hz, seed, animals, truth, res, hours, sc: Score, t0):
             sh["found"] += 1
             sh["time_err"].append((pd.Timestamp(best["ts"]) - tsa).total_seconds())
             sh["size_err"].append(best["size"] - size)
+    # 50_normalise's check: the shifts it found on the normalised opening, and the closures
+    # of the shifted animals (the samples after a shift are left unnormalised, flag 3)
+    sh["normalise_reported"] = sum(len(c.get("level_shifts", [])) for c in res.get("normalise_counts", {}).values())
+    shifted = {a for a, _, _ in truth.shifts}
+    if shifted:
+        t_sh = [c for c in truth.closures if c[0] in shifted]
+        d_sh = det_cl[det_cl["animal"].isin(shifted)] if len(det_cl) else det_cl
+        pairs_sh, _, _ = match_closures(t_sh, d_sh)
+        sh["closures_shifted"] = {"truth": len(t_sh), "detected": len(d_sh), "matched": len(pairs_sh)}
     out["shift"] = sh
     # daily state of never-closing animals
     d = res["daily"]
@@ -452,7 +470,13 @@ def summarise(results: dict, real: dict) -> list:
             nt, nf = sum(x["truth"] for x in m), sum(x["found"] for x in m)
             nd, nmd = sum(x["detected"] for x in m), sum(x["matched_det"] for x in m)
             errs = [e for x in m for e in x["start_err"]]
-            target_row("micro_recall", scope, ratio(nf, nt), f"{nf}/{nt}; start {med_abs(errs)}")
+            per = {}
+            for x in m:
+                for nz, (f, n) in x["by_noise"].items():
+                    per[nz] = (per.get(nz, (0, 0))[0] + f, per.get(nz, (0, 0))[1] + n)
+            noise = ", ".join(f"{nz:g} %: {f}/{n}" for nz, (f, n) in sorted(per.items()))
+            target_row("micro_recall", scope, ratio(nf, nt),
+                       f"{nf}/{nt}; start {med_abs(errs)}; by noise (% of the counts span): {noise}")
             target_row("micro_precision", scope, ratio(nmd, nd), f"{nmd}/{nd} detections")
         mins = [o["micro_min_duration"] for o in outs if "micro_min_duration" in o]
         if mins:
@@ -477,6 +501,15 @@ def summarise(results: dict, real: dict) -> list:
             te = [e for x in s for e in x["time_err"]]
             target_row("shift_recall", scope, ratio(nf, nt),
                        f"{nf}/{nt} reported; {sum(x['reported'] for x in s)} reports; {med_abs(te)}")
+            for label, key in (("", "closures_shifted"), ("_without_50_check", "closures_shifted_off")):
+                cs = [x[key] for x in s if key in x]
+                if cs:
+                    m_, t_, d_ = (sum(x[k] for x in cs) for k in ("matched", "truth", "detected"))
+                    rows.append((f"shifted_animal_closures{label}", scope, ratio(m_, t_), "", "n/a",
+                                 f"recall {m_}/{t_}, precision {m_}/{d_} (closures of the animals with a "
+                                 "step change)" + ("; 50 left " + str(sum(x.get("normalise_reported", 0)
+                                                                          for x in s)) + " shift segment(s) "
+                                                   "unnormalised" if not label else "")))
         sp_f = sum(o["spikes"]["flagged"] for o in outs)
         sp_t = sum(o["spikes"]["true"] for o in outs)
         if sp_f or kind == "qc":
@@ -539,6 +572,11 @@ def main(argv=None):
                 res = run_chain(df, cfg, "valve01")
                 res["animals"] = animals
                 g, out = score_set(kind, hz, seed, [a.name for a in animals], truth, res, hours, None, t0)
+                if kind == "shift":     # the same record without 50's level-shift check: before/after
+                    off = run_chain(df, {**cfg, "50_normalise": cfg["50_normalise_shift_off"]}, "valve01")
+                    off["animals"] = animals
+                    _, o2 = score_set(kind, hz, seed, [a.name for a in animals], truth, off, hours, None, t0)
+                    out["shift"]["closures_shifted_off"] = o2["shift"]["closures_shifted"]
                 results[g] = out
         real = None
         if not args.no_real and REAL.exists() and not args.only:

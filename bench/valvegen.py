@@ -177,7 +177,10 @@ def inject_qc(rng, a: Animal, span, hz, truth, busy, day_edges):
             i = int(np.searchsorted(t, r1))
             if i >= len(c):
                 continue
-        level_open = np.median(c[max(i - margin, 0):max(i - 2, 1)])
+        # the open level is on the open side of the ramp: before a closure's start, after
+        # its end (the lower count of the two sides; higher = more closed)
+        level_open = min(np.median(c[max(i - margin, 0):max(i - 2, 1)]),
+                         np.median(c[min(i + 3, len(c) - 1):min(i + margin, len(c))]))
         c[i] = min(c[i], level_open) - rng.uniform(0.4, 0.8) * span
         used[max(i - 2, 0):i + 3] = True
         add("edge_glitch", [i])

@@ -296,7 +296,8 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     """
     df = tidy.conform(df).sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
     names = selected_sensors(df, params["sensors"])
-    report = {"rows_added": 0, "undefined": 0, "clipped_low": 0, "clipped_high": 0}
+    report = {"rows_added": 0, "undefined": 0, "clipped_low": 0, "clipped_high": 0,
+              "level_shifts": [], "warnings": []}
     codes = df["sensor"].cat.codes.to_numpy()
     cats = [str(c) for c in df["sensor"].cat.categories]
     values = df["value"].to_numpy()
@@ -310,6 +311,10 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
                                                     b["direction"], params["clip"])
         else:   # span unknown / not closing (span_check): no scale, flag 3
             y, bad, below, above = normalise_values(values[idx], None, None, b["direction"], params["clip"])
+        after = shifted_segment(df["ts"].iloc[idx], values[idx], flags[idx], b, params, device, name, report)
+        if after is not None:      # from the first level shift on: no scale (flag 3)
+            y = np.where(after, np.nan, y)
+            bad = bad | after
         idxs.append(idx)
         ys.append(y)
         fs.append(combine(flags[idx], np.where(bad, np.uint8(Flag.OUT_OF_RANGE),
@@ -335,6 +340,43 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     out = tidy.concat([keep, derived])
     out = out.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
     return tidy.conform(out), report
+
+
+SHIFT_DEFAULTS = {"min_size": 0.2, "min_segment": "30min"}
+
+
+def shifted_segment(ts, x, flags, b: dict, params: dict, device: str, name: str, report: dict):
+    """Boolean mask of the samples from the first level shift of the day on, or None.
+
+    A shift is a step of the tentatively normalised opening y (before clipping; only
+    samples with flag 0 or 5) found by :func:`pyjama.qc.detect_level_shifts` with
+    ``$.shift.min_size`` [opening fraction] and ``$.shift.min_segment``: a step of at
+    least that size that does not come back (a closure reopens, so it is not one). The
+    scale was fitted on the level before it, so the samples after it get none. Appends the
+    shift to ``report["level_shifts"]`` and one line to ``report["warnings"]``.
+    """
+    from . import qc
+
+    sp = params.get("shift")
+    if sp is None or not b.get("span_ok", True) or b.get("low") is None:
+        return None
+    sp = {**SHIFT_DEFAULTS, **sp}
+    y = normalise_values(x, b["low"], b["high"], b["direction"], clip=False)[0]
+    y = np.where(np.isin(flags, (int(Flag.OK), int(Flag.INTERPOLATED))), y, np.nan)
+    ts_ns = pd.DatetimeIndex(ts).as_unit("ns").asi8
+    found = qc.detect_level_shifts(ts_ns, y, sp["min_size"], sp["min_segment"])
+    if not found:
+        return None
+    at, size = found[0]
+    stamp = pd.Timestamp(at, unit="ns", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    after = ts_ns >= at
+    report["level_shifts"].append({"sensor": name, "ts": stamp, "size": round(size, 6),
+                                   "samples_after": int(after.sum())})
+    report["warnings"].append(
+        f"{device}/{name}: level shift of {size:+.3g} of the fitted span at {stamp}; the "
+        f"{int(after.sum())} samples after it are not normalised (NaN, flag 3): the fit does not "
+        "hold there; refit from the next day (--fit with $.fit.from) if the shift stays")
+    return after
 
 
 def select_fit_days(days, fit: dict):

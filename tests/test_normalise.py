@@ -535,3 +535,49 @@ def test_the_fit_must_see_the_animal_close_fast_and_stay_closed():
     assert seen == {"m0__cbrt_inv": (1, True), "m1__cbrt_inv": (0, False), "m2__cbrt_inv": (0, False)}
     assert fit["sensors"]["m1__cbrt_inv"]["warning"].startswith(
         "v/m1__cbrt_inv: span unknown / not closing: no closure in the fit period 2026-01-20..2026-01-20")
+
+
+def test_a_level_shift_inside_the_day_leaves_the_rest_of_the_day_unnormalised():
+    # 4 h at 1 Hz, fitted scale low 0, high 1 (direction up). Open at 0.9; a closure to 0.0
+    # from 00:30 to 00:40 (it reopens: not a shift); at 02:00:00 the magnet moves and the
+    # open level becomes 0.6 for the rest of the record (a step of -0.3 that stays)
+    n = 4 * 3600
+    i = np.arange(n)
+    x = np.where(i >= 7200, 0.6, 0.9)
+    x[1800:2400] = 0.0
+    df = series(x)
+    bounds = {"m0__cbrt_inv": {"low": 0.0, "high": 1.0, "direction": "up"}}
+    params = {**PARAMS, "shift": {"min_size": 0.2, "min_segment": "30min"}}
+    out, rep = normalise_frame(df, params, bounds, "valve01")
+    y = rows(out, "m0__cbrt_inv__norm")
+    assert_allclose(y["value"].iloc[:7200], x[:7200])                 # before: normalised as fitted
+    assert y["value"].iloc[7200:].isna().all()                        # after: no scale ...
+    assert (y["quality_flag"].iloc[7200:] == 3).all() and (y["quality_flag"].iloc[:7200] == 0).all()
+    assert_allclose(rows(out, "m0__cbrt_inv")["value"], x)            # ... and the source is kept
+    assert rep["level_shifts"] == [{"sensor": "m0__cbrt_inv", "ts": "2026-01-20T02:00:00Z", "size": -0.3,
+                                    "samples_after": 7200}]
+    assert rep["warnings"] == [(
+        "valve01/m0__cbrt_inv: level shift of -0.3 of the fitted span at 2026-01-20T02:00:00Z; the 7200 "
+        "samples after it are not normalised (NaN, flag 3): the fit does not hold there; refit from the "
+        "next day (--fit with $.fit.from) if the shift stays")]
+    assert rep["undefined"] == 7200
+    # a step smaller than min_size, the closure alone, or the check off: nothing changes
+    for xs, p in ((np.where(i >= 7200, 0.75, 0.9), params), (np.where((i >= 1800) & (i < 2400), 0.0, 0.9), params),
+                  (x, {**PARAMS, "shift": None})):
+        out, rep = normalise_frame(series(xs), p, bounds, "valve01")
+        assert rep["level_shifts"] == [] and not rows(out, "m0__cbrt_inv__norm")["value"].isna().any()
+
+
+def test_the_step_reports_level_shifts_in_its_ledger(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps(BASE))
+    st = load_step_config("50_normalise.py", "c.json", tmp_path)
+    assert st["shift"] == {"min_size": 0.2, "min_segment": "30min"}      # on by default
+    i = np.arange(4 * 3600)
+    x = np.where(i >= 7200, 0.107, 0.11)       # cbrt_inv units: closed 0.100, open 0.110
+    x[1800:2400] = 0.1                         # a 10-min closure, then a shift of -0.3 x span
+    df = series(x)
+    fit = build_fit(df, st.params, "valve01", {"from": "2026-01-20", "to": "2026-01-20", "complete": True})
+    assert_allclose([fit["sensors"]["m0__cbrt_inv"][k] for k in ("low", "high")], [0.1, 0.11])
+    _, counts = get_step("50_normalise.py").compute({"data": df, "params": fit}, st, "valve01", "2026-01-20")
+    assert [(s["ts"], s["size"]) for s in counts["level_shifts"]] == [("2026-01-20T02:00:00Z", -0.3)]
+    assert counts["undefined_flagged_out_of_range"] == 7200

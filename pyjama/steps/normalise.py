@@ -242,6 +242,7 @@ class NormaliseStep(PartitionStep):
         else:
             bounds, warnings = self.rolling_bounds(data, frames.get("neighbours", []), st, device)
         out, report = normalise_frame(data, st.params, bounds, device)
+        warnings = warnings + report["warnings"]      # level shifts inside the day
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
         return {"data": out}, self.ledger_counts(data, out, report, warnings)
@@ -252,7 +253,7 @@ class NormaliseStep(PartitionStep):
                 "rows_added": report["rows_added"], "rows_written": len(out),
                 "undefined_flagged_out_of_range": report["undefined"],
                 "clipped_to_0": report["clipped_low"], "clipped_to_1": report["clipped_high"],
-                "warnings": warnings}
+                "level_shifts": report["level_shifts"], "warnings": warnings}
 
     def fitted_bounds(self, fit, data, st, device):
         """Per sensor of the partition: low/high/direction from the fit file, and the
