@@ -411,8 +411,10 @@ def edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side:
     day_start = pd.Timestamp(day, tz="UTC").value // 1000
     base = day_start - h * period_us if side == "previous" else day_start + DAY_US
     code_of = {s_: i for i, s_ in enumerate(sensors)}
-    rows = frame["sensor"].astype(str).map(code_of).fillna(-1).to_numpy(dtype=np.int64)
-    keep = (rows >= 0) & (frame["domain"].astype(str) == domain).to_numpy()
+    sensor = frame["sensor"]       # categorical (tidy.conform): map the categories, not the rows
+    of_cat = np.array([code_of.get(str(c), -1) for c in sensor.cat.categories] + [-1], dtype=np.int64)
+    rows = of_cat[sensor.cat.codes.to_numpy()]
+    keep = (rows >= 0) & (frame["domain"] == domain).to_numpy()
     slot, rem = np.divmod(_ts_us(frame["ts"]) - base, period_us)
     keep &= (rem == 0) & (slot >= 0) & (slot < h)
     val = frame["value"].to_numpy(dtype=float)[keep]

@@ -464,7 +464,13 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
 
     df = tidy.conform(df)
     n = len(df)
-    edges = [tidy.conform(f) for f in (previous, next) if f is not None and len(f)]
+    edges = []      # per neighbouring day: (ts_ns, values, flags, {sensor: row positions in time order})
+    for e in (previous, next):
+        if e is not None and len(e):
+            e = tidy.conform(e)
+            edges.append((e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000,
+                          e["value"].to_numpy(dtype=float), e["quality_flag"].to_numpy(),
+                          {s_: i_ for _, s_, i_ in tidy.sensor_groups(e)}))
     tests = dict.fromkeys(TESTS, 0)
     unruled, shifts, warns = [], [], []
     qf = df["quality_flag"].to_numpy().copy()
@@ -476,8 +482,8 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
             x, t = values[idx], ts_ns[idx]
             f = qf[idx]
             # neighbouring days' samples of this sensor, before / after the day
-            ex = [e[(e["sensor"].astype(str) == sensor).to_numpy()] for e in edges]
-            ex_t = [e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000 for e in ex]
+            ex_i = [e[3].get(sensor, np.zeros(0, dtype=np.int64)) for e in edges]
+            ex_t = [e[0][i_] for e, i_ in zip(edges, ex_i)]
             pre = [k for k, tt in enumerate(ex_t) if len(tt) and tt[-1] < t[0]]
             post = [k for k, tt in enumerate(ex_t) if len(tt) and tt[0] > t[-1]]
 
@@ -515,9 +521,9 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
                         parts_x.append(usable)
                         parts_t.append(t)
                         continue
-                    xv, tv = ex[k]["value"].to_numpy(dtype=float)[sel], ex_t[k][sel]
-                    parts_x.append(np.where(bad(xv, tv) | np.isin(ex[k]["quality_flag"].to_numpy()[sel],
-                                                                  unusable), np.nan, xv))
+                    rows_k = ex_i[k][sel]
+                    xv, tv = edges[k][1][rows_k], ex_t[k][sel]
+                    parts_x.append(np.where(bad(xv, tv) | np.isin(edges[k][2][rows_k], unusable), np.nan, xv))
                     parts_t.append(tv)
                 ux, ut = np.concatenate(parts_x), np.concatenate(parts_t)
                 own = slice(n_pre, n_pre + len(x))

@@ -458,3 +458,44 @@ def test_daily_status_too_few_samples_flat_and_span_unknown(tmp_path):
                     "closures not counted")
     assert w[1].startswith("d/m2__norm 2026-01-20: flat: opening range 0 below $.active.min_range 0.1")
     assert w[2].startswith("d/m3__norm 2026-01-20: span unknown / not closing: 86400 of 86400 samples")
+
+
+def test_a_fit_file_below_the_declared_span_is_one_warning_and_span_unknown_in_60_daily(tmp_path, capsys):
+    """Bad input through 50 → 60 as the jobs run them: a fit file made when $.min_range was
+    0.0001 holds m1 with a span of 0.0005; the config now declares 0.002. m0 (span 0.01) is
+    fine. Neither step crashes; 50 says it in one line per partition, 60_daily says
+    span_unknown with null counts."""
+    from pyjama.steps import get_step
+
+    day = pd.date_range(DAY, periods=7200, freq="1s", tz="UTC")
+    i = np.arange(7200)
+    m0 = np.where((i >= 3000) & (i < 3600), 0.10, 0.11)           # closes 10 min: span 0.01
+    m1 = 0.1 + 0.0005 * (i % 600) / 600                             # a sliver of a span
+    df = tidy.concat([tidy.frame(ts=day, device_id="valve01", domain="bio_signal", sensor=s, value=v,
+                                 quality_flag=0) for s, v in (("m0__cbrt_inv", m0), ("m1__cbrt_inv", m1))])
+    (tmp_path / "n.json").write_text(json.dumps({"exposure": "T", "input_stage": "50_transformed",
+                                                 "output_stage": "50_normalised", "min_range": 0.002}))
+    st50 = load_step_config("50_normalise.py", "n.json", tmp_path)
+    entry = {"fit_from": DAY, "fit_to": DAY, "direction": "up", "closures_seen": None}
+    fit = {"device_id": "valve01", "period": {"complete": True},
+           "fit_config": {k: st50.params.get(k) for k in ("method", "sensors", "p_low", "p_high", "fit",
+                                                          "direction", "closure_evidence")},
+           "sensors": {"m0__cbrt_inv": {**entry, "low": 0.10, "high": 0.11, "range": 0.01},
+                       "m1__cbrt_inv": {**entry, "low": 0.1, "high": 0.1005, "range": 0.0005}}}
+    out, counts = get_step("50_normalise.py").compute({"data": df, "params": fit}, st50, "valve01", DAY)
+    line = ("valve01/m1__cbrt_inv: span unknown / not closing: fitted span 0.0005 is below the required "
+            "0.002 ($.min_range 0.002) in the fit period 2026-01-20..2026-01-20; its opening is not "
+            "normalised (NaN, flag 3) and its closures are not counted")
+    assert counts["warnings"] == [line]
+    assert capsys.readouterr().err == f"warning: {line}\n"
+    st60 = config(tmp_path, active={"min_range": 0.1, "min_usable": "1h"})
+    tables, bcounts = get_step("60_behaviour.py").compute({"data": out["data"], "previous": []}, st60,
+                                                         "valve01", DAY)
+    d = tables["daily"].set_index("sensor")
+    assert d["status"].to_dict() == {"m0__cbrt_inv__norm": "ok", "m1__cbrt_inv__norm": "span_unknown"}
+    assert d.loc["m0__cbrt_inv__norm", "closures"] == 1
+    assert pd.isna(d.loc["m1__cbrt_inv__norm", "closures"]) and pd.isna(d.loc["m1__cbrt_inv__norm", "share_open"])
+    assert bcounts["warnings"] == [("valve01/m1__cbrt_inv__norm 2026-01-20: span unknown / not closing: 7200 of "
+                                    "7200 samples have no normalised opening (flag 3 from 50_normalise); "
+                                    "closures not counted")]
+    assert capsys.readouterr().err.count("\n") == 1                 # one line from 60 too
