@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,11 +177,12 @@ def test_workflow_catalog_file_has_the_keys_the_catalog_reads():
     assert (REPO / "config" / "README.md").is_file()
 
 
-SNAKEFMT = shutil.which("snakefmt")
+SNAKEFMT = shutil.which("snakefmt") or next(
+    (str(c) for c in [Path(sys.executable).parent / "snakefmt"] if c.is_file()), None)
 
 
 @pytest.mark.skipif(SNAKEFMT is None, reason="snakefmt is not installed (the catalog's formatting check): "
-                    "pip install snakefmt==2.1.0, e.g. in a venv of its own")
+                    "pip install -r requirements.txt")
 def test_snakefiles_pass_the_catalogs_formatting_check():
     files = [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
     res = subprocess.run([SNAKEFMT, "--check", *map(str, files)], capture_output=True, text=True, check=False)
