@@ -349,6 +349,13 @@ def ledger_entry(step: str, partition: str, rows_in: int, rows_out: int,
     return entry
 
 
+def ledger_rows_written(led: dict) -> int:
+    """The rows a job wrote to its stage (what the next stage reads in): ``rows_out`` plus
+    ``rows_added``, the rows of the series steps 50 and 60 add to the rows they pass through
+    (their ledgers balance on the rows passed through: rows_in = rows_out + rejected)."""
+    return int(led.get("rows_out", 0)) + int(led.get("rows_added", 0) or 0)
+
+
 def read_ledger(path) -> dict | None:
     """The ledger in the footer of a job's main output parquet, or None (no file, no ledger).
     A JSON file (receipts of the imports) holds it under ``"ledger"``."""

@@ -124,7 +124,7 @@ LEDGER_COLUMNS = ["step", "partition", "rows_in", "created", "rows_out", "combin
 
 def ledger_rows(plan, root: Path) -> list:
     """One dict per job of the window: step, partition, rows in, created (grid cells a
-    resample adds), rows out, combined (samples folded into a grid cell), set aside, and the
+    resample adds; rows of the series 50 and 60 add), rows out (rows written), combined (samples folded into a grid cell), set aside, and the
     reasons; rows in + created = rows out + combined + set aside (pyjama.io.ledger_entry)."""
     rows = []
     for job in plan.jobs:
@@ -138,7 +138,8 @@ def ledger_rows(plan, root: Path) -> list:
         order = [k for k in first if k in wc] + sorted(set(wc) - set(first))
         where = " ".join(str(wc[k]) for k in order)
         rows.append({"step": job.step, "partition": where, "rows_in": led.get("rows_in", 0),
-                     "created": sum((led.get("created") or {}).values()), "rows_out": led.get("rows_out", 0),
+                     "created": sum((led.get("created") or {}).values()) + int(led.get("rows_added", 0) or 0),
+                     "rows_out": io.ledger_rows_written(led),
                      "combined": sum((led.get("combined") or {}).values()),
                      "set_aside": sum(rejected.values()),
                      "reasons": ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()))})

@@ -287,7 +287,7 @@ class Board:
                 if not led:
                     continue
                 s["rows_in"] += int(led.get("rows_in", 0))
-                s["rows_out"] += int(led.get("rows_out", 0))
+                s["rows_out"] += io.ledger_rows_written(led)
                 if led.get("unit"):
                     s["unit"] = led["unit"]
                 for k, v in (led.get("rejected") or {}).items():
@@ -350,7 +350,7 @@ def _add_ledger(cell: Cell, led, device, day):
             cell.rows_out = (cell.rows_out or 0) + int(n)
     else:
         cell.rows_in = (cell.rows_in or 0) + int(led.get("rows_in", 0))
-        cell.rows_out = (cell.rows_out or 0) + int(led.get("rows_out", 0))
+        cell.rows_out = (cell.rows_out or 0) + io.ledger_rows_written(led)
     for k, v in (led.get("rejected") or {}).items():
         cell.rejected[k] = cell.rejected.get(k, 0) + int(v)
     for k, v in _flag_counts(led).items():

@@ -133,6 +133,9 @@ def test_snakemake_report_holds_the_results(built, tmp_path):
             "70_aggregate"))]
     for r in rows:                       # every row of the table balances
         assert r["rows_in"] + r["created"] == r["rows_out"] + r["combined"] + r["set_aside"], r
+    # and a step's rows out are the next step's rows in (50 and 60 add series: created)
+    grid = [r for r in rows if r["step"] != "10_parser"]
+    assert [a["rows_out"] for a in grid[:-1]] == [b["rows_in"] for b in grid[1:]]
     assert "<svg" in (base / "rulegraph.svg").read_text()
     assert ">Opening of each animal</h" in (base / "pyjama_report.html").read_text()
     # a second run with nothing changed runs nothing, results included

@@ -61,6 +61,18 @@ def test_every_ledger_balances(demo):
     for p in (root / "data/T/40_resampled").rglob("part.parquet"):
         nxt = io.read_ledger(str(p).replace("40_resampled", "50_transformed"))
         assert io.read_ledger(p)["rows_out"] == nxt["rows_in"], p
+    # and the rows written by 50 and 60, which add series to the rows they pass through
+    # (rows_added), are the rows the file holds and the next stage reads in
+    import itertools
+
+    import pyarrow.parquet as pq
+
+    chain = ["40_resampled", "50_transformed", "50_normalised", "60_behaviour", "70_aggregated/window=10s"]
+    for day in ("2026-01-20", "2026-01-21"):
+        part = [root / f"data/T/{s}/device_id=valve01/day={day}/part.parquet" for s in chain]
+        for here, nxt in itertools.pairwise(part):
+            written = io.ledger_rows_written(io.read_ledger(here))
+            assert written == pq.ParquetFile(here).metadata.num_rows == io.read_ledger(nxt)["rows_in"], here
 
 
 def test_duplicates_are_merged_and_counted(demo):

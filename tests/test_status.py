@@ -211,6 +211,21 @@ def test_incomplete_markers_are_decoded(tmp_path):
     assert incomplete_outputs(tmp_path) == {path}
 
 
+def test_rows_out_of_a_step_that_adds_series_are_the_rows_it_wrote():
+    """50 and 60 pass their input rows through and add series (rows_added): the board's rows
+    out are the rows written, i.e. the next stage's rows in, not the rows passed through."""
+    from pyjama.status import Cell, _add_ledger
+
+    transformed = {"rows_in": 10, "rows_out": 10, "rejected": {}, "rows_added": 8, "rows_written": 18}
+    c = Cell(step="50_transform", device="d", day="2026-01-20")
+    _add_ledger(c, transformed, "d", "2026-01-20")
+    assert (c.rows_in, c.rows_out) == (10, 18)
+    resampled = {"rows_in": 12, "rows_out": 10, "rejected": {}, "combined": {"combined into grid cells": 2}}
+    c = Cell(step="40_resample", device="d", day="2026-01-20")
+    _add_ledger(c, resampled, "d", "2026-01-20")
+    assert (c.rows_in, c.rows_out) == (12, 10)
+
+
 def test_flagged_share_from_ledger_counts():
     assert flagged_share({"OK": 90, "SPIKE": 6, "MISSING": 4}) == pytest.approx(0.10)   # 10 of 100
     assert flagged_share({"OK": 0, "MISSING": 5}) == 1.0
