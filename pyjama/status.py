@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, io
+from .losses import SKIPPED
 from .timewindow import iso
 
 STATES = ("done", "stale", "missing", "running", "failed")   # in order of severity
@@ -403,8 +404,8 @@ def _cell_text(cell: Cell | None, with_rows: bool) -> str:
         text = SYMBOL[cell.state]
     if with_rows and cell.state == "done" and cell.rows_out is not None:
         text += " " + _human(cell.rows_out)
-        if sum(cell.rejected.values()):
-            text += "*"
+        if any(n for k, n in cell.rejected.items() if not k.startswith(SKIPPED)):
+            text += "*"              # lines skipped as configured (a header) are not a loss
     return text
 
 

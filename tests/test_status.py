@@ -226,6 +226,17 @@ def test_rows_out_of_a_step_that_adds_series_are_the_rows_it_wrote():
     assert (c.rows_in, c.rows_out) == (12, 10)
 
 
+def test_star_marks_rejected_lines_not_lines_skipped_as_configured():
+    from pyjama.status import Cell, _cell_text
+
+    skipped = Cell(step="10_parser", device="d", day="2026-01-20", rows_out=10,
+                   rejected={"skipped: header line": 1, "skipped: skip_pattern '^#'": 3})
+    assert _cell_text(skipped, True) == "ok 10"
+    lost = Cell(step="10_parser", device="d", day="2026-01-20", rows_out=10,
+                rejected={"skipped: header line": 1, "line too long": 1})
+    assert _cell_text(lost, True) == "ok 10*"
+
+
 def test_flagged_share_from_ledger_counts():
     assert flagged_share({"OK": 90, "SPIKE": 6, "MISSING": 4}) == pytest.approx(0.10)   # 10 of 100
     assert flagged_share({"OK": 0, "MISSING": 5}) == 1.0
