@@ -207,3 +207,6 @@ def test_every_stage_reads_as_one_dataset_with_every_reader(demo):
     assert one(f"select typeof(day) from read_parquet('{split}/**/*.parquet', "
                "hive_partitioning=true) limit 1") == "DATE"
     assert pl.scan_parquet(split).collect_schema()["day"] == pl.Date
+    # pandas reads it as a category of strings (docs/data-conventions.md), pyarrow as a string
+    assert str(pd.read_parquet(split).dtypes["day"]) == "category"
+    assert str(ds.dataset(split, partitioning="hive").schema.field("day").type) == "string"
