@@ -182,7 +182,7 @@ class StepConfig:
     def exposure(self) -> str:
         return self.params["exposure"]
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The invocation name: the config file's stem (unique within a pipeline)."""
         return Path(self.path).name.removesuffix(".json")

@@ -255,14 +255,15 @@ def _elapsed(mon) -> str:
     return _duration(mon.clock() - mon.t0)
 
 
-def run_warnings(pipeline, root) -> list:
-    """The end-of-run summary of lost data (pyjama.steps.parser.loss_warnings)."""
+def run_warnings(pipeline, root, project=None) -> list:
+    """The end-of-run summary of lost data (pyjama.steps.parser.loss_warnings); ``project``:
+    one already loaded (status), else the pipeline is loaded again (after a run: new files)."""
     from .errors import UserError
     from .project import Project
     from .steps.parser import loss_warnings
 
     try:
-        return loss_warnings(Project.load(pipeline, root))
+        return loss_warnings(project or Project.load(pipeline, root))
     except UserError:
         return []   # a config error has been told already (by Snakemake's run)
 
@@ -274,7 +275,7 @@ def cmd_status(args) -> int:
     board = build_board(args.pipeline, args.start, args.end)
     sys.stdout.write(main_status(args.pipeline, args.start, args.end, as_json=args.json, board=board))
     if not args.json:
-        for line in losses.render(run_warnings(args.pipeline, Path.cwd()), "status"):
+        for line in losses.render(run_warnings(args.pipeline, Path.cwd(), board.project), "status"):
             sys.stdout.write(line + "\n")
     return 0 if all(j.state == "done" for j in board.jobs) else 1
 

@@ -24,7 +24,6 @@ state of its jobs: failed > running > missing > stale > done.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -104,10 +103,10 @@ def flagged_share(flags: dict):
 class _Files:
     """Cached stat of files (each is an output of one job and the input of others)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, seen=None):
         self.root = root
         self._root_s = str(root)
-        self._mtime: dict = {}
+        self._mtime: dict = {p: (t[0] if t else None) for p, t in (seen or {}).items()}
 
     def mtime(self, rel: str):
         """mtime in ns, or None when the file does not exist."""
@@ -120,25 +119,47 @@ class _Files:
 
 
 def incomplete_outputs(root: Path) -> set:
-    """Output paths Snakemake marked incomplete (a job started and never finished).
+    """Output paths Snakemake marked incomplete (a job started and never finished)."""
+    from .verdict import marker_paths
 
-    Snakemake keeps one file per output under ``.snakemake/incomplete/``, named by the
-    urlsafe base64 of the path (split into ``@``-prefixed chunks when too long)."""
-    base = Path(root) / ".snakemake" / "incomplete"
-    out = set()
-    if not base.is_dir():
-        return out
-    for dirpath, _dirs, files in os.walk(base):
-        rel = Path(dirpath).relative_to(base).parts
-        for f in files:
-            if f == "migration_underway":
-                continue
-            chunks = [p.lstrip("@") for p in rel] + [f]
+    return set(marker_paths(Path(root) / ".snakemake" / "incomplete"))
+
+
+class Ledgers:
+    """The ledgers of the jobs' main outputs, kept in ``data/<EXPO>/.pyjama/ledgers.json``
+    by path, mtime and size: a year's board reads only the footers that changed."""
+
+    def __init__(self, root: Path, exposure: str):
+        self.root = str(root)
+        self.path = Path(root) / io.data_dir(exposure) / ".pyjama" / "ledgers.json"
+        try:
+            self.known = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.seen: dict = {}
+
+    def get(self, rel: str):
+        try:
+            st = os.stat(os.path.join(self.root, rel))
+        except OSError:
+            return None
+        hit = self.known.get(rel)
+        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+            self.seen[rel] = hit
+            return hit[2]
+        try:
+            led = io.read_ledger(os.path.join(self.root, rel))
+        except Exception:  # noqa: BLE001 - an unreadable output is Snakemake's to judge
+            led = None
+        self.seen[rel] = [st.st_mtime_ns, st.st_size, led]
+        return led
+
+    def save(self):
+        if self.seen != self.known:
             try:
-                out.add(base64.urlsafe_b64decode("".join(chunks).encode()).decode())
-            except (ValueError, UnicodeDecodeError):
-                continue
-    return out
+                io.write_json(self.path, self.seen)
+            except OSError:
+                pass
 
 
 def log_error(path: Path) -> str:
@@ -191,23 +212,23 @@ class Board:
 
         specs = {rule.name: (rule.step, rule) for rule in self.plan.rules}
         names = {rule.name: rule.step.name for rule in self.plan.rules}   # StepConfig.name is not free
-        digests = [st.digest for st in self.project.pipeline.steps]
-        self.verdicts, self.cached = verdict.verdicts(
-            self.root, self.project.exposure, self.plan, digests,
-            use_cache=self.use_cache)
+        self.verdicts, self.how, stats = verdict.verdicts(self.root, self.plan, use_cache=self.use_cache)
+        self.cached = self.how == "cache"
+        self._files = _Files(self.root, stats)
+        self._ledgers = Ledgers(self.root, self.project.exposure)
         self._live = runlock.holder(self.root, self.project.exposure)
         self._locked = runlock.locked_files(self.root)
         for key, v in self.verdicts.items():
             if v["rule"] not in specs:
                 continue
             st, spec = specs[v["rule"]]
-            wc = dict(v["wildcards"])
-            job = Job(step=names[spec.name], rule=spec.name, wildcards=wc,
-                      outputs={k: p.format(**wc) for k, p in spec.outputs.items()},
-                      inputs=list(v["inputs"]), log=spec.log.format(**wc))
+            planned = self.plan.job(v["rule"], v["wildcards"])
+            job = Job(step=names[spec.name], rule=spec.name, wildcards=dict(planned.wildcards),
+                      outputs=dict(planned.outputs), inputs=planned.input_files, log=planned.log)
             self._judge(st, job, v)
             self.jobs.append(job)
             self._place(st, job)
+        self._ledgers.save()
         order = {rule.name: i for i, rule in enumerate(self.plan.rules)}
         self.jobs.sort(key=lambda j: (order.get(j.rule, 0), sorted(j.wildcards.items())))
 
@@ -236,10 +257,8 @@ class Board:
         job.state = "missing" if missing else "stale"
 
     def _read_ledger(self, job: Job):
-        try:   # the ledger is in the main output's footer (or the receipt of an import)
-            job.ledger = io.read_ledger(os.path.join(self._root_s, next(iter(job.outputs.values()))))
-        except Exception:  # noqa: BLE001 - an unreadable output is Snakemake's to judge
-            job.ledger = None
+        # the ledger is in the main output's footer (or the receipt of an import)
+        job.ledger = self._ledgers.get(next(iter(job.outputs.values())))
 
     def _cell_keys(self, st, job: Job):
         wc = job.wildcards
@@ -317,6 +336,7 @@ class Board:
             "pipeline": self.project.pipeline.path,
             "window": {"from": iso(w.start), "to": iso(w.end)},
             "code_version": __version__,
+            "verdict": self.how,      # Snakemake's verdict: "cache", "partial" (touched jobs) or "full"
             "steps": self.steps,
             "devices": self.devices(),
             "cells": [dict(asdict(c), flagged_share=c.flagged_share)

@@ -3,18 +3,32 @@
 ``drawer.py status`` does not re-derive Snakemake's rules. It asks Snakemake: the workflow
 is parsed and its DAG built in this process through Snakemake's Python API
 (``snakemake.api``), with the settings ``drawer.py run`` uses (the default profile's
-``rerun-incomplete``, every rerun trigger), and for every job of the DAG we keep
-``dag.needrun(job)`` and the names of ``dag.reason(job)`` — exactly what a dry run prints.
+``rerun-incomplete``, every rerun trigger, the same ``--config`` texts), and for every job
+of the DAG we keep ``dag.needrun(job)`` and the names of ``dag.reason(job)`` — exactly what
+a dry run prints. The Snakefile gets the plan already built here (no second plan).
 
-Building a year's DAG costs Snakemake several seconds (≈ 1.9 ms per job), so the verdicts
-are cached in ``data/<EXPO>/.pyjama/verdict.json``, keyed by a fingerprint of everything
-Snakemake looks at: the mtime and size of every file of the DAG (inputs, outputs), the
-listing of ``.snakemake/metadata`` and ``.snakemake/incomplete`` (with mtimes), the config
-files, the window and the PyJAMA code (workflow/ and pyjama/ sources). Any change there
-recomputes the verdicts from Snakemake; otherwise the cache answers in milliseconds.
+Building a year's DAG costs Snakemake about 1 ms of CPU per job, so the verdicts are kept
+in ``data/<EXPO>/.pyjama/verdict.json`` with what Snakemake looked at: the mtime and size
+of every input and output of the DAG, the mtimes of Snakemake's ``.snakemake/metadata``
+and ``.snakemake/incomplete`` records (one per output), each rule's params digest, each
+job's input files, the Snakemake config and the code (PyJAMA's sources, Snakemake's
+version). On the next ``status``:
+
+- nothing changed: the cached verdicts, without starting Snakemake;
+- some jobs changed (a file, a record, a digest, the set of inputs, a new job): those jobs
+  and every job downstream of them are *touched*; Snakemake builds the DAG of just their
+  outputs (it adds their upstream jobs itself) and its verdicts replace theirs. A job's
+  verdict depends only on its own files and records and on its upstream jobs (Snakemake's
+  ``needrun`` flows downstream), so the untouched jobs keep theirs;
+- the config or the code changed, or most jobs are touched: Snakemake's whole DAG.
+
+API::
+
+    verdicts(root, plan) -> (jobs, how, stats)   # jobs: key -> record; how: "cache" | "partial" | "full"
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -24,17 +38,42 @@ from . import io
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+FULL_SHARE = 0.5      # touched share of jobs above which the whole DAG is as cheap
 
 
-def job_key(rule: str, wildcards: dict) -> str:
+def job_key(rule: str, wildcards) -> str:
     """One text per job: ``rule`` plus its sorted wildcards (the same for our plan and
     Snakemake's DAG)."""
     return rule + "|" + ",".join(f"{k}={v}" for k, v in sorted(dict(wildcards).items()))
 
 
+def marker_paths(base: Path) -> dict:
+    """{output path: mtime_ns} of Snakemake's per-output records under ``base``
+    (``.snakemake/metadata`` or ``.snakemake/incomplete``): each file is named by the urlsafe
+    base64 of the output path, split into ``@``-prefixed folders when too long."""
+    out = {}
+    base = str(base)
+    if not os.path.isdir(base):
+        return out
+    for dirpath, _dirs, files in os.walk(base):
+        rel = os.path.relpath(dirpath, base)
+        prefix = "" if rel == "." else "".join(p.lstrip("@") for p in rel.split(os.sep))
+        for f in files:
+            if f == "migration_underway":
+                continue
+            try:
+                path = base64.urlsafe_b64decode((prefix + f).encode()).decode()
+                out[path] = os.stat(os.path.join(dirpath, f)).st_mtime_ns
+            except (ValueError, UnicodeDecodeError, OSError):
+                continue
+    return out
+
+
 def _code_digest() -> str:
-    h = hashlib.sha256()
+    import snakemake
+
+    h = hashlib.sha256(snakemake.__version__.encode())
     for base in (REPO / "workflow", REPO / "pyjama"):
         for dirpath, _dirs, files in sorted(os.walk(base)):
             for f in sorted(files):
@@ -44,61 +83,41 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _listing(base: Path, h) -> None:
-    if not base.is_dir():
-        h.update(b"-")
-        return
-    for dirpath, dirs, files in os.walk(base):
-        dirs.sort()
-        for f in sorted(files):
-            p = os.path.join(dirpath, f)
-            try:
-                h.update(f"{p}:{os.stat(p).st_mtime_ns};".encode())
-            except OSError:
-                continue
+def setup_key(plan) -> str:
+    """What every verdict depends on beyond the jobs: the Snakemake config (without the
+    window, which only chooses the targets) and the code."""
+    return hashlib.sha256(json.dumps([plan.config, _code_digest()], sort_keys=True,
+                                     default=str).encode()).hexdigest()
 
 
-def fingerprint(root: Path, plan_key: str, files) -> str:
-    """The digest of what Snakemake's verdict depends on (see the module text)."""
-    h = hashlib.sha256()
-    h.update(plan_key.encode())
-    h.update(_code_digest().encode())
-    base = str(root)
-    for rel in files:
-        try:
-            st = os.stat(os.path.join(base, rel))
-            t = f"{st.st_mtime_ns}:{st.st_size}"
-        except OSError:
-            t = "-"
-        h.update(f"{rel}:{t};".encode())
-    _listing(root / ".snakemake" / "metadata", h)
-    _listing(root / ".snakemake" / "incomplete", h)
-    return h.hexdigest()
+# ---------------------------------------------------------------- asking Snakemake
 
-
-def snakemake_verdicts(root: Path, config: dict, config_args) -> dict:
-    """job key → {"needrun": bool, "reasons": [...], "rule", "wildcards"} for every job of
-    Snakemake's DAG of the workflow with ``config`` and the ``--config`` texts
-    ``config_args`` (as ``drawer.py run --dry-run`` passes them)."""
+def snakemake_verdicts(root: Path, plan, targets=None) -> dict:
+    """job key → {"rule", "wildcards", "needrun", "reasons"} for every
+    job of Snakemake's DAG of ``plan`` (``drawer.py run --dry-run``'s settings and
+    ``--config`` texts); ``targets``: only the DAG of these files (default: ``rule all``)."""
     import logging
 
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings,
                                           Quietness, ResourceSettings, StorageSettings)
 
+    from .workflow import preloaded
+
     root = Path(root).resolve()
     cwd = os.getcwd()
     out = {}
     prev = logging.getLogger("snakemake").level
+    dag_settings = DAGSettings(force_incomplete=True, **({"targets": set(targets)} if targets else {}))
     try:
-        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, verbose=False)) as api:
+        with preloaded(plan), SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, verbose=False)) as api:
             wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                                  config_settings=ConfigSettings(config=dict(config),
-                                                                config_args=list(config_args),
-                                                                replace_workflow_config=True),
+                                  config_settings=ConfigSettings(config=dict(plan.config),
+                                                                 config_args=list(plan.config_args),
+                                                                 replace_workflow_config=True),
                                   storage_settings=StorageSettings(),
                                   snakefile=SNAKEFILE, workdir=root)
-            dag_api = wf_api.dag(dag_settings=DAGSettings(force_incomplete=True))
+            dag_api = wf_api.dag(dag_settings=dag_settings)
             wf = dag_api.workflow_api._workflow
             wf.dag_settings = dag_api.dag_settings
             wf._prepare_dag(forceall=False, ignore_incomplete=False, lock_warn_only=True,
@@ -112,55 +131,129 @@ def snakemake_verdicts(root: Path, config: dict, config_args) -> dict:
                 need = bool(dag.needrun(job))
                 reasons = list(dag.reason(job).get_names()) if need else []
                 out[job_key(job.rule.name, wc)] = {
-                    "rule": job.rule.name, "wildcards": wc, "needrun": need, "reasons": reasons,
-                    "inputs": [str(f) for f in job.input], "outputs": [str(f) for f in job.output]}
+                    "rule": job.rule.name, "wildcards": wc, "needrun": need, "reasons": reasons}
     finally:
         os.chdir(cwd)
         logging.getLogger("snakemake").setLevel(prev)
     return out
 
 
-def plan_key(config: dict, targets, digests) -> str:
-    """What the DAG's shape depends on: the Snakemake config (without the window: it only
-    chooses the targets, so a ``{NOW}`` bound that moved by a second keeps the cache), the
-    targets, the step configs."""
-    h = hashlib.sha256()
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    h.update("\n".join(targets).encode())
-    h.update(json.dumps(sorted(digests)).encode())
-    return h.hexdigest()
+# ---------------------------------------------------------------- the jobs of the DAG, from the plan
 
+def dag_jobs(plan) -> dict:
+    """job key → rules.Job of every job Snakemake's DAG of ``rule all`` holds: the target
+    jobs and, following inputs to the jobs writing them, every job upstream (also outside
+    the window, e.g. a fit or a neighbour day)."""
+    out, todo = {}, [j for j in plan.jobs if j.target]
+    while todo:
+        job = todo.pop()
+        key = job_key(job.rule, job.wildcards)
+        if key in out:
+            continue
+        out[key] = job
+        for path in job.input_files:
+            up = plan.job_for_output(path)
+            if up is not None:
+                todo.append(up)
+    return out
+
+
+def _stat(root: str, path: str):
+    try:
+        st = os.stat(os.path.join(root, path))
+        return [st.st_mtime_ns, st.st_size]
+    except OSError:
+        return None
+
+
+def snapshot(root: Path, jobs: dict) -> dict:
+    """What Snakemake's verdict on ``jobs`` (key → rules.Job) reads: per job its params
+    digest and input files; per file its mtime and size; per output Snakemake's metadata
+    and incomplete records (their mtimes)."""
+    base = str(root)
+    meta = marker_paths(Path(root) / ".snakemake" / "metadata")
+    incomplete = marker_paths(Path(root) / ".snakemake" / "incomplete")
+    files: dict = {}
+    records: dict = {}
+    per_job = {}
+    for key, job in jobs.items():
+        for p in job.input_files:
+            if p not in files:
+                files[p] = _stat(base, p)
+        for p in job.output_files:
+            if p not in files:
+                files[p] = _stat(base, p)
+            records[p] = [meta.get(p), incomplete.get(p)]
+        per_job[key] = [job.params_digest, job.input_files]
+    return {"jobs": per_job, "files": files, "records": records}
+
+
+def touched_jobs(jobs: dict, now: dict, then: dict) -> set:
+    """Keys of the jobs whose part of the snapshot differs from the cached one (or that are
+    new), and every job downstream of them (``jobs``: key → rules.Job)."""
+    then_jobs, then_files, then_records = (then.get(k, {}) for k in ("jobs", "files", "records"))
+    files, records = now["files"], now["records"]
+    changed = {p for p, t in files.items() if then_files.get(p, "?") != t}
+    changed |= {p for p, r in records.items() if then_records.get(p) != r}
+    touched = set()
+    consumers: dict = {}
+    for key, job in jobs.items():
+        ins = job.input_files
+        for p in ins:
+            consumers.setdefault(p, []).append(key)
+        if then_jobs.get(key) != now["jobs"][key] or any(p in changed for p in ins) \
+                or any(p in changed for p in job.output_files):
+            touched.add(key)
+    todo = list(touched)
+    while todo:
+        key = todo.pop()
+        for p in jobs[key].output_files:
+            for down in consumers.get(p, ()):
+                if down not in touched:
+                    touched.add(down)
+                    todo.append(down)
+    return touched
+
+
+# ---------------------------------------------------------------- the cache
 
 def cache_path(root: Path, exposure: str) -> Path:
     return Path(root) / io.data_dir(exposure) / ".pyjama" / "verdict.json"
 
 
-def _files_of(jobs: dict) -> list:
-    return sorted({f for v in jobs.values() for f in (*v["inputs"], *v["outputs"])})  # noqa: C401
-
-
-def verdicts(root: Path, exposure: str, plan, digests, use_cache=True):
-    """Snakemake's verdicts (see :func:`snakemake_verdicts`), from the cache when nothing
-    Snakemake looks at has changed; returns (verdicts, came_from_cache).
-
-    The cache stores the files of the DAG Snakemake built; it is valid while the plan
-    (config, targets, step configs) is the same and those files, Snakemake's metadata and
-    incomplete markers and the PyJAMA code have the same mtimes."""
-    root = Path(root)
-    pkey = plan_key(plan.config, plan.targets(), digests)
-    cache = cache_path(root, exposure)
-    if use_cache and cache.exists():
-        try:
-            data = json.loads(cache.read_text())
-            if (data.get("version") == CACHE_VERSION and data.get("plan") == pkey
-                    and data.get("fingerprint") == fingerprint(root, pkey, _files_of(data["jobs"]))):
-                return data["jobs"], True
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    jobs = snakemake_verdicts(root, plan.config, plan.config_args)
+def _load(path: Path):
     try:
-        io.write_json(cache, {"version": CACHE_VERSION, "plan": pkey,
-                              "fingerprint": fingerprint(root, pkey, _files_of(jobs)), "jobs": jobs})
+        data = json.loads(path.read_text())
+        return data if data.get("version") == CACHE_VERSION else None
+    except (OSError, ValueError):
+        return None
+
+
+def verdicts(root: Path, plan, use_cache=True):
+    """Snakemake's verdicts on the jobs of ``plan`` (see the module text); returns (jobs,
+    how, stats): ``how`` is "cache" (Snakemake not asked), "partial" (the DAG of the touched
+    jobs) or "full"; ``stats``: path → [mtime_ns, size] or None of every file of the DAG, as
+    read before Snakemake looked."""
+    root = Path(root)
+    jobs = dag_jobs(plan)
+    now = snapshot(root, jobs)             # taken before Snakemake looks: a change while it
+    key = setup_key(plan)                  # works shows as a change next time
+    path = cache_path(root, plan.project.exposure)
+    data = _load(path) if use_cache else None
+    then_snap = data["snapshot"] if data and data.get("setup") == key else None
+    then_jobs = data["jobs"] if then_snap else {}
+    touched = touched_jobs(jobs, now, then_snap or {})
+    if not touched and set(then_jobs) >= set(jobs):
+        return {k: then_jobs[k] for k in jobs}, "cache", now["files"]
+    if then_snap and len(touched) <= FULL_SHARE * len(jobs):
+        targets = sorted({p for k in touched for p in jobs[k].output_files})
+        fresh, how = snakemake_verdicts(root, plan, targets), "partial"
+        result = {k: then_jobs[k] for k in jobs if k in then_jobs}
+        result.update(fresh)
+    else:
+        result, how = snakemake_verdicts(root, plan), "full"
+    try:
+        io.write_json(path, {"version": CACHE_VERSION, "setup": key, "snapshot": now, "jobs": result})
     except OSError:
         pass   # a read-only data folder: no cache, same answer
-    return jobs, False
+    return result, how, now["files"]

@@ -23,6 +23,7 @@ cache aside, which is written only when a raw file is new): jobs are built lazil
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from pathlib import Path
@@ -173,6 +174,20 @@ class WorkflowPlan:
         """Every job of the window, rule by rule in pipeline order."""
         return [job for rule in self.rules for job in rule.jobs()]
 
+    @functools.cached_property
+    def _by_wildcards(self) -> dict:
+        return {(job.rule, tuple(sorted(job.wildcards.items()))): job for job in self.jobs}
+
+    def job(self, rule_name: str, wildcards):
+        """The Job of ``rule_name`` with these wildcard values (a window's job, or one
+        outside the window that a target needs), or None for a rule the plan has not
+        (Snakemake's ``all``)."""
+        wc = {k: str(v) for k, v in dict(wildcards).items()}
+        hit = self._by_wildcards.get((rule_name, tuple(sorted(wc.items()))))
+        if hit is not None or rule_name not in self._by_name:
+            return hit
+        return self._by_name[rule_name].job(wc)
+
     def jobs_of(self, step_name: str) -> list:
         return [job for job in self.jobs if job.step == step_name]
 
@@ -180,13 +195,18 @@ class WorkflowPlan:
     def _producers(self) -> dict:
         return {path: job for job in self.jobs for path in job.output_files}
 
+    @functools.cached_property
+    def _output_prefixes(self) -> tuple:
+        """The fixed beginnings of the rules' output patterns (a raw file matches none)."""
+        return tuple({p.split("{", 1)[0] for rule in self.rules for p in rule.outputs.values()})
+
     def job_for_output(self, path: str):
         """The job writing ``path`` (relative to the root): from the window's jobs, else by
         matching the rules' output patterns (Snakemake may plan jobs outside the window,
         e.g. the neighbour days of a rolling normalise). None when no rule writes it."""
         path = str(path)
         hit = self._producers.get(path)
-        if hit is not None:
+        if hit is not None or not path.startswith(self._output_prefixes):
             return hit
         for rule in self.rules:
             for pattern in rule.outputs.values():
@@ -211,11 +231,30 @@ def _pattern_regex(pattern: str, constraints: dict):
     return _pattern_regex_cached(pattern, tuple(sorted(constraints.items())))
 
 
+_PRELOADED: dict = {}     # (root, --config texts) → the plan a caller in this process built
+
+
+@contextlib.contextmanager
+def preloaded(plan: WorkflowPlan):
+    """While inside, a Snakefile parsed in this process (``drawer.py status`` asking
+    Snakemake's API for its verdict) with this plan's root and ``--config`` texts takes this
+    plan instead of building it again."""
+    key = (str(plan.project.root), tuple(plan.config_args))
+    _PRELOADED[key] = plan
+    try:
+        yield plan
+    finally:
+        _PRELOADED.pop(key, None)
+
+
 def load_plan_or_exit(config: dict, config_args=None) -> WorkflowPlan:
     """The Snakefile's plan (``config_args``: Snakemake's raw ``--config`` texts, where the
     window is read): a bad config or bound is one line on stderr and exit 2."""
     import sys
 
+    hit = _PRELOADED.get((str(Path.cwd().resolve()), tuple(config_args or ())))
+    if hit is not None:
+        return hit
     try:
         plan = WorkflowPlan(config, config_args=config_args)
     except UserError as exc:

@@ -23,11 +23,15 @@ def where(wc: dict) -> str:
     return " ".join(wc[k] for k in keys)
 
 
+HOW: list = []      # how each board got Snakemake's verdict: cache, partial, full
+
+
 def board(root, **window):
     args = [f"--{k}={v}" for k, v in window.items()]
     res = drawer(root, "status", PIPE, "--json", *args)
     assert res.returncode in (0, 1), res.stderr
     data = json.loads(res.stdout)
+    HOW.append(data["verdict"])
     states = {(j["step"], where(j["wildcards"])): j["state"] for j in data["jobs"]}
     not_done = {k for k, s in states.items() if s != "done"}
     assert res.returncode == (1 if not_done else 0)
@@ -47,10 +51,24 @@ def dry_plan(root, **window):
     return plan
 
 
+def same_as_snakemakes_whole_dag(root, **window):
+    """The verdicts the board used (cached, or partly rebuilt from the DAG of the touched
+    jobs) equal those of Snakemake's whole DAG built now, job for job, reasons included."""
+    from pyjama import verdict
+    from pyjama.workflow import WorkflowPlan
+
+    plan = WorkflowPlan.for_pipeline(PIPE, window.get("from"), window.get("to"), root)
+    used, how, _stats = verdict.verdicts(root, plan)
+    assert how == "cache"       # the board has just brought the cache up to date
+    whole = verdict.snakemake_verdicts(root, plan)
+    assert used == whole
+
+
 def agree(root, **window):
     states, not_done = board(root, **window)
     plan = dry_plan(root, **window)
     assert not_done == plan, f"board not done: {sorted(not_done)}\ndry run plans: {sorted(plan)}"
+    same_as_snakemakes_whole_dag(root, **window)
     return states
 
 
@@ -124,6 +142,8 @@ def test_board_and_dry_run_agree_in_every_scenario(proj):
                                                              ("30_clean", d2)}
     assert drawer(root, "run", PIPE).returncode == 0
     agree(root)
+    # the incremental verdict was used (and checked against the whole DAG above)
+    assert "partial" in HOW and "full" in HOW
 
 
 def _stop_during_a_job(proc, root, deadline=120):
