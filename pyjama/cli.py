@@ -18,6 +18,12 @@ EPILOG = """example:
 """
 
 
+def add_window_args(p):
+    """``--from`` / ``--to`` of pyjama.py and drawer.py (parsed by pyjama.timewindow)."""
+    p.add_argument("--from", dest="start", help="window start: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, {NOW}, {NOW-2d}")
+    p.add_argument("--to", dest="end", help="window end, inclusive (a bare date = that whole UTC day)")
+
+
 def build_parser(scripts=None) -> argparse.ArgumentParser:
     """The parser; ``scripts``: the steps whose own options it knows (default every step)."""
     p = argparse.ArgumentParser(prog="pyjama.py", description="Run one PyJAMA step.",
@@ -28,8 +34,7 @@ def build_parser(scripts=None) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("script", help="the step script, e.g. 20_split.py")
     r.add_argument("--with", dest="config", required=True, help="the step's config JSON")
-    r.add_argument("--from", dest="start", help="window start (YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, {NOW-2d})")
-    r.add_argument("--to", dest="end", help="window end, inclusive (a bare date = that whole day)")
+    add_window_args(r)
     r.add_argument("--device", action="append", help="only this device (repeatable)")
     r.add_argument("--day", help="exactly one UTC day (used by the workflow)")
     r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow)")

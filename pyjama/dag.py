@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from . import io
-from .errors import UserError
+from .errors import UserError, one_line_errors
+from .rules import SnakemakeJobs
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -137,9 +138,12 @@ def rulegraph_dot(nodes, edges, plan) -> str:
         _name, lines, colour = info[lab]
         text = "\\n".join(_esc(x) for x in lines)
         out.append(f'  {ids[lab]} [label="{text}", fillcolor="{colour}"];')
-    pairs = sorted({(ids[keep[a]], ids[keep[b]]) for a, b in edges if a in keep and b in keep},
-                   key=lambda e: (int(e[0][1:]), int(e[1][1:])))
-    for a, b in pairs:
+    return _close(out, {(ids[keep[a]], ids[keep[b]]) for a, b in edges if a in keep and b in keep})
+
+
+def _close(out: list, pairs: set) -> str:
+    """The DOT text: ``out``'s lines, the edges (ordered by node number), the closing brace."""
+    for a, b in sorted(pairs, key=lambda e: (int(e[0][1:]), int(e[1][1:]))):
         out.append(f"  {a} -> {b};")
     out.append("}")
     return "\n".join(out) + "\n"
@@ -150,6 +154,7 @@ def jobgraph_dot(nodes, edges, plan) -> str:
     jobs Snakemake would not run (up to date) are drawn dashed and grey."""
     info = _step_info(plan)
     order = {name: i for i, name in enumerate(info)}
+    reader = SnakemakeJobs(plan.job)
     jobs = {}
     for nid, (label, style) in nodes.items():
         parts = label.split("\n")
@@ -157,9 +162,8 @@ def jobgraph_dot(nodes, edges, plan) -> str:
         if rule not in info:
             continue
         wc = dict(p.split(": ", 1) for p in parts[1:] if ": " in p)
-        where = " ".join(wc[k] for k in ("device", "day", "raw") if k in wc) or \
-            " ".join(f"{k}={v}" for k, v in sorted(wc.items()))
-        jobs[nid] = (order[rule], where, rule, "dashed" in style)
+        job = reader.plan_job(rule, wc)          # the plan's Job of this node
+        jobs[nid] = (order[rule], job.where, rule, "dashed" in style)
     ranked = sorted(jobs, key=lambda n: jobs[n][:2])
     ids = {n: f"j{i}" for i, n in enumerate(ranked)}
     out = [
@@ -180,12 +184,7 @@ def jobgraph_dot(nodes, edges, plan) -> str:
                        f'fontcolor="#777777"];')
         else:
             out.append(f'  {ids[n]} [label="{text}", fillcolor="{colour}"];')
-    pairs = sorted({(ids[a], ids[b]) for a, b in edges if a in ids and b in ids},
-                   key=lambda e: (int(e[0][1:]), int(e[1][1:])))
-    for a, b in pairs:
-        out.append(f"  {a} -> {b};")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return _close(out, {(ids[a], ids[b]) for a, b in edges if a in ids and b in ids})
 
 
 def pipeline_dot(pipeline: str, jobs=False, start=None, end=None, root=None) -> str:
@@ -306,12 +305,12 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        print(f"wrote {write_docs_svg(args.output)}")
-        return 0
-    except UserError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
+    return one_line_errors(_redraw_docs, args.output)
+
+
+def _redraw_docs(out) -> int:
+    print(f"wrote {write_docs_svg(out)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, losses
+from .cli import add_window_args
 from .errors import UserError, one_line_errors
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,11 +37,6 @@ RUN_EPILOG = """examples:
   python3 drawer.py run configs/DEMO/pipeline.json --results       (then: snakemake --report report.html)
   python3 drawer.py run configs/DEMO/pipeline.json -- --summary    (after --: snakemake's own options)
 """
-
-
-def add_window_args(p):
-    p.add_argument("--from", dest="start", help="window start: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, {NOW}, {NOW-2d}")
-    p.add_argument("--to", dest="end", help="window end, inclusive (a bare date = that whole UTC day)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +161,7 @@ def cmd_run(args) -> int:
     from . import runlock
     from .progress import RunMonitor
     from .results import results_of
+    from .rules import SnakemakeJobs
     from .workflow import WorkflowPlan
 
     root = Path.cwd()
@@ -194,9 +191,9 @@ def cmd_run(args) -> int:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env[losses.SHOWN_BY] = "drawer.py"     # drawer prints the lost-data lines itself (dry runs too)
-        step_of = {rule.name: rule.step.name for rule in plan.rules}
-        step_of.update({r.name: f"result {Path(r.output).name}" for r in results_of(plan)})
-        mon = RunMonitor(step_of, _job_cause(root), err, quiet=args.quiet, verbose=args.verbose,
+        results = {r.name: f"result {Path(r.output).name}" for r in results_of(plan)}
+        mon = RunMonitor(SnakemakeJobs(plan.job, results), _job_cause(root), err, quiet=args.quiet,
+                         verbose=args.verbose,
                          dry_run=args.dry_run)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1)

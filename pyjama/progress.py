@@ -7,6 +7,8 @@ import re
 import sys
 import time
 
+from .rules import parse_wildcards
+
 
 def progress_bar(total: int, desc: str, unit: str = "part", quiet: bool = False):
     """A tqdm bar (``update(n)``, ``close()``), or None when no bar should be shown."""
@@ -64,18 +66,20 @@ class RunMonitor:
     Default: one line per finished job (step, device, day, how long, running count and an
     estimate of the time left), one line per failed job (step, partition, cause, log);
     ``quiet``: failures only; ``verbose``: Snakemake's own lines, unchanged. Dry run: one
-    line per job that would run, with Snakemake's reasons. ``step_of`` maps rule names to
-    step names; ``cause_of(log_path)`` gives the error line of a failed job's log.
+    line per job that would run, with Snakemake's reasons. ``jobs`` (a
+    :class:`pyjama.rules.SnakemakeJobs`) maps each job block to the plan's Job, whose step
+    and place the lines name; ``cause_of(log_path)`` gives the error line of a failed job's log.
     """
 
-    def __init__(self, step_of: dict, cause_of, out, quiet=False, verbose=False, dry_run=False,
+    def __init__(self, jobs, cause_of, out, quiet=False, verbose=False, dry_run=False,
                  clock=time.monotonic):
-        self.step_of, self.cause_of, self.out = step_of, cause_of, out
+        self.reader = jobs            # rules.SnakemakeJobs: a printed job block → the plan's Job
+        self.cause_of, self.out = cause_of, out
         self.quiet, self.verbose, self.dry_run = quiet, verbose, dry_run
         self.clock = clock
         self.t0 = clock()
         self.total = None
-        self.jobs: dict = {}          # jobid → {"rule", "where", "start", "log", "reason"}
+        self.jobs: dict = {}          # jobid → {"rule", "job", "step", "where", "start", "log", "reason"}
         self.finished = 0
         self.failed: list = []        # (step, where, cause, log)
         self.planned: list = []       # (step, where, reasons) of a dry run
@@ -89,10 +93,13 @@ class RunMonitor:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def where(self, wildcards: str) -> str:
-        wc = dict(p.split("=", 1) for p in wildcards.split(", ") if "=" in p)
-        order = [k for k in ("device", "day", "raw") if k in wc] + sorted(set(wc) - {"device", "day", "raw"})
-        return " ".join(wc[k] for k in order)
+    def _describe(self, block: dict) -> None:
+        """The block's step and place, from the plan's Job of its rule and wildcards."""
+        job = self.reader.of_block(block["rule"], block.get("wildcards", ""))
+        block["job"] = job
+        block["step"] = job.step if job is not None else self.reader.name_of(block["rule"])
+        block["where"] = job.where if job is not None else " ".join(
+            parse_wildcards(block.get("wildcards", "")).values())
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
@@ -149,10 +156,10 @@ class RunMonitor:
     def _close_block(self):
         b, self._block = self._block, None
         if b is not None and b.get("jobid") is not None and b["rule"] != "all":
-            b["where"] = self.where(b.get("wildcards", ""))
+            self._describe(b)
             self.jobs[b["jobid"]] = b
             if self.dry_run:
-                step = self.step_of.get(b["rule"], b["rule"])
+                step = b["step"]
                 self.planned.append((step, b["where"], short_reasons(b.get("reason", ""))))
                 if not self.quiet:
                     what = " ".join(x for x in (step, b["where"]) if x)   # a result job has no wildcards
@@ -160,7 +167,7 @@ class RunMonitor:
         e, self._in_error = self._in_error, None
         if e is not None and e["rule"] != "all":
             job = self.jobs.get(e.get("jobid")) or {}
-            step = self.step_of.get(e["rule"], e["rule"])
+            step = job.get("step", e["rule"])
             where = job.get("where", "")
             log = e.get("log") or job.get("log", "")
             cause = self.cause_of(log) if log else ""
@@ -183,7 +190,7 @@ class RunMonitor:
             return
         now = self.clock()
         took = now - job["start"]
-        step = self.step_of.get(rule, rule)
+        step = job.get("step", rule)
         count = f"[{self.finished}/{self.total}]" if self.total else f"[{self.finished}]"
         left = ""
         if self.total and self.finished < self.total:

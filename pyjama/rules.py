@@ -14,6 +14,43 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 
+def job_key(rule: str, wildcards) -> str:
+    """One text per job: ``rule`` plus its sorted wildcards (``s30_clean|day=…,device=…``)."""
+    return rule + "|" + ",".join(f"{k}={v}" for k, v in sorted(dict(wildcards).items()))
+
+
+def parse_wildcards(text: str) -> dict:
+    """Snakemake's printed ``wildcards: device=valve01, day=2026-01-20`` (the part after the
+    colon) → ``{"device": "valve01", "day": "2026-01-20"}``."""
+    return dict(p.split("=", 1) for p in text.split(", ") if "=" in p)
+
+
+class SnakemakeJobs:
+    """The one reader of Snakemake's jobs onto the plan's :class:`Job`: a job of its DAG
+    (``drawer.py status``'s verdict, :mod:`pyjama.verdict`) or a job block it prints
+    (``drawer.py run``'s lines, :mod:`pyjama.progress`) is the plan's Job of the same rule
+    and wildcards. ``plan_job(rule, wildcards)`` is the plan's lookup
+    (:meth:`pyjama.workflow.WorkflowPlan.job`); None for a rule the plan has not (``all``).
+    ``others``: rule name → the words for a rule outside the plan (the report's results)."""
+
+    def __init__(self, plan_job, others=None):
+        self.plan_job = plan_job
+        self.others = dict(others or {})
+
+    def name_of(self, rule: str) -> str:
+        """The words for a job of a rule outside the plan: ``others``' text, else the rule."""
+        return self.others.get(rule, rule)
+
+    def of_dag_job(self, job):
+        """A ``snakemake.jobs.Job`` of the DAG → the plan's Job, or None."""
+        return self.plan_job(job.rule.name, job.wildcards_dict)
+
+    def of_block(self, rule: str, wildcards_text: str):
+        """A printed job block (``rule s30_clean:`` and its ``wildcards:`` line) → the plan's
+        Job, or None."""
+        return self.plan_job(rule, parse_wildcards(wildcards_text))
+
+
 def flat_files(files) -> list:
     """``{"data": "a", "more": ["b", "c"]}`` → ``["a", "b", "c"]`` (inputs and outputs)."""
     out = []
@@ -54,6 +91,18 @@ class Job:
     def main_output(self) -> str:
         """The first output: the file whose parquet footer holds the ledger."""
         return next(iter(self.outputs.values()))
+
+    @property
+    def key(self) -> str:
+        """The same text for this job in the plan, in Snakemake's DAG and in the caches."""
+        return job_key(self.rule, self.wildcards)
+
+    @property
+    def where(self) -> str:
+        """The job's place in words: ``valve01 2026-01-20`` (device, day) or the raw file."""
+        wc = self.wildcards
+        order = [k for k in ("device", "day", "raw") if k in wc] + sorted(set(wc) - {"device", "day", "raw"})
+        return " ".join(wc[k] for k in order)
 
     @property
     def partition(self):

@@ -203,27 +203,22 @@ class Board:
         self.jobs: list = []
         self.cells: dict = {}        # (step, device, day) → Cell
         self.other: list = []        # jobs of no (device, day): per-exposure outputs
-        self._files = _Files(self.root)
         self._incomplete = incomplete_outputs(self.root)
         self._build()
 
     def _build(self):
         from . import runlock, verdict
 
-        specs = {rule.name: (rule.step, rule) for rule in self.plan.rules}
-        names = {rule.name: rule.step.name for rule in self.plan.rules}   # StepConfig.name is not free
+        steps = {rule.name: rule.step for rule in self.plan.rules}
         self.verdicts, self.how, stats = verdict.verdicts(self.root, self.plan, use_cache=self.use_cache)
         self.cached = self.how == "cache"
         self._files = _Files(self.root, stats)
         self._ledgers = Ledgers(self.root, self.project.exposure)
         self._live = runlock.holder(self.root, self.project.exposure)
         self._locked = runlock.locked_files(self.root)
-        for key, v in self.verdicts.items():
-            if v["rule"] not in specs:
-                continue
-            st, spec = specs[v["rule"]]
-            planned = self.plan.job(v["rule"], v["wildcards"])
-            job = Job(step=names[spec.name], rule=spec.name, wildcards=dict(planned.wildcards),
+        for planned, v in self.verdicts.items():      # planned: the plan's rules.Job
+            st = steps[planned.rule]
+            job = Job(step=planned.step, rule=planned.rule, wildcards=dict(planned.wildcards),
                       outputs=dict(planned.outputs), inputs=planned.input_files, log=planned.log)
             self._judge(st, job, v)
             self.jobs.append(job)

@@ -24,7 +24,7 @@ version). On the next ``status``:
 
 API::
 
-    verdicts(root, plan) -> (jobs, how, stats)   # jobs: key -> record; how: "cache" | "partial" | "full"
+    verdicts(root, plan) -> (verdicts, how, stats)  # rules.Job -> record; "cache" | "partial" | "full"
 """
 from __future__ import annotations
 
@@ -35,17 +35,12 @@ import os
 from pathlib import Path
 
 from . import io
+from .rules import SnakemakeJobs
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 CACHE_VERSION = 2
 FULL_SHARE = 0.5      # touched share of jobs above which the whole DAG is as cheap
-
-
-def job_key(rule: str, wildcards) -> str:
-    """One text per job: ``rule`` plus its sorted wildcards (the same for our plan and
-    Snakemake's DAG)."""
-    return rule + "|" + ",".join(f"{k}={v}" for k, v in sorted(dict(wildcards).items()))
 
 
 def marker_paths(base: Path) -> dict:
@@ -124,14 +119,15 @@ def snakemake_verdicts(root: Path, plan, targets=None) -> dict:
                             nolock=True)
             wf._build_dag()
             dag = wf.dag
+            reader = SnakemakeJobs(plan.job)
             for job in dag.jobs:
-                if job.rule.name == "all":
+                mine = reader.of_dag_job(job)
+                if mine is None:          # rule all
                     continue
-                wc = dict(job.wildcards_dict)
                 need = bool(dag.needrun(job))
                 reasons = list(dag.reason(job).get_names()) if need else []
-                out[job_key(job.rule.name, wc)] = {
-                    "rule": job.rule.name, "wildcards": wc, "needrun": need, "reasons": reasons}
+                out[mine.key] = {"rule": mine.rule, "wildcards": dict(mine.wildcards),
+                                 "needrun": need, "reasons": reasons}
     finally:
         os.chdir(cwd)
         logging.getLogger("snakemake").setLevel(prev)
@@ -147,7 +143,7 @@ def dag_jobs(plan) -> dict:
     out, todo = {}, [j for j in plan.jobs if j.target]
     while todo:
         job = todo.pop()
-        key = job_key(job.rule, job.wildcards)
+        key = job.key
         if key in out:
             continue
         out[key] = job
@@ -230,8 +226,9 @@ def _load(path: Path):
 
 
 def verdicts(root: Path, plan, use_cache=True):
-    """Snakemake's verdicts on the jobs of ``plan`` (see the module text); returns (jobs,
-    how, stats): ``how`` is "cache" (Snakemake not asked), "partial" (the DAG of the touched
+    """Snakemake's verdicts on the jobs of ``plan`` (see the module text); returns (verdicts,
+    how, stats): ``verdicts`` maps each rules.Job of the DAG to its record (needrun,
+    reasons); ``how`` is "cache" (Snakemake not asked), "partial" (the DAG of the touched
     jobs) or "full"; ``stats``: path → [mtime_ns, size] or None of every file of the DAG, as
     read before Snakemake looked."""
     root = Path(root)
@@ -244,7 +241,7 @@ def verdicts(root: Path, plan, use_cache=True):
     then_jobs = data["jobs"] if then_snap else {}
     touched = touched_jobs(jobs, now, then_snap or {})
     if not touched and set(then_jobs) >= set(jobs):
-        return {k: then_jobs[k] for k in jobs}, "cache", now["files"]
+        return _on_jobs(plan, jobs, {k: then_jobs[k] for k in jobs}), "cache", now["files"]
     if then_snap and len(touched) <= FULL_SHARE * len(jobs):
         targets = sorted({p for k in touched for p in jobs[k].output_files})
         fresh, how = snakemake_verdicts(root, plan, targets), "partial"
@@ -256,4 +253,14 @@ def verdicts(root: Path, plan, use_cache=True):
         io.write_json(path, {"version": CACHE_VERSION, "setup": key, "snapshot": now, "jobs": result})
     except OSError:
         pass   # a read-only data folder: no cache, same answer
-    return result, how, now["files"]
+    return _on_jobs(plan, jobs, result), how, now["files"]
+
+
+def _on_jobs(plan, jobs: dict, records: dict) -> dict:
+    """Records by key → by the plan's Job (a job only Snakemake's DAG had: looked up)."""
+    out = {}
+    for key, rec in records.items():
+        job = jobs.get(key) or plan.job(rec["rule"], rec["wildcards"])
+        if job is not None:
+            out[job] = rec
+    return out

@@ -5,10 +5,24 @@ left; -q nothing but failures; -v Snakemake's lines unchanged; a failed job in o
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 from pyjama.progress import RunMonitor
+from pyjama.rules import Rule, SnakemakeJobs
 
-STEP_OF = {"s10_parser": "10_parser", "s20_split": "20_split"}
+
+def _rule(name, step, outputs, log):
+    st = SimpleNamespace(name=step, script=f"{step}.py", path=f"configs/T/{step}.json", digest="d")
+    return Rule(name=name, step=st, outputs=outputs, log=log, wildcard_sets=[])
+
+
+# the plan's rules of the two steps: each job block is read onto their Jobs
+RULES = {"s10_parser": _rule("s10_parser", "10_parser", {"data": "data/T/10_parsed/raw={raw}/part.parquet"},
+                             "logs/T/10_parser/{raw}.log"),
+         "s20_split": _rule("s20_split", "20_split",
+                            {"data": "data/T/20_split/device_id={device}/day={day}/part.parquet"},
+                            "logs/T/20_split/{device}/{day}.log")}
+JOBS = SnakemakeJobs(lambda rule, wc: RULES[rule].job(wc) if rule in RULES else None)
 LOG20 = "logs/T/20_split/valve01/2026-01-20.log"
 
 # Snakemake 9.27's output of a two-job run (tests/wf.py make_project, 1 device, 1 day),
@@ -77,7 +91,7 @@ def monitor(chunks, **kw):
     """Feed ``chunks`` [(clock time, text)] to a RunMonitor; (its output, the monitor)."""
     now = [0.0]
     out = io.StringIO()
-    mon = RunMonitor(STEP_OF, lambda log: CAUSE if log == LOG20 else "", out, clock=lambda: now[0], **kw)
+    mon = RunMonitor(JOBS, lambda log: CAUSE if log == LOG20 else "", out, clock=lambda: now[0], **kw)
     for t, text in chunks:
         now[0] = t
         for line in text.splitlines(keepends=True):
