@@ -9,6 +9,7 @@ that one declaration come the Snakefile's rules, ``rule all``'s targets and the
 """
 from __future__ import annotations
 
+import functools
 import shlex
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -79,11 +80,11 @@ class Job:
     options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     target: bool = True
 
-    @property
+    @functools.cached_property
     def input_files(self) -> list:
         return flat_files(self.inputs)
 
-    @property
+    @functools.cached_property
     def output_files(self) -> list:
         return flat_files(self.outputs)
 

@@ -94,8 +94,14 @@ def snakemake_verdicts(root: Path, plan, targets=None) -> dict:
     import logging
 
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings,
-                                          Quietness, ResourceSettings, StorageSettings)
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        Quietness,
+        ResourceSettings,
+        StorageSettings,
+    )
 
     from .workflow import preloaded
 
@@ -250,7 +256,9 @@ def verdicts(root: Path, plan, use_cache=True):
     else:
         result, how = snakemake_verdicts(root, plan), "full"
     try:
-        io.write_json(path, {"version": CACHE_VERSION, "setup": key, "snapshot": now, "jobs": result})
+        # compact: a year's cache is megabytes, read and written by every status that rebuilds
+        io.write_text(path, json.dumps({"version": CACHE_VERSION, "setup": key, "snapshot": now,
+                                        "jobs": result}, separators=(",", ":")))
     except OSError:
         pass   # a read-only data folder: no cache, same answer
     return _on_jobs(plan, jobs, result), how, now["files"]

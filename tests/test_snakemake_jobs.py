@@ -121,3 +121,4 @@ def test_a_rule_the_plan_has_not_is_named_by_its_rule():
     mon, out = monitor(dry_run=True)
     feed(mon, "rule s99_other:\n    jobid: 4\n    wildcards: device=valve02, day=2026-01-22\n")
     assert mon.planned == [("s99_other", "valve02 2026-01-22", "")]
+    assert out.getvalue() == "would run: s99_other valve02 2026-01-22\n"
