@@ -148,15 +148,15 @@ def test_a_job_without_wildcards_is_named_without_a_gap():
     reason: Missing output files: data/T/_report/rulegraph.svg
     resources: tmpdir=/tmp
 """
-    step_of = {**STEP_OF, "results_rulegraph": "result rulegraph.svg"}
+    jobs = SnakemakeJobs(JOBS.plan_job, {"results_rulegraph": "result rulegraph.svg"})   # outside the plan
     out = io.StringIO()
-    mon = RunMonitor(step_of, lambda log: "", out, dry_run=True, clock=lambda: 0.0)
+    mon = RunMonitor(jobs, lambda log: "", out, dry_run=True, clock=lambda: 0.0)
     for line in block.splitlines(keepends=True):
         mon.feed(line)
     mon.close()
     assert out.getvalue() == "would run: result rulegraph.svg: missing output files\n"
     out = io.StringIO()
-    mon = RunMonitor(step_of, lambda log: "", out, clock=lambda: 0.0)
+    mon = RunMonitor(jobs, lambda log: "", out, clock=lambda: 0.0)
     for line in (block + "Finished jobid: 3 (Rule: results_rulegraph)\n").splitlines(keepends=True):
         mon.feed(line)
     assert out.getvalue() == "[1] result rulegraph.svg done in 0.0 s\n"
