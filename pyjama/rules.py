@@ -93,7 +93,7 @@ class Job:
         """The first output: the file whose parquet footer holds the ledger."""
         return next(iter(self.outputs.values()))
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """The same text for this job in the plan, in Snakemake's DAG and in the caches."""
         return job_key(self.rule, self.wildcards)

@@ -146,7 +146,7 @@ def dag_jobs(plan) -> dict:
     """job key → rules.Job of every job Snakemake's DAG of ``rule all`` holds: the target
     jobs and, following inputs to the jobs writing them, every job upstream (also outside
     the window, e.g. a fit or a neighbour day)."""
-    out, todo = {}, [j for j in plan.jobs if j.target]
+    out, todo, looked = {}, [j for j in plan.jobs if j.target], set()
     while todo:
         job = todo.pop()
         key = job.key
@@ -154,9 +154,11 @@ def dag_jobs(plan) -> dict:
             continue
         out[key] = job
         for path in job.input_files:
-            up = plan.job_for_output(path)
-            if up is not None:
-                todo.append(up)
+            if path not in looked:         # a file read by many jobs is looked up once
+                looked.add(path)
+                up = plan.job_for_output(path)
+                if up is not None:
+                    todo.append(up)
     return out
 
 
