@@ -447,6 +447,8 @@ def main(argv=None) -> int:
         rows.append(("5 dry run, 2 devices × 365 days", d["wall"], None,
                      f"{d['jobs']} jobs; {d['wall'] / max(d['jobs'], 1) * 1000:.0f} s per 1000 jobs; cold {d['cold_wall']:.1f} s",
                      "≤ 5 s", "yes" if d["wall"] <= 5 else "NO"))
+    else:
+        rows.append(("5 dry run, 2 devices × 365 days", None, None, "skipped (--skip dryrun_year)", "≤ 5 s", "—"))
     if "memory" in fig:
         m = fig["memory"]
         rows.append((f"6 peak memory, one job ({m['partition']})", None, None, f"{m['max_mb']:.0f} MB",
