@@ -97,10 +97,10 @@ def template_configs(tmp: Path, hfni: bool = False) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(raw))
         out[stem] = load_step_config(script, path, tmp)
-        if stem == "50_normalise":     # the variant without the level-shift check (before/after)
-            off = tmp / ("hfni_" if hfni else "") / "50_normalise_shift_off.json"
-            off.write_text(json.dumps({**raw, "shift": None}))
-            out["50_normalise_shift_off"] = load_step_config(script, off, tmp)
+        if stem == "50_normalise":     # the variant with the level-shift check (off in the template)
+            on = tmp / ("hfni_" if hfni else "") / "50_normalise_shift_on.json"
+            on.write_text(json.dumps({**raw, "shift": {"min_size": 0.2, "min_segment": "30min"}}))
+            out["50_normalise_shift_on"] = load_step_config(script, on, tmp)
     return out
 
 
@@ -194,9 +194,11 @@ def animal_of(sensor) -> str:
     return str(sensor).split("__")[0]
 
 
-def merged_events(ev: pd.DataFrame, kind: str, t0: pd.Timestamp) -> pd.DataFrame:
+def merged_events(ev: pd.DataFrame, kind: str, t0: pd.Timestamp, period: float = 1.0) -> pd.DataFrame:
     """Events of a kind in seconds since the record's day 0; a closure cut at midnight and
-    continued the next day is joined into one."""
+    continued the next day is joined into one (the two parts may be up to one raw sample
+    ``period`` [s] apart: 40 fills no gap across midnight, so at 0.1 Hz day D's part ends
+    at its last sample + 1 grid cell, 9 s before D+1's first)."""
     e = ev[ev["kind"] == kind].copy()
     if not len(e):
         return pd.DataFrame(columns=["animal", "start", "end", "duration_s", "depth"])
@@ -207,7 +209,7 @@ def merged_events(ev: pd.DataFrame, kind: str, t0: pd.Timestamp) -> pd.DataFrame
     rows = []
     for _, r in e.iterrows():
         if rows and rows[-1]["animal"] == r["animal"] and rows[-1]["cut_end"] and r["cut_start"] \
-                and abs(r["start"] - rows[-1]["end"]) < 2:
+                and abs(r["start"] - rows[-1]["end"]) < max(2.0, period + 1.0):
             rows[-1]["end"], rows[-1]["cut_end"] = r["end"], r["cut_end"]
             continue
         rows.append({k: r[k] for k in ("animal", "start", "end", "duration_s", "depth", "cut_start", "cut_end")})
@@ -262,8 +264,8 @@ class Score:
 def score_set(kind, hz, seed, animals, truth, res, hours, sc: Score, t0):
     g = f"{kind} {hz:g} Hz s{seed}"
     ev = res["events"]
-    det_cl = merged_events(ev, "closure", t0)
-    det_mc = merged_events(ev, "micro_closure", t0)
+    det_cl = merged_events(ev, "closure", t0, 1.0 / hz)
+    det_mc = merged_events(ev, "micro_closure", t0, 1.0 / hz)
     out = {}
     # closures
     pairs, n_t, n_d = match_closures(truth.closures, det_cl)
@@ -501,15 +503,15 @@ def summarise(results: dict, real: dict) -> list:
             te = [e for x in s for e in x["time_err"]]
             target_row("shift_recall", scope, ratio(nf, nt),
                        f"{nf}/{nt} reported; {sum(x['reported'] for x in s)} reports; {med_abs(te)}")
-            for label, key in (("", "closures_shifted"), ("_without_50_check", "closures_shifted_off")):
+            for label, key in (("", "closures_shifted"), ("_with_50_shift_check", "closures_shifted_on")):
                 cs = [x[key] for x in s if key in x]
                 if cs:
                     m_, t_, d_ = (sum(x[k] for x in cs) for k in ("matched", "truth", "detected"))
                     rows.append((f"shifted_animal_closures{label}", scope, ratio(m_, t_), "", "n/a",
                                  f"recall {m_}/{t_}, precision {m_}/{d_} (closures of the animals with a "
-                                 "step change)" + ("; 50 left " + str(sum(x.get("normalise_reported", 0)
+                                 "step change)" + ("; 50 left " + str(sum(x.get("normalise_reported_on", 0)
                                                                           for x in s)) + " shift segment(s) "
-                                                   "unnormalised" if not label else "")))
+                                                   "unnormalised" if label else "")))
         sp_f = sum(o["spikes"]["flagged"] for o in outs)
         sp_t = sum(o["spikes"]["true"] for o in outs)
         if sp_f or kind == "qc":
@@ -572,11 +574,12 @@ def main(argv=None):
                 res = run_chain(df, cfg, "valve01")
                 res["animals"] = animals
                 g, out = score_set(kind, hz, seed, [a.name for a in animals], truth, res, hours, None, t0)
-                if kind == "shift":     # the same record without 50's level-shift check: before/after
-                    off = run_chain(df, {**cfg, "50_normalise": cfg["50_normalise_shift_off"]}, "valve01")
-                    off["animals"] = animals
-                    _, o2 = score_set(kind, hz, seed, [a.name for a in animals], truth, off, hours, None, t0)
-                    out["shift"]["closures_shifted_off"] = o2["shift"]["closures_shifted"]
+                if kind == "shift":     # the same record with 50's level-shift check on
+                    on = run_chain(df, {**cfg, "50_normalise": cfg["50_normalise_shift_on"]}, "valve01")
+                    on["animals"] = animals
+                    _, o2 = score_set(kind, hz, seed, [a.name for a in animals], truth, on, hours, None, t0)
+                    out["shift"]["closures_shifted_on"] = o2["shift"]["closures_shifted"]
+                    out["shift"]["normalise_reported_on"] = o2["shift"]["normalise_reported"]
                 results[g] = out
         real = None
         if not args.no_real and REAL.exists() and not args.only:

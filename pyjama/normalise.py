@@ -343,6 +343,7 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
 
 
 SHIFT_DEFAULTS = {"min_size": 0.2, "min_segment": "30min"}
+OPEN_BOTH_SIDES = 0.3    # [opening fraction] a shift is a step between two open levels
 
 
 def shifted_segment(ts, x, flags, b: dict, params: dict, device: str, name: str, report: dict):
@@ -351,7 +352,9 @@ def shifted_segment(ts, x, flags, b: dict, params: dict, device: str, name: str,
     A shift is a step of the tentatively normalised opening y (before clipping; only
     samples with flag 0 or 5) found by :func:`pyjama.qc.detect_level_shifts` with
     ``$.shift.min_size`` [opening fraction] and ``$.shift.min_segment``: a step of at
-    least that size that does not come back (a closure reopens, so it is not one). The
+    least that size that does not come back (a closure reopens, so it is not one), between
+    two open levels (the medians of ``min_segment`` on each side both >= 0.3: a day that
+    starts closed and reopens is a closure across midnight, not a shift). The
     scale was fitted on the level before it, so the samples after it get none. Appends the
     shift to ``report["level_shifts"]`` and one line to ``report["warnings"]``.
     """
@@ -365,6 +368,13 @@ def shifted_segment(ts, x, flags, b: dict, params: dict, device: str, name: str,
     y = np.where(np.isin(flags, (int(Flag.OK), int(Flag.INTERPOLATED))), y, np.nan)
     ts_ns = pd.DatetimeIndex(ts).as_unit("ns").asi8
     found = qc.detect_level_shifts(ts_ns, y, sp["min_size"], sp["min_segment"])
+    # a shift moves the OPEN level: both sides open (median >= OPEN_BOTH_SIDES). A step to or
+    # from the closed level is a closure cut by the day's edge (closed since midnight, or
+    # until it), which detect_level_shifts cannot tell from a shift within one day
+    seg = int(pd.Timedelta(sp["min_segment"]).value)
+    found = [(at, size) for at, size in found
+             if min(np.nanmedian(np.where((ts_ns >= at - seg) & (ts_ns < at), y, np.nan)),
+                    np.nanmedian(np.where((ts_ns >= at) & (ts_ns < at + seg), y, np.nan))) >= OPEN_BOTH_SIDES]
     if not found:
         return None
     at, size = found[0]

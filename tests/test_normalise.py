@@ -561,17 +561,19 @@ def test_a_level_shift_inside_the_day_leaves_the_rest_of_the_day_unnormalised():
         "samples after it are not normalised (NaN, flag 3): the fit does not hold there; refit from the "
         "next day (--fit with $.fit.from) if the shift stays")]
     assert rep["undefined"] == 7200
-    # a step smaller than min_size, the closure alone, or the check off: nothing changes
+    # a step smaller than min_size, the closure alone, a day that starts closed (a closure
+    # across midnight) and reopens at 01:00, or the check off: nothing changes
     for xs, p in ((np.where(i >= 7200, 0.75, 0.9), params), (np.where((i >= 1800) & (i < 2400), 0.0, 0.9), params),
-                  (x, {**PARAMS, "shift": None})):
+                  (np.where(i < 3600, 0.02, 0.9), params), (x, {**PARAMS, "shift": None})):
         out, rep = normalise_frame(series(xs), p, bounds, "valve01")
         assert rep["level_shifts"] == [] and not rows(out, "m0__cbrt_inv__norm")["value"].isna().any()
 
 
 def test_the_step_reports_level_shifts_in_its_ledger(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(BASE))
+    assert load_step_config("50_normalise.py", "c.json", tmp_path)["shift"] is None   # off by default
+    (tmp_path / "c.json").write_text(json.dumps({**BASE, "shift": {"min_size": 0.2, "min_segment": "30min"}}))
     st = load_step_config("50_normalise.py", "c.json", tmp_path)
-    assert st["shift"] == {"min_size": 0.2, "min_segment": "30min"}      # on by default
     i = np.arange(4 * 3600)
     x = np.where(i >= 7200, 0.107, 0.11)       # cbrt_inv units: closed 0.100, open 0.110
     x[1800:2400] = 0.1                         # a 10-min closure, then a shift of -0.3 x span
