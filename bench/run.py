@@ -143,21 +143,23 @@ def floor(root: Path) -> dict:
 
 # ---------------------------------------------------------------- 2-4 the workflow
 
-def job_seconds(root: Path) -> dict:
-    """Seconds spent inside jobs, per step, from the job logs ('done in X s')."""
+def job_seconds(root: Path, cpu: bool = False) -> dict:
+    """Seconds spent inside jobs, per step, from the job logs ('done in X s (thread CPU Y s)'):
+    wall, or with ``cpu`` the job thread's CPU seconds (not inflated by other load)."""
     per = {}
     for log in (root / "logs/BENCH").rglob("*.log"):
-        m = re.search(r"done in ([0-9.]+) s", log.read_text(errors="replace"))
-        if m:
+        m = re.search(r"done in ([0-9.]+) s(?: \(thread CPU ([0-9.]+) s\))?", log.read_text(errors="replace"))
+        if m and (m.group(2) or not cpu):
             step = log.relative_to(root / "logs/BENCH").parts[0]
-            per[step] = per.get(step, 0.0) + float(m.group(1))
+            per[step] = per.get(step, 0.0) + float(m.group(2) if cpu else m.group(1))
     return dict(sorted(per.items()))
 
 
 def full_noop_incremental(root: Path, size) -> dict:
     out = {}
     wall, text = snakemake(root)
-    out["full"] = {"wall": wall, "jobs": sum(job_stats(text).values()), "per_step_job_s": job_seconds(root)}
+    out["full"] = {"wall": wall, "jobs": sum(job_stats(text).values()), "per_step_job_s": job_seconds(root),
+                   "per_step_job_cpu_s": job_seconds(root, cpu=True)}
     busy = sum(out["full"]["per_step_job_s"].values())
     out["full"]["overhead_share"] = max(0.0, 1 - busy / (wall * 2))
     wall, text = snakemake(root)
@@ -478,6 +480,8 @@ def main(argv=None) -> int:
         print("  ".join(str(c).ljust(w) for c, w in zip(cells, widths)))
     print("\nper-step seconds inside jobs (full rebuild): " +
           ", ".join(f"{k} {v:.1f}" for k, v in full["per_step_job_s"].items()))
+    print("per-step thread CPU seconds inside jobs (full rebuild): " +
+          ", ".join(f"{k} {v:.1f}" for k, v in full["per_step_job_cpu_s"].items()))
     if "memory" in fig:
         print("peak MB per step on the largest partition: " +
               ", ".join(f"{k} {v:.0f}" for k, v in fig["memory"]["by_step_mb"].items()))

@@ -4,7 +4,8 @@ Every config kind has a schema ``workflow/schemas/<kind>.schema.json`` with
 ``additionalProperties: false`` and a ``description`` + ``default`` for every key.
 The keys every step config shares (``exposure``, ``input_stage``, ``output_stage``,
 ``comment``) are declared once in ``workflow/schemas/common.schema.json`` and merged
-into each step schema here, so they cannot drift between steps.
+into each step schema here, so they cannot drift between steps; so is ``keep`` (which
+input series a step passes on), merged into the schemas that set ``"x-keep"``.
 
 A bad config raises :class:`~pyjama.errors.UserError` with one line naming the file, the
 JSON path, the bad value and what is allowed.
@@ -67,6 +68,12 @@ def schema(kind: str) -> dict:
         common = read_json(SCHEMA_DIR / "common.schema.json")
         sch = copy.deepcopy(sch)
         props = dict(common["properties"])
+        if sch.get("x-keep"):
+            # a step that passes its input series on declares the shared ``keep`` key;
+            # the text of ``x-keep`` says what it means for that step
+            keep = dict(common["x-keep"])
+            keep["description"] = f"{keep['description']} {sch['x-keep']}"
+            props["keep"] = keep
         props.update(sch.get("properties", {}))
         sch["properties"] = props
         sch["required"] = sorted(set(common.get("required", [])) | set(sch.get("required", [])))
@@ -149,13 +156,19 @@ def fill_defaults(sch: dict, inst):
     return inst
 
 
-def validate(kind: str, inst, source: str) -> dict:
-    """Validate ``inst`` against the schema of ``kind``; return it with defaults filled."""
+@functools.cache
+def validator(kind: str):
+    """The JSON Schema validator of a config kind, built once per process (a year of jobs
+    as threads of one Snakemake process would build it per job)."""
     import jsonschema
 
+    return jsonschema.Draft202012Validator(schema(kind))
+
+
+def validate(kind: str, inst, source: str) -> dict:
+    """Validate ``inst`` against the schema of ``kind``; return it with defaults filled."""
     sch = schema(kind)
-    validator = jsonschema.Draft202012Validator(sch)
-    errors = list(validator.iter_errors(inst))
+    errors = list(validator(kind).iter_errors(inst))
     if errors:
         raise UserError(f"{source}: {_describe(_best_error(errors))}")
     return fill_defaults(sch, inst)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import StepConfig, check_exposure_name, check_stage, digest, read_json, short, validate
+from .config import (StepConfig, check_exposure_name, check_regex, check_stage, digest, read_json, short,
+                     validate)
 from .errors import UserError
 from .steps import get_step
 
@@ -26,9 +27,12 @@ def load_step_config(script: str, path, root: Path | None = None) -> StepConfig:
     for key in ("input_stage", "output_stage"):
         if key in params:
             check_stage(params[key], f"{path}: $.{key}")
+    if "keep" in params:
+        check_regex(params["keep"], f"{path}: $.keep", "^(?!m\\d+$)")
     step.check_config(params, str(path))
-    # A comment is for humans: editing it must not re-run anything.
-    meaning = {k: v for k, v in params.items() if k != "comment"}
+    # A comment is for humans: editing it must not re-run anything. Nor must a keep that
+    # says what the step did before the key existed (".*": pass everything on).
+    meaning = {k: v for k, v in params.items() if k != "comment" and not (k == "keep" and v == ".*")}
     return StepConfig(script=step.script, path=str(path), params=params, digest=digest(meaning))
 
 

@@ -13,8 +13,11 @@ from pathlib import Path
 from .errors import UserError
 
 
-def _load(script, config_path, start, end, devices, day, raw, root, options):
-    """(step, step config, selection, project, options) of one step run, checked."""
+def _load(script, config_path, start, end, devices, day, raw, root, options, project=None):
+    """(step, step config, selection, project, options) of one step run, checked.
+    ``project``: the loaded project whose pipeline lists ``config_path`` (a workflow job
+    passes the plan's: its configs were validated when the plan was made, and the job
+    needs neither to read them again nor to re-check the raw folders)."""
     from .pipeline import load_step_config
     from .project import Project
     from .steps import Selection, get_step
@@ -22,11 +25,16 @@ def _load(script, config_path, start, end, devices, day, raw, root, options):
 
     root = Path(root or Path.cwd())
     step = get_step(script)
-    st = load_step_config(script, config_path, root)
+    st = None if project is None else next(
+        (s for s in project.pipeline.steps if s.path == str(config_path) and s.script == step.script), None)
+    if st is None:
+        st = load_step_config(script, config_path, root)
+        project = None
     check_options(step, options or {})
     options = {o.dest: (options or {}).get(o.dest, o.default) for o in step.options}
     sel = Selection(parse_window(start, end), tuple(devices or ()), day, raw)
-    project = Project.for_exposure(st.exposure, root)
+    if project is None:
+        project = Project.for_exposure(st.exposure, root)
     check_ownership(step, st, project.pipeline)
     return step, st, sel, project, options
 
@@ -47,13 +55,14 @@ def would_run(script, config_path, start=None, end=None, devices=None, day=None,
 
 
 def run_step(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
-             root=None, quiet=True, options=None) -> list:
+             root=None, quiet=True, options=None, project=None) -> list:
     """Run one step; returns its ledger entries. ``options``: the step's own options by
-    name (``{"fit": True}``); an option the step does not declare is a one-line error."""
+    name (``{"fit": True}``); an option the step does not declare is a one-line error.
+    ``project``: see :func:`_load` (a workflow job passes the plan's)."""
     from .steps import ExternalStep, PartitionStep, RawFileStep
 
     step, st, sel, project, options = _load(script, config_path, start, end, devices, day, raw,
-                                            root, options)
+                                            root, options, project)
     if isinstance(step, PartitionStep):
         return run_partitions(step, project, st, sel, options, quiet)
     if isinstance(step, RawFileStep):
@@ -139,6 +148,7 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
 
     frames, inputs = read_inputs(step, project, st, device, day)
     tables, counts = step.compute(frames, st, device, day)
+    tables, counts = step.pass_on(st, frames, tables, counts)
     entry = io.ledger_entry(step.script, f"{device}/{day}", **counts)
     outs = step.output_files(st, device, day)
     for i, (key, out) in enumerate(step.output_tables(st).items()):
@@ -149,21 +159,22 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
     return entry
 
 
-def run_job(job, log_path, root=None) -> None:
-    """A workflow job, run in this process, its messages in ``log_path``.
+def run_job(job, log_path, root=None, project=None) -> None:
+    """A workflow job, run in this process, its messages in ``log_path``. ``project``: the
+    plan's project (see :func:`run_step`).
 
     Raises ``UserError("... (log: <path>)")`` on failure so Snakemake reports the job failed
     with the partition and the log named."""
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.thread_time()
     where = " ".join(f"{k}={v}" for k, v in job.wildcards.items())
     if job.partition:
         where = "/".join(job.partition)
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(job.command() + "\n")
         try:
-            entries = run_step(root=root, quiet=True, **job.run_arguments())
+            entries = run_step(root=root, quiet=True, project=project, **job.run_arguments())
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
             text = str(exc)
@@ -184,4 +195,6 @@ def run_job(job, log_path, root=None) -> None:
                             f"(traceback in {log})") from None
         for e in entries:
             fh.write(json.dumps(e, sort_keys=True) + "\n")
-        fh.write(f"done in {time.monotonic() - t0:.2f} s\n")
+        # thread CPU: what this job cost, whatever else loads the machine (Snakemake runs
+        # jobs as threads; pyarrow's own I/O threads are not in it)
+        fh.write(f"done in {time.monotonic() - t0:.2f} s (thread CPU {time.thread_time() - cpu0:.2f} s)\n")

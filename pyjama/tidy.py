@@ -61,7 +61,7 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"tidy frame lacks columns {missing}")
-    out = df[COLUMNS].copy()
+    out = df[COLUMNS]          # copy-on-write (pandas >= 3): no copy until a column changes
     if len(out) and not isinstance(out["ts"].dtype, pd.DatetimeTZDtype):
         out["ts"] = pd.to_datetime(out["ts"], utc=True)
     out["ts"] = out["ts"].astype("datetime64[us, UTC]")
@@ -117,6 +117,16 @@ def from_arrow(table: pa.Table, device_id: str) -> pd.DataFrame:
         "quality_flag": table.column("quality_flag").to_numpy(),
     })
     return conform(df)
+
+
+def present_sensors(df: pd.DataFrame) -> list:
+    """Sorted sensor names with at least one row (a categorical may hold unused names)."""
+    if not len(df):
+        return []
+    sen = as_category(df["sensor"])
+    codes = sen.cat.codes.to_numpy()
+    used = np.bincount(codes[codes >= 0], minlength=len(sen.cat.categories)) > 0
+    return sorted(str(c) for c, u in zip(sen.cat.categories, used) if u)
 
 
 def sensor_groups(df: pd.DataFrame):

@@ -277,7 +277,7 @@ def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str) -> Non
     from .runner import run_job
 
     try:
-        run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root)
+        run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root, plan.project)
     except UserError as exc:
         raise WorkflowError(f"Error: {exc}") from None
 

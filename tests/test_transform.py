@@ -191,3 +191,122 @@ def test_template_config_is_valid(tmp_path):
     p.write_text(text)
     st = load_step_config("50_transform.py", "configs/E/50_transform.json", tmp_path)
     assert st["transforms"][0]["transform"] == "cbrt_inv"
+
+
+# ---------------------------------------------------------------- $.keep: which input series go on
+
+def three_series():
+    return tidy.concat([series([8.0, 27.0]), series([1.0, 64.0], sensor="m1"),
+                        series([12.5, 12.6], sensor="outdoor_temp", domain="environment")])
+
+
+def keep_run(keep, transforms=None):
+    step = get_step("50_transform.py")
+    params = {**BASE, "transforms": transforms or [rule()], "keep": keep}
+    st = StepConfig("50_transform.py", "configs/E/50_transform.json", params, "0")
+    frames = {"data": three_series()}
+    tables, counts = step.compute(frames, st, "valve01", "2026-01-20")
+    return step.pass_on(st, frames, tables, counts)
+
+
+def test_keep_default_passes_every_input_series_on():
+    tables, counts = keep_run(".*")
+    assert sorted(set(tables["data"]["sensor"].astype(str))) == [
+        "m0", "m0__cbrt_inv", "m1", "m1__cbrt_inv", "outdoor_temp"]
+    assert counts["rows_out"] == 6 and counts["rows_written"] == 10 and counts["rejected"] == {}
+
+
+def test_keep_leaves_out_input_series_it_does_not_match_and_counts_them():
+    tables, counts = keep_run(r"^(?!m\d+$)")          # every series but the raw counts
+    out = tables["data"]
+    assert list(out["sensor"].astype(str)) == ["m0__cbrt_inv"] * 2 + ["m1__cbrt_inv"] * 2 + ["outdoor_temp"] * 2
+    assert_allclose(out["value"], [0.5, 1 / 3, 1.0, 0.25, 12.5, 12.6])
+    assert list(out["sensor"].cat.categories) == ["m0__cbrt_inv", "m1__cbrt_inv", "outdoor_temp"]
+    # rows in (6) = passed on (2: outdoor_temp) + not passed on (4: m0, m1); 4 rows made here
+    assert counts["rows_in"] == 6 and counts["rows_out"] == 2 and counts["rows_written"] == 6 == len(out)
+    assert counts["rejected"] == {"not passed on: not matched by $.keep": 4}
+    from pyjama import io
+
+    io.ledger_entry("50_transform.py", "valve01/2026-01-20", **{k: v for k, v in counts.items()
+                                                                  if k in ("rows_in", "rows_out", "rejected")})
+
+
+def test_keep_never_leaves_out_what_the_step_makes():
+    # nothing of the input matched: only the derived series are written
+    tables, counts = keep_run("^$")
+    assert sorted(set(tables["data"]["sensor"].astype(str))) == ["m0__cbrt_inv", "m1__cbrt_inv"]
+    assert counts["rows_out"] == 0 and counts["rejected"] == {"not passed on: not matched by $.keep": 6}
+    # a replace rule with suffix "" rewrites m0 under its own name: made here, so written
+    calib = [rule(sensors="^m0$", transform="linear", mode="replace", suffix="", gain=2.0)]
+    tables, counts = keep_run("^$", calib)
+    out = tables["data"]
+    assert list(out["sensor"].astype(str)) == ["m0", "m0"]
+    assert_allclose(out["value"], [16.0, 54.0])
+    assert counts["rejected"] == {"not passed on: not matched by $.keep": 4}
+
+
+def test_bad_keep_is_one_line(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_step_config("50_transform.py", write(tmp_path, {**BASE, "keep": "^m("}), tmp_path)
+    assert str(e.value) == ("configs/E/50_transform.json: $.keep: '^m(' is not a regular expression "
+                            "(missing ), unterminated subpattern at position 2); allowed: a Python regular "
+                            "expression such as '^(?!m\\d+$)'")
+    st = load_step_config("50_transform.py", write(tmp_path, BASE), tmp_path)
+    assert st["keep"] == ".*"
+
+
+# ---------------------------------------------------------------- the array kernel = the pandas reference
+
+def same_frame(a, b):
+    """Equal tidy frames: same rows in the same order, same categories, NaN in the same places."""
+    import pandas as pd
+
+    assert list(a.columns) == list(b.columns)
+    for c in ("device_id", "domain", "sensor"):
+        assert [str(x) for x in a[c].cat.categories] == [str(x) for x in b[c].cat.categories], c
+        assert list(a[c].astype(str)) == list(b[c].astype(str)), c
+    pd.testing.assert_series_equal(a["ts"], b["ts"])
+    assert_array_equal(a["value"].to_numpy(), b["value"].to_numpy())     # NaN == NaN here
+    assert_array_equal(a["quality_flag"].to_numpy(), b["quality_flag"].to_numpy())
+
+
+@pytest.mark.parametrize("rules", [
+    [rule()],
+    [rule(sensors="^m0$", transform="linear", mode="replace", suffix="", gain=2.0, offset=1.0), rule()],
+    [rule(mode="replace")],
+    [rule(sensors=".*", transform="log", mode="replace")],          # every row replaced
+    [rule(sensors="^nothing$")],
+    [rule(transform="sqrt_inv"), rule(sensors=r"^m\d+__sqrt_inv$", transform="linear", suffix="x")],
+])
+def test_array_kernel_equals_the_pandas_reference(rules):
+    from pyjama.transform import transform_frame_pandas
+
+    # out of (sensor, ts) order on purpose, with 0, negative, NaN and flags
+    df = tidy.concat([
+        series([8.0, 0.0, NAN, -1.0], flags=[0, 0, 1, 6], sensor="m1"),
+        series([27.0, 1.0], flags=[5, 2]),
+        series([12.5, NAN, 12.7], flags=[0, 1, 0], sensor="outdoor_temp", domain="environment"),
+    ]).iloc[[5, 0, 6, 1, 2, 7, 3, 4, 8]].reset_index(drop=True)
+    got, rep = transform_frame(df, rules)
+    want, rep_want = transform_frame_pandas(df, rules)
+    same_frame(got, want)
+    assert rep == rep_want
+
+
+def test_array_kernel_spelled_out():
+    df = tidy.concat([series([8.0, 0.0, NAN], flags=[0, 0, 1]),
+                      series([1.0], sensor="outdoor_temp", domain="environment")])
+    out, rep = transform_frame(df, [rule(sensors="^m0$")])
+    assert list(out["sensor"].astype(str)) == ["m0"] * 3 + ["m0__cbrt_inv"] * 3 + ["outdoor_temp"]
+    assert_array_equal(out["value"], [8.0, 0.0, NAN, 0.5, NAN, NAN, 1.0])
+    assert_array_equal(out["quality_flag"], [0, 0, 1, 0, 3, 1, 0])   # 0 → undefined (3); NaN keeps 1
+    assert list(out["domain"].astype(str)) == ["bio_signal"] * 6 + ["environment"]
+    assert rep == {"rows_added": 3, "undefined": 1, "per_rule": [{"rule": 0, "sensors": 1, "rows": 3, "undefined": 1}]}
+
+
+def test_keep_everything_has_the_digest_of_a_config_without_keep(tmp_path):
+    # an exposure made before $.keep existed re-runs nothing when the code learns the key
+    without = load_step_config("50_transform.py", write(tmp_path, BASE), tmp_path).digest
+    every = load_step_config("50_transform.py", write(tmp_path, {**BASE, "keep": ".*"}), tmp_path).digest
+    narrow = load_step_config("50_transform.py", write(tmp_path, {**BASE, "keep": "^x"}), tmp_path).digest
+    assert without == every != narrow

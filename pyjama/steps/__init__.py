@@ -242,6 +242,51 @@ class PartitionStep(Step):
         """Pure: input frames by key → (output frames by key, ledger counts)."""
         raise NotImplementedError
 
+    # ---- $.keep: which input series the main output carries on (steps whose schema sets x-keep)
+    KEEP_REASON = "not passed on: not matched by $.keep"
+
+    def made_series(self, st, input_names: set, output_names: set) -> set:
+        """The main output's series this step makes (written whatever ``$.keep`` says); the
+        others are input series passed on. Default: the names the input does not hold."""
+        return output_names - input_names
+
+    def pass_on(self, st, frames: dict, tables: dict, counts: dict):
+        """Apply ``$.keep`` to the main output (``tables["data"]``, a tidy frame): rows of an
+        input series that ``keep`` does not match (re.search) are left out, and counted in
+        the ledger: ``rows_out`` (the input rows passed on) and ``rows_written`` lose them,
+        ``rejected`` names them. ``".*"`` (or no key) leaves everything as computed."""
+        pattern = st.get("keep", ".*")
+        if pattern == ".*" or "data" not in tables or not len(tables["data"]):
+            return tables, counts
+        from .. import tidy
+
+        out = tables["data"]
+        in_names = set(tidy.present_sensors(frames["data"]))
+        cats = [str(c) for c in out["sensor"].cat.categories]
+        made = self.made_series(st, in_names, set(cats))
+        rx = re.compile(pattern)
+        drop_cat = [c in in_names and c not in made and not rx.search(c) for c in cats]
+        if not any(drop_cat):
+            return tables, counts
+        import numpy as np
+
+        codes = out["sensor"].cat.codes.to_numpy()
+        drop = np.asarray(drop_cat + [False])[codes]          # code -1 (none) → the last: kept
+        n = int(drop.sum())
+        if not n:
+            return tables, counts
+        kept = out.loc[~drop].reset_index(drop=True)
+        kept["sensor"] = kept["sensor"].cat.remove_unused_categories()
+        kept["domain"] = kept["domain"].cat.remove_unused_categories()
+        counts = dict(counts)
+        counts["rows_out"] = int(counts["rows_out"]) - n
+        rejected = dict(counts.get("rejected") or {})
+        rejected[self.KEEP_REASON] = rejected.get(self.KEEP_REASON, 0) + n
+        counts["rejected"] = rejected
+        if "rows_written" in counts:
+            counts["rows_written"] = int(counts["rows_written"]) - n
+        return {**tables, "data": kept}, counts
+
 
 def edge_reader(side: str, length: str):
     """A reader (path, device, day) → the tidy rows of a neighbouring day's file within

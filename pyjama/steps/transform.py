@@ -4,6 +4,7 @@ A thin shell over :mod:`pyjama.transform`; one (device, day) in → one out.
 """
 from __future__ import annotations
 
+import re
 
 from . import PartitionStep
 from ..config import check_regex
@@ -27,6 +28,16 @@ class TransformStep(PartitionStep):
                     if rule[key] != neutral:
                         raise UserError(f"{where}.{key}: {rule[key]!r} is not allowed with transform "
                                         f"{rule['transform']!r}; allowed: {key} only with transform 'linear'")
+
+    def made_series(self, st, input_names, output_names):
+        """Add rules make new names; a replace rule with suffix "" rewrites the rows of its
+        source under the same name: that series is made here too (``$.keep`` keeps it)."""
+        made = set(output_names) - set(input_names)
+        for rule in st["transforms"]:
+            if rule["mode"] == "replace" and rule.get("suffix") == "":
+                rx = re.compile(rule["sensors"])
+                made |= {n for n in input_names if rx.fullmatch(n)}
+        return made
 
     def compute(self, frames, st, device, day):
         df = frames["data"]
