@@ -52,10 +52,10 @@ SIZES = {
     "large": {"devices": 2, "days": 14, "hz": 1.0, "hz10": 10.0, "slow": (3, 450), "network": (20, 365)},
 }
 
-# Figures measured before issue 14's work (2 cores shared with other sessions; README Performance).
+# Figures measured before issue 14's work (session 3 baseline, code fc26753; README Performance).
 BEFORE = {
-    "G1": "1.59 × pyperun (241 s vs 152 s; issue: 1.75 ×)",
-    "G2": "3.05 × pyperun (20.5 s vs 6.7 s windowed)",
+    "G1": "2.47 × pyperun wall, 3.62 × CPU (892 s vs 361 s; session 3 baseline, load 10-13)",
+    "G2": "2.13 × pyperun wall, 2.59 × CPU (49.8 s vs 23.4 s windowed; session 3 baseline)",
     "G3": "~30 min full (10,804 jobs, 0.17 s each); no-op —",
     "G4": "76–94 s dry run (58,421 jobs); windowed no-op —",
     "G5": "1 SLURM job per Snakemake job (no grouping)",
