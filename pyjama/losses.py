@@ -12,6 +12,7 @@ Exact texts (tests and docs/steps/parser.md quote them)::
     <raw>: <k> of <n> lines rejected (<p> %), mostly '<reason>' (<m>); rejects: <file>
     <raw> (<config>): not parsed: <why>; move the file out of the raw folder or narrow $.files (now '<glob>')
     <raw> (<config>): no line with a readable time; not parsed in a --from/--to window: run without one to see its rejects
+    <raw>: <k> rows on days far from the file's others (<day>, <day>); declare $.deployment to reject them
 """
 from __future__ import annotations
 
@@ -47,6 +48,47 @@ def no_readable_time(raw_path: str, config_path: str) -> str:
     never selects it)."""
     return (f"{raw_path} ({config_path}): no line with a readable time; not parsed in a --from/--to "
             "window: run without one to see its rejects")
+
+
+FAR_GAP_DAYS = 2       # days apart that still belong to one span of a file (parser.md)
+FAR_DAYS_SHOWN = 5
+
+
+def far_days(raw_path: str, ledger: dict):
+    """The line of a parsed raw file with rows on days far from its other days, or None.
+
+    From the ledger's partitions ({'<device>/<day>': rows}): the file's days, sorted, are cut
+    into spans where two neighbouring days are more than FAR_GAP_DAYS apart; the file's span
+    is the one holding its row-weighted median day; rows on the days of every other span are
+    "far" (docs/steps/parser.md, "Order of times"). Only asked when no $.deployment span is
+    declared (a declared span rejects such lines instead)."""
+    from datetime import date
+    from itertools import pairwise
+
+    rows = {}
+    for key, n in (ledger.get("partitions") or {}).items():
+        day = key.rsplit("/", 1)[-1]
+        rows[day] = rows.get(day, 0) + int(n)
+    if len(rows) < 2:
+        return None
+    days = sorted(rows)
+    ords = [date.fromisoformat(d).toordinal() for d in days]
+    span = [0]
+    for a, b in pairwise(ords):
+        span.append(span[-1] + (b - a > FAR_GAP_DAYS))
+    total, seen, median_span = sum(rows.values()), 0, 0
+    for d, sp in zip(days, span):
+        seen += rows[d]
+        if 2 * seen >= total:
+            median_span = sp
+            break
+    far = [d for d, sp in zip(days, span) if sp != median_span]
+    if not far:
+        return None
+    k = sum(rows[d] for d in far)
+    shown = ", ".join(far[:FAR_DAYS_SHOWN]) + (f", … ({len(far)} days)" if len(far) > FAR_DAYS_SHOWN else "")
+    return (f"{raw_path}: {k} rows on days far from the file's others ({shown}); "
+            "declare $.deployment to reject them")
 
 
 def render(lines, view: str) -> list:

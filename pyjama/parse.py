@@ -305,10 +305,15 @@ def span_bounds(cfg: dict, device: str):
     return tuple(out)
 
 
+def declares_span(cfg: dict) -> bool:
+    """Whether a parser config declares a deployment span (for the exposure or a device)."""
+    dep = cfg.get("deployment") or {}
+    return bool(dep.get("start") or dep.get("end") or dep.get("devices"))
+
+
 def _reject_outside_span(ts, devices, cfg: dict, book: LineBook) -> None:
     """Reject lines whose time is outside the declared deployment span of their device."""
-    dep = cfg.get("deployment") or {}
-    if not (dep.get("start") or dep.get("end") or dep.get("devices")):
+    if not declares_span(cfg):
         return
     t = ts_values(ts).astype(np.int64)
     devs = np.asarray(devices, dtype=object) if not isinstance(devices, (str, type(None))) \
@@ -632,8 +637,9 @@ def _event(state, kind, line_no, text):
 
 
 def _check_sequence(ts, devices, cfg, book, state, start, counters=None):
-    """Times in file order, per device: a line earlier than one before it is flagged
-    TIME_ORDER (in ``book.flag``) and counted; a forward step longer than
+    """Times in file order, per device: a line earlier than one before it (runs ahead of
+    their neighbours left out, :func:`_ahead_runs`) and a run ahead of its neighbours are
+    flagged TIME_ORDER (in ``book.flag``) and counted; a forward step longer than
     ``sequence.max_step`` is a clock jump and a decrease of a declared counter a counter
     reset (both recorded as events, values unflagged). ``counters`` is {name: values per line}."""
     seq = cfg.get("sequence") or {}
@@ -652,10 +658,13 @@ def _check_sequence(ts, devices, cfg, book, state, start, counters=None):
     for dev, idx in groups:
         tt = t[idx]
         prev_max, prev_t = last.get(dev, (None, None))
-        cm = np.maximum.accumulate(tt)
-        before = np.r_[prev_max if prev_max is not None else tt[0], cm[:-1]]
+        ahead = _ahead_runs(tt, prev_t)
+        # the latest time so far leaves the runs ahead out: one wrong future time does
+        # not make every later line "earlier than a line before it"
+        cm = np.maximum.accumulate(np.where(ahead, _NO_TIME, tt))
+        before = np.r_[prev_max if prev_max is not None else _NO_TIME, cm[:-1]]
         prev = np.r_[prev_t if prev_t is not None else tt[0], tt[:-1]]
-        back = tt < before
+        back = (tt < before) | ahead
         if seq.get("backwards", "flag") == "flag":
             book.flag[idx[back]] = np.uint8(Flag.TIME_ORDER)
         step_back = tt < prev
@@ -678,6 +687,34 @@ def _check_sequence(ts, devices, cfg, book, state, start, counters=None):
                 _event(state, E_RESET, start + idx[vi[j]] + 1, f"{name} {pvals[j]:g} -> {seqv[j]:g}")
             state["seq_counter"][key] = seqv[-1]
         last[dev] = (int(cm[-1]) if prev_max is None else max(int(cm[-1]), prev_max), int(tt[-1]))
+
+
+_NO_TIME = np.iinfo(np.int64).min
+AHEAD_RUN = 3      # longest run of lines that counts as "ahead of its neighbours" (parser.md)
+
+
+def _ahead_runs(tt, prev_t=None):
+    """Lines of a run of L ≤ AHEAD_RUN lines that is out of place ahead of the file's
+    clock (docs/steps/parser.md, "Order of times"): every line of the run is later than
+    each of the L + 1 lines after it, and the line after the run is not earlier than the
+    line before it (the clock carries on as if the run were not there). ``prev_t``: the
+    time of the line before ``tt`` (previous block), or None."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    n = len(tt)
+    out = np.zeros(n, dtype=bool)
+    pad = np.r_[tt, np.full(AHEAD_RUN + 1, _NO_TIME, dtype=np.int64)]
+    before = np.r_[_NO_TIME if prev_t is None else prev_t, tt[:-1]]
+    for L in range(1, AHEAD_RUN + 1):
+        m = n - L                     # runs that have at least one line after them
+        if m <= 0:
+            break
+        run_min = sliding_window_view(tt, L).min(axis=1)[:m]
+        after_max = sliding_window_view(pad, L + 1).max(axis=1)[L:L + m]
+        hit = np.flatnonzero((run_min > after_max) & (before[:m] <= tt[L:L + m]))
+        for k in range(L):
+            out[hit + k] = True
+    return out
 
 
 # ---------------------------------------------------------------- formats

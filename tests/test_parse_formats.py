@@ -244,6 +244,50 @@ def test_backwards_can_be_kept_unflagged():
     assert [r[4] for r in rows(res)] == [0, 0] and res.events == {"time went backwards": 1}
 
 
+def far_file():
+    """100 lines at 1 Hz from 2026-01-20T00:00:00Z; line 4 says 1970, line 6 says 2100."""
+    lines = [f"{pd_ts(i)};m0:{i}" for i in range(100)]
+    lines[3] = "1970-01-01T00:00:00Z;m0:3"
+    lines[5] = "2100-01-01T00:00:00Z;m0:5"
+    return "\n".join(lines) + "\n"
+
+
+def pd_ts(i):
+    import pandas as pd
+
+    return (pd.Timestamp("2026-01-20T00:00:00Z") + pd.Timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_one_wrong_future_time_flags_only_the_lines_out_of_place():
+    """Acceptance D1: the 2100 line is ahead of both neighbours (flag 7), the 1970 line is
+    earlier than the line before it (flag 7); lines 7-100 carry on from line 5 (flag 0).
+    Before the fix, lines 7-100 were flagged 7 (later than nothing but the 2100 line) and
+    the 2100 line 0."""
+    res = parse(far_file(), kvcfg())
+    flags = [r[4] for r in rows(res)]
+    assert [i + 1 for i, f in enumerate(flags) if f] == [4, 6]
+    assert flags.count(0) == 98 and res.lines == 100 == res.parsed + sum(res.rejected.values())
+    assert res.events == {"time went backwards": 2}
+    assert res.event_lines == [
+        "line 4: time went backwards: 2026-01-20T00:00:02Z -> 1970-01-01T00:00:00Z",
+        "line 7: time went backwards: 2100-01-01T00:00:00Z -> 2026-01-20T00:00:06Z"]
+
+
+def test_a_run_of_up_to_three_lines_ahead_is_out_of_place_a_clock_step_back_is_not():
+    c = cfg()
+    times = [0, 1, 2, 90, 91, 5, 6, 7, 8]            # 90, 91: ahead of the 3 lines after them
+    res = parse("t,a\n" + "".join(f"{1768867200 + x},{x}\n" for x in times), c)
+    assert [r[4] for r in rows(res)] == [0, 0, 0, 7, 7, 0, 0, 0, 0]
+    # a step back the clock carries on from: the lines earlier than the latest are flagged
+    times = [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 6, 7]
+    res = parse("t,a\n" + "".join(f"{1768867200 + x},{x}\n" for x in times), c)
+    assert [r[4] for r in rows(res)] == [0, 0, 0, 0, 0, 0, 7, 7, 7, 0, 0, 0]
+    # four lines ahead are not "a few lines": the clock stepped back after them
+    times = [0, 1, 90, 91, 92, 93, 5, 6, 7, 8, 9, 10]
+    res = parse("t,a\n" + "".join(f"{1768867200 + x},{x}\n" for x in times), c)
+    assert [r[4] for r in rows(res)] == [0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 7, 7]
+
+
 # ---------------------------------------------------------------- multi-line records
 
 def mcfg(**extra):
@@ -374,7 +418,7 @@ def test_every_wall_of_issue_11_in_the_docs_names_tests_that_exist():
     text = (repo / "docs/steps/parser.md").read_text(encoding="utf-8")
     table = text[text.index("## Each wall of issue 11"):]
     rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| wall")]
-    assert len(rows) == 24
+    assert len(rows) == 25          # 24 walls of issue 11 + the acceptance review D1
     for row in rows:
         named = re.findall(r"`(test_\w+\.py)::(\w+)`", row.rsplit(" | ", 1)[1])
         files = re.findall(r"`(test_\w+\.py)[ `]", row.rsplit(" | ", 1)[1])

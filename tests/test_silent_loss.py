@@ -111,3 +111,37 @@ def test_one_formatter_renders_the_lost_data_lines_for_every_view():
     assert losses.render([line], "run") == ["PyJAMA: warning: " + line]
     assert losses.render([line], "status") == ["warning: " + line]
     assert losses.render(["a <b> & 'c'"], "html") == ["<li>a &lt;b&gt; &amp; &#x27;c&#x27;</li>"]
+
+
+def test_rows_on_days_far_from_the_files_others_are_named_when_no_span_is_declared(tmp_path):
+    """Acceptance D1: with the template config (no $.deployment), a 1970 and a 2100 line in
+    a file of 2026-01-20 are flagged 7 alone (not the 94 lines after them) and named in one
+    line; before the fix, run and status said nothing (exit 0)."""
+    make_project(tmp_path, "T", devices=1, days=1, hz=0.01)
+    lines = [f"2026-01-20T00:{i // 60:02d}:{i % 60:02d}Z;m0:{i}" for i in range(100)]
+    lines[3], lines[5] = "1970-01-01T00:00:00Z;m0:3", "2100-01-01T00:00:00Z;m0:5"
+    (tmp_path / "data/T/00_raw/T_far_2026-01-20.csv").write_text("\n".join(lines) + "\n")
+    res = drawer(tmp_path, "run", "configs/T/pipeline.json", "--quiet")
+    assert res.returncode == 0, res.stderr
+    line = ("data/T/00_raw/T_far_2026-01-20.csv: 2 rows on days far from the file's others "
+            "(1970-01-01, 2100-01-01); declare $.deployment to reject them")
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("PyJAMA: warning: ")] == \
+        ["PyJAMA: warning: " + line]
+    status = drawer(tmp_path, "status", "configs/T/pipeline.json")
+    assert [ln for ln in status.stdout.splitlines() if ln.startswith("warning: ")] == ["warning: " + line]
+    led = ledger(tmp_path, "T_far_2026-01-20.csv")
+    assert led["rows_in"] == 100 == led["rows_out"] + sum(led["rejected"].values())
+    assert led["partitions"] == {"far/1970-01-01": 1, "far/2026-01-20": 98, "far/2100-01-01": 1}
+
+
+def test_far_days_rule_on_ledger_partitions():
+    from pyjama import losses
+
+    far = losses.far_days
+    led = {"partitions": {"d/2026-01-19": 5, "d/2026-01-20": 90, "d/2026-01-22": 5, "d/2026-01-30": 1,
+                          "e/2026-01-21": 3}}
+    # 19, 20, 21, 22 are one span (neighbours at most 2 days apart); 30 is 8 days after 22
+    assert far("a.csv", led) == ("a.csv: 1 rows on days far from the file's others (2026-01-30); "
+                                 "declare $.deployment to reject them")
+    assert far("a.csv", {"partitions": {"d/2026-01-20": 1, "d/2026-01-22": 1}}) is None
+    assert far("a.csv", {"partitions": {"d/2026-01-20": 1}}) is None and far("a.csv", {}) is None

@@ -114,9 +114,12 @@ def loss_warning(led: dict, share: float, raw_path: str, rejects_path: str):
 
 def loss_warnings(project) -> list:
     """Every warning of the end-of-run summary: raw files not parsed because their name
-    gives no device id, and parsed files that lost more than $.warn_rejected_share of
-    their lines (from the parser ledgers). Shown through :func:`pyjama.losses.render` by
+    gives no device id, parsed files that lost more than $.warn_rejected_share of
+    their lines, and (no $.deployment declared) parsed files with rows on days far from
+    their other days (from the parser ledgers). Shown through :func:`pyjama.losses.render` by
     `drawer.py run`, `drawer.py status`, the report and the Snakefile's handlers."""
+    from ..parse import declares_span
+
     step = ParserStep()
     out = []
     for st in project.parser_steps():
@@ -129,6 +132,10 @@ def loss_warnings(project) -> list:
                 w = loss_warning(led, st["warn_rejected_share"], step.raw_path(st, name), outs["rejects"])
                 if w:
                     out.append(w)
+                if not declares_span(st.params):     # a declared span rejects them instead
+                    w = losses.far_days(step.raw_path(st, name), led)
+                    if w:
+                        out.append(w)
             elif not idx.files[name]["partitions"]:
                 # not parsed yet and no readable time: a window never selects it, so say so
                 out.append(losses.no_readable_time(step.raw_path(st, name), st.path))
