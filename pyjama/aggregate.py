@@ -13,11 +13,15 @@ Rules:
 - a sample is *valid* when its flag is OK (0) or INTERPOLATED (5) and its value is finite;
   mean, min, max, std and count use the valid samples only;
 - ``share_flagged`` = (samples whose flag is not 0 nor 5) / (samples in the window) [0..1];
+  on a grid of period f (``grid``: the 40_resample grid of the sensor, explicit) it is
+  (flagged rows + grid cells of the window without a row) / (grid cells of the window): a
+  grid time without a row is missing (40's sparse storage), so the share is the same on a
+  sparse grid as on the dense one, and 1.0 (count 0) for a window inside a long gap;
 - ``std`` is the population standard deviation sqrt(sum((x - mean)^2) / n) over the n valid
   samples (0 for a single value: the window is the whole population, nothing is estimated);
 - a window with no valid sample keeps its rows: mean/min/max/std are NaN with flag 1 (MISSING),
   count is 0 (flag 0); ``share_flagged`` is NaN with flag 1 only when the window holds no
-  sample at all.
+  sample at all and (on a grid) no grid cell.
 """
 from __future__ import annotations
 
@@ -171,19 +175,42 @@ def coarsen_moments(m: Moments, window_s: int) -> Moments:
                    np.fmin.reduce(parts(m.lo), axis=-1), np.fmax.reduce(parts(m.hi), axis=-1))
 
 
-def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool = True) -> pd.DataFrame:
+def grid_cells(periods_us, window_s: int) -> np.ndarray:
+    """Grid cells (times D + k·f) in each window [t0, t0 + w) of the day, per sensor:
+    ceil((t0 + w) / f) − ceil(t0 / f), t0 = k·w; ``periods_us`` in µs, None: no grid (−1).
+    Array (sensors, windows)."""
+    n_slots = DAY_S // window_s
+    w = window_s * 1_000_000
+    t0 = np.arange(n_slots + 1, dtype=np.int64) * w
+    out = np.full((len(periods_us), n_slots), -1, dtype=np.int64)
+    for i, f in enumerate(periods_us):
+        if f:
+            c = -(-t0 // int(f))
+            out[i] = c[1:] - c[:-1]
+    return out
+
+
+def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool = True,
+                       cells: np.ndarray | None = None) -> pd.DataFrame:
     """The tidy rows ``<sensor>__<stat>`` (ts = window start) of window sums ``m``.
 
-    mean = total / count, std = sqrt(m2 / count), share_flagged = n_flagged / n_rows; NaN +
+    mean = total / count, std = sqrt(m2 / count), share_flagged = n_flagged / n_rows (on a grid: ``cells`` from :func:`grid_cells`, the
+    cells without a row count as flagged); NaN +
     flag 1 where undefined (see the module docstring). Sorted by (sensor, ts).
     """
     n_pairs, n_slots = m.count.shape
+    # on a known grid (cells >= 0) the share counts the grid cells without a row as missing
+    flagged, samples = m.n_flagged, m.n_rows
+    if cells is not None:
+        on_grid = cells >= 0
+        flagged = np.where(on_grid, m.n_flagged + np.maximum(cells - m.n_rows, 0), m.n_flagged)
+        samples = np.where(on_grid, np.maximum(cells, m.n_rows), m.n_rows)
     with np.errstate(invalid="ignore", divide="ignore"):
         values = {"mean": m.total / m.count, "min": m.lo, "max": m.hi, "std": np.sqrt(m.m2 / m.count),
-                  "count": m.count.astype(float), "share_flagged": m.n_flagged / m.n_rows}
+                  "count": m.count.astype(float), "share_flagged": flagged / samples}
     empty = m.count == 0
     missing = {"mean": empty, "min": empty, "max": empty, "std": empty,
-               "count": np.zeros_like(empty), "share_flagged": m.n_rows == 0}
+               "count": np.zeros_like(empty), "share_flagged": samples == 0}
     blocks = sorted((f"{prep.pair_sensor[p]}__{s}", prep.pair_domain[p], p, s)
                     for p in range(n_pairs) for s in stats)
     if not blocks:
@@ -228,8 +255,10 @@ def aggregate_window(df: pd.DataFrame, day: str, window_s: int, stats=STATS,
 
 
 def aggregate_partition(df: pd.DataFrame, day: str, windows: dict, stats=STATS, sensors: str = ".*",
-                        fill_day: bool = True):
+                        fill_day: bool = True, grid=None):
     """All windows of one partition. ``windows`` maps a label (``"10s"``) to its length [s].
+    ``grid``: (domain, sensor) → the sensor's grid period [µs] or None (no grid: the share
+    is over the rows present); see the module docstring.
 
     Returns (frames by label, ledger counts): rows_in = input rows = rows aggregated + rows
     not aggregated (by reason); ``rows_written`` gives the output rows per window.
@@ -247,8 +276,10 @@ def aggregate_partition(df: pd.DataFrame, day: str, windows: dict, stats=STATS, 
             finer = [v for v in done if w % v == 0]
             # a window that is a multiple of one already computed is summed from it
             done[w] = coarsen_moments(done[max(finer)], w) if finer else moments_from_rows(prep, w)
+        periods = [grid(d, s) if grid else None for d, s in zip(prep.pair_domain, prep.pair_sensor)]
         for label, w in windows.items():
-            frames[label] = frame_from_moments(done[w], prep, stats, fill_day)
+            cells = grid_cells(periods, w) if any(periods) else None
+            frames[label] = frame_from_moments(done[w], prep, stats, fill_day, cells)
     else:
         frames = {label: tidy.empty() for label in windows}
     counts = {"rows_in": len(df), "rows_out": int(mask.sum()), "rejected": rejected,

@@ -216,3 +216,39 @@ def test_coarse_windows_summed_from_fine_ones_equal_direct_computation():
         assert_array_equal(got["sensor"].astype(str), direct["sensor"].astype(str))
         assert_array_equal(got["quality_flag"], direct["quality_flag"])
         assert_allclose(got["value"], direct["value"], rtol=1e-12, atol=1e-12)
+
+
+def test_share_flagged_counts_the_grid_cells_of_the_40_config_upstream(tmp_path):
+    """Acceptance D2: 70 reads each series' grid period from the 40_resample config upstream
+    in the plan (40 → 50 → 60 → 70); a series <s>__<suffix> has the grid of s, by its
+    domain or $.sensors. On it, a window with 5 rows of 60 grid cells, 1 of them flagged, has
+    share_flagged (1 + 55) / 60; a window with no row: 1.0, count 0. Without a 40 upstream
+    the share is over the rows present (1 / 5)."""
+    from pyjama.manage import create
+    from pyjama.project import Project
+    from pyjama.steps.aggregate import grid_periods
+
+    create("T", tmp_path)
+    c40 = tmp_path / "configs/T/40_resample.json"
+    cfg = json.loads(c40.read_text())
+    cfg["sensors"] = {"m3": {"freq": "2s"}}
+    c40.write_text(json.dumps(cfg))
+    project = Project.load(tmp_path / "configs/T/pipeline.json", tmp_path)
+    st = project.pipeline.step_named("70_aggregate")
+    grid = grid_periods(project.pipeline, st)
+    assert grid("bio_signal", "m0__cbrt_inv__norm") == 1_000_000          # domain bio_signal: 1s
+    assert grid("environment", "outdoor_temp") == 10_000_000             # domain environment: 10s
+    assert grid("bio_signal", "m3__cbrt_inv__norm") == 2_000_000          # $.sensors.m3: 2s
+
+    df = series([1.0, 2.0, 3.0, 4.0, 5.0], f"{DAY}T00:00:00Z", sensor="m0__norm", flags=[0, 0, 2, 0, 0])
+    frames, _ = aggregate_partition(df, DAY, {"60s": 60}, grid=grid)
+    f = frames["60s"]
+    share = f[f["sensor"] == "m0__norm__share_flagged"]
+    count = f[f["sensor"] == "m0__norm__count"]
+    assert_allclose(share["value"].to_numpy()[:2], [(1 + 55) / 60, 1.0])
+    assert share["quality_flag"].tolist()[:2] == [0, 0] and count["value"].tolist()[:2] == [4.0, 0.0]
+    assert grid_periods(SimpleNamespace(producer_of=lambda stage: None), {"input_stage": "60_behaviour"}) is None
+    frames, _ = aggregate_partition(df, DAY, {"60s": 60})
+    f = frames["60s"]
+    share = f[f["sensor"] == "m0__norm__share_flagged"]
+    assert share["value"].tolist()[0] == 1 / 5 and np.isnan(share["value"].tolist()[1])

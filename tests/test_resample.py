@@ -450,8 +450,10 @@ def _on(rows, keys):
 def test_steps_50_60_70_compute_the_same_on_a_sparse_grid(tmp_path):
     """The cells a sparse grid writes carry the same values and flags as the dense grid's,
     and 50, 60 and 70 give the same results on them: 60 puts every grid time without a row
-    back as missing (1), 70's statistics use valid samples only. What differs is said here:
-    70's share_flagged counts the rows present (a window inside a long gap has none)."""
+    back as missing (1), 70's statistics use valid samples only, and 70's share_flagged
+    counts the grid cells of the window (the 1 s grid, told explicitly: ``grid``), a grid
+    time without a row as missing. Before: 12:00 gave 3300/3600 dense, 2/302 sparse, and a
+    window inside the gap NaN sparse."""
     from pyjama.aggregate import aggregate_partition
     from pyjama.behaviour import compute_behaviour
     from pyjama.transform import transform_frame
@@ -480,19 +482,28 @@ def test_steps_50_60_70_compute_the_same_on_a_sparse_grid(tmp_path):
     assert b_sparse.daily["samples_expected"].tolist() == [86400]     # completeness stays explicit
     pd.testing.assert_frame_equal(_on(b_dense.data, b_sparse.data)[cols], b_sparse.data[cols])
 
-    # 70_aggregate (fill_day: every window of the day, both ways)
+    # 70_aggregate (fill_day: every window of the day, both ways), on the 1 s grid of 40
     windows = {"60s": 60, "1h": 3600}
-    a_dense, _ = aggregate_partition(b_dense.data, DAY, windows, sensors="^m0__norm$", fill_day=True)
-    a_sparse, _ = aggregate_partition(b_sparse.data, DAY, windows, sensors="^m0__norm$", fill_day=True)
+
+    def one_second(domain, sensor):
+        return 1_000_000
+
+    a_dense, _ = aggregate_partition(b_dense.data, DAY, windows, sensors="^m0__norm$", fill_day=True,
+                                     grid=one_second)
+    a_sparse, _ = aggregate_partition(b_sparse.data, DAY, windows, sensors="^m0__norm$", fill_day=True,
+                                      grid=one_second)
     for label, w in windows.items():
         d, s = a_dense[label], a_sparse[label]
         assert len(d) == len(s) == 6 * 86400 // w
-        same = ~s["sensor"].astype(str).str.endswith("__share_flagged").to_numpy()
-        pd.testing.assert_frame_equal(d[same].reset_index(drop=True), s[same].reset_index(drop=True))
-    h_d, h_s = (pd.Series(f["value"].to_numpy(), index=f["ts"].dt.hour.to_numpy())
-                for f in (a[a["sensor"] == "m0__norm__share_flagged"] for a in (a_dense["1h"], a_sparse["1h"])))
-    assert h_d[0] == h_s[0] == 1.0              # 00:00–00:59: all missing; sparse: its first cell only
-    assert h_d[1] == 1.0 and np.isnan(h_s[1])   # 01:00–01:59: no row at all on the sparse grid
-    # 12:00: 300 rows of data, 55 min missing: dense 3300 of 3600 cells; sparse: the 2 ends of the run
-    assert_allclose([h_d[12], h_s[12], h_d[13], h_s[13]], [3300 / 3600, 2 / 302, 3480 / 3600, 1 / 121])
-    assert h_d[23] == h_s[23] == 1.0            # the run's last cell, 23:59:59
+        pd.testing.assert_frame_equal(d, s)
+    hourly = {name: pd.Series(f["value"].to_numpy(), index=f["ts"].dt.hour.to_numpy())
+              for name, f in a_sparse["1h"].groupby(a_sparse["1h"]["sensor"].astype(str), observed=True)}
+    share, count = hourly["m0__norm__share_flagged"], hourly["m0__norm__count"]
+    assert share[0] == share[1] == share[23] == 1.0 and count[1] == 0   # inside the gap: 1.0, count 0
+    # 12:00: 300 s of data (5 s of it filled, flag 5: usable), 55 min missing; 13:00: 120 s
+    assert_allclose([share[12], share[13]], [3300 / 3600, 3480 / 3600])
+    assert count[12] == 300 and count[13] == 120
+    # without the grid the share is over the rows present (the old rule, kept for no grid)
+    old, _ = aggregate_partition(b_sparse.data, DAY, {"1h": 3600}, sensors="^m0__norm$", fill_day=True)
+    o = old["1h"][old["1h"]["sensor"] == "m0__norm__share_flagged"]["value"].to_numpy()
+    assert_allclose(o[12], 2 / 302) and np.isnan(o[1])

@@ -27,13 +27,19 @@ class AggregateStep(PartitionStep):
         return {"data" if i == 0 else f"window_{label}": Output(window_stage(st["output_stage"], label))
                 for i, label in enumerate(st["windows"])}
 
+    grid = None      # (domain, sensor) → grid period [µs], from the 40 config (prepare)
+
+    def prepare(self, project, st, sel, todo, options, quiet):
+        """Read the grid periods from the plan before the partitions run (none done here)."""
+        self.grid = grid_periods(project.pipeline, st)
+
     def compute(self, frames, st, device, day):
         """Pure: the tidy partition → (frames by output key, ledger counts)."""
         from ..aggregate import aggregate_partition, check_windows
 
         windows = check_windows(st["windows"], st.path)
         by_label, counts = aggregate_partition(frames["data"], day, windows, st["stats"], st["sensors"],
-                                               st["fill_day"])
+                                               st["fill_day"], self.grid)
         keys = list(self.output_stages(st))
         return {k: by_label[label] for k, label in zip(keys, st["windows"])}, counts
 
@@ -41,3 +47,40 @@ class AggregateStep(PartitionStep):
 def window_stage(output_stage: str, label: str) -> str:
     """``70_aggregated`` + ``10s`` → ``70_aggregated/window=10s``."""
     return f"{output_stage}/window={label}"
+
+
+def grid_periods(pipeline, st):
+    """The grid period of each aggregated series, read from the config of the 40_resample
+    step upstream of ``st`` in the plan (following input stages), or None when there is
+    none (then share_flagged is over the rows present). A series ``<s>__<suffix>`` of 50/60
+    has the grid of its source: the longest ``__`` prefix named in the 40 config's
+    $.sensors, else its domain's rule ($.domains, $.default_rule)."""
+    from ..resample import resolve_grid
+    from ..timewindow import parse_duration
+    from . import get_step
+
+    stage, seen = st["input_stage"], set()
+    while stage not in seen:
+        seen.add(stage)
+        up = pipeline.producer_of(stage)
+        if up is None:
+            return None
+        if up.script == "40_resample.py":
+            params = up.params
+            break
+        stage = get_step(up.script).input_stages(up)[0]
+    else:
+        return None
+    named = set(params.get("sensors") or {})
+    cache = {}
+
+    def period(domain, sensor):
+        if (domain, sensor) not in cache:
+            parts = sensor.split("__")
+            src = next(("__".join(parts[:k]) for k in range(len(parts), 0, -1)
+                        if "__".join(parts[:k]) in named), parts[0])
+            freq = resolve_grid(params, domain, src)["freq"]
+            cache[(domain, sensor)] = int(parse_duration(freq, up.path).value // 1000)
+        return cache[(domain, sensor)]
+
+    return period
