@@ -97,6 +97,21 @@ def derived_name(sensor: str, rule: dict) -> str:
     return f"{sensor}__{suffix}" if suffix else sensor
 
 
+
+def _rule_names(i: int, rule: dict, pattern, present: list[str]) -> tuple[list[str], dict]:
+    """The present sensors rule ``$.transforms[i]`` reads and the names it writes; a derived
+    name that already exists is a one-line error (both kernels share this check)."""
+    names = [n for n in present if pattern.fullmatch(n)]
+    new_names = {n: derived_name(n, rule) for n in names}
+    if rule["mode"] == "add":
+        clash = sorted(v for v in new_names.values() if v in present)
+    else:
+        clash = sorted(v for k, v in new_names.items() if v in present and v != k)
+    if clash:
+        raise UserError(f"$.transforms[{i}]: derived sensor {clash[0]!r} already exists; "
+                        "allowed: a suffix that makes a new name (set $.transforms[%d].suffix)" % i)
+    return names, new_names
+
 def transform_frame(df: pd.DataFrame, rules: list):
     """Apply the declared ``rules`` (in order) to a tidy frame.
 
@@ -134,15 +149,7 @@ def transform_frame(df: pd.DataFrame, rules: list):
         pattern = re.compile(rule["sensors"])
         used = np.bincount(sen, minlength=len(sen_cats)) > 0
         present = sorted(c for c, u in zip(sen_cats, used) if u)
-        names = [n for n in present if pattern.fullmatch(n)]
-        new_names = {n: derived_name(n, rule) for n in names}
-        if rule["mode"] == "add":
-            clash = sorted(v for v in new_names.values() if v in present)
-        else:
-            clash = sorted(v for k, v in new_names.items() if v in present and v != k)
-        if clash:
-            raise UserError(f"$.transforms[{i}]: derived sensor {clash[0]!r} already exists; "
-                            "allowed: a suffix that makes a new name (set $.transforms[%d].suffix)" % i)
+        names, new_names = _rule_names(i, rule, pattern, present)
         is_src = np.zeros(len(sen_cats), dtype=bool)
         is_src[[sen_cats.index(n) for n in names]] = True
         src_mask = is_src[sen]
@@ -235,16 +242,8 @@ def transform_frame_pandas(df: pd.DataFrame, rules: list):
     for i, rule in enumerate(rules):
         pattern = re.compile(rule["sensors"])
         present = _present_sensors(df)
-        names = [n for n in present if pattern.fullmatch(n)]
+        names, new_names = _rule_names(i, rule, pattern, present)
         src_mask = df["sensor"].isin(names).to_numpy()
-        new_names = {n: derived_name(n, rule) for n in names}
-        if rule["mode"] == "add":
-            clash = sorted(v for v in new_names.values() if v in present)
-        else:
-            clash = sorted(v for k, v in new_names.items() if v in present and v != k)
-        if clash:
-            raise UserError(f"$.transforms[{i}]: derived sensor {clash[0]!r} already exists; "
-                            "allowed: a suffix that makes a new name (set $.transforms[%d].suffix)" % i)
         src = df.loc[src_mask]
         y, bad = transform_values(src["value"].to_numpy(), rule["transform"],
                                   rule.get("gain", 1.0), rule.get("offset", 0.0))
