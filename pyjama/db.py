@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import UserError
+from .timewindow import iso, iso_seconds
 
 PASSWORD_ENV = "POSTGRES_PASSWORD"
 # Test hook: seconds to sleep after COPY and before COMMIT (so a test can kill the
@@ -388,7 +389,7 @@ def lock_holder(conn, schema: str, table: str) -> str:
     if row is None:
         return "a run that has just finished"
     app, pid, since = row
-    since = since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = iso_seconds(since)
     return f"{app or 'unnamed client'}, server pid {pid}, connected since {since}"
 
 
@@ -587,6 +588,4 @@ def value_checksum(values) -> dict:
 
 
 def utc_now_text() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return iso(dt.datetime.now(dt.timezone.utc))

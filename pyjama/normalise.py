@@ -27,6 +27,7 @@ import pandas as pd
 
 from . import tidy
 from .flags import UNUSABLE, Flag, combine
+from .timewindow import iso_seconds
 from .transform import rename_sensors
 
 # Keys of the step config that define a fit: the fit file records them, and applying a fit
@@ -378,7 +379,7 @@ def shifted_segment(ts, x, flags, b: dict, params: dict, device: str, name: str,
     if not found:
         return None
     at, size = found[0]
-    stamp = pd.Timestamp(at, unit="ns", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC"))
     after = ts_ns >= at
     report["level_shifts"].append({"sensor": name, "ts": stamp, "size": round(size, 6),
                                    "samples_after": int(after.sum())})

@@ -25,6 +25,7 @@ import pandas as pd
 from pandas.api.indexers import BaseIndexer
 
 from .errors import UserError
+from .timewindow import iso_seconds
 
 # MAD → standard deviation of a normal distribution: sigma = 1.4826 × MAD.
 MAD_TO_SIGMA = 1.4826
@@ -547,7 +548,7 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
                 shift = rule.get("shift")
                 if shift is not None:
                     for at, size in detect_level_shifts(t, ux[own], shift["min_size"], shift["min_segment"]):
-                        stamp = pd.Timestamp(at, unit="ns", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+                        stamp = iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC"))
                         shifts.append({"sensor": sensor, "ts": stamp, "size": round(size, 6)})
                         warns.append(f"{device}/{sensor}: level shift of {size:+.4g} at {stamp} "
                                      "(magnet moved?); a fit across it is wrong after it: declare an "

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import io
+from .timewindow import iso_seconds
 
 
 class RunBusy(Exception):
@@ -63,7 +64,7 @@ def acquire(root, exposure: str, command: str, wait: float = 1.0):
             time.sleep(0.05)
     fh.seek(0)
     fh.truncate()
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = iso_seconds(datetime.now(timezone.utc))
     fh.write(f"pid={os.getpid()}\nstarted={started}\ncommand={command}\n")
     fh.flush()
     return fh

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import __version__, io
 from .losses import SKIPPED
-from .timewindow import iso
+from .timewindow import iso, iso_seconds
 
 STATES = ("done", "stale", "missing", "running", "failed")   # in order of severity
 SEVERITY = {s: i for i, s in enumerate(STATES)}
@@ -535,7 +535,7 @@ def _wc_order(item):
 
 
 def _day_text(t):
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_seconds(t)
 
 
 def _runs(rows):

@@ -134,6 +134,17 @@ def iso(t) -> str | None:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def iso_seconds(t) -> str:
+    """An instant to the second, ``YYYY-MM-DDTHH:MM:SSZ`` (UTC; cut, not rounded), the form of
+    event times in ledgers and lock files; ``t`` as in :func:`iso`."""
+    if not isinstance(t, dt.datetime):
+        import pandas as pd
+
+        t = pd.Timestamp(t).floor("s").to_pydatetime()
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def day_bounds(day: str):
     """(start, end) of a UTC day as tz-aware datetimes; end is the next midnight (exclusive)."""
     d = dt.date.fromisoformat(day)

@@ -81,3 +81,18 @@ def test_open_ends():
     assert Window().select_days(["2026-01-20"]) == ["2026-01-20"]
     assert parse_window(None, "2026-01-20").select_days(["2026-01-20", "2026-01-21"]) == ["2026-01-20"]
     assert parse_window("", "").start is None
+
+
+def test_iso_seconds_cuts_to_the_second_in_utc():
+    import datetime as dt
+
+    import numpy as np
+    import pandas as pd
+
+    from pyjama.timewindow import iso_seconds
+
+    assert iso_seconds(pd.Timestamp(1_768_867_199_999_999_999, unit="ns", tz="UTC")) == "2026-01-19T23:59:59Z"
+    assert iso_seconds(np.datetime64("2026-01-20T00:00:01.9", "ns")) == "2026-01-20T00:00:01Z"
+    plus2 = dt.timezone(dt.timedelta(hours=2))
+    assert iso_seconds(dt.datetime(2026, 1, 20, 2, 0, 5, tzinfo=plus2)) == "2026-01-20T00:00:05Z"
+    assert iso_seconds(dt.datetime(2026, 1, 20, 0, 0, 5)) == "2026-01-20T00:00:05Z"   # naive = UTC
