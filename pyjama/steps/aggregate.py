@@ -27,11 +27,14 @@ class AggregateStep(PartitionStep):
         return {"data" if i == 0 else f"window_{label}": Output(window_stage(st["output_stage"], label))
                 for i, label in enumerate(st["windows"])}
 
-    grid = None      # (domain, sensor) → grid period [µs], from the 40 config (prepare)
+    # config file → {(domain, sensor): grid period [µs]} from the 40 config upstream (prepare);
+    # per config file because one step object serves every 70 config of the process
+    # (workflow jobs of two variants run in threads of one Snakemake)
+    _grids: dict = {}
 
     def prepare(self, project, st, sel, todo, options, quiet):
         """Read the grid periods from the plan before the partitions run (none done here)."""
-        self.grid = grid_periods(project.pipeline, st)
+        self._grids[st.path] = grid_periods(project.pipeline, st)
 
     def compute(self, frames, st, device, day):
         """Pure: the tidy partition → (frames by output key, ledger counts)."""
@@ -39,7 +42,8 @@ class AggregateStep(PartitionStep):
 
         windows = check_windows(st["windows"], st.path)
         by_label, counts = aggregate_partition(frames["data"], day, windows, st["stats"], st["sensors"],
-                                               st["fill_day"], self.grid)
+                                               st["fill_day"],
+                                               self._grids.get(st.path))
         keys = list(self.output_stages(st))
         return {k: by_label[label] for k, label in zip(keys, st["windows"])}, counts
 
