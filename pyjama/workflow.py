@@ -137,14 +137,10 @@ class WorkflowPlan:
         return self._by_name[name]
 
     def _groups(self) -> dict:
-        """rule name → Snakemake group, for grouped submission on a cluster (docs/slurm.md).
-
-        Every rule is in group ``pyjama`` so that one (device, day)'s chain of jobs is one
-        connected component, and ``--group-components pyjama=N`` (the SLURM profile's
-        knob) puts N such components in one cluster job. A per-device fit rule (50_normalise
-        percentile, built once) takes the first days of a device and feeds every day: it
-        stays outside the groups, and the step reading it and all later ones form group
-        ``pyjama_fitted`` (one group across it would be a cycle). Local runs form the same groups (see docs/slurm.md)."""
+        """rule name → group family: ``pyjama`` for the rules before a per-device fit,
+        ``pyjama_fitted`` for the fitted step and those after it, none for the fit itself
+        (a 50_normalise percentile fit reads a device's first days and feeds every day:
+        inside a group it would make that group both feed it and need it)."""
         groups, name = {}, GROUP
         fitted_steps = {r.step.name for r in self.rules if r.name.endswith("_fit")}
         for r in self.rules:
@@ -154,7 +150,101 @@ class WorkflowPlan:
                 groups[r.name] = name
         return groups
 
+    def group_function(self, rule_name: str, workflow):
+        """The Snakefile's ``group:`` of a rule: a function of the job's wildcards, asked by
+        Snakemake when it builds its DAG (docs/slurm.md, "Grouped jobs").
+
+        No group unless the run names the knob, ``--group-components pyjama=N`` (the SLURM
+        profile does): local runs, dry runs and ``drawer.py status`` build no groups. With
+        N, a job's group is ``<family>_<device>_<block>``: N consecutive days of one device
+        (:meth:`group_name`)."""
+        if rule_name not in self.groups:
+            return None
+
+        def group(wildcards):
+            settings = getattr(workflow, "group_settings", None)
+            n = settings.group_components.get(GROUP) if settings is not None else None
+            return self.group_name(rule_name, dict(wildcards), int(n)) if n else None
+
+        return group
+
+    def group_name(self, rule_name: str, wildcards: dict, days_per_job: int):
+        """``pyjama_valve01_3``: the group of a job when a SLURM job runs ``days_per_job``
+        consecutive days of a device. A partition job of day D goes to block
+        ⌊(D − first day − s) / N⌋ (never below 0), where ``s`` is how many days ahead a
+        later rule reads this rule's output (30 reads D+1 of 20: s = 1 for 20 and the
+        parser): so no group needs a later group, and the groups form no cycle although
+        30 and 60 read their neighbouring days. A raw-file job (the parser) goes to the
+        group of the earliest job reading it."""
+        job = self.job(rule_name, wildcards)
+        if job is None:
+            return None
+        if job.partition is None:
+            return self._raw_groups(days_per_job).get(job.key)
+        return self._partition_group(job, days_per_job)
+
+    def _partition_group(self, job, n: int) -> str:
+        device, day = job.partition
+        lead = self._days_ahead.get(job.rule, 0)
+        block = max(0, (self._day_index(day) - lead) // n)
+        return f"{self.groups[job.rule]}_{device}_{block}"
+
+    def _day_index(self, day: str) -> int:
+        import datetime as dt
+
+        return (dt.date.fromisoformat(day) - self._first_day).days
+
+    @functools.cached_property
+    def _first_day(self):
+        import datetime as dt
+
+        days = [job.partition[1] for job in self.jobs if job.partition]
+        return dt.date.fromisoformat(min(days)) if days else dt.date(1970, 1, 1)
+
+    @functools.cached_property
+    def _input_producers(self) -> list:
+        """[(consumer job, producer job)] over the window's jobs' inputs."""
+        pairs = []
+        for job in self.jobs:
+            for path in job.input_files:
+                producer = self.job_for_output(path)
+                if producer is not None:
+                    pairs.append((job, producer))
+        return pairs
+
+    @functools.cached_property
+    def _days_ahead(self) -> dict:
+        """rule name → the most days ahead that later rules read its output (``s``)."""
+        ahead = {}
+        for _ in range(len(self.rules) + 1):          # a fixpoint over the chain
+            changed = False
+            for consumer, producer in self._input_producers:
+                if consumer.partition is None or producer.partition is None:
+                    continue
+                gap = self._day_index(producer.partition[1]) - self._day_index(consumer.partition[1])
+                need = ahead.get(consumer.rule, 0) + max(gap, 0)
+                if need > ahead.get(producer.rule, 0):
+                    ahead[producer.rule], changed = need, True
+            if not changed:
+                break
+        return ahead
+
+    @functools.lru_cache(maxsize=4)
+    def _raw_groups(self, n: int) -> dict:
+        """raw-file job key → the group of the earliest grouped partition job reading it."""
+        best = {}
+        for consumer, producer in self._input_producers:
+            if producer.partition is not None or consumer.partition is None:
+                continue
+            if consumer.rule not in self.groups:
+                continue
+            rank = (self._day_index(consumer.partition[1]), consumer.partition[0])
+            if producer.key not in best or rank < best[producer.key][0]:
+                best[producer.key] = (rank, self._partition_group(consumer, n))
+        return {key: group for key, (_, group) in best.items()}
+
     def group_of(self, rule_name: str):
+        """The rule's group family (``pyjama``, ``pyjama_fitted``), None for a fit rule."""
         return self.groups.get(rule_name)
 
     def targets(self):
