@@ -44,14 +44,16 @@ START = "2026-01-20"
 SIZES = {
     "small": [("never_close", 1.0, 4, 6, [1]), ("closures", 1.0, 4, 12, [1]),
               ("micro", 1.0, 3, 6, [1]), ("qc", 1.0, 2, 12, [1]), ("qc", 0.1, 2, 12, [1]),
-              ("qc", 10.0, 1, 6, [1]), ("shift", 1.0, 2, 12, [1])],
+              ("qc", 10.0, 1, 6, [1]), ("shift", 1.0, 2, 12, [1]), ("shift_offset", 1.0, 2, 12, [1]),
+              ("shift_late", 1.0, 2, 48, [1])],
     "full": [("never_close", 1.0, 6, 30, [1, 2]), ("never_close", 0.1, 6, 30, [3]),
              ("never_close", 10.0, 2, 8, [4]),
              ("closures", 1.0, 6, 30, [1, 2]), ("closures", 0.1, 6, 30, [3]),
              ("closures", 10.0, 3, 8, [4]),
              ("micro", 1.0, 4, 12, [1, 2]), ("micro", 0.1, 4, 12, [3]), ("micro", 10.0, 2, 8, [4]),
              ("qc", 1.0, 4, 30, [1, 2]), ("qc", 0.1, 4, 30, [3]), ("qc", 10.0, 2, 8, [4]),
-             ("shift", 1.0, 4, 30, [1, 2, 3, 4])],
+             ("shift", 1.0, 4, 30, [1, 2, 3, 4]), ("shift_offset", 1.0, 4, 30, [1, 2, 3, 4]),
+             ("shift_late", 1.0, 4, 48, [1, 2])],
 }
 RECORD_START_S = 18 * 3600.0
 
@@ -63,7 +65,8 @@ TARGETS = {
     "spike_recall_edge_glitch": (">=", 0.8), "spike_recall_day_first": (">=", 0.8),
     "spike_recall_day_last": (">=", 0.8), "ramp_false_flags_per_100_closures": ("<=", 5.0),
     "spike_precision": (">=", 0.99), "flat_recall": (">=", 1.0), "flat_false_stretches": ("<=", 0),
-    "shift_recall": (">=", 1.0), "real_closure_recall": (">=", 0.95),
+    "shift_recall": (">=", 1.0), "shifted_closure_recall": (">=", 0.95), "shifted_closure_precision": (">=", 0.9),
+    "real_closure_recall": (">=", 0.95),
     "real_closure_precision": (">=", 0.9), "real_spike_flags_on_adductions": ("<=", 0),
 }
 
@@ -97,10 +100,11 @@ def template_configs(tmp: Path, hfni: bool = False) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(raw))
         out[stem] = load_step_config(script, path, tmp)
-        if stem == "50_normalise":     # the variant with the level-shift check (off in the template)
-            on = tmp / ("hfni_" if hfni else "") / "50_normalise_shift_on.json"
-            on.write_text(json.dumps({**raw, "shift": {"min_size": 0.2, "min_segment": "30min"}}))
-            out["50_normalise_shift_on"] = load_step_config(script, on, tmp)
+        if stem == "50_normalise" and raw.get("shift"):   # the template without its shift check, and
+            for label, value in (("off", None), ("flag", {**raw["shift"], "action": "flag"})):   # flagging
+                var = tmp / ("hfni_" if hfni else "") / f"50_normalise_shift_{label}.json"
+                var.write_text(json.dumps({**raw, "shift": value}))
+                out[f"50_normalise_shift_{label}"] = load_step_config(script, var, tmp)
     return out
 
 
@@ -166,7 +170,7 @@ def run_chain(df: pd.DataFrame, cfg: dict, device: str) -> dict:
         warnings += bcounts.get("warnings", [])
         events.append(tables["events"].assign(day=day))
         daily.append(tables["daily"].assign(day=day))
-    return {"clean": tidy.concat(list(clean.values())), "qc_counts": qc_counts, "fit": fit,
+    return {"clean": tidy.concat(list(clean.values())), "qc_counts": qc_counts, "fit": fit, "normalised": normalised,
             "normalise_counts": ncounts_all,
             "events": pd.concat(events, ignore_index=True), "daily": pd.concat(daily, ignore_index=True),
             "warnings": sorted(set(w for w in warnings if w))}
@@ -349,6 +353,24 @@ def score_set(kind, hz, seed, animals, truth, res, hours, sc: Score, t0):
         d_sh = det_cl[det_cl["animal"].isin(shifted)] if len(det_cl) else det_cl
         pairs_sh, _, _ = match_closures(t_sh, d_sh)
         sh["closures_shifted"] = {"truth": len(t_sh), "detected": len(d_sh), "matched": len(pairs_sh)}
+        # the opening itself after the shift, against the true opening g (what a wrong scale
+        # spoils even where the closures survive): median |y - g| of the samples with an
+        # opening, and the share of samples after the shift with none (NaN)
+        norm = pd.concat(list(res["normalised"].values()), ignore_index=True) if res.get("normalised") else None
+        err, none = [], [0, 0]
+        for a_, ts_, _ in truth.shifts:
+            an = next(x for x in res["animals"] if x.name == a_)
+            rows_ = norm[norm["sensor"].astype(str) == f"{a_}__cbrt_inv__norm"]
+            sec = (rows_["ts"] - t0).dt.total_seconds().to_numpy()
+            after = sec >= ts_ + 60
+            y = rows_["value"].to_numpy()[after]
+            g_true = np.interp(sec[after], an.t, an.g)
+            err += list(np.abs(y - g_true)[np.isfinite(y)])
+            none[0] += int((~np.isfinite(y)).sum())
+            none[1] += len(y)
+        sh["opening_after"] = {"abs_err": float(np.median(err)) if err else float("nan"),
+                               "abs_err_p95": float(np.percentile(err, 95)) if err else float("nan"),
+                               "no_opening": none[0], "samples": none[1]}
     out["shift"] = sh
     # daily state of never-closing animals
     d = res["daily"]
@@ -497,21 +519,29 @@ def summarise(results: dict, real: dict) -> list:
                        f"45 min fully flagged; {sum(x['false_samples'] for x in fl)} flag-4 samples outside them")
             target_row("flat_false_stretches", scope, sum(x["false_stretches"] for x in fl),
                        "29-min stuck stretches flagged (N·p < 30 min)")
-        if kind == "shift":
+        if kind.startswith("shift"):
             s = [o["shift"] for o in outs]
             nt, nf = sum(x["truth"] for x in s), sum(x["found"] for x in s)
             te = [e for x in s for e in x["time_err"]]
             target_row("shift_recall", scope, ratio(nf, nt),
-                       f"{nf}/{nt} reported; {sum(x['reported'] for x in s)} reports; {med_abs(te)}")
-            for label, key in (("", "closures_shifted"), ("_with_50_shift_check", "closures_shifted_on")):
+                       f"{nf}/{nt} reported by 30; {sum(x['reported'] for x in s)} reports; {med_abs(te)}")
+            for label, key in (("", "closures_shifted"), ("_without_50_shift_check", "closures_shifted_off"),
+                               ("_with_50_shift_flag", "closures_shifted_flag")):
                 cs = [x[key] for x in s if key in x]
                 if cs:
                     m_, t_, d_ = (sum(x[k] for x in cs) for k in ("matched", "truth", "detected"))
-                    rows.append((f"shifted_animal_closures{label}", scope, ratio(m_, t_), "", "n/a",
-                                 f"recall {m_}/{t_}, precision {m_}/{d_} (closures of the animals with a "
-                                 "step change)" + ("; 50 left " + str(sum(x.get("normalise_reported_on", 0)
-                                                                          for x in s)) + " shift segment(s) "
-                                                   "unnormalised" if label else "")))
+                    rep = sum(x.get("normalise_reported" + (key[len("closures_shifted"):]), 0) for x in s)
+                    detail = (f"{m_}/{t_}, precision {m_}/{d_} (closures of the animals with a step change); "
+                              f"{rep} shift(s) seen by 50")
+                    oa = [x[key.replace("closures_shifted", "opening_after")] for x in s]
+                    n_none, n_all = sum(o["no_opening"] for o in oa), sum(o["samples"] for o in oa)
+                    detail += (f"; opening after the shift: median |y - g| {np.nanmedian([o['abs_err'] for o in oa]):.3f}"
+                               f" (p95 {np.nanmax([o['abs_err_p95'] for o in oa]):.3f}), {n_none}/{n_all} samples without one")
+                    if label:
+                        rows.append((f"shifted_closure_recall{label}", scope, ratio(m_, t_), "", "n/a", detail))
+                    else:
+                        target_row("shifted_closure_recall", scope, ratio(m_, t_), detail)
+                        target_row("shifted_closure_precision", scope, ratio(m_, d_), f"{m_}/{d_} detections")
         sp_f = sum(o["spikes"]["flagged"] for o in outs)
         sp_t = sum(o["spikes"]["true"] for o in outs)
         if sp_f or kind == "qc":
@@ -574,12 +604,16 @@ def main(argv=None):
                 res = run_chain(df, cfg, "valve01")
                 res["animals"] = animals
                 g, out = score_set(kind, hz, seed, [a.name for a in animals], truth, res, hours, None, t0)
-                if kind == "shift":     # the same record with 50's level-shift check on
-                    on = run_chain(df, {**cfg, "50_normalise": cfg["50_normalise_shift_on"]}, "valve01")
-                    on["animals"] = animals
-                    _, o2 = score_set(kind, hz, seed, [a.name for a in animals], truth, on, hours, None, t0)
-                    out["shift"]["closures_shifted_on"] = o2["shift"]["closures_shifted"]
-                    out["shift"]["normalise_reported_on"] = o2["shift"]["normalise_reported"]
+                if kind.startswith("shift"):   # the same record without 50's shift check, and flagging
+                    for label in ("off", "flag"):
+                        if f"50_normalise_shift_{label}" not in cfg:
+                            continue
+                        var = run_chain(df, {**cfg, "50_normalise": cfg[f"50_normalise_shift_{label}"]}, "valve01")
+                        var["animals"] = animals
+                        _, o2 = score_set(kind, hz, seed, [a.name for a in animals], truth, var, hours, None, t0)
+                        out["shift"][f"closures_shifted_{label}"] = o2["shift"]["closures_shifted"]
+                        out["shift"][f"normalise_reported_{label}"] = o2["shift"]["normalise_reported"]
+                        out["shift"][f"opening_after_{label}"] = o2["shift"]["opening_after"]
                 results[g] = out
         real = None
         if not args.no_real and REAL.exists() and not args.only:

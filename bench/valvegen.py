@@ -20,7 +20,9 @@ NOT from the step code or pyjama/demo.py. The physics, in order:
   first/last ramp sample of a closure (an edge glitch), a spike on the first and on the
   last sample of a day, a stuck sensor (exactly the same count) for exactly 30 min and
   45 min at the level it had (and a 29-min one that must NOT be flagged), a step change
-  (the magnet shifted: ±80 counts for the rest of the record).
+  (the magnet shifted: its distance to the sensor changes for the rest of the record, by
+  ±80 counts at the moment of the shift; ``shift_offset``: ±80 counts at every opening, an
+  offset of the sensor's output, which x^(-1/3) does not move alike at both ends).
 
 Rates 0.1, 1 and 10 Hz: the sample times are t_k = k / hz + 5 ms (a logger's clock).
 Everything is seeded: the same (kind, seed, hz) gives the same bytes.
@@ -53,6 +55,9 @@ class Animal:
     t: np.ndarray          # s since the record's start (day 0, 00:00 UTC)
     counts: np.ndarray     # float (integer-valued) Hall counts
     g: np.ndarray          # true opening
+    K: float = 0.0         # counts x mm^3 (c = K / d^3)
+    d: np.ndarray = None   # magnet distance [mm]
+    noise: np.ndarray = None   # the noise added to the counts (before rounding)
 
 
 def open_level(rng, t, lo, hi):
@@ -128,10 +133,11 @@ def make_animal(rng, name, t, kind, noise_pct, truth, n_closures_per_day=2, micr
     counts = K / d ** 3
     span = K / dc ** 3 - K / do ** 3
     sd = noise_pct / 100.0 * span
-    counts = np.round(counts + rng.normal(0, sd, len(t)))
+    noise = rng.normal(0, sd, len(t))
+    counts = np.round(counts + noise)
     truth.closing[name] = bool(closing)
     truth.noise_pct[name] = noise_pct
-    return Animal(name, t, counts, g), span, busy
+    return Animal(name, t, counts, g, K, d, noise), span, busy
 
 
 def times(hz, seconds, start_s=0.0):
@@ -204,13 +210,28 @@ def inject_qc(rng, a: Animal, span, hz, truth, busy, day_edges):
     np.clip(c, 0, 1022, out=c)         # a 10-bit ADC reads 0..1023 (1023 = saturation)
 
 
-def inject_shift(rng, a: Animal, truth, busy):
+def inject_shift(rng, a: Animal, truth, busy, model="distance", where=(0.3, 0.7)):
+    """A step change for the rest of the record, of +/-80 counts at the moment it happens.
+
+    model "distance" (a magnet that moved on the shell): its distance to the sensor changes
+    by delta for the rest of the record, d -> d + delta, delta chosen so that the counts at
+    the shift time change by the size; with c = K/d^3 the step in counts is then larger at
+    the closed end than at the open end, and x = c^(-1/3) moves by delta/K^(1/3) at every
+    opening. model "offset" (the sensor's electronics: an offset of the Hall output): the
+    same number of counts is added at every opening."""
     for _ in range(200):
-        ts = a.t[0] + rng.uniform(0.3, 0.7) * (a.t[-1] - a.t[0])
+        ts = a.t[0] + rng.uniform(*where) * (a.t[-1] - a.t[0])
         if all(ts < b0 - 1800 or ts > b1 + 1800 for b0, b1 in busy):
             break
     size = 80.0 * (1 if rng.random() < 0.5 else -1)
-    a.counts[a.t >= ts] += size
+    after = a.t >= ts
+    if model == "offset":
+        a.counts[after] += size
+    else:
+        k = int(np.searchsorted(a.t, ts))
+        c0 = a.K / a.d[k] ** 3
+        delta = (a.K / (c0 + size)) ** (1 / 3) - a.d[k]
+        a.counts[after] = np.round(a.K / (a.d[after] + delta) ** 3 + a.noise[after])
     truth.shifts.append((a.name, float(ts), size))
 
 
@@ -221,9 +242,12 @@ def exposure(kind: str, seed: int, hz: float, animals: int, seconds: float, nois
     kind: ``never_close`` (all open, drifting 0.5–1.0), ``closures`` (2 closures per day
     on 2 channels, the others never close), ``micro`` (1 closure per day and micro-closures
     every ~8 min on every channel), ``qc`` (closing animals with every defect), ``shift`` (closing
-    animals, one with a step change).
+    animals, one with a step change of the magnet's distance), ``shift_offset`` (the same with
+    an offset of the counts instead), ``shift_late`` (as shift, the shift in the last 30-10 %
+    of the record: a 48-h record from 18:00 has it on its third day, after a 2-day fit).
     """
-    rng = np.random.default_rng([seed, int(hz * 10), sum(map(ord, kind))])
+    # shift_offset: the same animals and shift times as shift, only the shift model differs
+    rng = np.random.default_rng([seed, int(hz * 10), sum(map(ord, "shift" if kind == "shift_offset" else kind))])
     truth = Truth()
     t = times(hz, seconds, start_s)
     out = []
@@ -242,10 +266,11 @@ def exposure(kind: str, seed: int, hz: float, animals: int, seconds: float, nois
         elif kind == "qc":
             a, span, busy = make_animal(rng, name, t, kind, nz, truth, closing=True)
             inject_qc(rng, a, span, hz, truth, busy, edges)
-        elif kind == "shift":
+        elif kind in ("shift", "shift_offset", "shift_late"):
             a, span, busy = make_animal(rng, name, t, kind, nz, truth, closing=True)
-            if i == 0:
-                inject_shift(rng, a, truth, busy)
+            if i == 0:    # shift_late: in the last 30-10 % of the record (after a 2-day fit of 48 h)
+                inject_shift(rng, a, truth, busy, "offset" if kind == "shift_offset" else "distance",
+                             (0.7, 0.9) if kind == "shift_late" else (0.3, 0.7))
         else:
             raise ValueError(kind)
         out.append(a)

@@ -32,7 +32,7 @@ from .transform import rename_sensors
 
 # Keys of the step config that define a fit: the fit file records them, and applying a fit
 # made with other values is an error (refit explicitly) rather than a silent mismatch.
-FIT_KEYS = ("method", "sensors", "p_low", "p_high", "fit", "direction", "closure_evidence")
+FIT_KEYS = ("method", "sensors", "p_low", "p_high", "fit", "direction", "closure_evidence", "shift")
 
 _UNUSABLE_CODES = np.array(sorted(int(f) for f in UNUSABLE), dtype=np.uint8)
 
@@ -162,14 +162,20 @@ def build_fit(df: pd.DataFrame, params: dict, device: str, period: dict) -> dict
             direction, position = detect_direction(vals[use], low, high)
         else:
             direction, position = declared, None
+        ts_use = pd.DatetimeIndex(rows["ts"].to_numpy()[use]).as_unit("ns").asi8
+        order = np.argsort(ts_use, kind="stable")
+        ts_use, x_use = ts_use[order], vals[use][order]
+        shifts = fit_level_shifts(ts_use, x_use, low, high, direction, params.get("shift"))
+        if shifts:   # percentiles of the signal brought back to the level before the shift(s)
+            x_use = x_use - shift_offset(ts_use, shifts)
+            low, high, n = fit_percentiles(x_use, p_low, p_high)
         rng, ok = check_range(low, high, params["min_range"])
         ev = params.get("closure_evidence")
         seen = None
         if ev is not None:
             from .timewindow import parse_duration
 
-            order = np.argsort(rows["ts"].to_numpy()[use], kind="stable")
-            seen = closures_seen(rows["ts"].to_numpy()[use][order], vals[use][order], low, high, direction,
+            seen = closures_seen(ts_use, x_use, low, high, direction,
                                  parse_duration(ev["within"], "$.closure_evidence.within").total_seconds(),
                                  parse_duration(ev["hold"], "$.closure_evidence.hold").total_seconds())
         entry = {
@@ -181,6 +187,15 @@ def build_fit(df: pd.DataFrame, params: dict, device: str, period: dict) -> dict
         }
         if seen is not None:
             entry["closures_seen"] = seen
+        if params.get("shift") is not None:
+            entry["level_shifts"] = [{"ts": _stamp_us(at), "size": size} for at, size in shifts]
+            if shifts:
+                entry["shift_warning"] = (
+                    f"{device}/{name}: {len(shifts)} level shift(s) in the fit period ("
+                    + ", ".join(f"{size:+.4g} at {iso_seconds(pd.Timestamp(at, unit='ns', tz='UTC'))}"
+                                for at, size in shifts)
+                    + " [input unit]); the percentiles are of the signal moved back by them, and every "
+                    "sample after a shift is normalised with the fit moved by it")
         if declared == "auto":
             entry["median_position"] = position
         sensors[name] = entry
@@ -307,15 +322,14 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     for name in names:
         idx = np.flatnonzero(codes == cats.index(name))
         b = bounds[name]
-        if b.get("span_ok", True):
-            y, bad, below, above = normalise_values(values[idx], b["low"], b["high"],
-                                                    b["direction"], params["clip"])
-        else:   # span unknown / not closing (span_check): no scale, flag 3
-            y, bad, below, above = normalise_values(values[idx], None, None, b["direction"], params["clip"])
-        after = shifted_segment(df["ts"].iloc[idx], values[idx], flags[idx], b, params, device, name, report)
-        if after is not None:      # from the first level shift on: no scale (flag 3)
-            y = np.where(after, np.nan, y)
-            bad = bad | after
+        ok = b.get("span_ok", True)    # False: span unknown / not closing (span_check): no scale, flag 3
+        y, bad, _, _ = normalise_values(values[idx], b["low"] if ok else None, b["high"] if ok else None,
+                                        b["direction"], clip=False)
+        ts_ns = pd.DatetimeIndex(df["ts"].iloc[idx]).as_unit("ns").asi8
+        y, bad = apply_level_shifts(ts_ns, y, bad, flags[idx], b, params, device, name, report)
+        below, above = int(np.sum(y < 0)), int(np.sum(y > 1))
+        if params["clip"]:
+            y = np.clip(y, 0.0, 1.0)   # NaN stays NaN
         idxs.append(idx)
         ys.append(y)
         fs.append(combine(flags[idx], np.where(bad, np.uint8(Flag.OUT_OF_RANGE),
@@ -343,51 +357,120 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     return tidy.conform(out), report
 
 
-SHIFT_DEFAULTS = {"min_size": 0.2, "min_segment": "30min"}
+SHIFT_DEFAULTS = {"min_size": 0.2, "min_segment": "30min", "action": "correct"}
 OPEN_BOTH_SIDES = 0.3    # [opening fraction] a shift is a step between two open levels
 
 
-def shifted_segment(ts, x, flags, b: dict, params: dict, device: str, name: str, report: dict):
-    """Boolean mask of the samples from the first level shift of the day on, or None.
+def find_level_shifts(ts_ns, y, flags, sp: dict) -> list:
+    """Level shifts of the opening y [0-1, before clipping] of one sensor (samples sorted by
+    time, ``ts_ns`` int64 ns), as [(ts_ns of the first sample at the new level, size J)].
 
-    A shift is a step of the tentatively normalised opening y (before clipping; only
-    samples with flag 0 or 5) found by :func:`pyjama.qc.detect_level_shifts` with
-    ``$.shift.min_size`` [opening fraction] and ``$.shift.min_segment``: a step of at
-    least that size that does not come back (a closure reopens, so it is not one), between
-    two open levels (the medians of ``min_segment`` on each side both >= 0.3: a day that
-    starts closed and reopens is a closure across midnight, not a shift). The
-    scale was fitted on the level before it, so the samples after it get none. Appends the
-    shift to ``report["level_shifts"]`` and one line to ``report["warnings"]``.
+    Only samples with flag 0 or 5 count. A shift is a step found by
+    :func:`pyjama.qc.detect_level_shifts` with ``sp["min_size"]`` [opening fraction] and
+    ``sp["min_segment"]``: |J| >= min_size on per-minute medians, a step that does not come
+    back (a closure reopens, so it is not one), between two OPEN levels: the medians of
+    ``min_segment`` on each side both >= 0.3 (a day that starts closed and reopens is a
+    closure across midnight, not a shift).
     """
     from . import qc
 
-    sp = params.get("shift")
-    if sp is None or not b.get("span_ok", True) or b.get("low") is None:
-        return None
     sp = {**SHIFT_DEFAULTS, **sp}
-    y = normalise_values(x, b["low"], b["high"], b["direction"], clip=False)[0]
     y = np.where(np.isin(flags, (int(Flag.OK), int(Flag.INTERPOLATED))), y, np.nan)
-    ts_ns = pd.DatetimeIndex(ts).as_unit("ns").asi8
     found = qc.detect_level_shifts(ts_ns, y, sp["min_size"], sp["min_segment"])
-    # a shift moves the OPEN level: both sides open (median >= OPEN_BOTH_SIDES). A step to or
-    # from the closed level is a closure cut by the day's edge (closed since midnight, or
-    # until it), which detect_level_shifts cannot tell from a shift within one day
     seg = int(pd.Timedelta(sp["min_segment"]).value)
-    found = [(at, size) for at, size in found
-             if min(np.nanmedian(np.where((ts_ns >= at - seg) & (ts_ns < at), y, np.nan)),
-                    np.nanmedian(np.where((ts_ns >= at) & (ts_ns < at + seg), y, np.nan))) >= OPEN_BOTH_SIDES]
-    if not found:
-        return None
-    at, size = found[0]
-    stamp = iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC"))
-    after = ts_ns >= at
-    report["level_shifts"].append({"sensor": name, "ts": stamp, "size": round(size, 6),
-                                   "samples_after": int(after.sum())})
-    report["warnings"].append(
-        f"{device}/{name}: level shift of {size:+.3g} of the fitted span at {stamp}; the "
-        f"{int(after.sum())} samples after it are not normalised (NaN, flag 3): the fit does not "
-        "hold there; refit from the next day (--fit with $.fit.from) if the shift stays")
-    return after
+
+    def level(lo, hi):
+        w = y[(ts_ns >= lo) & (ts_ns < hi)]
+        w = w[np.isfinite(w)]
+        return float(np.median(w)) if len(w) else np.nan
+
+    return [(int(at), float(size)) for at, size in found
+            if min(level(at - seg, at), level(at, at + seg)) >= OPEN_BOTH_SIDES]
+
+
+def shift_offset(ts_ns, shifts) -> np.ndarray:
+    """The step function o(t) = sum of the sizes of the shifts at or before t (same unit as
+    the sizes); 0 before the first."""
+    ts_ns = np.asarray(ts_ns, dtype=np.int64)
+    off = np.zeros(len(ts_ns))
+    for at, size in shifts:
+        off += np.where(ts_ns >= int(at), float(size), 0.0)
+    return off
+
+
+def fit_level_shifts(ts_ns, x, low, high, direction: str, sp) -> list:
+    """The level shifts of the fit period, in the input unit: [(ts_ns, size_x)].
+
+    Found (:func:`find_level_shifts`) on the tentative opening y = normalise_values(x, low,
+    high) of the uncorrected fit period; a step J of y is a step J * (high - low) of x
+    (direction up; -J * (high - low) down). [] when ``sp`` is None or the range is empty."""
+    if sp is None or low is None or high is None or not high > low or len(x) < 10:
+        return []
+    y = normalise_values(x, low, high, direction, clip=False)[0]
+    sign = 1.0 if direction == "up" else -1.0
+    return [(at, round(sign * size * (high - low), 9))
+            for at, size in find_level_shifts(ts_ns, y, np.zeros(len(x), np.uint8), sp)]
+
+
+def _stamp_us(ts_ns) -> str:
+    return pd.Timestamp(int(ts_ns), unit="ns", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def apply_level_shifts(ts_ns, y, bad, flags, b: dict, params: dict, device: str, name: str, report: dict):
+    """The opening after the level shifts of the fit and of the day (``$.shift``).
+
+    A magnet that moves on the shell changes its distance d to the sensor by some delta for
+    the rest of the record; x = counts^(-1/3) is proportional to d (c = K/d^3), so x moves by
+    the same amount at every opening, and so does y = (x - low)/(high - low). The fit holds
+    again when its low and high move with it:
+
+        y'(t) = y(t) - sum of J_k over the shifts k at or before t       [opening fraction]
+
+    J_k = the measured step (level after minus level before). Two sources: the shifts the fit
+    found in its period (``b["shifts"]``: (ts_ns, size in the input unit), J = size /
+    (high - low), sign by direction; they hold for every later day too), then the shifts
+    found in this day on the opening corrected by those (:func:`find_level_shifts`).
+    ``$.shift.action`` "correct" (default) applies the formula; "flag" leaves the samples
+    from the day's first shift on without an opening (NaN, flag 3). Each shift found in the
+    day goes to ``report["level_shifts"]`` and one line to ``report["warnings"]``.
+    Returns (y, bad).
+    """
+    sp = params.get("shift")
+    if sp is None or b.get("low") is None or not b.get("span_ok", True):
+        return y, bad
+    sp = {**SHIFT_DEFAULTS, **sp}
+    known = b.get("shifts") or []
+    if known and np.ndim(b["low"]) == 0:
+        span = float(b["high"]) - float(b["low"])
+        sign = 1.0 if b["direction"] == "up" else -1.0
+        y = y - shift_offset(ts_ns, [(at, sign * size / span) for at, size in known])
+        for at, size in known:
+            if ts_ns.size and ts_ns[0] <= at <= ts_ns[-1]:
+                report["level_shifts"].append({"sensor": name, "ts": iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC")),
+                                               "size": round(sign * size / span, 6),
+                                               "samples_after": int((ts_ns >= at).sum()), "found_by": "fit",
+                                               "action": "correct"})
+    found = find_level_shifts(ts_ns, y, flags, sp)
+    for at, size in found:
+        stamp = iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC"))
+        n_after = int((ts_ns >= at).sum())
+        report["level_shifts"].append({"sensor": name, "ts": stamp, "size": round(size, 6),
+                                       "samples_after": n_after, "found_by": "day", "action": sp["action"]})
+        if sp["action"] == "flag":
+            report["warnings"].append(
+                f"{device}/{name}: level shift of {size:+.3g} of the fitted span at {stamp}; the "
+                f"{n_after} samples after it are not normalised (NaN, flag 3): the fit does not "
+                "hold there; refit from the next day (--fit with $.fit.from) if the shift stays")
+            after = ts_ns >= found[0][0]
+            return np.where(after, np.nan, y), bad | after
+        report["warnings"].append(
+            f"{device}/{name}: level shift of {size:+.3g} of the fitted span at {stamp}; the {n_after} "
+            f"samples after it are normalised with the fit moved by it (opening - ({size:+.3g})); the "
+            "next days keep the fit as it is: refit from the next day (--fit with $.fit.from) if the "
+            "shift stays")
+    if found:
+        y = y - shift_offset(ts_ns, found)
+    return y, bad
 
 
 def select_fit_days(days, fit: dict):

@@ -537,36 +537,84 @@ def test_the_fit_must_see_the_animal_close_fast_and_stay_closed():
         "v/m1__cbrt_inv: span unknown / not closing: no closure in the fit period 2026-01-20..2026-01-20")
 
 
-def test_a_level_shift_inside_the_day_leaves_the_rest_of_the_day_unnormalised():
+def test_a_level_shift_inside_the_day_moves_the_fit_by_the_measured_step():
     # 4 h at 1 Hz, fitted scale low 0, high 1 (direction up). Open at 0.9; a closure to 0.0
     # from 00:30 to 00:40 (it reopens: not a shift); at 02:00:00 the magnet moves and the
-    # open level becomes 0.6 for the rest of the record (a step of -0.3 that stays)
+    # whole signal drops by 0.3 for the rest of the record: open 0.6, and a closure to -0.3
+    # (closed 0.0 moved by the same step: a distance change moves x^(-1/3) alike at both ends)
     n = 4 * 3600
     i = np.arange(n)
     x = np.where(i >= 7200, 0.6, 0.9)
     x[1800:2400] = 0.0
+    x[10800:11400] = -0.3
     df = series(x)
     bounds = {"m0__cbrt_inv": {"low": 0.0, "high": 1.0, "direction": "up"}}
-    params = {**PARAMS, "shift": {"min_size": 0.2, "min_segment": "30min"}}
+    params = {**PARAMS, "clip": False, "shift": {"min_size": 0.2, "min_segment": "30min"}}
     out, rep = normalise_frame(df, params, bounds, "valve01")
     y = rows(out, "m0__cbrt_inv__norm")
     assert_allclose(y["value"].iloc[:7200], x[:7200])                 # before: normalised as fitted
-    assert y["value"].iloc[7200:].isna().all()                        # after: no scale ...
-    assert (y["quality_flag"].iloc[7200:] == 3).all() and (y["quality_flag"].iloc[:7200] == 0).all()
-    assert_allclose(rows(out, "m0__cbrt_inv")["value"], x)            # ... and the source is kept
+    assert_allclose(y["value"].iloc[7200:], x[7200:] + 0.3, atol=1e-12)  # after: y - J, J = -0.3
+    assert_allclose(y["value"].iloc[[7200, 10800, 11400]], [0.9, 0.0, 0.9], atol=1e-12)   # open, closed again
+    assert (y["quality_flag"] == 0).all()
+    assert_allclose(rows(out, "m0__cbrt_inv")["value"], x)            # the source is kept
     assert rep["level_shifts"] == [{"sensor": "m0__cbrt_inv", "ts": "2026-01-20T02:00:00Z", "size": -0.3,
-                                    "samples_after": 7200}]
+                                    "samples_after": 7200, "found_by": "day", "action": "correct"}]
+    assert rep["warnings"] == [(
+        "valve01/m0__cbrt_inv: level shift of -0.3 of the fitted span at 2026-01-20T02:00:00Z; the 7200 "
+        "samples after it are normalised with the fit moved by it (opening - (-0.3)); the next days keep "
+        "the fit as it is: refit from the next day (--fit with $.fit.from) if the shift stays")]
+    assert rep["undefined"] == 0
+    # action "flag": the rest of the day has no opening (NaN, flag 3)
+    out, rep = normalise_frame(df, {**params, "shift": {**params["shift"], "action": "flag"}}, bounds, "valve01")
+    y = rows(out, "m0__cbrt_inv__norm")
+    assert_allclose(y["value"].iloc[:7200], x[:7200])
+    assert y["value"].iloc[7200:].isna().all() and (y["quality_flag"].iloc[7200:] == 3).all()
+    assert rep["undefined"] == 7200 and rep["level_shifts"][0]["action"] == "flag"
     assert rep["warnings"] == [(
         "valve01/m0__cbrt_inv: level shift of -0.3 of the fitted span at 2026-01-20T02:00:00Z; the 7200 "
         "samples after it are not normalised (NaN, flag 3): the fit does not hold there; refit from the "
         "next day (--fit with $.fit.from) if the shift stays")]
-    assert rep["undefined"] == 7200
     # a step smaller than min_size, the closure alone, a day that starts closed (a closure
     # across midnight) and reopens at 01:00, or the check off: nothing changes
     for xs, p in ((np.where(i >= 7200, 0.75, 0.9), params), (np.where((i >= 1800) & (i < 2400), 0.0, 0.9), params),
-                  (np.where(i < 3600, 0.02, 0.9), params), (x, {**PARAMS, "shift": None})):
+                  (np.where(i < 3600, 0.02, 0.9), params), (x, {**params, "shift": None})):
         out, rep = normalise_frame(series(xs), p, bounds, "valve01")
-        assert rep["level_shifts"] == [] and not rows(out, "m0__cbrt_inv__norm")["value"].isna().any()
+        assert rep["level_shifts"] == []
+        assert_allclose(rows(out, "m0__cbrt_inv__norm")["value"], xs)
+
+
+def test_a_level_shift_in_the_fit_period_is_fitted_around_and_moves_later_days():
+    # the fit period (one day at 1 Hz, cbrt_inv units): closed 0.100, open 0.110; a
+    # 10-min closure at 01:00, then at 06:00 the magnet moves: everything + 0.003 (open 0.113),
+    # and a 10-min closure at 12:00 to 0.103
+    n = 86400
+    i = np.arange(n)
+    x = np.where(i >= 6 * 3600, 0.113, 0.110)
+    x[3600:4200] = 0.100
+    x[12 * 3600:12 * 3600 + 600] = 0.103
+    params = {**PARAMS, "p_low": 0, "p_high": 100, "shift": {"min_size": 0.2, "min_segment": "30min"}}
+    fit = build_fit(series(x), params, "valve01", {"from": "2026-01-20", "to": "2026-01-20"})
+    e = fit["sensors"]["m0__cbrt_inv"]
+    # percentiles of the signal moved back by the shift: P0 0.100, P100 0.110 (without: 0.113)
+    assert_allclose([e["low"], e["high"]], [0.100, 0.110])
+    assert e["level_shifts"] == [{"ts": "2026-01-20T06:00:00.000000Z", "size": 0.003}]
+    assert e["shift_warning"] == (
+        "valve01/m0__cbrt_inv: 1 level shift(s) in the fit period (+0.003 at 2026-01-20T06:00:00Z "
+        "[input unit]); the percentiles are of the signal moved back by them, and every sample after "
+        "a shift is normalised with the fit moved by it")
+    bounds = {"m0__cbrt_inv": {"low": e["low"], "high": e["high"], "direction": "up",
+                               "shifts": [(pd.Timestamp(s["ts"]).value, s["size"]) for s in e["level_shifts"]]}}
+    # the fit day itself: 0.9 open before and after 06:00, closures at 0.0
+    out, rep = normalise_frame(series(x), params, bounds, "valve01")
+    y = rows(out, "m0__cbrt_inv__norm")["value"].to_numpy()
+    assert_allclose(y[[0, 3600, 6 * 3600, 12 * 3600, n - 1]], [1.0, 0.0, 1.0, 0.0, 1.0], atol=1e-9)
+    assert [(s["ts"], s["size"], s["found_by"]) for s in rep["level_shifts"]] == [("2026-01-20T06:00:00Z", 0.3, "fit")]
+    # a later day (the magnet still moved): every sample moved back by 0.3 of the span
+    later = np.full(3600, 0.113)
+    later[600:1200] = 0.103
+    out, rep = normalise_frame(series(later, start="2026-01-22T00:00:00Z"), params, bounds, "valve01")
+    assert_allclose(rows(out, "m0__cbrt_inv__norm")["value"].to_numpy()[[0, 600, 1200]], [1.0, 0.0, 1.0], atol=1e-9)
+    assert rep["level_shifts"] == [] and rep["warnings"] == []
 
 
 def test_the_step_reports_level_shifts_in_its_ledger(tmp_path):
@@ -580,6 +628,10 @@ def test_the_step_reports_level_shifts_in_its_ledger(tmp_path):
     df = series(x)
     fit = build_fit(df, st.params, "valve01", {"from": "2026-01-20", "to": "2026-01-20", "complete": True})
     assert_allclose([fit["sensors"]["m0__cbrt_inv"][k] for k in ("low", "high")], [0.1, 0.11])
+    # the fit period holds the shift: the fit found it (in the input unit, -0.3 x span) ...
+    assert fit["sensors"]["m0__cbrt_inv"]["level_shifts"] == [{"ts": "2026-01-20T02:00:00.000000Z", "size": -0.003}]
     _, counts = get_step("50_normalise.py").compute({"data": df, "params": fit}, st, "valve01", "2026-01-20")
-    assert [(s["ts"], s["size"]) for s in counts["level_shifts"]] == [("2026-01-20T02:00:00Z", -0.3)]
-    assert counts["undefined_flagged_out_of_range"] == 7200
+    # ... and the day's ledger lists it as applied from the fit; every sample has an opening
+    assert [(s["ts"], s["size"], s["found_by"]) for s in counts["level_shifts"]] == [
+        ("2026-01-20T02:00:00Z", -0.3, "fit")]
+    assert counts["undefined_flagged_out_of_range"] == 0

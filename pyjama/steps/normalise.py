@@ -194,7 +194,7 @@ class NormaliseStep(PartitionStep):
         path = project.root / self.fit_file(st, device)
         old = path.read_bytes() if path.exists() else None
         io.write_json(path, content)
-        warnings = [e["warning"] for e in content["sensors"].values() if e["warning"]]
+        warnings = [w for e in content["sensors"].values() for w in (e["warning"], e.get("shift_warning")) if w]
         if not period["complete"]:
             warnings.append(f"{device}: fit period {period['declared']} only partly has data "
                             f"({len(days)} day(s)); refit with --fit once it is complete")
@@ -268,7 +268,9 @@ class NormaliseStep(PartitionStep):
                                 f"--device {device}")
             ok, warning = span_check(fit, name, st["min_range"], st["min_span_share"])
             bounds[name] = {"low": entry["low"], "high": entry["high"], "direction": entry["direction"],
-                            "span_ok": ok}
+                            "span_ok": ok,   # shifts the fit found in its period [input unit]
+                            "shifts": [(pd.Timestamp(s["ts"]).value, float(s["size"]))
+                                       for s in entry.get("level_shifts", [])]}
             if warning:
                 warnings.append(warning)
         if not fit.get("period", {}).get("complete", True):
