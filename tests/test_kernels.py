@@ -1,0 +1,198 @@
+"""Issue 14's array kernels equal the implementations they replace.
+
+Each faster kernel is compared with the code it replaced (kept as the reference in
+tests/qc_reference.py, or pandas itself): on tiny spelled-out inputs with the expected
+values written beside them (NaN placement and series edges included), and on a generated
+1 Hz day (jittered times, gaps, NaN, stuck stretches, spikes, neighbouring-day edges).
+"""
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_array_equal
+
+from pyjama import qc, tidy
+from tests import qc_reference as ref
+
+NAN = np.nan
+T0 = pd.Timestamp("2026-01-21T00:00:00Z").value
+S = 10**9
+
+
+@pytest.fixture(params=["passes", "gathered", "pandas"])
+def path(request, monkeypatch):
+    """Every code path of qc.rolling_stat's median on the same input: fixed-width bottleneck
+    passes for every width, gathered windows for every row, pandas' skiplist for every row."""
+    if request.param == "passes":
+        monkeypatch.setattr(qc, "_PASS_SHARE", 0)
+    else:
+        monkeypatch.setattr(qc, "_PASS_SHARE", 10**9)
+    if request.param == "pandas":
+        monkeypatch.setattr(qc, "_GATHER_MAX", -1)
+    return request.param
+
+
+def pandas_rolling(x, start, end, stat):
+    r = pd.Series(np.asarray(x, dtype=float)).rolling(ref._Bounds(start, end), min_periods=1)
+    return getattr(r, stat)().to_numpy()
+
+
+# ---------------------------------------------------------------- rolling_stat, spelled out
+
+X = [1.0, NAN, 3.0, 2.0, 5.0, NAN, NAN, 4.0, 6.0, NAN]     # one window per value
+#         window [start, end)  median  max  min
+WINDOWS = [((0, 1), 1.0, 1.0, 1.0),      # one value
+           ((0, 2), 1.0, 1.0, 1.0),      # NaN is ignored, not a value
+           ((1, 2), NAN, NAN, NAN),      # only NaN: no value
+           ((0, 4), 2.0, 3.0, 1.0),      # median of 1, 3, 2
+           ((0, 5), 2.5, 5.0, 1.0),      # even count: the mean of the two middle values
+           ((2, 6), 3.0, 5.0, 2.0),
+           ((5, 7), NAN, NAN, NAN),
+           ((3, 8), 4.0, 5.0, 2.0),      # 2, 5, 4
+           ((7, 8), 4.0, 4.0, 4.0),      # the last row alone
+           ((4, 4), NAN, NAN, NAN)]      # an empty window
+
+
+@pytest.mark.parametrize("stat,col", [("median", 1), ("max", 2), ("min", 3)])
+def test_rolling_stat_spelled_out(path, stat, col):
+    start = np.array([w[0][0] for w in WINDOWS])
+    end = np.array([w[0][1] for w in WINDOWS])
+    want = np.array([w[col] for w in WINDOWS])
+    got = qc.rolling_stat(np.array(X), start, end, stat)
+    assert_array_equal(got, want)
+    if stat == "median":          # pandas' max / min need monotone bounds; these are not
+        assert_array_equal(got, pandas_rolling(X, start, end, stat))
+
+
+def test_rolling_stat_of_nothing_and_an_unknown_statistic():
+    assert qc.rolling_stat(np.zeros(0), np.zeros(0, int), np.zeros(0, int), "median").shape == (0,)
+    assert qc.rolling_stat(np.zeros(0), np.zeros(0, int), np.zeros(0, int), "max").shape == (0,)
+    with pytest.raises(ValueError):
+        qc.rolling_stat(np.zeros(1), np.zeros(1, int), np.ones(1, int), "mean")
+
+
+@pytest.mark.parametrize("stat", ["median", "max", "min"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rolling_stat_equals_pandas_on_random_bounds(path, stat, seed):
+    rng = np.random.default_rng(seed)
+    n = 3000
+    x = np.round(rng.normal(100, 5, n))          # repeated values: ties in the median
+    x[rng.random(n) < 0.1] = NAN
+    x[500:560] = NAN                             # a stretch without a value
+    ts = T0 + np.cumsum(rng.integers(1, 4, n)) * S
+    for start, end in (qc.centred_bounds(ts, pd.Timedelta("31s")), qc.centred_bounds(ts, 61),
+                       (np.sort(rng.integers(0, n, n)), None)):
+        if end is None:                          # arbitrary monotone bounds, widths 0..300
+            end = np.minimum(np.maximum.accumulate(start + rng.integers(0, 200, n)), n)
+        assert_array_equal(qc.rolling_stat(x, start, end, stat), pandas_rolling(x, start, end, stat))
+
+
+# ---------------------------------------------------------------- the QC tests, spelled out
+
+def test_noise_scale_spelled_out_equals_the_reference():
+    #              differences: 2 2 2 2 0 0 0 2 ...: the stuck stretch (5 equal values) is
+    #              left out while it is the minority of the window
+    x = np.array([100, 102, 100, 102, 100, 100, 100, 100, 100, 102, 100, 102, 100, 102, 100.0] * 10)
+    ts = T0 + np.arange(len(x)) * S
+    got = qc.noise_scale(ts, x, 11)
+    assert_array_equal(got, ref.noise_scale(ts, x, 11))
+    assert got[70] == pytest.approx(qc.MAD_TO_SIGMA * 2 / np.sqrt(2))
+
+
+def test_spikes_spelled_out_equal_the_reference():
+    x = np.array([100.0] * 20 + [300] + [100] * 20 + [NAN] + [100] * 5 + [-200, -200] + [100] * 20 + [20])
+    ts = T0 + np.arange(len(x)) * S
+    ts[30:] += 90 * S                                           # a gap
+    for kw in ({}, {"direction": "down"}, {"direction": "up"}, {"context_window": pd.Timedelta("20s")}):
+        got = qc.flag_spikes(ts, x, pd.Timedelta("11s"), 6.0, 50, 3, **kw)
+        assert_array_equal(got, ref.flag_spikes(ts, x, pd.Timedelta("11s"), 6.0, 50, 3, **kw))
+    got = qc.flag_spikes(ts, x, pd.Timedelta("11s"), 6.0, 50, 3)
+    # 20: +200 and back; 47-48: a run of two, −300; the NaN (41) neither flagged nor a
+    # break; the last sample (68) has one neighbour: never flagged
+    assert np.flatnonzero(got).tolist() == [20, 47, 48]
+
+
+def test_flat_lines_spelled_out_equal_the_reference():
+    #        0..9 moving, 10..24 stuck at 7 (15 s with the period), 25.. moving, NaN inside
+    x = np.array([1.0, 2, 3, 4, 5, 6, 5, 4, 3, 2] + [7.0] * 15 + [1, 2, 3, 4] + [7.0, 7, NAN, 7.2, 7.1, 7])
+    ts = T0 + np.arange(len(x)) * S
+    for tol, dur in ((0, "15s"), (0, "16s"), (0.25, "5s"), (0, "1s")):
+        got = qc.flag_flat_lines(ts, x, tol, pd.Timedelta(dur))
+        assert_array_equal(got, ref.flag_flat_lines(ts, x, tol, pd.Timedelta(dur)))
+    assert np.flatnonzero(qc.flag_flat_lines(ts, x, 0, pd.Timedelta("15s"))).tolist() == list(range(10, 25))
+    assert not qc.flag_flat_lines(ts, x, 0, pd.Timedelta("16s")).any()
+    #        within 0.25 for 5 s: the stuck run and 29..34 (7, 7, NaN, 7.2, 7.1, 7: NaN ignored)
+    assert np.flatnonzero(qc.flag_flat_lines(ts, x, 0.25, pd.Timedelta("5s"))).tolist() == \
+        list(range(10, 25)) + [29, 30, 32, 33, 34]
+
+
+# ---------------------------------------------------------------- a generated day
+
+def generated_day(seed, n=20000, period_s=1.0):
+    """A day of one Hall channel: noise, closures (level changes with ramps), spikes, runs,
+    stuck stretches, NaN, a long gap and jittered times."""
+    rng = np.random.default_rng(seed)
+    ts = T0 + (np.arange(n) * period_s * S).astype(np.int64) + rng.integers(0, 50_000_000, n)
+    ts[n // 2:] += 600 * S                                     # a 10 min gap
+    level = np.where((np.arange(n) // 1500) % 3 == 1, 2600.0, 2000.0)
+    x = np.round(level + rng.normal(0, 25, n))
+    for i in rng.integers(10, n - 10, 40):                     # spikes of 1..3 samples
+        x[i:i + rng.integers(1, 4)] -= rng.choice([400, 900])
+    x[3000:5000] = x[3000]                                     # stuck
+    x[8000:8006] = x[8000]                                     # short repeats
+    x[rng.random(n) < 0.01] = NAN
+    x[100:200] = NAN
+    return ts, x
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_qc_kernels_equal_the_reference_on_a_generated_day(seed):
+    ts, x = generated_day(seed)
+    for window in (pd.Timedelta("31s"), pd.Timedelta("5min"), 31):
+        assert_array_equal(qc.noise_scale(ts, np.nan_to_num(x, nan=2000.0), window),
+                           ref.noise_scale(ts, np.nan_to_num(x, nan=2000.0), window))
+    for kw in ({"context_window": pd.Timedelta("5min"), "direction": "down"}, {"direction": "both"},
+               {"threshold_mad": None, "context_window": 121, "direction": "up"}):
+        args = (ts, x, pd.Timedelta("31s"))
+        kw = {"threshold_mad": 6.0, "threshold_abs": 50, "max_length": 3, **kw}
+        got = qc.flag_spikes(*args, **kw)
+        assert_array_equal(got, ref.flag_spikes(*args, **kw))
+        assert got.sum() > 20                                  # the generated spikes are found
+    for tol, dur in ((0, "30min"), (0, "6h"), (30, "2min"), (0, "3s")):
+        got = qc.flag_flat_lines(ts, x, tol, pd.Timedelta(dur))
+        assert_array_equal(got, ref.flag_flat_lines(ts, x, tol, pd.Timedelta(dur)))
+    assert qc.flag_flat_lines(ts, x, 0, pd.Timedelta("30min")).sum() > 1800   # the stuck stretch
+
+
+RULES = {"rules": {
+    "bio_signal": {"range": [0, 4000], "sentinels": [4095],
+                   "spike": {"window": "31s", "context_window": "5min", "threshold_mad": 6,
+                             "threshold_abs": 50, "max_length": 3, "direction": "down"},
+                   "flat": {"tolerance": 0, "min_duration": "30min"},
+                   "shift": {"min_size": 40, "min_segment": "30min"}},
+    "environment": {"range": [-5, 40], "spike": {"window": "5min", "threshold_mad": 6, "threshold_abs": 1.0},
+                    "flat": {"tolerance": 0, "min_duration": "6h"}}}}
+
+
+def frame_of(ts, series: dict, domain="bio_signal"):
+    parts = [tidy.frame(ts=pd.to_datetime(ts, utc=True), device_id="valve01", domain=domain, sensor=s,
+                        value=v, quality_flag=0) for s, v in series.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_clean_frame_with_neighbouring_edges_equals_the_reference(monkeypatch):
+    ts, x = generated_day(5, n=30000)
+    _, y = generated_day(6, n=30000)
+    day = pd.concat([frame_of(ts, {"m0": x, "m1": y}),
+                     frame_of(ts, {"water_temp": np.round(10 + np.arange(len(ts)) / 1e4, 1)}, "environment")],
+                    ignore_index=True)
+    edge_ts = ts[:600] - 600 * S - ts[0] + T0 - 1
+    prev = frame_of(edge_ts, {"m0": np.r_[x[:599], 200.0], "m1": y[:600]})     # a spike at the edge
+    nxt = frame_of(ts[-600:] + (ts[-1] - ts[-601]) + S, {"m0": x[-600:], "m1": y[-600:]})
+    got, got_counts = qc.clean_frame(day, RULES, "valve01", previous=prev, next=nxt)
+    monkeypatch.setattr(qc, "noise_scale", ref.noise_scale)
+    monkeypatch.setattr(qc, "flag_spikes", ref.flag_spikes)
+    monkeypatch.setattr(qc, "flag_flat_lines", ref.flag_flat_lines)
+    want, want_counts = qc.clean_frame(day, RULES, "valve01", previous=prev, next=nxt)
+    pd.testing.assert_frame_equal(got, want)
+    assert got_counts == want_counts
+    assert got_counts["tests"]["spike"] > 40 and got_counts["tests"]["flat"] > 1800
