@@ -196,3 +196,93 @@ def test_clean_frame_with_neighbouring_edges_equals_the_reference(monkeypatch):
     pd.testing.assert_frame_equal(got, want)
     assert got_counts == want_counts
     assert got_counts["tests"]["spike"] > 40 and got_counts["tests"]["flat"] > 1800
+
+
+# ---------------------------------------------------------------- 10_parser's tokenising
+
+def regex_pairs(tokens, psep):
+    """The previous split of key:value tokens (one regex per token), the reference."""
+    import re
+
+    import pyarrow.compute as pc
+
+    from pyjama.parse import _re_class
+
+    kv = pc.extract_regex(tokens, "^(?P<key>[^" + _re_class(psep) + "]*)" + re.escape(psep) + "(?P<val>.*)$")
+    return (pc.struct_field(kv, "key").to_pylist(), pc.struct_field(kv, "val").to_pylist(),
+            (~np.asarray(pc.is_valid(kv).to_pylist(), dtype=bool)).tolist())
+
+
+@pytest.mark.parametrize("psep,tokens,keys,vals", [
+    (":", ["m0:12", " m1 : 3.5 ", "m2:", ":7", "m3", "", "a:b:c", "t:2026-01-21T00:00:00Z"],
+     ["m0", " m1 ", "m2", "", None, None, "a", "t"],          # no separator: a bad pair
+     ["12", " 3.5 ", "", "7", None, None, "b:c", "2026-01-21T00:00:00Z"]),
+    ("=", ["m0=1", "m1=", "x"], ["m0", "m1", None], ["1", "", None]),
+    ("=>", ["m0=>1", "a=b=>2", "m1=2", "=>3"], ["m0", None, None, ""], ["1", None, None, "3"]),
+])
+def test_key_value_split_equals_the_regex(psep, tokens, keys, vals):
+    import pyarrow as pa
+
+    from pyjama.parse import _split_pairs
+
+    arr = pa.array(tokens, pa.string())
+    key, val, bad = _split_pairs(arr, psep)
+    assert key.to_pylist() == keys and val.to_pylist() == vals
+    assert bad.tolist() == [k is None for k in keys]
+    assert (key.to_pylist(), val.to_pylist(), bad.tolist()) == regex_pairs(arr, psep)
+
+
+def test_numbers_test_nan_and_inf_only_where_no_number():
+    import pyarrow as pa
+
+    from pyjama.parse import _to_numbers
+
+    toks = ["12", " -3.5e2 ", "nan", "-NaN", "inf", "+Infinity", "1e309", "x1", "", "NA", None, ".5", "5."]
+    num, miss, bad, inf = _to_numbers(pa.array(toks, pa.string()), ["NA", ""])
+    assert_array_equal(num, [12, -350, NAN, NAN, np.inf, np.inf, np.inf, NAN, NAN, NAN, NAN, 0.5, 5.0])
+    assert miss.tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0]
+    assert bad.tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]      # nan text is a value, not bad
+    assert inf.tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_key_value_split_equals_the_regex_on_random_tokens():
+    import pyarrow as pa
+
+    from pyjama.parse import _split_pairs
+
+    rng = np.random.default_rng(8)
+    alphabet = np.array(list("m0:1 .=a-\t"))
+    tokens = ["".join(rng.choice(alphabet, rng.integers(0, 8))) for _ in range(3000)]
+    for psep in (":", "=", " "):
+        key, val, bad = _split_pairs(pa.array(tokens, pa.string()), psep)
+        assert (key.to_pylist(), val.to_pylist(), bad.tolist()) == regex_pairs(pa.array(tokens), psep)
+
+
+def test_parse_of_a_generated_day_equals_the_regex_split(tmp_path, monkeypatch):
+    """A generated key:value day with its defects (spikes, sentinels, duplicates, a cut last
+    line) plus bad pairs parses to the same rows and rejects with either split."""
+    from pyjama import demo, parse
+    from pyjama.config import validate
+
+    demo.generate(tmp_path, "T", devices=1, days=1, hz=0.1, seed=3)
+    raw = next(tmp_path.glob("T_valve01_*.csv"))
+    text = raw.read_bytes() + b"2026-01-20T23:59:59Z;m0:1;m1;m2:nan;m3:inf;:4;m4: 5 \n"
+    cfg = validate("10_parser", {"exposure": "T", "input_stage": "00_raw", "output_stage": "10_parsed",
+                                 "format": "keyvalue", "device": {"from": "filename", "pattern":
+                                 r"^T_(?P<device>[^_]+)_\d{4}-\d{2}-\d{2}\.csv$"}}, "test")
+    got = parse.parse_bytes(text, cfg, raw.name)
+    monkeypatch.setattr(parse, "_split_pairs", lambda flat, psep: _regex_split(flat, psep))
+    want = parse.parse_bytes(text, cfg, raw.name)
+    pd.testing.assert_frame_equal(got.rows, want.rows)
+    assert got.rejects == want.rejects and got.rejected == want.rejected and len(got.rows) > 8000
+
+
+def _regex_split(flat, psep):
+    import re
+
+    import pyarrow.compute as pc
+
+    from pyjama.parse import _np_bool, _re_class
+
+    kv = pc.extract_regex(flat, "^(?P<key>[^" + _re_class(psep) + "]*)" + re.escape(psep) + "(?P<val>.*)$")
+    return pc.struct_field(kv, "key"), pc.struct_field(kv, "val"), ~_np_bool(pc.is_valid(kv))
