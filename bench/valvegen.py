@@ -40,7 +40,7 @@ DAY_S = 86400.0
 @dataclass
 class Truth:
     closures: list = field(default_factory=list)     # (animal, start_s, end_s)
-    micros: list = field(default_factory=list)       # (animal, t0_s, depth)
+    micros: list = field(default_factory=list)       # (animal, t0_s, depth, tau_s)
     ramps: list = field(default_factory=list)        # (animal, t0_s, t1_s) ramp intervals
     spikes: dict = field(default_factory=dict)       # kind → list of (animal, [sample idx])
     flats: list = field(default_factory=list)        # (animal, i0, n, should_flag)
@@ -58,6 +58,18 @@ class Animal:
     K: float = 0.0         # counts x mm^3 (c = K / d^3)
     d: np.ndarray = None   # magnet distance [mm]
     noise: np.ndarray = None   # the noise added to the counts (before rounding)
+    d_closed: float = 0.0  # [mm]
+    d_open: float = 0.0    # [mm]
+    noise_sd: float = 0.0  # [counts]
+
+    def noise_sd_opening(self, g: float = 0.9) -> float:
+        """The counts' noise sd seen on the opening y = (x - x_closed)/(x_open - x_closed),
+        x = counts^(-1/3), at the opening g [opening fraction]: sd_counts x |dy/dc| there
+        (x^(-1/3) is steeper at the open end: the same counts noise is more opening noise)."""
+        d = self.d_closed + g * (self.d_open - self.d_closed)
+        c = self.K / d ** 3
+        span_x = (self.d_open - self.d_closed) / self.K ** (1 / 3)
+        return float(self.noise_sd * c ** (-4 / 3) / 3 / span_x)
 
 
 def open_level(rng, t, lo, hi):
@@ -79,6 +91,15 @@ def add_closure(g, t, t0, ramp_down, hold, ramp_up, closed_level):
     up = (t >= t2) & (t < t3)
     g[up] = closed_level + (base[up] - closed_level) * (t[up] - t2) / ramp_up
     return t0 + ramp_down / 2, t2 + ramp_up / 2
+
+
+def micro_drop(t, t0, depth, tau):
+    """The true drop of a micro-closure below the open level at times t [opening fraction]
+    (the shape add_micro gives it): depth (t - t0) within the first second, then
+    depth exp(-(t - t0 - 1) / tau); 0 before t0."""
+    t = np.asarray(t, dtype=float)
+    return np.where(t < t0, 0.0, np.where(t < t0 + 1.0, depth * (t - t0),
+                                          depth * np.exp(-(t - t0 - 1.0) / tau)))
 
 
 def add_micro(g, t, t0, depth, tau):
@@ -120,8 +141,9 @@ def make_animal(rng, name, t, kind, noise_pct, truth, n_closures_per_day=2, micr
         while tm < t[-1] - 120:
             if all(tm + 90 < a or tm - 60 > b for a, b in busy):
                 depth = rng.uniform(0.3, 0.6)
-                add_micro(g, t, tm, depth, rng.uniform(2, 10))
-                truth.micros.append((name, tm, depth))
+                tau = rng.uniform(2, 10)
+                add_micro(g, t, tm, depth, tau)
+                truth.micros.append((name, tm, depth, tau))
                 busy.append((tm, tm + 60))
             tm += max(90.0, rng.exponential(micro_every_s))
     g = np.clip(g, 0.0, 1.0)
@@ -137,7 +159,7 @@ def make_animal(rng, name, t, kind, noise_pct, truth, n_closures_per_day=2, micr
     counts = np.round(counts + noise)
     truth.closing[name] = bool(closing)
     truth.noise_pct[name] = noise_pct
-    return Animal(name, t, counts, g, K, d, noise), span, busy
+    return Animal(name, t, counts, g, K, d, noise, dc, do, sd), span, busy
 
 
 def times(hz, seconds, start_s=0.0):

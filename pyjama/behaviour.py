@@ -225,7 +225,7 @@ def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, perio
 
 def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, period: float,
                         min_drop: float, max_duration_s: float, sigma=None, noise_factor: float = 0.0,
-                        min_duration_s: float = 0.0) -> pd.DataFrame:
+                        min_duration_s: float = 0.0, measured=None, min_samples: int = 1) -> pd.DataFrame:
     """Micro-closures = short partial drops from the open level, well above the noise.
 
     Per animal, the drop threshold is ``D = max(min_drop, noise_factor * sigma)`` [opening
@@ -234,6 +234,9 @@ def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray,
     (:func:`trailing_reference`). A micro-closure is a run of dipped samples with
 
         min_duration_s <= n * period <= max_duration_s      [s]
+        and >= min_samples MEASURED samples in the run (``measured``: flag 0, a sample the
+            logger took; the grid cells 40_resample interpolated between two raw samples
+            carry no observation of their own)
 
     whose neighbours (the sample before and the sample after) are usable, open and not
     dipped: it returns to the open level, so a drop that turns into a closure, or is cut by
@@ -255,6 +258,9 @@ def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray,
         depth = _per_run(np.fmax, drop, flat_start)
     sel = ((value == 1) & (length * period <= max_duration_s + 1e-9)
            & (length * period >= min_duration_s - 1e-9) & (start > 0) & (start + length < n_cols))
+    if measured is not None and min_samples > 1 and len(flat_start):
+        n_meas = np.add.reduceat(np.asarray(measured, dtype=np.int64).ravel(), flat_start)
+        sel &= n_meas >= int(min_samples)
     row, start, length, depth = row[sel], start[sel], length[sel], depth[sel]
     ok = calm[row, start - 1] & calm[row, np.minimum(start + length, n_cols - 1)]
     row, start, length, depth = row[ok], start[ok], length[ok], depth[ok]
@@ -534,7 +540,9 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     counted = status == "ok"
     closures = find_closures(state, x, reference, period)
     micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
-                                sigma, mp["noise_factor"], dur["micro_min"])
+                                sigma, mp["noise_factor"], dur["micro_min"],
+                                measured=(flags == int(Flag.OK)) & ~np.isnan(x),
+                                min_samples=int(mp.get("min_samples", 1)))
     # an animal without a trustworthy opening (see animal_status) gets no events
     closures = closures[counted[closures["row"].to_numpy()]] if len(closures) else closures
     micro = micro[counted[micro["row"].to_numpy()]] if len(micro) else micro

@@ -27,7 +27,8 @@ N = np.nan
 # micro-closures keep the pre-issue-10 rule (single samples, no noise floor) unless a test says
 BASE = {"exposure": "T", "input_stage": "50_normalised", "output_stage": "60_behaviour",
         "active": {"min_range": 0.1, "min_usable": "0s"},
-        "micro_closure": {"min_drop": 0.1, "max_duration": "10s", "min_duration": "0s", "noise_factor": 0}}
+        "micro_closure": {"min_drop": 0.1, "max_duration": "10s", "min_duration": "0s", "min_samples": 1,
+                          "noise_factor": 0}}
 
 
 def config(tmp_path, **over):
@@ -431,8 +432,33 @@ def test_micro_closure_needs_a_drop_above_the_noise_and_a_minimum_duration(tmp_p
     assert [(int((t - pd.Timestamp(NOON)).total_seconds())) for t in ev["start"]] == [1000]
     assert 0.035 < res.daily.iloc[0]["noise_sd"] < 0.06
     # the same series with the pre-issue-10 rule (no floor, single samples): noise counts
-    old = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "0s", "noise_factor": 0}
+    old = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "0s", "min_samples": 1, "noise_factor": 0}
     assert (run(tmp_path, series(np.clip(x, 0, 1)), micro_closure=old).events["kind"] == "micro_closure").sum() > 3
+
+
+def test_micro_closure_needs_two_measured_samples_below_the_threshold(tmp_path):
+    # a 0.1 Hz logger on the 1 s grid: a measured sample (flag 0) every 10 s, the cells
+    # between interpolated by 40 (flag 5). Open 0.8; at 12:01:40 one measured sample at 0.3
+    # (the cells from 12:01:31 to 12:01:49 are interpolated toward it: 12 of them >= 0.1
+    # below 0.8, 12 s "long"), back at 0.8 at 12:01:50: ONE sample saw the drop. At 12:03:20
+    # and 12:03:30 two measured samples at 0.5 (0.3 below): two samples saw it.
+    n = 600
+    x = np.full(n, 0.8)
+    flags = np.full(n, 5)
+    flags[::10] = 0
+    for k in (100, 200, 210):
+        x[k] = 0.3 if k == 100 else 0.5
+    x = np.interp(np.arange(n), np.arange(0, n, 10), x[::10])     # 40's linear fill
+    mc = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "min_samples": 2, "noise_factor": 0}
+    res = run(tmp_path, series(x, flags=flags), micro_closure=mc, reference_window="120s")
+    ev = res.events[res.events["kind"] == "micro_closure"]
+    # the one-sample drop is not one; the two-sample drop is, reference r = 0.8 (the median of
+    # the 120 s before), from the first cell >= 0.1 below it (12:03:14: 0.8 - 0.03 x 4 = 0.68)
+    # to the last (12:03:36: 0.5 + 0.03 x 6 = 0.68): 23 cells
+    assert [(str(e["start"].time()), e["duration_s"]) for _, e in ev.iterrows()] == [("12:03:14", 23.0)]
+    # min_samples 1 (the duration alone): both are counted
+    res = run(tmp_path, series(x, flags=flags), micro_closure={**mc, "min_samples": 1}, reference_window="120s")
+    assert (res.events["kind"] == "micro_closure").sum() == 2
 
 
 def test_daily_status_too_few_samples_flat_and_span_unknown(tmp_path):
@@ -442,22 +468,27 @@ def test_daily_status_too_few_samples_flat_and_span_unknown(tmp_path):
     short[:600] = 0.9                                                     # 10 min of data
     flat = np.full(86400, 0.5)
     unknown = np.full(86400, np.nan)                                      # normalise: flag 3
+    lost = np.full(86400, np.nan)                                         # every sample missing (1)
     frames = [tidy.frame(ts=day, device_id="d", domain="bio_signal", sensor=f"m{i}__norm", value=v,
                          quality_flag=f)
               for i, (v, f) in enumerate([(good, 0), (short, np.where(np.isnan(short), 1, 0)), (flat, 0),
-                                          (unknown, 3)])]
+                                          (unknown, 3), (lost, 1)])]
     res = compute_behaviour(tidy.concat(frames), DAY, config(tmp_path, active={"min_range": 0.1,
                                                                              "min_usable": "1h"}).params)
     d = res.daily.set_index("sensor")
-    assert d["status"].tolist() == ["ok", "too_few_samples", "flat", "span_unknown"]
+    assert d["status"].tolist() == ["ok", "too_few_samples", "flat", "span_unknown", "no_data"]
     assert d.loc["m0__norm", "closures"] == 4
     assert d.iloc[1:]["closures"].isna().all() and d.iloc[1:]["share_closed"].isna().all()
     assert set(res.events["sensor"].dropna()) <= {"m0__norm"}
     w = res.counts["warnings"]
     assert w[0] == ("d/m1__norm 2026-01-20: 600 s of usable samples, below $.active.min_usable 3600 s; "
                     "closures not counted")
-    assert w[1].startswith("d/m2__norm 2026-01-20: flat: opening range 0 below $.active.min_range 0.1")
-    assert w[2].startswith("d/m3__norm 2026-01-20: span unknown / not closing: 86400 of 86400 samples")
+    assert w[1] == "d/m2__norm 2026-01-20: flat: opening range 0 below $.active.min_range 0.1; closures not counted"
+    assert w[2] == ("d/m3__norm 2026-01-20: span unknown / not closing: 86400 of 86400 samples have no "
+                    "normalised opening (flag 3 from 50_normalise); closures not counted")
+    assert w[3] == "d/m4__norm 2026-01-20: no usable sample; closures not counted"
+    assert len(w) == 4                                     # one line each, none for the ok animal
+    assert res.counts["status"] == {"ok": 1, "no_data": 1, "too_few_samples": 1, "span_unknown": 1, "flat": 1}
 
 
 def test_a_fit_file_below_the_declared_span_is_one_warning_and_span_unknown_in_60_daily(tmp_path, capsys):

@@ -201,6 +201,32 @@ def test_narrow_range_is_reported():
     assert report["undefined"] == 2
 
 
+def test_a_fit_on_too_few_usable_samples_is_span_unknown_not_a_scale():
+    # bad input (issue 10): one day at 1 Hz of which only 3 samples are usable (the rest
+    # flat-lined, flag 4), spread 0.100 .. 0.110 (P2 0.1002, P98 0.1098: span 0.0096);
+    # percentiles of 3 samples would look like a scale. With the template's closure evidence
+    # the fit sees no closure in them: span unknown, one warning line naming device, sensor
+    # and the figure
+    n = 3600
+    values = np.full(n, 0.105)
+    flags = np.full(n, 4)
+    flags[[0, 1800, 3599]] = 0
+    values[[0, 1800, 3599]] = [0.100, 0.110, 0.105]
+    params = {**PARAMS, "closure_evidence": {"within": "5min", "hold": "2min"}}
+    fit = build_fit(series(values, flags=flags), params, "valve01", {"from": "a", "to": "b"})
+    e = fit["sensors"]["m0__cbrt_inv"]
+    assert (e["n_samples"], e["closures_seen"], e["span_ok"]) == (3, 0, False)
+    assert e["warning"] == (
+        "valve01/m0__cbrt_inv: span unknown / not closing: no closure in the fit period a..b (0 falls "
+        "from >= 0.5 to <= 0.1 of the fitted span 0.0096 within $.closure_evidence.within that stay closed "
+        "for $.closure_evidence.hold); its opening is not normalised (NaN, flag 3) and its closures are "
+        "not counted")
+    bounds = {"m0__cbrt_inv": {"low": e["low"], "high": e["high"], "direction": "up", "span_ok": e["span_ok"]}}
+    out, report = normalise_frame(series(values, flags=flags), params, bounds, "valve01")
+    y = rows(out, "m0__cbrt_inv__norm")
+    assert y["value"].isna().all() and (y["quality_flag"] == 3).all() and report["undefined"] == n
+
+
 def test_empty_partition():
     out, report = normalise_frame(tidy.empty(), PARAMS, {}, "valve01")
     assert len(out) == 0 and report["rows_added"] == 0
