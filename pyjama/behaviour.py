@@ -154,19 +154,27 @@ def trailing_reference(x: np.ndarray, window_s: float, period: float) -> np.ndar
     return med
 
 
-def noise_sigma(x: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def noise_sigma(x: np.ndarray, flags: np.ndarray, state=None) -> np.ndarray:
     """Per animal: robust noise sd of the opening [opening fraction] from first differences,
 
         d_k = x_k+1 - x_k over consecutive MEASURED samples (flag 0, finite; interpolated
-              samples are skipped, they carry no noise)
+              samples are skipped, they carry no noise) in the OPEN state (``state``)
         sigma = 1.4826 * median(|d - median(d)|) / sqrt(2)
 
-    (the MAD of differences: a slow drift or a few level changes do not inflate it).
-    NaN when an animal has fewer than 10 measured samples.
+    (the MAD of differences: a slow drift or a few level changes do not inflate it). At the
+    open level, because a micro-closure is a drop from it, and the noise of the opening is
+    not the same at both ends: x = counts^(-1/3) is about 3.4 times steeper at the open end
+    of a Hall sensor than at the closed end, so an animal closed most of the day would get
+    the closed level's small sd, and a noise floor a third of what its open samples need.
+    With fewer than 10 open measured samples (or no ``state``), all measured samples; NaN
+    when an animal has fewer than 10 measured samples.
     """
     out = np.full(x.shape[0], np.nan)
     for r in range(x.shape[0]):
-        v = x[r][(flags[r] == int(Flag.OK)) & np.isfinite(x[r])]
+        measured = (flags[r] == int(Flag.OK)) & np.isfinite(x[r])
+        v = x[r][measured & (state[r] == OPEN)] if state is not None else np.zeros(0)
+        if len(v) < 10:
+            v = x[r][measured]
         if len(v) >= 10:
             d = np.diff(v)
             out[r] = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0)
@@ -534,7 +542,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     velocity = compute_velocity(np.concatenate([x_prev, x, x_next], axis=1), dur["velocity"],
                                 period)[:, h:h + n_slots]
     mp = p["micro_closure"]
-    sigma = noise_sigma(x, flags)
+    sigma = noise_sigma(x, flags, state)
     status, warn = animal_status(x, flags, present, sensors, p, dur, period, day,
                                  str(df["device_id"].iloc[0]) if len(df) else "?")
     counted = status == "ok"

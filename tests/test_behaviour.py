@@ -530,3 +530,23 @@ def test_a_fit_file_below_the_declared_span_is_one_warning_and_span_unknown_in_6
                                     "7200 samples have no normalised opening (flag 3 from 50_normalise); "
                                     "closures not counted")]
     assert capsys.readouterr().err.count("\n") == 1                 # one line from 60 too
+
+
+def test_noise_sd_is_that_of_the_open_level(tmp_path):
+    # 2 h at 1 s: closed (0.05, noise sd 0.01) for the first 80 min, open (0.85, noise sd
+    # 0.05: x^(-1/3) of Hall counts is steeper at the open end) for the last 40 min. The
+    # micro-closure floor is about drops from the open level: sd 0.05 (from the open samples
+    # alone), not ~0.01 (the median of all differences, most of them closed)
+    rng = np.random.default_rng(3)
+    n, k = 7200, 4800
+    x = np.r_[0.05 + rng.normal(0, 0.01, k), 0.85 + rng.normal(0, 0.05, n - k)]
+    x[6000:6003] -= 0.15        # 3 open samples 0.15 below: 3 sd, below the floor 4 x 0.05
+    res = run(tmp_path, series(np.clip(x, 0, 1)),
+              micro_closure={"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "noise_factor": 4})
+    assert 0.045 < res.daily.iloc[0]["noise_sd"] < 0.055
+    # all measured samples alike (the rule before): sd ~0.012, floor 0.1, and open noise
+    # pairs 0.1 below the reference make micro-closures
+    from pyjama.behaviour import noise_sigma
+
+    assert 0.009 < noise_sigma(np.clip(x, 0, 1)[None, :], np.zeros((1, n), np.uint8))[0] < 0.015
+    assert (res.events["kind"] == "micro_closure").sum() == 0
