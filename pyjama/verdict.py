@@ -22,6 +22,11 @@ version). On the next ``status``:
   ``needrun`` flows downstream), so the untouched jobs keep theirs;
 - the config or the code changed, or most jobs are touched: Snakemake's whole DAG.
 
+A run that ends well writes the cache too (:func:`record_done`, the Snakefile's
+``onsuccess``): Snakemake has just run every job of ``rule all``'s DAG that it found to need
+running, so every job of that DAG is done; the snapshot is taken then. The board after a
+run therefore starts Snakemake only for what changed since.
+
 API::
 
     verdicts(root, plan) -> (verdicts, how, stats)  # rules.Job -> record; "cache" | "partial" | "full"
@@ -264,6 +269,43 @@ def verdicts(root: Path, plan, use_cache=True):
     except OSError:
         pass   # a read-only data folder: no cache, same answer
     return _on_jobs(plan, jobs, result), how, now["files"]
+
+
+def record_done(root: Path, plan, dag_settings) -> bool:
+    """After a run that succeeded: cache "done" for every job of ``rule all``'s DAG, with the
+    snapshot of now. Only for a run of the default target with every rerun trigger and no
+    rule excluded (a run of some files, ``--until``/``--omit-from``/``--allowed-rules`` or
+    fewer triggers leaves jobs that Snakemake did not judge); returns whether it wrote."""
+    from snakemake.settings.enums import RerunTrigger
+
+    if (dag_settings is None or dag_settings.targets or dag_settings.target_jobs
+            or dag_settings.until or dag_settings.omit_from or dag_settings.allowed_rules
+            or set(dag_settings.rerun_triggers) != set(RerunTrigger.all())):
+        return False
+    root = Path(root)
+    jobs = dag_jobs(plan)
+    now = snapshot(root, jobs)
+    done = {k: {"rule": j.rule, "wildcards": dict(j.wildcards), "needrun": False, "reasons": []}
+            for k, j in jobs.items()}
+    try:
+        io.write_text(cache_path(root, plan.project.exposure),
+                      json.dumps({"version": CACHE_VERSION, "setup": setup_key(plan),
+                                  "snapshot": now, "jobs": done}, separators=(",", ":")))
+    except OSError:
+        return False
+    return True
+
+
+def on_success(plan, workflow) -> None:
+    """The Snakefile's ``onsuccess`` (after the lost-data lines): :func:`record_done` with the
+    run's DAG settings; a failure is one line (the board then asks Snakemake itself)."""
+    import sys
+
+    try:
+        record_done(plan.root, plan, getattr(workflow, "dag_settings", None))
+    except Exception as exc:
+        print(f"status cache not written ({type(exc).__name__}: {exc}); drawer.py status "
+              "will ask Snakemake", file=sys.stderr)
 
 
 def _on_jobs(plan, jobs: dict, records: dict) -> dict:

@@ -92,6 +92,7 @@ class WorkflowPlan:
         """``config``: Snakemake's config (pipeline or exposure, until, only); the window is
         ``window`` when the caller parsed it, else :func:`window_from_config`."""
         root = Path(root or Path.cwd())
+        self.root = root
         check_config(config)
         self.config = {k: v for k, v in config.items() if k not in WINDOW_KEYS}
         self.project = Project.load(pipeline_path_from_config(config), root)
@@ -391,3 +392,4 @@ def print_loss_lines(plan: WorkflowPlan, log=None) -> None:
         return      # a config error has been told already
     for line in losses.render(lines, "run"):
         print(line, file=sys.stderr)
+

@@ -8,6 +8,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from pyjama.results import results_of, run_result_job
+from pyjama.verdict import on_success
 from pyjama.workflow import load_plan_or_exit, print_loss_lines, run_rule_job
 
 PLAN = load_plan_or_exit(config, workflow.config_settings.config_args)
