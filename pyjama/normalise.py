@@ -310,7 +310,7 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     (3) where the scale is undefined (no fit, ``high − low ≤ 0``, or ``span_ok`` false:
     span unknown / not closing, :func:`span_check`). Returns (frame, report).
     """
-    df = tidy.conform(df).sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+    df = sort_sensor_ts(tidy.conform(df))
     names = selected_sensors(df, params["sensors"])
     report = {"rows_added": 0, "undefined": 0, "clipped_low": 0, "clipped_high": 0,
               "level_shifts": [], "warnings": []}
@@ -352,9 +352,27 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
         report["rows_added"] = int(len(idx))
     else:
         keep = df.drop(index=idx)
-    out = tidy.concat([keep, derived])
-    out = out.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+    out = sort_sensor_ts(tidy.concat([keep, derived]))
     return tidy.conform(out), report
+
+
+def sort_sensor_ts(df: pd.DataFrame) -> pd.DataFrame:
+    """``df.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)`` of a tidy
+    frame, by one stable argsort of a combined (sensor code, ts) int64 key
+    (:func:`pyjama.transform._sensor_ts_order`): the frame is runs already in order (the
+    input; the input, then the derived rows), which timsort merges in O(n), where pandas
+    factorizes the timestamps first (measured: 0.47 of 50_normalise's 0.84 CPU-s on a 1 Hz
+    device-day). A missing sensor or time (never in a tidy frame) takes pandas' sort."""
+    from .transform import _sensor_ts_order
+
+    sen = df["sensor"].cat.codes.to_numpy().astype(np.int64)
+    ts = df["ts"].to_numpy(dtype="datetime64[us]").view(np.int64)
+    if (sen < 0).any() or (ts == np.iinfo(np.int64).min).any():
+        return df.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+    order = _sensor_ts_order(sen, ts)
+    if np.array_equal(order, np.arange(len(order))):
+        return df.reset_index(drop=True)
+    return df.take(order).reset_index(drop=True)
 
 
 SHIFT_DEFAULTS = {"min_size": 0.2, "min_segment": "30min", "action": "correct"}

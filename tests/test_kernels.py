@@ -286,3 +286,48 @@ def _regex_split(flat, psep):
 
     kv = pc.extract_regex(flat, "^(?P<key>[^" + _re_class(psep) + "]*)" + re.escape(psep) + "(?P<val>.*)$")
     return pc.struct_field(kv, "key"), pc.struct_field(kv, "val"), ~_np_bool(pc.is_valid(kv))
+
+
+# ---------------------------------------------------------------- 50_normalise's frame order
+
+def pandas_order(df):
+    return df.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+
+
+def test_sensor_ts_order_spelled_out_equals_pandas():
+    from pyjama.normalise import sort_sensor_ts
+
+    t = pd.to_datetime(["2026-01-21T00:00:02Z", "2026-01-21T00:00:01Z", "2026-01-21T00:00:01Z",
+                        "2026-01-20T23:59:59Z", "2026-01-21T00:00:00Z"], utc=True)
+    df = tidy.frame(ts=t, device_id="v", domain="bio_signal", sensor=["m1", "m0", "m1", "m1", "m0"],
+                    value=[1.0, 2.0, 3.0, NAN, 5.0], quality_flag=[0, 1, 2, 3, 0])
+    df["sensor"] = df["sensor"].cat.reorder_categories(["m1", "m0"])     # category order, not names
+    got = sort_sensor_ts(df)
+    #   m1 first (its category comes first), each sensor by time
+    assert got["sensor"].astype(str).tolist() == ["m1", "m1", "m1", "m0", "m0"]
+    assert_array_equal(got["value"].to_numpy(), [NAN, 3.0, 1.0, 5.0, 2.0])
+    assert got["quality_flag"].tolist() == [3, 2, 0, 0, 1]
+    pd.testing.assert_frame_equal(got, pandas_order(df))
+    ties = pd.concat([df, df.assign(value=df["value"] + 10)], ignore_index=True)   # equal keys
+    pd.testing.assert_frame_equal(sort_sensor_ts(ties), pandas_order(ties))
+    pd.testing.assert_frame_equal(sort_sensor_ts(df.iloc[:0]), pandas_order(df.iloc[:0]))
+
+
+def test_normalise_frame_on_a_generated_day_equals_the_pandas_sort(monkeypatch):
+    from pyjama import normalise
+
+    ts, x = generated_day(7, n=10000)
+    rng = np.random.default_rng(7)
+    parts = [frame_of(ts, {f"m{k}": x + k, f"m{k}__cbrt_inv": 1 / np.cbrt(np.abs(x) + 1 + k)}) for k in range(3)]
+    df = pd.concat(parts, ignore_index=True).iloc[rng.permutation(6 * len(ts))]     # any row order
+    df["quality_flag"] = rng.choice(np.array([0, 0, 0, 2, 4], dtype=np.uint8), len(df))
+    params = {"sensors": r"^m\d+__cbrt_inv$", "mode": "add", "suffix": "norm", "clip": True,
+              "shift": {"min_size": 0.2, "min_segment": "30min", "action": "flag"}}
+    bounds = {f"m{k}__cbrt_inv": {"low": 0.07, "high": 0.08, "direction": "up"} for k in range(3)}
+    for mode in ("add", "replace"):
+        got = normalise.normalise_frame(df, {**params, "mode": mode}, bounds, "valve01")
+        with monkeypatch.context() as m:
+            m.setattr(normalise, "sort_sensor_ts", pandas_order)
+            want = normalise.normalise_frame(df, {**params, "mode": mode}, bounds, "valve01")
+        pd.testing.assert_frame_equal(got[0], want[0])
+        assert got[1] == want[1]
