@@ -170,6 +170,16 @@ def missing_cells(taken: np.ndarray, n_cells: int, sparse_after_cells: int | Non
     return written, int(length.sum()) - len(written)
 
 
+def _sorted_unique(cells: np.ndarray):
+    """``np.unique(cells, return_inverse=True)`` without its sort when ``cells`` is already
+    ascending (samples in time order, as the step passes them): the first of each run."""
+    if len(cells) and np.any(cells[1:] < cells[:-1]):
+        return np.unique(cells, return_inverse=True)
+    first = np.ones(len(cells), dtype=bool)
+    first[1:] = cells[1:] != cells[:-1]
+    return cells[first], np.cumsum(first) - 1
+
+
 def resample_sensor(ts_ns: np.ndarray, values: np.ndarray, qflags: np.ndarray, day_start_ns: int,
                     freq_ns: int, reduce: str = "mean", fill: str = "linear", max_gap_ns: int = 0,
                     sparse_after_cells: int | None = None):
@@ -196,7 +206,7 @@ def resample_sensor(ts_ns: np.ndarray, values: np.ndarray, qflags: np.ndarray, d
     is_nan = np.isnan(x) | (f == fl.Flag.MISSING)
     usable = ~unusable & ~is_nan
     blocked = unusable & ~is_nan        # a value, flagged 2/3/4/6: never used
-    occupied, inv = np.unique(cells, return_inverse=True)    # the cells holding samples
+    occupied, inv = _sorted_unique(cells)                    # the cells holding samples
     m = len(occupied)
     n_use = np.bincount(inv[usable], minlength=m)
     n_blk = np.bincount(inv[blocked], minlength=m)
@@ -362,7 +372,13 @@ def _grid_frame(device, ts_l, val_l, flag_l, dom_l, sen_l) -> pd.DataFrame:
     dom_code = np.repeat([domains.index(x) for x in dom_l], n)
     series = np.repeat(np.arange(len(n)), n)
     ts = np.concatenate(ts_l).astype(np.int64)
-    order = np.lexsort((series, ts, sen_code))      # by sensor name, then time (stable)
+    by_name = sorted(range(len(n)), key=lambda k: sen_l[k])
+    if len(set(sen_l)) == len(sen_l) and all(np.all(np.diff(t) > 0) for t in ts_l):
+        # one series per name, each in time order: the series in name order are the order
+        starts = np.concatenate(([0], np.cumsum(n)[:-1]))
+        order = np.concatenate([np.arange(starts[k], starts[k] + n[k]) for k in by_name])
+    else:
+        order = np.lexsort((series, ts, sen_code))  # by sensor name, then time (stable)
     out = pd.DataFrame({
         "ts": pd.DatetimeIndex(ts[order].astype("datetime64[us]")).tz_localize("UTC"),
         "device_id": pd.Categorical.from_codes(np.zeros(len(ts), np.int8), categories=pd.Index([device])),

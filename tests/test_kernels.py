@@ -331,3 +331,57 @@ def test_normalise_frame_on_a_generated_day_equals_the_pandas_sort(monkeypatch):
             want = normalise.normalise_frame(df, {**params, "mode": mode}, bounds, "valve01")
         pd.testing.assert_frame_equal(got[0], want[0])
         assert got[1] == want[1]
+
+
+# ---------------------------------------------------------------- 40_resample's grids
+
+def test_sorted_unique_equals_numpy_unique():
+    from pyjama.resample import _sorted_unique
+
+    for cells in ([3, 3, 5, 7, 7, 7], [0], [], [5, 2, 2, 9, 0]):      # the last: not in order
+        cells = np.array(cells, dtype=np.int64)
+        got, want = _sorted_unique(cells), np.unique(cells, return_inverse=True)
+        assert_array_equal(got[0], want[0])
+        assert_array_equal(got[1], want[1])
+    assert _sorted_unique(np.array([3, 3, 5]))[1].tolist() == [0, 0, 1]
+
+
+def test_grid_frame_order_equals_a_stable_sort_by_sensor_and_time():
+    from pyjama.resample import _grid_frame
+
+    us = 1_768_953_600_000_000
+    for sen in (["m1", "m0", "water_temp"], ["m1", "m0", "m1"]):       # the second: a name twice
+        ts_l = [us + np.array([0, 10, 20]), us + np.array([5, 15]), us + np.array([0, 20, 30])]
+        val_l = [np.array([1.0, 2, 3]), np.array([4.0, NAN]), np.array([6.0, 7, 8])]
+        flag_l = [np.array([0, 0, 1], np.uint8), np.array([0, 1], np.uint8), np.array([0, 0, 0], np.uint8)]
+        dom = ["bio_signal", "bio_signal", "environment"]
+        got = _grid_frame("valve01", ts_l, val_l, flag_l, dom, sen)
+        rows = pd.concat([tidy.frame(ts=pd.to_datetime(t.astype("datetime64[us]"), utc=True), device_id="valve01",
+                                     domain=d, sensor=s, value=v, quality_flag=f)
+                          for t, v, f, d, s in zip(ts_l, val_l, flag_l, dom, sen)], ignore_index=True)
+        want = rows.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+        assert_array_equal(got["value"].to_numpy(), want["value"].to_numpy())
+        assert got["sensor"].astype(str).tolist() == want["sensor"].astype(str).tolist()
+        assert got["ts"].tolist() == want["ts"].tolist() and got["domain"].astype(str).tolist() == \
+            want["domain"].astype(str).tolist()
+    #   the name twice: m0, then m1 of both series merged by time (bio 0 before env 0)
+    assert got["value"].tolist()[2:] == [1.0, 6.0, 2.0, 3.0, 7.0, 8.0]
+
+
+def test_resample_frame_on_a_generated_day_equals_numpys_unique(monkeypatch):
+    from pyjama import resample
+
+    ts, x = generated_day(9, n=30000)
+    df = pd.concat([frame_of(ts, {"m0": x, "m1": x[::-1].copy()}),
+                    frame_of(ts[::7], {"water_temp": np.round(x[::7] / 100, 1)}, "environment")],
+                   ignore_index=True)
+    df["quality_flag"] = np.random.default_rng(9).choice(np.array([0, 0, 0, 2, 4, 5], np.uint8), len(df))
+    params = {"domains": {"bio_signal": {"freq": "1s", "reduce": "mean", "fill": "linear", "max_gap": "5s",
+                                         "sparse_after": "1min"},
+                          "environment": {"freq": "10s", "reduce": "median"}}}
+    got, got_counts = resample.resample_frame(df, params, "2026-01-21")
+    monkeypatch.setattr(resample, "_sorted_unique", lambda c: np.unique(c, return_inverse=True))
+    want, want_counts = resample.resample_frame(df, params, "2026-01-21")
+    pd.testing.assert_frame_equal(got, want)
+    pd.testing.assert_frame_equal(got, got.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True))
+    assert got_counts == want_counts and got_counts["filled"] > 0
