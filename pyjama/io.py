@@ -23,6 +23,9 @@ from .errors import UserError, errno_of
 PART = "part.parquet"
 META = "_meta"
 LEDGER_KEY = "pyjama.ledger"
+CONTENT_KEY = "pyjama.content"   # digest of the data rows (pyjama.io.content_digest)
+JOB_KEY = "pyjama.key"           # what the job that wrote the file was made from (pyjama.keep)
+KEPT = ".pyjama/kept"            # under data/<EXPO>/: a hard link of every partition output
 
 
 def data_dir(expo: str) -> Path:
@@ -246,7 +249,8 @@ def provenance(step: str, config_path: str, config_digest: str, inputs, ledger: 
 
 
 def write_table(path, table, meta: dict) -> None:
-    """Write an arrow table as snappy parquet, atomically, with ``meta`` in the footer.
+    """Write an arrow table as snappy parquet, atomically, with ``meta`` in the footer and
+    the digest of its rows (:func:`content_digest`) under ``pyjama.content``.
 
     Same table + same meta → same bytes (no timestamps are written).
     """
@@ -255,10 +259,48 @@ def write_table(path, table, meta: dict) -> None:
     schema_meta = dict(table.schema.metadata or {})
     schema_meta.pop(b"pandas", None)
     schema_meta.update({k.encode(): str(v).encode() for k, v in meta.items()})
+    schema_meta[CONTENT_KEY.encode()] = content_digest(table).encode()   # never a caller's
     table = table.replace_schema_metadata(schema_meta)
     _atomic_replace(Path(path), lambda tmp: pq.write_table(
         table, tmp, compression="snappy", write_statistics=True, row_group_size=1 << 20,
         **encodings(table.schema)))
+
+
+def content_digest(table) -> str:
+    """Digest of an arrow table's rows: column names and types, then every column's
+    buffers (values, validity, offsets; a dictionary column's indices and dictionary),
+    blake2b 128 bits. No metadata enters it (not the provenance, not the ledger, no
+    clock), so a job that makes the same rows again writes the same digest, and the jobs
+    reading its file see their input unchanged (pyjama.keep). The same rows in another
+    memory layout (chunks, slices) may digest differently: that only costs a recompute.
+
+    Measured on a 1 Hz device-day (issue 14): 60_behaviour's 3.1 M rows in ~0.06 CPU-s."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr([(f.name, str(f.type)) for f in table.schema]).encode())
+    h.update(b"rows %d;" % table.num_rows)
+    for column in table.columns:
+        h.update(b"column %d;" % column.num_chunks)
+        for chunk in column.chunks:
+            _digest_array(h, chunk)
+    return h.hexdigest()
+
+
+def _digest_array(h, arr) -> None:
+    import pyarrow as pa
+
+    h.update(b"%d:%d:%d;" % (arr.offset, len(arr), arr.null_count))
+    if isinstance(arr, pa.DictionaryArray):
+        _digest_array(h, arr.indices)
+        _digest_array(h, arr.dictionary)
+        return
+    for buf in arr.buffers():
+        if buf is None:
+            h.update(b"-;")
+        else:
+            h.update(b"%d;" % buf.size)
+            h.update(buf)
 
 
 def encodings(schema) -> dict:
@@ -316,6 +358,13 @@ def read_meta(path) -> dict:
 
     md = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in md.items() if k.startswith(b"pyjama.")}
+
+
+def kept_file(rel: str) -> str:
+    """The kept hard link of a partition output: ``data/<EXPO>/<stage>/...`` →
+    ``data/<EXPO>/.pyjama/kept/<stage>/...`` (hidden: no dataset reader lists it)."""
+    parts = rel.split("/")
+    return "/".join(parts[:2] + [KEPT] + parts[2:])
 
 
 # ---------------------------------------------------------------- the ledger

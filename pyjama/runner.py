@@ -143,9 +143,12 @@ def read_inputs(step, project, st, device: str, day: str):
 
 def run_partition(step, project, st, device: str, day: str) -> dict:
     """One partition: read the inputs, compute, write every output table (the ledger in the
-    main output's footer). Returns the ledger entry."""
-    from . import io, tidy
+    main output's footer; in every footer the key it was made from, :mod:`pyjama.keep`).
+    Returns the ledger entry."""
+    from . import io, keep, tidy
+    from .rules import flat_files
 
+    made_from = keep.job_key(step, project, st, flat_files(step.input_files(project, st, device, day)))
     frames, inputs = read_inputs(step, project, st, device, day)
     tables, counts = step.compute(frames, st, device, day)
     tables, counts = step.pass_on(st, frames, tables, counts)
@@ -154,27 +157,67 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
     for i, (key, out) in enumerate(step.output_tables(st).items()):
         meta = io.provenance(step.script, st.path, st.digest, inputs, ledger=entry if i == 0 else None)
         meta.update(step.extra_meta(frames))
+        if made_from is not None:
+            meta[io.JOB_KEY] = keep.key_text(made_from)
         table = tidy.to_arrow(tables[key]) if out.schema is None else tidy.to_table(tables[key], out.schema)
         io.write_table(project.root / outs[key], table, meta)
+        keep.link_kept(project.root, outs[key])
     return entry
+
+
+def keep_or_why(job, project, workflow) -> tuple:
+    """(Kept, None) when the workflow job ``job`` keeps its outputs (:mod:`pyjama.keep`),
+    else (None, why not) — why is None when keeping is not even tried (not a partition job)."""
+    from . import keep
+    from .steps import PartitionStep, get_step
+
+    if job.partition is None or project is None:
+        return None, None
+    step = get_step(job.script)
+    st = next((s for s in project.pipeline.steps if s.path == job.config and s.script == step.script), None)
+    if not isinstance(step, PartitionStep) or st is None:
+        return None, None
+    why = keep.why_not_allowed(workflow)
+    if why is not None:
+        return None, why
+    started = keep.run_started(project.root)
+    if started is None:
+        return None, "no Snakemake lock (--nolock)"
+    try:
+        return keep.keep_unchanged(job, step, project, st, started)
+    except (OSError, ValueError, UserError) as exc:   # a damaged footer or kept copy: compute
+        return None, f"could not check the kept outputs ({type(exc).__name__}: {exc})"
 
 
 def run_job(job, log_path, root=None, project=None) -> None:
     """A workflow job, run in this process, its messages in ``log_path``. ``project``: the
     plan's project (see :func:`run_step`).
 
+    A partition job whose inputs carry the same data as when its outputs were made keeps
+    them (:mod:`pyjama.keep`; the log's first line after the command says which and why).
+
     Raises ``UserError("... (log: <path>)")`` on failure so Snakemake reports the job failed
     with the partition and the log named."""
+    from . import keep
+
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.monotonic(), time.thread_time()
     where = " ".join(f"{k}={v}" for k, v in job.wildcards.items())
     if job.partition:
         where = "/".join(job.partition)
+    workflow = keep.snakemake_workflow()
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(job.command() + "\n")
         try:
-            entries = run_step(root=root, quiet=True, project=project, **job.run_arguments())
+            kept, why = keep_or_why(job, project, workflow)
+            if kept is not None:
+                fh.write(f"inputs unchanged since {kept.since}: kept\n")
+                entries = [kept.ledger]
+            else:
+                if why is not None:
+                    fh.write(f"recomputed: {why}\n")
+                entries = run_step(root=root, quiet=True, project=project, **job.run_arguments())
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
             text = str(exc)

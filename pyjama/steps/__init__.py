@@ -238,6 +238,12 @@ class PartitionStep(Step):
         """Footer metadata beyond the provenance (e.g. the digest of a fit file)."""
         return {}
 
+    def key_extra(self, project, st) -> dict:
+        """What else than its config, its code and its inputs' data a partition's result
+        depends on (JSON-able; part of the key that lets an unchanged job keep its outputs,
+        :mod:`pyjama.keep`). Default: nothing."""
+        return {}
+
     def compute(self, frames: dict, st, device: str, day: str):
         """Pure: input frames by key → (output frames by key, ledger counts)."""
         raise NotImplementedError

@@ -36,6 +36,11 @@ class AggregateStep(PartitionStep):
         """Read the grid periods from the plan before the partitions run (none done here)."""
         self._grids[st.path] = grid_periods(project.pipeline, st)
 
+    def key_extra(self, project, st):
+        """The grid periods come from the 40 config upstream: its digest is part of the key."""
+        up = upstream_resample(project.pipeline, st)
+        return {"grid_config_digest": None if up is None else up.digest}
+
     def compute(self, frames, st, device, day):
         """Pure: the tidy partition → (frames by output key, ledger counts)."""
         from ..aggregate import aggregate_partition, check_windows
@@ -61,20 +66,11 @@ def grid_periods(pipeline, st):
     $.sensors, else its domain's rule ($.domains, $.default_rule)."""
     from ..resample import resolve_grid
     from ..timewindow import parse_duration
-    from . import get_step
 
-    stage, seen = st["input_stage"], set()
-    while stage not in seen:
-        seen.add(stage)
-        up = pipeline.producer_of(stage)
-        if up is None:
-            return None
-        if up.script == "40_resample.py":
-            params = up.params
-            break
-        stage = get_step(up.script).input_stages(up)[0]
-    else:
+    up = upstream_resample(pipeline, st)
+    if up is None:
         return None
+    params = up.params
     named = set(params.get("sensors") or {})
     cache = {}
 
@@ -88,3 +84,18 @@ def grid_periods(pipeline, st):
         return cache[(domain, sensor)]
 
     return period
+
+
+def upstream_resample(pipeline, st):
+    """The config of the 40_resample step upstream of ``st`` in the plan (following input
+    stages), or None."""
+    from . import get_step
+
+    stage, seen = st["input_stage"], set()
+    while stage not in seen:
+        seen.add(stage)
+        up = pipeline.producer_of(stage)
+        if up is None or up.script == "40_resample.py":
+            return up
+        stage = get_step(up.script).input_stages(up)[0]
+    return None
