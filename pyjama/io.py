@@ -347,24 +347,37 @@ def read_parquet(path, **kwargs):
     except FileNotFoundError:
         raise input_missing(relative(path)) from None
     except (pa.ArrowInvalid, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable parquet file ({first}); delete it and re-run the "
-                        "step that writes it") from None
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path, exc) -> UserError:
+    """The one error for a parquet file pyarrow cannot read (damaged, not parquet)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"{path}: not a readable parquet file ({first}); delete it and re-run the "
+                     "step that writes it")
 
 
 def read_meta(path) -> dict:
-    """The pyjama.* key-value metadata of a parquet file (reads the footer only)."""
+    """The pyjama.* key-value metadata of a parquet file (reads the footer only); a missing
+    or damaged file is the one-line error of :func:`read_parquet`."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    md = pq.read_schema(path).metadata or {}
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise input_missing(relative(path)) from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise unreadable(path, exc) from None
     return {k.decode(): v.decode() for k, v in md.items() if k.startswith(b"pyjama.")}
 
 
 def kept_file(rel: str) -> str:
-    """The kept hard link of a partition output: ``data/<EXPO>/<stage>/...`` →
-    ``data/<EXPO>/.pyjama/kept/<stage>/...`` (hidden: no dataset reader lists it)."""
+    """The kept hard link of a partition output: ``data/<EXPO>/<stage>/.../part.parquet`` →
+    ``data/<EXPO>/.pyjama/kept/<stage>/.../part.parquet.kept`` (in a hidden folder and not
+    named ``*.parquet``: no dataset reader and no glob of the parquet files lists it)."""
     parts = rel.split("/")
-    return "/".join(parts[:2] + [KEPT] + parts[2:])
+    return "/".join(parts[:2] + [KEPT] + parts[2:]) + ".kept"
 
 
 # ---------------------------------------------------------------- the ledger

@@ -197,9 +197,11 @@ def link_kept(root: Path, rel: str) -> None:
     written (atomically; no link where the filesystem has none: then it cannot be kept)."""
     out = Path(root) / rel
     link = Path(root) / io.kept_file(rel)
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    # named as pyjama.io's temporaries, so a killed writer's is removed by the next one
+    tmp = link.with_name(f".{link.name}.{os.getpid()}@{io._HOST}.{time.monotonic_ns()}.tmp")
     try:
         link.parent.mkdir(parents=True, exist_ok=True)
+        io.remove_stale_temps(link)
         os.link(out, tmp)
         os.replace(tmp, link)
     except OSError:

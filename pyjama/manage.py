@@ -118,7 +118,10 @@ def archive(name: str, root: Path) -> Path:
     if cfg_dir.exists():
         shutil.copytree(cfg_dir, dest / "configs")
     if data_dir.exists():
-        shutil.copytree(data_dir, dest / "data", symlinks=True)
+        # not the hard links of data/<EXPO>/.pyjama/kept/ (pyjama.keep): copied, they would
+        # double the archive; an archive brought back recomputes its jobs once
+        shutil.copytree(data_dir, dest / "data", symlinks=True,
+                        ignore=lambda d, names: ["kept"] if Path(d).name == ".pyjama" else [])
     # Copies are complete: now the originals can go (a crash above leaves both).
     if cfg_dir.exists():
         shutil.rmtree(cfg_dir)

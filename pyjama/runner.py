@@ -148,8 +148,8 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
     from . import io, keep, tidy
     from .rules import flat_files
 
+    frames, inputs = read_inputs(step, project, st, device, day)   # a bad input: its one line first
     made_from = keep.job_key(step, project, st, flat_files(step.input_files(project, st, device, day)))
-    frames, inputs = read_inputs(step, project, st, device, day)
     tables, counts = step.compute(frames, st, device, day)
     tables, counts = step.pass_on(st, frames, tables, counts)
     entry = io.ledger_entry(step.script, f"{device}/{day}", **counts)

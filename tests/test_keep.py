@@ -57,7 +57,7 @@ def test_the_code_version_covers_the_science_module_behind_the_step():
 
 
 def test_kept_links_live_beside_the_stages_hidden():
-    assert io.kept_file(f"data/T/30_clean/{PART}") == f"data/T/.pyjama/kept/30_clean/{PART}"
+    assert io.kept_file(f"data/T/30_clean/{PART}") == f"data/T/.pyjama/kept/30_clean/{PART}.kept"
 
 
 # ---------------------------------------------------------------- may a run keep?
