@@ -283,3 +283,13 @@ def _decisions(root: Path) -> dict:
         line = log.read_text().splitlines()[1]
         out[(log.parts[-3], log.stem)] = "kept" if line.endswith(": kept") else line
     return out
+
+
+def test_an_archive_leaves_the_kept_links_out(proj):
+    from pyjama.manage import archive
+
+    job, *_ = _job(proj)
+    assert (proj / io.kept_file(job.main_output)).exists()
+    dest = archive("T", proj)
+    assert (dest / "data/30_clean" / PART).exists()
+    assert not (dest / "data/.pyjama/kept").exists()
