@@ -233,22 +233,27 @@ def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, perio
 
 def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, period: float,
                         min_drop: float, max_duration_s: float, sigma=None, noise_factor: float = 0.0,
-                        min_duration_s: float = 0.0, measured=None, min_samples: int = 1) -> pd.DataFrame:
+                        min_duration_s: float = 0.0, measured=None, min_samples: int = 1,
+                        release: float = 1.0) -> pd.DataFrame:
     """Micro-closures = short partial drops from the open level, well above the noise.
 
     Per animal, the drop threshold is ``D = max(min_drop, noise_factor * sigma)`` [opening
     fraction] (``sigma``: :func:`noise_sigma`, per animal). A sample is *dipped* when the
     state is open and ``r - x >= D``, r being the reference open level before it
-    (:func:`trailing_reference`). A micro-closure is a run of dipped samples with
+    (:func:`trailing_reference`); it is *back* when open and ``r - x < release * D``
+    (``release`` [share of D]: a hysteresis band, FIELD.md; 1 = none). A micro-closure
+    starts at a dipped sample and goes on until the first sample back (samples in the band
+    between keep it going: a recovery hovering at D is one event, not two); its n samples
+    run from its first to its last dipped sample (the time it spent >= D below), with
 
         min_duration_s <= n * period <= max_duration_s      [s]
-        and >= min_samples MEASURED samples in the run (``measured``: flag 0, a sample the
+        and >= min_samples MEASURED dipped samples in it (``measured``: flag 0, a sample the
             logger took; the grid cells 40_resample interpolated between two raw samples
             carry no observation of their own)
 
-    whose neighbours (the sample before and the sample after) are usable, open and not
-    dipped: it returns to the open level, so a drop that turns into a closure, or is cut by
-    a gap or the day edge, is not one. ``depth = max(r - x)`` over the run.
+    and the sample before it and the sample after it back (usable, open): it returns to
+    the open level, so a drop that turns into a closure, or is cut by a gap or the day edge,
+    is not one. ``depth = max(r - x)`` over the run.
     """
     n_rows = state.shape[0] if state.ndim == 2 else 0
     thr = np.full(n_rows, float(min_drop))
@@ -257,20 +262,35 @@ def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray,
         thr = np.where(np.isfinite(sig), np.maximum(thr, noise_factor * sig), thr)
     with np.errstate(invalid="ignore"):
         drop = reference - x
-        dipped = (state == OPEN) & (drop >= thr[:, None] - 1e-12)
-    calm = (state == OPEN) & ~dipped & ~np.isnan(x)
-    flat_start, row, start, length, value = _runs(dipped.astype(np.int8))
+        open_ok = (state == OPEN) & ~np.isnan(x)
+        dipped = open_ok & (drop >= thr[:, None] - 1e-12)
+        back = open_ok & (drop < release * thr[:, None] - 1e-12)    # returned to the open level
+    # hysteresis: a sample between release x D and D keeps the side of the last sample that
+    # was dipped or back (a slow recovery hovering at D is one micro-closure, not two);
+    # not open / missing resets (a band sample after it is undecided)
+    code = np.full(dipped.shape, -2, dtype=np.int8)
+    code[dipped] = 1
+    code[back] = 0
+    code[~open_ok] = UNKNOWN
+    inside = apply_hysteresis(code) if code.size else code
+    flat_start, row, start, span, value = _runs((inside == 1).astype(np.int8))
     n_cols = state.shape[1] if state.ndim == 2 else 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         depth = _per_run(np.fmax, drop, flat_start)
+    # its duration: from the first to the last dipped sample (the band samples of the tail,
+    # before it is back, extend the event but not its time below D)
+    pos = np.arange(dipped.size).reshape(dipped.shape) if dipped.size else np.zeros(dipped.shape, int)
+    last = _per_run(np.maximum, np.where(dipped, pos, -1), flat_start).astype(np.int64)
+    length = np.where(value == 1, last - flat_start + 1, span)
     sel = ((value == 1) & (length * period <= max_duration_s + 1e-9)
-           & (length * period >= min_duration_s - 1e-9) & (start > 0) & (start + length < n_cols))
+           & (length * period >= min_duration_s - 1e-9) & (start > 0) & (start + span < n_cols))
     if measured is not None and min_samples > 1 and len(flat_start):
-        n_meas = np.add.reduceat(np.asarray(measured, dtype=np.int64).ravel(), flat_start)
+        seen = np.asarray(measured, dtype=bool) & dipped
+        n_meas = np.add.reduceat(seen.astype(np.int64).ravel(), flat_start)
         sel &= n_meas >= int(min_samples)
-    row, start, length, depth = row[sel], start[sel], length[sel], depth[sel]
-    ok = calm[row, start - 1] & calm[row, np.minimum(start + length, n_cols - 1)]
+    row, start, length, span, depth = row[sel], start[sel], length[sel], span[sel], depth[sel]
+    ok = (inside[row, start - 1] == 0) & (inside[row, np.minimum(start + span, n_cols - 1)] == 0)
     row, start, length, depth = row[ok], start[ok], length[ok], depth[ok]
     return pd.DataFrame({"row": row, "start_slot": start, "n": length, "duration_s": length * period,
                          "depth": depth, "cut_start": np.zeros(len(row), bool),
@@ -550,7 +570,8 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
                                 sigma, mp["noise_factor"], dur["micro_min"],
                                 measured=(flags == int(Flag.OK)) & ~np.isnan(x),
-                                min_samples=int(mp.get("min_samples", 1)))
+                                min_samples=int(mp.get("min_samples", 1)),
+                                release=float(mp.get("release", 1.0)))
     # an animal without a trustworthy opening (see animal_status) gets no events
     closures = closures[counted[closures["row"].to_numpy()]] if len(closures) else closures
     micro = micro[counted[micro["row"].to_numpy()]] if len(micro) else micro

@@ -449,7 +449,8 @@ def test_micro_closure_needs_two_measured_samples_below_the_threshold(tmp_path):
     for k in (100, 200, 210):
         x[k] = 0.3 if k == 100 else 0.5
     x = np.interp(np.arange(n), np.arange(0, n, 10), x[::10])     # 40's linear fill
-    mc = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "min_samples": 2, "noise_factor": 0}
+    mc = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "min_samples": 2, "release": 1.0,
+          "noise_factor": 0}
     res = run(tmp_path, series(x, flags=flags), micro_closure=mc, reference_window="120s")
     ev = res.events[res.events["kind"] == "micro_closure"]
     # the one-sample drop is not one; the two-sample drop is, reference r = 0.8 (the median of
@@ -459,6 +460,22 @@ def test_micro_closure_needs_two_measured_samples_below_the_threshold(tmp_path):
     # min_samples 1 (the duration alone): both are counted
     res = run(tmp_path, series(x, flags=flags), micro_closure={**mc, "min_samples": 1}, reference_window="120s")
     assert (res.events["kind"] == "micro_closure").sum() == 2
+
+
+def test_micro_closure_ends_when_back_within_half_the_threshold(tmp_path):
+    # open 0.8, D = 0.1 (no noise floor). A drop to 0.6 at 12:00:10 for 2 s, then a slow
+    # recovery hovering at the threshold: 0.71 (drop 0.09, in the band 0.05..0.1), 0.69
+    # (dipped again), 0.72, then 0.78 (drop 0.02 < 0.05: back) at 12:00:15.
+    x = [0.8] * 10 + [0.6, 0.6, 0.71, 0.69, 0.72] + [0.78] + [0.8] * 30
+    mc = {"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "min_samples": 1, "noise_factor": 0}
+    # release 0.5: ONE micro-closure, going on until the first sample back (12:00:15); its
+    # duration is its time >= D below, from the first to the last dipped sample (0.69 at
+    # 12:00:13): 4 s
+    ev = run(tmp_path, series(x), micro_closure={**mc, "release": 0.5}).events
+    assert [(str(e["start"].time()), e["duration_s"]) for _, e in ev.iterrows()] == [("12:00:10", 4.0)]
+    # release 1 (no band): it ends at 0.71, and the 1-s dip at 0.69 is too short: 2 s only
+    ev = run(tmp_path, series(x), micro_closure={**mc, "release": 1.0}).events
+    assert [(str(e["start"].time()), e["duration_s"]) for _, e in ev.iterrows()] == [("12:00:10", 2.0)]
 
 
 def test_daily_status_too_few_samples_flat_and_span_unknown(tmp_path):
