@@ -2,7 +2,7 @@
 """Issue 14's G2 in one sitting: one new device-day of dataset M, PyJAMA with no window
 (each code version given) against pyperun's windowed run of that day.
 
-    python3 bench/g2_new_day.py --pyjama BEFORE_TREE --pyjama AFTER_TREE [--pyperun CLONE] [--json out.json]
+    python3 bench/g2_new_day.py --pyjama BEFORE_TREE --pyjama AFTER_TREE [--pyperun CLONE] [--json out.json] [--keep DIR]
 
 A project of 2 devices × 3 days of M (1 Hz, 13 channels, key:value, the seeded generator)
 is built in full (not timed) by each PyJAMA tree given (a checkout of the code: its own
@@ -76,10 +76,12 @@ def main(argv=None) -> int:
     p.add_argument("--pyjama", action="append", required=True, help="a PyJAMA tree (repeat: before, after)")
     p.add_argument("--pyperun", help="a local clone of https://github.com/julienby/pyperun")
     p.add_argument("--json")
+    p.add_argument("--keep", help="make the projects in this folder and keep them")
     a = p.parse_args(argv)
     from pyjama.demo import generate
 
-    work = Path(tempfile.mkdtemp(prefix="g2-"))
+    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="g2-"))
+    work.mkdir(parents=True, exist_ok=True)
     gen = work / "raw"
     generate(gen, "BENCH", devices=DEVICES, days=DAYS, hz=HZ, start=START)
     raw = sorted(gen.glob("BENCH_*.csv"))
@@ -107,7 +109,8 @@ def main(argv=None) -> int:
     print(json.dumps(fig, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(fig, indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
