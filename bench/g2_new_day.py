@@ -53,7 +53,8 @@ def pyjama_new_day(tree: Path, raw: list, new: Path, work: Path) -> dict:
     env["PYTHONPATH"] = str(tree)
     root = work / f"pyjama-{tree.name}"
     subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tree)!r}); "
-                    f"from pyjama.manage import create; create('BENCH', {str(root)!r})"],
+                    f"from pathlib import Path; from pyjama.manage import create; "
+                    f"create('BENCH', Path({str(root)!r}))"],
                    check=True, env=env)
     for f in raw:
         shutil.copy(f, root / "data/BENCH/00_raw" / f.name)

@@ -293,3 +293,14 @@ def test_an_archive_leaves_the_kept_links_out(proj):
     dest = archive("T", proj)
     assert (dest / "data/30_clean" / PART).exists()
     assert not (dest / "data/.pyjama/kept").exists()
+
+
+def test_the_digest_reads_the_rows_not_the_memory_layout():
+    t = _rows([1.0, 2.0, 3.0, 4.0, 5.0])
+    chunked = pa.Table.from_batches(t.to_batches(max_chunksize=2))
+    assert chunked.column("value").num_chunks == 3
+    assert io.content_digest(chunked) == io.content_digest(t)          # chunks combined
+    part = t.slice(1, 3)                                                 # a slice of larger buffers
+    copy = pa.Table.from_arrays([pa.concat_arrays([c.chunk(0)]) for c in part.columns], schema=part.schema)
+    assert io.content_digest(part) == io.content_digest(copy)
+    assert io.content_digest(part) != io.content_digest(t.slice(2, 3))
