@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", action="store_true", help="also build data/<EXPO>/_report/ (the report "
                    "page, rule graph and daily tables) for `snakemake --report report.html`; only with "
                    "the whole pipeline (not --until/--only)")
+    r.add_argument("--fresh", action="store_true", help="ask Snakemake for the plan even when the "
+                   "status board's verdict cache says nothing changed since the last run (see "
+                   "docs/views.md: without it, a run or dry run with nothing to do, or a dry run "
+                   "of a plan that is cached whole, answers from the cache in about a second)")
     r.add_argument("--strict", action="store_true", help="exit 3 when the run warns of lost data (a raw file "
                    "not parsed, or one that lost more than its parser's warn_rejected_share of its lines)")
     add_view_parsers(sub)
@@ -188,6 +192,10 @@ def cmd_run(args) -> int:
             print(f"PyJAMA: removed the Snakemake lock left by a run that is no longer alive "
                   f"(.snakemake/locks, {n} files)", file=err)
     try:
+        cached = _from_cache(args, root, plan)
+        if cached is not None:
+            rc = cached
+            return _after_run(args, root, rc)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env[losses.SHOWN_BY] = "drawer.py"     # drawer prints the lost-data lines itself (dry runs too)
@@ -204,13 +212,56 @@ def cmd_run(args) -> int:
     finally:
         if lock is not None:
             lock.close()
-    rc = _finish(args, root, plan, mon, rc)
+    return _after_run(args, root, _finish(args, root, plan, mon, rc))
+
+
+def _after_run(args, root, rc) -> int:
     warnings = run_warnings(args.pipeline, root)     # lost data (issue 11), after every run
     for line in losses.render(warnings, "run"):
-        print(line, file=err)
+        print(line, file=sys.stderr)
     if warnings and args.strict and rc == 0:
         rc = EXIT_LOST_DATA
     return rc
+
+
+def _from_cache(args, root, plan):
+    """``drawer.py run`` without Snakemake, when the status board's verdict cache
+    (:func:`pyjama.verdict.cached_verdicts`) holds for the whole plan as it is now: a run or
+    dry run with nothing to do says so; a dry run lists the jobs the cache says would run,
+    with the words Snakemake printed. None: ask Snakemake (something changed, no cache, or a
+    run Snakemake must judge itself: ``--fresh``, ``--only``, ``--until``, ``--results``,
+    ``--profile``, ``-v`` or arguments after ``--``). Returns the exit code."""
+    from . import verdict
+
+    if (args.fresh or args.only or args.until or args.results or args.profile or args.verbose
+            or getattr(args, "snakemake_args", None)):
+        return None
+    found = verdict.cached_verdicts(root, plan)
+    if found is None:
+        return None
+    todo = [(job, rec) for job, rec in found.items() if rec["needrun"]]
+    err = sys.stderr
+    if todo and not args.dry_run:
+        return None                     # work to do: Snakemake runs it
+    if not todo:
+        if args.dry_run:
+            print("PyJAMA: dry run: nothing to do, every job is up to date; nothing was changed "
+                  "(from the verdict cache; --fresh asks Snakemake)", file=err)
+        else:
+            window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
+            board = f"python3 drawer.py status {args.pipeline}{' ' + window if window else ''}"
+            print(f"PyJAMA: nothing to do, every job is up to date (from the verdict cache; --fresh "
+                  f"asks Snakemake). Step × day board with rows and rejects: {board}", file=err)
+        return 0
+    if not args.quiet:
+        order = {rule.name: i for i, rule in enumerate(plan.rules)}
+        for job, rec in sorted(todo, key=lambda jr: (order.get(jr[0].rule, 0), jr[0].where)):
+            what = " ".join(x for x in (job.step, job.where) if x)
+            print(f"would run: {what}: {rec.get('printed', '')}".rstrip(": "), file=err)
+    n = len(todo)
+    print(f"PyJAMA: dry run: {n} job{'s' if n != 1 else ''} would run; nothing was changed "
+          f"(from the verdict cache; --fresh asks Snakemake)", file=err)
+    return 0
 
 
 def _finish(args, root, plan, mon, rc) -> int:

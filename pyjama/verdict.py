@@ -40,11 +40,12 @@ import os
 from pathlib import Path
 
 from . import io
+from .progress import short_reasons
 from .rules import SnakemakeJobs
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 FULL_SHARE = 0.5      # touched share of jobs above which the whole DAG is as cheap
 
 
@@ -136,9 +137,11 @@ def snakemake_verdicts(root: Path, plan, targets=None) -> dict:
                 if mine is None:          # rule all
                     continue
                 need = bool(dag.needrun(job))
-                reasons = list(dag.reason(job).get_names()) if need else []
+                reason = dag.reason(job)
                 out[mine.key] = {"rule": mine.rule, "wildcards": dict(mine.wildcards),
-                                 "needrun": need, "reasons": reasons}
+                                 "needrun": need, "reasons": list(reason.get_names()) if need else [],
+                                 # the words a dry run prints (drawer.py run --dry-run's lines)
+                                 "printed": short_reasons(str(reason)) if need else ""}
     finally:
         os.chdir(cwd)
         logging.getLogger("snakemake").setLevel(prev)
@@ -271,6 +274,21 @@ def verdicts(root: Path, plan, use_cache=True):
     return _on_jobs(plan, jobs, result), how, now["files"]
 
 
+def cached_verdicts(root: Path, plan):
+    """The cached verdicts when they hold for every job of the plan's DAG as it is now (no
+    file, record, digest or job changed since they were made: ``status``'s "cache" case),
+    else None — Snakemake is never started here. ``drawer.py run`` answers from them."""
+    root = Path(root)
+    data = _load(cache_path(root, plan.project.exposure))
+    if not data or data.get("setup") != setup_key(plan):
+        return None
+    jobs = dag_jobs(plan)
+    then_jobs = data["jobs"]
+    if not set(then_jobs) >= set(jobs) or touched_jobs(jobs, snapshot(root, jobs), data["snapshot"]):
+        return None
+    return _on_jobs(plan, jobs, {k: then_jobs[k] for k in jobs})
+
+
 def record_done(root: Path, plan, dag_settings) -> bool:
     """After a run that succeeded: cache "done" for every job of ``rule all``'s DAG, with the
     snapshot of now. Only for a run of the default target with every rerun trigger and no
@@ -285,8 +303,8 @@ def record_done(root: Path, plan, dag_settings) -> bool:
     root = Path(root)
     jobs = dag_jobs(plan)
     now = snapshot(root, jobs)
-    done = {k: {"rule": j.rule, "wildcards": dict(j.wildcards), "needrun": False, "reasons": []}
-            for k, j in jobs.items()}
+    done = {k: {"rule": j.rule, "wildcards": dict(j.wildcards), "needrun": False, "reasons": [],
+                "printed": ""} for k, j in jobs.items()}
     try:
         io.write_text(cache_path(root, plan.project.exposure),
                       json.dumps({"version": CACHE_VERSION, "setup": setup_key(plan),

@@ -3,7 +3,6 @@ per group, no group needing a later one, and no groups at all without the knob."
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

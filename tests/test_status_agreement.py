@@ -41,7 +41,7 @@ def board(root, **window):
 
 def dry_plan(root, **window):
     args = [f"--{k}={v}" for k, v in window.items()]
-    res = drawer(root, "run", PIPE, "--dry-run", *args)
+    res = drawer(root, "run", PIPE, "--dry-run", "--fresh", *args)     # Snakemake's own dry run
     assert res.returncode == 0, res.stderr
     plan = set()
     for line in res.stderr.splitlines():
@@ -234,3 +234,40 @@ def test_running_and_failed_jobs_agree_with_the_dry_run(proj):
     os.utime(part, ns=(stamp, stamp))
     assert drawer(root, "run", PIPE).returncode == 0
     assert set(agree(root).values()) == {"done"}
+
+
+def would_run(res) -> list:
+    return sorted(line for line in res.stderr.splitlines() if line.startswith("would run: "))
+
+
+def test_run_answers_from_the_verdict_cache_only_when_it_holds(proj):
+    """drawer.py run without Snakemake: a dry run listed from the cache equals Snakemake's own,
+    line for line; a run with nothing to do says so from the cache; any change (a new raw
+    file) goes to Snakemake, and --fresh always does."""
+    root = proj
+    assert drawer(root, "status", PIPE).returncode == 1              # fresh: the cache holds "missing"
+    cached, fresh = drawer(root, "run", PIPE, "--dry-run"), drawer(root, "run", PIPE, "--dry-run", "--fresh")
+    assert "from the verdict cache" in cached.stderr and "from the verdict cache" not in fresh.stderr
+    assert would_run(cached) == would_run(fresh) and len(would_run(fresh)) == 6
+    assert "PyJAMA: dry run: 6 jobs would run; nothing was changed (from the verdict cache; " \
+           "--fresh asks Snakemake)" in cached.stderr
+
+    built = drawer(root, "run", PIPE)                                 # work to do: Snakemake
+    assert built.returncode == 0 and "PyJAMA: done, 6 jobs in" in built.stderr
+    noop = drawer(root, "run", PIPE)
+    assert noop.returncode == 0
+    assert noop.stderr.startswith("PyJAMA: nothing to do, every job is up to date (from the verdict "
+                                  "cache; --fresh asks Snakemake)")
+    asked = drawer(root, "run", PIPE, "--fresh")
+    assert "from the verdict cache" not in asked.stderr and "nothing to do" in asked.stderr
+
+    # a new raw file: the cache no longer holds, Snakemake plans (its day, and the day before)
+    from pyjama.demo import generate
+
+    generate(root / "gen", "T", devices=1, days=1, hz=0.05, defects=False, start="2026-01-22")
+    for f in (root / "gen").iterdir():
+        f.rename(root / "data/T/00_raw" / f.name)
+    dry = drawer(root, "run", PIPE, "--dry-run")
+    assert "from the verdict cache" not in dry.stderr
+    assert would_run(dry) == would_run(drawer(root, "run", PIPE, "--dry-run", "--fresh"))
+    assert any("30_clean valve01 2026-01-21" in line for line in would_run(dry))
