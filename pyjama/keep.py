@@ -228,7 +228,7 @@ def keep_unchanged(job, step, project, st, started: float):
         if out.exists():
             src = out
         elif not link.exists():
-            return None, f"not made before: {rel}"
+            return None, f"no kept copy of {rel} (a new output, or made before keep existed)"
         elif link.stat().st_ctime < started:
             link.unlink()        # the output was deleted before this run: you asked for it anew
             return None, f"{rel} was deleted before this run"

@@ -185,7 +185,7 @@ def test_an_output_deleted_before_the_run_recomputes(proj):
 def test_an_output_without_a_kept_copy_recomputes(proj):
     job, *_ = _job(proj)
     os.unlink(proj / io.kept_file(job.main_output))
-    assert _decide(proj) == (None, f"not made before: {job.main_output}")
+    assert _decide(proj) == (None, f"no kept copy of {job.main_output} (a new output, or made before keep existed)")
 
 
 def test_an_input_without_a_digest_recomputes(proj):
