@@ -63,6 +63,17 @@ def test_rolling_stat_spelled_out(path, stat, col):
         assert_array_equal(got, pandas_rolling(X, start, end, stat))
 
 
+@pytest.mark.parametrize("stat", ["median", "max", "min"])
+def test_rolling_stat_of_some_rows_only(path, stat):
+    start = np.array([w[0][0] for w in WINDOWS])
+    end = np.array([w[0][1] for w in WINDOWS])
+    rows = np.array([1, 0, 0, 1, 1, 0, 0, 1, 0, 0], dtype=bool)
+    full = qc.rolling_stat(np.array(X), start, end, stat)
+    got = qc.rolling_stat(np.array(X), start, end, stat, rows=rows)
+    assert_array_equal(got[rows], full[rows])
+    assert np.isnan(got[~rows]).all()             # the windows not asked for: NaN
+
+
 def test_rolling_stat_of_nothing_and_an_unknown_statistic():
     assert qc.rolling_stat(np.zeros(0), np.zeros(0, int), np.zeros(0, int), "median").shape == (0,)
     assert qc.rolling_stat(np.zeros(0), np.zeros(0, int), np.zeros(0, int), "max").shape == (0,)
