@@ -35,7 +35,6 @@ import ast
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,20 +135,6 @@ def module_closure(roots) -> set:
 
 
 # ---------------------------------------------------------------- may this job keep?
-
-def snakemake_workflow():
-    """The Snakemake workflow running this job, found in the caller frames (a Snakefile
-    ``run:`` block sees it as the global ``workflow``), or None."""
-    frame = sys._getframe(1)
-    for _ in range(40):
-        if frame is None:
-            return None
-        wf = frame.f_globals.get("workflow")
-        if wf is not None and type(wf).__module__.startswith("snakemake"):
-            return wf
-        frame = frame.f_back
-    return None
-
 
 def why_not_allowed(workflow) -> str | None:
     """None when jobs of this run may keep their outputs, else the reason in words."""

@@ -189,24 +189,22 @@ def keep_or_why(job, project, workflow) -> tuple:
         return None, f"could not check the kept outputs ({type(exc).__name__}: {exc})"
 
 
-def run_job(job, log_path, root=None, project=None) -> None:
+def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
     """A workflow job, run in this process, its messages in ``log_path``. ``project``: the
-    plan's project (see :func:`run_step`).
+    plan's project (see :func:`run_step`); ``workflow``: Snakemake's workflow object running
+    the job (the Snakefile passes its ``workflow``; None outside Snakemake: no keeping).
 
     A partition job whose inputs carry the same data as when its outputs were made keeps
     them (:mod:`pyjama.keep`; the log's first line after the command says which and why).
 
     Raises ``UserError("... (log: <path>)")`` on failure so Snakemake reports the job failed
     with the partition and the log named."""
-    from . import keep
-
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.monotonic(), time.thread_time()
     where = " ".join(f"{k}={v}" for k, v in job.wildcards.items())
     if job.partition:
         where = "/".join(job.partition)
-    workflow = keep.snakemake_workflow()
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(job.command() + "\n")
         try:

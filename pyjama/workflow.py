@@ -357,7 +357,7 @@ def load_plan_or_exit(config: dict, config_args=None) -> WorkflowPlan:
     return plan
 
 
-def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str) -> None:
+def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str, workflow=None) -> None:
     """A Snakefile ``run:`` block: the job of ``rule_name`` for ``wildcards``, in this process.
 
     With --force-use-threads (set in the default profile) Snakemake runs ``run:`` blocks as
@@ -368,7 +368,8 @@ def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str) -> Non
     from .runner import run_job
 
     try:
-        run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root, plan.project)
+        run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root, plan.project,
+                workflow)
     except UserError as exc:
         raise WorkflowError(f"Error: {exc}") from None
 
