@@ -48,13 +48,14 @@ def centred_bounds(ts_ns: np.ndarray, window) -> tuple:
     return start.astype(np.int64, copy=False), end.astype(np.int64, copy=False)
 
 
-# A fixed-width pass of bottleneck's move_median (O(n log w), one window per row) costs
-# about as much as gathering and reducing 4 × n values (measured on a 1 Hz day): a window
-# width shared by fewer rows is gathered. More than _GATHER_MAX × n values to gather (a
-# long window over irregular samples) and pandas' skiplist does the rest.
-_PASS_SHARE = 4
-_GATHER_MAX = 64
-_GATHER_CELLS = 1 << 22      # values gathered at once (32 MB of float64)
+# The median's plan, by cost (ns, measured on this machine with 200,000 jittered samples,
+# windows of 31 / 301 / 3001 samples): a fixed-width bottleneck pass costs ~50 per value of
+# the series, gathering one row's window ~30 per value of the window + ~1000, pandas'
+# skiplist over explicit bounds ~150 + 25·log2(w) per row (235 / 300 / 385 measured). A
+# width's rows get a pass when gathering them would cost more; when passes and gathers
+# together would cost more than pandas' skiplist, pandas does every row (as before).
+_PASS_NS, _GATHER_NS, _GATHER_ROW_NS = 50.0, 30.0, 1000.0
+_GATHER_CELLS = 1 << 20      # values gathered at once (8 MB of float64: a 10 Hz day stays in its memory goal)
 
 
 def rolling_stat(values: np.ndarray, start: np.ndarray, end: np.ndarray, stat: str,
@@ -88,16 +89,17 @@ def rolling_stat(values: np.ndarray, start: np.ndarray, end: np.ndarray, stat: s
 
     out = np.full(len(start), np.nan)
     widths, counts = np.unique(width[todo], return_counts=True)
-    for w, c in zip(widths, counts):
-        if c * w >= _PASS_SHARE * len(x):
-            at = np.flatnonzero(todo & (width == w))
-            out[at] = bn.move_median(x, int(w), min_count=1)[end[at] - 1]
-            todo[at] = False
+    passes = _median_plan(widths, counts, len(x))
+    if passes is None:
+        at = np.flatnonzero(todo)
+        out[at] = _pandas_rolling_median(x, start, end)[at]
+        return out
+    for w in passes:
+        at = np.flatnonzero(todo & (width == w))
+        out[at] = bn.move_median(x, int(w), min_count=1)[end[at] - 1]
+        todo[at] = False
     at = np.flatnonzero(todo)
     if not len(at):
-        return out
-    if width[at].sum() > _GATHER_MAX * len(x):
-        out[at] = _pandas_rolling_median(x, start, end)[at]
         return out
     wmax = int(width[at].max())
     cols = np.arange(wmax, dtype=np.int64)
@@ -108,6 +110,20 @@ def rolling_stat(values: np.ndarray, start: np.ndarray, end: np.ndarray, stat: s
         block = np.where(cols < width[r, None], x[pos], np.nan)
         out[r] = bn.nanmedian(block, axis=1)
     return out
+
+
+def _median_plan(widths: np.ndarray, counts: np.ndarray, n: int):
+    """The window widths that get a bottleneck pass (the other rows are gathered), or None
+    when pandas' skiplist is cheaper for all of them (costs: the constants above)."""
+    if not len(widths):
+        return widths
+    gather_ns = counts * (_GATHER_NS * widths + _GATHER_ROW_NS)
+    take = gather_ns > _PASS_NS * n
+    cost = _PASS_NS * n * take.sum() + gather_ns[~take].sum()
+    typical = float(widths[np.searchsorted(np.cumsum(counts), counts.sum() // 2, side="right")])  # median width
+    if cost > (150.0 + 25.0 * np.log2(max(typical, 2.0))) * counts.sum():
+        return None
+    return widths[take]
 
 
 def _rolling_extreme(x: np.ndarray, start: np.ndarray, end: np.ndarray, todo: np.ndarray, op) -> np.ndarray:

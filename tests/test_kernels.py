@@ -22,13 +22,20 @@ S = 10**9
 def path(request, monkeypatch):
     """Every code path of qc.rolling_stat's median on the same input: fixed-width bottleneck
     passes for every width, gathered windows for every row, pandas' skiplist for every row."""
-    if request.param == "passes":
-        monkeypatch.setattr(qc, "_PASS_SHARE", 0)
-    else:
-        monkeypatch.setattr(qc, "_PASS_SHARE", 10**9)
-    if request.param == "pandas":
-        monkeypatch.setattr(qc, "_GATHER_MAX", -1)
+    plan = {"passes": lambda widths, counts, n: widths, "gathered": lambda widths, counts, n: widths[:0],
+            "pandas": lambda widths, counts, n: None}[request.param]
+    monkeypatch.setattr(qc, "_median_plan", plan)
     return request.param
+
+
+def test_the_median_plan_takes_passes_for_shared_widths_and_pandas_when_cheaper():
+    n = 86400
+    #   one width for nearly every row, a few edge widths: one pass, the edges gathered
+    assert qc._median_plan(np.array([61, 90, 121]), np.array([60, 60, n - 120]), n).tolist() == [121]
+    #   31-sample windows of irregular times, ten widths of 10 % each: ten passes cost more
+    #   than pandas' skiplist over all rows
+    assert qc._median_plan(np.arange(26, 36), np.full(10, n // 10), n) is None
+    assert qc._median_plan(np.zeros(0, int), np.zeros(0, int), n).tolist() == []
 
 
 def pandas_rolling(x, start, end, stat):
