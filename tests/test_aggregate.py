@@ -188,7 +188,9 @@ def test_run_partition_writes_one_hive_dataset_with_a_window_column(tmp_path):
     io.write_tidy(tmp_path / io.partition_file("T", "60_behaviour", "d", DAY),
                   series([0.25, 0.75], "2026-01-20T00:00:00Z"), {})
     step = get_step("70_aggregate.py")
-    entry = run_partition(step, SimpleNamespace(root=tmp_path), st, "d", DAY)
+    # a project of this one step: no 40_resample upstream (grid periods and key: none)
+    project = SimpleNamespace(root=tmp_path, pipeline=SimpleNamespace(producer_of=lambda stage: None))
+    entry = run_partition(step, project, st, "d", DAY)
     assert entry["rows_written"] == {"60s": 2 * 1440, "1h": 2 * 24}
     main = tmp_path / "data/T/70_aggregated/window=60s/device_id=d/day=2026-01-20/part.parquet"
     assert io.read_ledger(main) == entry        # the ledger is in the first window's footer

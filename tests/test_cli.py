@@ -23,6 +23,7 @@ HELP = {
     ("bench/bench_postgres.py",): "usage: bench_postgres.py [-h]",
     ("bench/grid_sizes.py",): "usage: grid_sizes.py [-h]",
     ("bench/compare_pyperun.py",): "usage: compare_pyperun.py [-h]",
+    ("bench/g2_new_day.py",): "usage: g2_new_day.py [-h]",
     ("bench/run.py",): "usage: run.py [-h]",
     ("bench/validate.py",): "usage: validate.py [-h]",
     ("scripts/parquet_to_csv.py",): "usage: parquet_to_csv.py [-h] source dest",
