@@ -192,9 +192,8 @@ def cmd_run(args) -> int:
             print(f"PyJAMA: removed the Snakemake lock left by a run that is no longer alive "
                   f"(.snakemake/locks, {n} files)", file=err)
     try:
-        cached = _from_cache(args, root, plan)
-        if cached is not None:
-            rc = cached
+        rc = _from_cache(args, root, plan)
+        if rc is not None:
             return _after_run(args, root, rc)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -248,10 +247,9 @@ def _from_cache(args, root, plan):
             print("PyJAMA: dry run: nothing to do, every job is up to date; nothing was changed "
                   "(from the verdict cache; --fresh asks Snakemake)", file=err)
         else:
-            window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
-            board = f"python3 drawer.py status {args.pipeline}{' ' + window if window else ''}"
             print(f"PyJAMA: nothing to do, every job is up to date (from the verdict cache; --fresh "
-                  f"asks Snakemake). Step × day board with rows and rejects: {board}", file=err)
+                  f"asks Snakemake). Step × day board with rows and rejects: {_board_command(args)}",
+                  file=err)
         return 0
     if not args.quiet:
         order = {rule.name: i for i, rule in enumerate(plan.rules)}
@@ -264,10 +262,15 @@ def _from_cache(args, root, plan):
     return 0
 
 
+def _board_command(args) -> str:
+    """The ``drawer.py status`` command of this run's pipeline and window (final lines)."""
+    window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
+    return f"python3 drawer.py status {args.pipeline}{' ' + window if window else ''}"
+
+
 def _finish(args, root, plan, mon, rc) -> int:
     err = sys.stderr
-    window = " ".join(f"--{k} {v}" for k, v in (("from", args.start), ("to", args.end)) if v)
-    board = f"python3 drawer.py status {args.pipeline}{' ' + window if window else ''}"
+    board = _board_command(args)
     if args.dry_run:
         if rc == 0:
             n = len(mon.planned)

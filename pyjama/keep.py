@@ -32,6 +32,7 @@ after it are kept. README "How the workflow decides what to run".
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, io
+from .timewindow import iso_seconds
 
 RECOMPUTE_ENV = "PYJAMA_RECOMPUTE"      # set (not "" or "0"): no job keeps its outputs
 LOCKS = ".snakemake/locks"
@@ -230,7 +232,7 @@ def keep_unchanged(job, step, project, st, started: float):
             os.link(src, out)
         os.utime(out)
     ledger = io.read_ledger(root / job.main_output) or {}
-    return Kept(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)), ledger), None
+    return Kept(iso_seconds(dt.datetime.fromtimestamp(since, dt.timezone.utc)), ledger), None
 
 
 def _what_changed(had: str | None, key: dict) -> str:

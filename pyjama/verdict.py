@@ -241,52 +241,66 @@ def _load(path: Path):
         return None
 
 
+class _Cache:
+    """The cache as it stands against the plan now: its jobs, the snapshot taken now, the
+    cached verdicts made with the same setup (else none) and the jobs touched since."""
+
+    def __init__(self, root: Path, plan, use_cache=True):
+        self.root, self.plan = Path(root), plan
+        self.jobs = dag_jobs(plan)
+        self.now = snapshot(self.root, self.jobs)   # taken before Snakemake looks: a change
+        self.key = setup_key(plan)                   # while it works shows as a change next time
+        self.path = cache_path(self.root, plan.project.exposure)
+        data = _load(self.path) if use_cache else None
+        self.then_snap = data["snapshot"] if data and data.get("setup") == self.key else None
+        self.then_jobs = data["jobs"] if self.then_snap else {}
+        self.touched = touched_jobs(self.jobs, self.now, self.then_snap or {})
+
+    def holds(self) -> bool:
+        """Nothing touched and every job cached: the cached verdicts are Snakemake's now."""
+        return not self.touched and set(self.then_jobs) >= set(self.jobs)
+
+    def cached(self) -> dict:
+        return _on_jobs(self.plan, self.jobs, {k: self.then_jobs[k] for k in self.jobs})
+
+    def write(self, records: dict) -> bool:
+        """Store ``records`` (job key → verdict) with the snapshot taken now; compact: a
+        year's cache is megabytes. False on a read-only data folder (same answers, no cache)."""
+        try:
+            io.write_text(self.path, json.dumps({"version": CACHE_VERSION, "setup": self.key,
+                                                 "snapshot": self.now, "jobs": records},
+                                                separators=(",", ":")))
+        except OSError:
+            return False
+        return True
+
+
 def verdicts(root: Path, plan, use_cache=True):
     """Snakemake's verdicts on the jobs of ``plan`` (see the module text); returns (verdicts,
     how, stats): ``verdicts`` maps each rules.Job of the DAG to its record (needrun,
     reasons); ``how`` is "cache" (Snakemake not asked), "partial" (the DAG of the touched
     jobs) or "full"; ``stats``: path → [mtime_ns, size] or None of every file of the DAG, as
     read before Snakemake looked."""
-    root = Path(root)
-    jobs = dag_jobs(plan)
-    now = snapshot(root, jobs)             # taken before Snakemake looks: a change while it
-    key = setup_key(plan)                  # works shows as a change next time
-    path = cache_path(root, plan.project.exposure)
-    data = _load(path) if use_cache else None
-    then_snap = data["snapshot"] if data and data.get("setup") == key else None
-    then_jobs = data["jobs"] if then_snap else {}
-    touched = touched_jobs(jobs, now, then_snap or {})
-    if not touched and set(then_jobs) >= set(jobs):
-        return _on_jobs(plan, jobs, {k: then_jobs[k] for k in jobs}), "cache", now["files"]
-    if then_snap and len(touched) <= FULL_SHARE * len(jobs):
-        targets = sorted({p for k in touched for p in jobs[k].output_files})
-        fresh, how = snakemake_verdicts(root, plan, targets), "partial"
-        result = {k: then_jobs[k] for k in jobs if k in then_jobs}
+    c = _Cache(root, plan, use_cache)
+    if c.holds():
+        return c.cached(), "cache", c.now["files"]
+    if c.then_snap and len(c.touched) <= FULL_SHARE * len(c.jobs):
+        targets = sorted({p for k in c.touched for p in c.jobs[k].output_files})
+        fresh, how = snakemake_verdicts(c.root, plan, targets), "partial"
+        result = {k: c.then_jobs[k] for k in c.jobs if k in c.then_jobs}
         result.update(fresh)
     else:
-        result, how = snakemake_verdicts(root, plan), "full"
-    try:
-        # compact: a year's cache is megabytes, read and written by every status that rebuilds
-        io.write_text(path, json.dumps({"version": CACHE_VERSION, "setup": key, "snapshot": now,
-                                        "jobs": result}, separators=(",", ":")))
-    except OSError:
-        pass   # a read-only data folder: no cache, same answer
-    return _on_jobs(plan, jobs, result), how, now["files"]
+        result, how = snakemake_verdicts(c.root, plan), "full"
+    c.write(result)
+    return _on_jobs(plan, c.jobs, result), how, c.now["files"]
 
 
 def cached_verdicts(root: Path, plan):
     """The cached verdicts when they hold for every job of the plan's DAG as it is now (no
     file, record, digest or job changed since they were made: ``status``'s "cache" case),
     else None — Snakemake is never started here. ``drawer.py run`` answers from them."""
-    root = Path(root)
-    data = _load(cache_path(root, plan.project.exposure))
-    if not data or data.get("setup") != setup_key(plan):
-        return None
-    jobs = dag_jobs(plan)
-    then_jobs = data["jobs"]
-    if not set(then_jobs) >= set(jobs) or touched_jobs(jobs, snapshot(root, jobs), data["snapshot"]):
-        return None
-    return _on_jobs(plan, jobs, {k: then_jobs[k] for k in jobs})
+    c = _Cache(root, plan)
+    return c.cached() if c.holds() else None
 
 
 def record_done(root: Path, plan, dag_settings) -> bool:
@@ -300,18 +314,9 @@ def record_done(root: Path, plan, dag_settings) -> bool:
             or dag_settings.until or dag_settings.omit_from or dag_settings.allowed_rules
             or set(dag_settings.rerun_triggers) != set(RerunTrigger.all())):
         return False
-    root = Path(root)
-    jobs = dag_jobs(plan)
-    now = snapshot(root, jobs)
-    done = {k: {"rule": j.rule, "wildcards": dict(j.wildcards), "needrun": False, "reasons": [],
-                "printed": ""} for k, j in jobs.items()}
-    try:
-        io.write_text(cache_path(root, plan.project.exposure),
-                      json.dumps({"version": CACHE_VERSION, "setup": setup_key(plan),
-                                  "snapshot": now, "jobs": done}, separators=(",", ":")))
-    except OSError:
-        return False
-    return True
+    c = _Cache(root, plan, use_cache=False)
+    return c.write({k: {"rule": j.rule, "wildcards": dict(j.wildcards), "needrun": False,
+                        "reasons": [], "printed": ""} for k, j in c.jobs.items()})
 
 
 def on_success(plan, workflow) -> None:
