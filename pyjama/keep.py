@@ -36,7 +36,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,18 +183,19 @@ def link_kept(root: Path, rel: str) -> None:
     written (atomically; no link where the filesystem has none: then it cannot be kept)."""
     out = Path(root) / rel
     link = Path(root) / io.kept_file(rel)
-    # named as pyjama.io's temporaries, so a killed writer's is removed by the next one
-    tmp = link.with_name(f".{link.name}.{os.getpid()}@{io._HOST}.{time.monotonic_ns()}.tmp")
+    tmp = None
     try:
-        link.parent.mkdir(parents=True, exist_ok=True)
-        io.remove_stale_temps(link)
+        # pyjama.io's temporary (its name, its clean-up of a killed writer's), made a link
+        tmp = io._temp_for(link)
+        os.unlink(tmp)
         os.link(out, tmp)
         os.replace(tmp, link)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def keep_unchanged(job, step, project, st, started: float):
