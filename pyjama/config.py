@@ -190,6 +190,7 @@ class StepConfig:
     path: str            # the config file, as given (relative to the project root)
     params: dict         # validated, defaults filled
     digest: str          # digest of params: a change re-runs this step and its dependants
+    partition: str = "day"   # the exposure's partition period (pipeline.json $.partition)
 
     @property
     def exposure(self) -> str:

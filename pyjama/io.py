@@ -36,10 +36,30 @@ def stage_dir(expo: str, stage: str) -> Path:
     return data_dir(expo) / stage
 
 
-def partition_file(expo: str, stage: str, device: str, day: str, name: str = PART) -> str:
+def partition_file(expo: str, stage: str, device: str, day: str, name: str = PART,
+                   period: str = "day") -> str:
     """Relative path (str, as Snakemake wants) of one file of a (device, day) partition.
-    (Plain string formatting: the DAG of a year asks for tens of thousands of these.)"""
-    return f"data/{expo}/{stage}/device_id={device}/day={day}/{name}"
+    (Plain string formatting: the DAG of a year asks for tens of thousands of these.)
+
+    ``period``: the exposure's partition period (pipeline.json ``$.partition``). With
+    ``week`` or ``month`` a day is held by its week's or month's file (``day`` may be a
+    day or already the period's key, :mod:`pyjama.timewindow`), and a wildcard ``{day}``
+    gives the pattern ``week={day}`` / ``month={day}``."""
+    if period == "day":
+        return f"data/{expo}/{stage}/device_id={device}/day={day}/{name}"
+    if not day.startswith("{") and len(day) == 10:
+        from .timewindow import period_key
+
+        day = period_key(day, period)
+    return f"data/{expo}/{stage}/device_id={device}/{period}={day}/{name}"
+
+
+PARTITION_DIRS = ("day=", "week=", "month=")
+
+
+def multi_day(path) -> bool:
+    """True when ``path`` is the file of a week or month partition (it holds several days)."""
+    return "/week=" in str(path) or "/month=" in str(path)
 
 
 def meta_file(expo: str, stage: str, *parts: str) -> str:
@@ -57,7 +77,7 @@ def stage_of(rel: str) -> str:
         parts = parts[1:]
     out = []
     for p in parts:
-        if p.startswith(("device_id=", "day=", "raw=")) or p == PART:
+        if p.startswith(("device_id=", "raw=") + PARTITION_DIRS) or p == PART:
             break
         out.append(p)
     return "/".join(out)
@@ -83,7 +103,7 @@ def list_partitions(expo: str, stage: str, root: Path | None = None):
     if not base.is_dir():
         return out
     for dev in sorted(base.glob("device_id=*")):
-        for day in sorted(dev.glob("day=*")):
+        for day in sorted(p for p in dev.iterdir() if p.name.startswith(PARTITION_DIRS)):
             if (day / PART).exists():
                 out.append((dev.name.split("=", 1)[1], day.name.split("=", 1)[1]))
     return out
@@ -338,16 +358,61 @@ def write_tidy(path, df, meta: dict) -> None:
     write_table(path, tidy.to_arrow(df), meta)
 
 
-def read_tidy(path, device_id: str | None = None):
+def read_tidy(path, device_id: str | None = None, day: str | None = None):
     """Read a partition file back into a tidy frame. ``device_id`` defaults to the one in
-    the path (``.../device_id=<id>/...``)."""
+    the path (``.../device_id=<id>/...``). ``day``: the rows of that UTC day only, when the
+    file is a week's or a month's (:func:`multi_day`); a day's file is read whole."""
 
     from . import tidy
 
     path = Path(path)
     if device_id is None:
         device_id = next((p.split("=", 1)[1] for p in path.parts if p.startswith("device_id=")), "")
+    if day is not None and multi_day(path):
+        return tidy.from_arrow(read_day(path, day), device_id)
     return tidy.from_arrow(read_parquet(path), device_id)
+
+
+def read_day(path, day: str, lo=None, hi=None):
+    """The rows of a week's or month's partition file with ts in [lo, hi) (default: the UTC
+    day ``day``), in file order. A job of such a partition computes day by day and reads
+    the same files for each day: the file is read once and kept (a few recent files, keyed
+    by path, size, mtime and inode: a rewritten file is read again)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .timewindow import day_bounds
+
+    table = _cached_table(Path(path))
+    if lo is None:
+        lo, hi = day_bounds(day)
+    unit = pa.timestamp("us", tz="UTC")
+    ts = table.column("ts")
+    mask = pc.and_(pc.greater_equal(ts, pa.scalar(lo, unit)), pc.less(ts, pa.scalar(hi, unit)))
+    return table.filter(mask)
+
+
+_TABLES: dict = {}
+_TABLES_LOCK = __import__("threading").Lock()
+_TABLES_MAX = 16
+
+
+def _cached_table(path: Path):
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise input_missing(relative(path)) from None
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _TABLES_LOCK:
+        hit = _TABLES.get(key)
+    if hit is not None:
+        return hit
+    table = read_parquet(path)
+    with _TABLES_LOCK:
+        _TABLES[key] = table
+        while len(_TABLES) > _TABLES_MAX:
+            _TABLES.pop(next(iter(_TABLES)))
+    return table
 
 
 def read_parquet(path, **kwargs):

@@ -205,7 +205,7 @@ def keep_unchanged(job, step, project, st, started: float):
 
     root = project.root
     device, day = job.partition
-    key = job_key(step, project, st, flat_files(step.input_files(project, st, device, day)))
+    key = job_key(step, project, st, flat_files(step.job_input_files(project, st, device, day)))
     if key is None:
         return None, "an input has no recorded digest"
     want = key_text(key)

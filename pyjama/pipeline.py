@@ -5,7 +5,7 @@ the stages it reads and writes); below the project, the plan and the runner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import (StepConfig, check_exposure_name, check_regex, check_stage, digest, read_json, short,
@@ -43,6 +43,7 @@ class Pipeline:
     path: str
     exposure: str
     steps: list = field(default_factory=list)   # list[StepConfig]
+    partition: str = "day"                      # $.partition: day | week | month
 
     def producer_of(self, stage: str):
         for st in self.steps:
@@ -62,6 +63,34 @@ def _output_stages(st: StepConfig) -> list:
     return list(get_step(st.script).output_stages(st).values())
 
 
+LAYOUT = "partition"      # data/<EXPO>/.pyjama/partition: the period the data tree was built with
+
+
+def check_layout(pipe: Pipeline, root: Path) -> None:
+    """The data tree of an exposure holds one partition period: a pipeline that declares
+    another than the one its files were written with is a one-line error (switching means
+    rebuilding: the stages' files are moved aside first, nothing is mixed)."""
+    marker = root / "data" / pipe.exposure / ".pyjama" / LAYOUT
+    try:
+        built = marker.read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if built and built != pipe.partition:
+        raise UserError(f"{pipe.path}: $.partition: {pipe.partition!r} is not allowed; allowed: {built!r} "
+                        f"(data/{pipe.exposure} was built with {built} partitions; to change the "
+                        f"period, move the stage folders of data/{pipe.exposure} other than 00_raw "
+                        f"aside, delete {marker.relative_to(root)} and rebuild)")
+
+
+def record_layout(project) -> None:
+    """Write the marker :func:`check_layout` reads, once (the first partition a job writes)."""
+    marker = project.root / "data" / project.exposure / ".pyjama" / LAYOUT
+    if not marker.exists():
+        from . import io
+
+        io.write_text(marker, project.pipeline.partition + "\n")
+
+
 def load_pipeline(path, root: Path | None = None) -> Pipeline:
     """Load pipeline.json and every step config it lists; check the DAG is connected.
 
@@ -74,7 +103,8 @@ def load_pipeline(path, root: Path | None = None) -> Pipeline:
     raw = read_json(full)
     data = validate("pipeline", raw, str(path))
     expo = check_exposure_name(data["exposure"], f"{path}: $.exposure")
-    pipe = Pipeline(path=str(path), exposure=expo)
+    pipe = Pipeline(path=str(path), exposure=expo, partition=data.get("partition", "day"))
+    check_layout(pipe, root)
     written: dict = {}
     names: set = set()
     for i, entry in enumerate(data["steps"]):
@@ -83,7 +113,7 @@ def load_pipeline(path, root: Path | None = None) -> Pipeline:
             get_step(entry["script"])
         except UserError as exc:
             raise UserError(f"{where}.script: {exc}") from None
-        st = load_step_config(entry["script"], entry["with"], root)
+        st = replace(load_step_config(entry["script"], entry["with"], root), partition=pipe.partition)
         if st.exposure != expo:
             raise UserError(f"{st.path}: $.exposure: {st.exposure!r} is not allowed; allowed: "
                             f"{expo!r} (the exposure of {path})")

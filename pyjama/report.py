@@ -79,28 +79,51 @@ class Stages:
         return hits[0][0] if hits else None
 
 
-def _part(root, expo, stage, device, day):
-    return Path(root) / io.partition_file(expo, stage, device, day)
+def _part(root, expo, stage, device, day, period="day"):
+    """The file holding (device, day): the day's, or its week's or month's."""
+    return Path(root) / io.partition_file(expo, stage, device, day, period=period)
 
 
-def _missing(stage, default_name, device, day, root, expo):
+def _of_day(df, path, day):
+    """The rows of ``day`` of a table read from ``path``: all of a day's file; of a week's or
+    a month's file, the rows whose ``ts`` (tidy), ``day`` (daily metrics) or ``start``
+    (events) is in that day."""
+    if not io.multi_day(path) or not len(df):
+        return df
+    if "day" in df:
+        return df[df["day"].astype(str) == day].drop(columns=["day"]).reset_index(drop=True)
+    from .timewindow import day_bounds
+
+    lo, hi = (pd.Timestamp(t) for t in day_bounds(day))
+    col = "ts" if "ts" in df else "start"
+    t = df[col]
+    return df[((t >= lo) & (t < hi)).to_numpy()].reset_index(drop=True)
+
+
+def _missing(stage, default_name, device, day, root, expo, period="day"):
     """The note shown when a section's stage is absent ('' when the file is there)."""
     if stage is None:
         return f"stage {default_name} not built yet (no step of this pipeline writes it)"
-    if not _part(root, expo, stage, device, day).exists():
+    if not _part(root, expo, stage, device, day, period).exists():
         return f"stage {stage} not built yet for {device} {day}"
     return ""
 
 
-def read_columns(path, columns, sensors=None):
-    """Some columns of a tidy partition (optionally only some sensors), as pandas."""
+def read_columns(path, columns, sensors=None, day=None):
+    """Some columns of a tidy partition (optionally only some sensors), as pandas; ``day``:
+    that day's rows of a week's or a month's file."""
     import pyarrow.parquet as pq
 
     names = set(pq.read_schema(path).names)
     cols = [c for c in columns if c in names]
+    multi = day is not None and io.multi_day(path) and "ts" not in cols and "ts" in names
     filters = [("sensor", "in", list(sensors))] if sensors is not None and "sensor" in names else None
-    t = pq.read_table(path, columns=cols, filters=filters)
+    t = pq.read_table(path, columns=cols + (["ts"] if multi else []), filters=filters)
     df = t.to_pandas()
+    if day is not None:
+        df = _of_day(df, path, day)
+        if multi:
+            df = df.drop(columns=["ts"])
     if "sensor" in df:
         df["sensor"] = df["sensor"].astype(str)
     return df
@@ -410,6 +433,25 @@ class ReportBuilder:
         self.expo = self.project.exposure
         self.stages = Stages(self.project)
         self.warnings: list = []
+        self.period = self.project.pipeline.partition
+
+    def part(self, stage, dev, day):
+        return self.part(stage, dev, day, self.period)
+
+    def key(self, day: str) -> str:
+        """The board's column (a partition key) of a day."""
+        from .timewindow import period_key
+
+        return period_key(day, self.period)
+
+    def days(self, device: str, key: str) -> list:
+        """The days of a board column that hold data (a week's or a month's known days)."""
+        if len(key) == 10:
+            return [key]
+        from .timewindow import key_days
+
+        known = set(self.project.partitions())
+        return [d for d in key_days(key) if (device, d) in known]
 
     # -- stages each section uses (first one that the pipeline writes and that is built)
     def flag_stage(self):
@@ -421,14 +463,14 @@ class ReportBuilder:
     def section_completeness(self, dev, day) -> str:
         out = ["<h4>Data completeness and QC flags</h4>"]
         cands = list(self.flag_stage())
-        built = [(sc, s) for sc, s in cands if _part(self.root, self.expo, s, dev, day).exists()]
+        built = [(sc, s) for sc, s in cands if self.part(s, dev, day).exists()]
         if not built:
             names = ", ".join(s for _sc, s in cands) or "20_split"
             out.append(note(f"stage {names} not built yet for {dev} {day}"))
             return "\n".join(out)
         script, stage = built[0]
-        path = _part(self.root, self.expo, stage, dev, day)
-        df = read_columns(path, ["ts", "sensor", "quality_flag"])
+        path = self.part(stage, dev, day)
+        df = read_columns(path, ["ts", "sensor", "quality_flag"], day=day)
         if script != "40_resample" and self.stages.find("40_resample"):
             out.append(note(f"stage {self.stages.find('40_resample')} not built yet for {dev} {day}; "
                             f"showing {stage}"))
@@ -454,14 +496,14 @@ class ReportBuilder:
 
     def _normalised(self, dev, day):
         stage = self.stages.find("50_normalise")
-        msg = _missing(stage, "50_normalised", dev, day, self.root, self.expo)
+        msg = _missing(stage, "50_normalised", dev, day, self.root, self.expo, self.period)
         if msg:
             return stage, None, msg
-        path = _part(self.root, self.expo, stage, dev, day)
+        path = self.part(stage, dev, day)
         names = [s for s in sensor_names(path) if s.endswith("__norm")]
         if not names:
             return stage, None, f"stage {stage} holds no '__norm' sensor for {dev} {day}"
-        return stage, read_columns(path, ["ts", "sensor", "value", "quality_flag"], names), ""
+        return stage, read_columns(path, ["ts", "sensor", "value", "quality_flag"], names, day=day), ""
 
     def section_opening(self, dev, day) -> tuple:
         out = ["<h4>Opening of each animal</h4>"]
@@ -480,13 +522,14 @@ class ReportBuilder:
     def section_events(self, dev, day, animals) -> str:
         out = ["<h4>Closures, micro-closures and synchronised closures</h4>"]
         stage = self.stages.find("60_behaviour", "events")
-        msg = _missing(stage, "60_events", dev, day, self.root, self.expo)
+        msg = _missing(stage, "60_events", dev, day, self.root, self.expo, self.period)
         if msg:
             out.append(note(msg))
             return "\n".join(out)
         import pyarrow.parquet as pq
 
-        ev = pq.read_table(_part(self.root, self.expo, stage, dev, day)).to_pandas()
+        path = self.part(stage, dev, day)
+        ev = _of_day(pq.read_table(path).to_pandas(), path, day)
         if {"kind", "start", "end", "sensor"} <= set(ev.columns):
             counts = ev["kind"].astype(str).value_counts()
             out.append("<p>" + ", ".join(f"{esc(k.replace('_', ' '))}: <b>{int(n)}</b>"
@@ -513,13 +556,13 @@ class ReportBuilder:
         out = ["<h4>Temperature and environment sensors</h4>"]
         for script in ("40_resample", "30_clean", "20_split"):
             stage = self.stages.find(script)
-            if stage and _part(self.root, self.expo, stage, dev, day).exists():
+            if stage and self.part(stage, dev, day).exists():
                 break
         else:
             out.append(note(f"stage 20_split not built yet for {dev} {day}"))
             return "\n".join(out)
-        path = _part(self.root, self.expo, stage, dev, day)
-        df = read_columns(path, ["ts", "domain", "sensor", "value", "quality_flag"])
+        path = self.part(stage, dev, day)
+        df = read_columns(path, ["ts", "domain", "sensor", "value", "quality_flag"], day=day)
         if "domain" in df:
             df = df[df["domain"].astype(str) == "environment"]
         if not len(df):
@@ -538,11 +581,11 @@ class ReportBuilder:
             stage = self.stages.find("60_behaviour", key)
             if stage is None:
                 continue
-            path = _part(self.root, self.expo, stage, dev, day)
+            path = self.part(stage, dev, day)
             if not path.exists():
                 out.append(note(f"stage {stage} not built yet for {dev} {day}"))
                 continue
-            df = pq.read_table(path).to_pandas()
+            df = _of_day(pq.read_table(path).to_pandas(), path, day)
             caption = f"{label} ({stage})"
             if "sensor" in df and len(df):
                 caption += f", sensors by channel (e.g. {short_sensor(df['sensor'].iloc[0])} = {df['sensor'].iloc[0]})"
@@ -558,7 +601,7 @@ class ReportBuilder:
     def section_ledger(self, dev, day) -> str:
         rows = []
         for step in self.board.steps:
-            c = self.board.cells.get((step, dev, day))
+            c = self.board.cells.get((step, dev, self.key(day)))
             if c is None:
                 continue
             rej = "; ".join(f"{k}: {v:,d}" for k, v in sorted(c.rejected.items()))
@@ -578,14 +621,14 @@ class ReportBuilder:
         rows = []
         for dev, day in pairs:
             r = {"device": dev, "day": day}
-            cells = [self.board.cells.get((s, dev, day)) for s in self.board.steps]
+            cells = [self.board.cells.get((s, dev, self.key(day))) for s in self.board.steps]
             states = [c.state for c in cells if c is not None]
             for s in ("done", "stale", "missing", "failed"):
                 r[s] = states.count(s)
             if stage:
-                p = _part(self.root, self.expo, stage, dev, day)
+                p = self.part(stage, dev, day)
                 if p.exists():
-                    dd = pq.read_table(p).to_pandas()
+                    dd = _of_day(pq.read_table(p).to_pandas(), p, day)
                     for col in ("completeness_pct", "usable_pct", "active_animals", "closures",
                                 "micro_closures", "sync_closures"):
                         if col in dd and len(dd):
@@ -625,7 +668,7 @@ class ReportBuilder:
         b = self.board
         w = b.plan.window
         span = "all days" if w.start is None and w.end is None else str(w)
-        pairs = sorted({(d, day) for _s, d, day in b.cells})
+        pairs = sorted({(d, day) for _s, d, key in b.cells for day in self.days(d, key)})
         detail = pairs[-DETAIL_LIMIT:]
         totals = {s: sum(1 for j in b.jobs if j.state == s)
                   for s in ("done", "stale", "missing", "running", "failed")}

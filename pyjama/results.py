@@ -163,11 +163,13 @@ def daily_page(plan, stage: str, root: Path) -> str:
 
     from .report import table
 
-    files = sorted((Path(root) / io.stage_dir(plan.project.exposure, stage)).glob("device_id=*/day=*/part.parquet"))
+    field = plan.project.pipeline.partition
+    files = sorted((Path(root) / io.stage_dir(plan.project.exposure, stage)).glob(f"device_id=*/{field}=*/part.parquet"))
     frames = []
     for f in files:
         df = pd.read_parquet(f)
-        df.insert(0, "day", f.parent.name.removeprefix("day="))
+        if "day" not in df:       # a week's or a month's file has its rows' own day column
+            df.insert(0, "day", f.parent.name.removeprefix("day="))
         df.insert(0, "device_id", f.parent.parent.name.removeprefix("device_id="))
         frames.append(df)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -18,6 +18,8 @@ def _load(script, config_path, start, end, devices, day, raw, root, options, pro
     ``project``: the loaded project whose pipeline lists ``config_path`` (a workflow job
     passes the plan's: its configs were validated when the plan was made, and the job
     needs neither to read them again nor to re-check the raw folders)."""
+    from dataclasses import replace
+
     from .pipeline import load_step_config
     from .project import Project
     from .steps import Selection, get_step
@@ -35,6 +37,7 @@ def _load(script, config_path, start, end, devices, day, raw, root, options, pro
     sel = Selection(parse_window(start, end), tuple(devices or ()), day, raw)
     if project is None:
         project = Project.for_exposure(st.exposure, root)
+        st = replace(st, partition=project.pipeline.partition)
     check_ownership(step, st, project.pipeline)
     return step, st, sel, project, options
 
@@ -130,7 +133,7 @@ def read_inputs(step, project, st, device: str, day: str):
     files = step.input_files(project, st, device, day)
     frames = {}
     for key, rel in files.items():
-        read = step.readers.get(key, lambda path, dev, _day: io.read_tidy(path, dev))
+        read = step.readers.get(key, lambda path, dev, d: io.read_tidy(path, dev, d))
 
         def one(r):
             if not (project.root / r).exists():
@@ -144,14 +147,34 @@ def read_inputs(step, project, st, device: str, day: str):
 def run_partition(step, project, st, device: str, day: str) -> dict:
     """One partition: read the inputs, compute, write every output table (the ledger in the
     main output's footer; in every footer the key it was made from, :mod:`pyjama.keep`).
-    Returns the ledger entry."""
+    Returns the ledger entry.
+
+    A week's or a month's partition (``day`` is its key) is computed day by day, each day
+    exactly as its own job would compute it (its inputs, its neighbours' edges), and its
+    tables are written as one file per output, the days in order: the period changes the
+    files and the jobs, never a value. Its ledger sums the days' counts."""
     from . import io, keep, tidy
     from .rules import flat_files
 
-    frames, inputs = read_inputs(step, project, st, device, day)   # a bad input: its one line first
-    made_from = keep.job_key(step, project, st, flat_files(step.input_files(project, st, device, day)))
-    tables, counts = step.compute(frames, st, device, day)
-    tables, counts = step.pass_on(st, frames, tables, counts)
+    from .pipeline import record_layout
+
+    record_layout(project)
+    days = step.days_of(project, st, device, day)
+    parts = []
+    for d in days:
+        frames, inputs_d = read_inputs(step, project, st, device, d)   # a bad input: its one line first
+        tables, counts = step.compute(frames, st, device, d)
+        parts.append((d, frames, step.pass_on(st, frames, tables, counts)))
+    job_inputs = flat_files(step.job_input_files(project, st, device, day))
+    made_from = keep.job_key(step, project, st, job_inputs)
+    frames = parts[0][1] if parts else {}
+    if len(parts) == 1 and days == [day]:
+        tables, counts = parts[0][2]
+        inputs = inputs_d
+    else:
+        counts = merge_counts([c for _, _, (_, c) in parts])
+        tables = None
+        inputs = job_inputs
     entry = io.ledger_entry(step.script, f"{device}/{day}", **counts)
     outs = step.output_files(st, device, day)
     for i, (key, out) in enumerate(step.output_tables(st).items()):
@@ -159,10 +182,55 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
         meta.update(step.extra_meta(frames))
         if made_from is not None:
             meta[io.JOB_KEY] = keep.key_text(made_from)
-        table = tidy.to_arrow(tables[key]) if out.schema is None else tidy.to_table(tables[key], out.schema)
+
+        def arrow(t, out=out):
+            return tidy.to_arrow(t) if out.schema is None else tidy.to_table(t, out.schema)
+
+        if tables is not None:
+            table = arrow(tables[key])
+        else:
+            table = _concat_days([(d, arrow(t[key])) for d, _, (t, _) in parts], out.schema is not None)
         io.write_table(project.root / outs[key], table, meta)
         keep.link_kept(project.root, outs[key])
     return entry
+
+
+def _concat_days(tables: list, side: bool):
+    """One table of a week's or a month's days, in day order. A side table (one with its
+    own schema: 60's events and daily metrics) gains a first column ``day`` (YYYY-MM-DD):
+    its rows, one per animal and day, would otherwise not say their day; a tidy table has
+    its ``ts``."""
+    import pyarrow as pa
+
+    if side:
+        tables = [(d, t.add_column(0, pa.field("day", pa.string()), pa.array([d] * t.num_rows, pa.string())))
+                  for d, t in tables]
+    return pa.concat_tables([t for _, t in tables]).unify_dictionaries().combine_chunks()
+
+
+def merge_counts(days: list) -> dict:
+    """The ledger counts of a week's or a month's job from its days' counts: numbers add up,
+    counts by reason add up by reason, lists are joined in day order; any other value (a
+    text) is kept when every day has the same, else the days' values are listed."""
+    out: dict = {}
+    for c in days:
+        for k, v in c.items():
+            if k not in out:
+                out[k] = dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
+                continue
+            have = out[k]
+            if isinstance(v, bool) or v is None or isinstance(v, str):
+                if have != v:
+                    out[k] = (have if isinstance(have, list) else [have]) + [v]
+            elif isinstance(v, (int, float)):
+                out[k] = have + v
+            elif isinstance(v, dict):
+                out[k] = merge_counts([have, v])
+            elif isinstance(v, list):
+                have.extend(v)
+            else:
+                raise TypeError(f"ledger count {k!r}: cannot merge {type(v).__name__}")
+    return out
 
 
 def keep_or_why(job, project, workflow) -> tuple:

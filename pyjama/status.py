@@ -262,6 +262,11 @@ class Board:
         if "raw" in wc:
             idx = self.project.raw_index(st)
             parts = idx.files.get(wc["raw"], {}).get("partitions", [])
+            if st.partition != "day":     # a week's or a month's column
+                from .timewindow import period_key
+
+                return sorted({(p[0], period_key(p[1], st.partition)) for p in parts
+                               if self.plan.window.contains_day(p[1])})
             return [tuple(p) for p in parts if self.plan.window.contains_day(p[1])]
         return []
 

@@ -85,9 +85,13 @@ class Window:
     end: dt.datetime | None = None
 
     def contains_day(self, day) -> bool:
-        """True when any instant of the UTC day ``day`` (a date or ``YYYY-MM-DD``) lies in
-        the window."""
+        """True when any instant of the UTC day ``day`` (a date or ``YYYY-MM-DD``; or a
+        partition key of a week or a month, :func:`key_period`) lies in the window."""
         if isinstance(day, str):
+            if len(day) != 10:
+                day_start, day_end = day_bounds(day)
+                return not ((self.start is not None and day_end <= self.start)
+                            or (self.end is not None and day_start > self.end))
             day = dt.date.fromisoformat(day)
         day_start = dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
         day_end = day_start + dt.timedelta(days=1)  # exclusive
@@ -146,15 +150,88 @@ def iso_seconds(t) -> str:
 
 
 def day_bounds(day: str):
-    """(start, end) of a UTC day as tz-aware datetimes; end is the next midnight (exclusive)."""
-    d = dt.date.fromisoformat(day)
-    start = dt.datetime(d.year, d.month, d.day, tzinfo=UTC)
-    return start, start + dt.timedelta(days=1)
+    """(start, end) of a UTC day — or of a partition key of any period (a week, a month) —
+    as tz-aware datetimes; end is the next midnight after it (exclusive)."""
+    if len(day) == 10:
+        d = dt.date.fromisoformat(day)
+        start = dt.datetime(d.year, d.month, d.day, tzinfo=UTC)
+        return start, start + dt.timedelta(days=1)
+    days = key_days(day)
+    first, last = dt.date.fromisoformat(days[0]), dt.date.fromisoformat(days[-1])
+    return (dt.datetime(first.year, first.month, first.day, tzinfo=UTC),
+            dt.datetime(last.year, last.month, last.day, tzinfo=UTC) + dt.timedelta(days=1))
 
 
 def shift_day(day: str, n: int) -> str:
     """The day ``n`` days after ``day`` (both ``YYYY-MM-DD``)."""
     return (dt.date.fromisoformat(day) + dt.timedelta(days=n)).isoformat()
+
+
+# ---------------------------------------------------------------- partition periods
+# An exposure declares how many days one partition file (and one job) holds: pipeline.json's
+# ``$.partition``. Its keys name themselves, so a key alone says its period and its bounds:
+#   day    YYYY-MM-DD   (directory day=2026-01-20)
+#   week   YYYY-Www     (ISO week, Monday to Sunday; directory week=2026-W04)
+#   month  YYYY-MM      (directory month=2026-01)
+PERIODS = ("day", "week", "month")
+PERIOD_RE = {"day": r"\d{4}-\d{2}-\d{2}", "week": r"\d{4}-W\d{2}", "month": r"\d{4}-\d{2}"}
+_KEY = {p: re.compile(f"^{rx}$") for p, rx in PERIOD_RE.items()}
+
+
+def key_period(key: str) -> str:
+    """The period a partition key names (``2026-01-20`` day, ``2026-W04`` week, ``2026-01``
+    month); ValueError for anything else."""
+    for period, rx in _KEY.items():
+        if rx.match(key):
+            return period
+    raise ValueError(f"{key!r} is not a partition key (YYYY-MM-DD, YYYY-Www or YYYY-MM)")
+
+
+def period_key(day: str, period: str) -> str:
+    """The key of the ``period`` partition holding the UTC day ``day`` (``YYYY-MM-DD``)."""
+    if period == "day" or len(day) != 10:      # a day, or already the period's key
+        return day
+    d = dt.date.fromisoformat(day)
+    if period == "week":
+        year, week, _ = d.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    if period == "month":
+        return f"{d.year:04d}-{d.month:02d}"
+    raise ValueError(f"unknown partition period {period!r}; allowed: {', '.join(PERIODS)}")
+
+
+def _key_first_day(key: str) -> dt.date:
+    period = key_period(key)
+    if period == "day":
+        return dt.date.fromisoformat(key)
+    if period == "week":
+        return dt.date.fromisocalendar(int(key[:4]), int(key[6:]), 1)
+    return dt.date(int(key[:4]), int(key[5:7]), 1)
+
+
+def key_days(key: str) -> list:
+    """The UTC days (``YYYY-MM-DD``) of a partition key, in order."""
+    first = _key_first_day(key)
+    period = key_period(key)
+    if period == "day":
+        return [key]
+    if period == "week":
+        n = 7
+    else:
+        nxt = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        n = (nxt - first).days
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+def key_ordinal(key: str) -> int:
+    """Consecutive keys of one period have consecutive ordinals (days, weeks or months)."""
+    first = _key_first_day(key)
+    period = key_period(key)
+    if period == "day":
+        return first.toordinal()
+    if period == "week":
+        return (first.toordinal() - 1) // 7
+    return first.year * 12 + first.month - 1
 
 
 DURATION_HINT = "a positive duration with a unit such as '10s', '5min', '2h', '1D'"

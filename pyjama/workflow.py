@@ -191,16 +191,17 @@ class WorkflowPlan:
         return f"{self.groups[job.rule]}_{device}_{block}"
 
     def _day_index(self, day: str) -> int:
-        import datetime as dt
+        """Partitions (days, weeks or months: the exposure's period) since the plan's first."""
+        from .timewindow import key_ordinal
 
-        return (dt.date.fromisoformat(day) - self._first_day).days
+        return key_ordinal(day) - self._first_day
 
     @functools.cached_property
-    def _first_day(self):
-        import datetime as dt
+    def _first_day(self) -> int:
+        from .timewindow import key_ordinal
 
         days = [job.partition[1] for job in self.jobs if job.partition]
-        return dt.date.fromisoformat(min(days)) if days else dt.date(1970, 1, 1)
+        return key_ordinal(min(days)) if days else 0
 
     @functools.cached_property
     def _input_producers(self) -> list:

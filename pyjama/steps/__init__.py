@@ -32,7 +32,7 @@ from pathlib import Path
 from .. import io
 from ..errors import UserError
 from ..rules import Rule
-from ..timewindow import day_bounds, shift_day
+from ..timewindow import PERIOD_RE, day_bounds, key_days, period_key, shift_day
 
 REGISTRY: dict = {}        # script name → Step subclass (filled where each is defined)
 _INSTANCES: dict = {}
@@ -40,7 +40,7 @@ _WHERE: dict = {}          # script name → module defining it (from the source
 _SCRIPT_LINE = re.compile(r'^ {4}script = "([^"]+)"', re.M)
 
 DEVICE_RE = r"[^/=]+"
-DAY_RE = r"\d{4}-\d{2}-\d{2}"
+DAY_RE = PERIOD_RE["day"]
 
 
 @dataclass(frozen=True)
@@ -153,23 +153,42 @@ class Step:
         return []
 
     def partition_rule(self, project, st, window, outputs: dict, input_files=None) -> Rule:
-        """A rule with one job per (device, day) of the raw index in ``window``.
+        """A rule with one job per (device, day) of the raw index in ``window`` — per
+        (device, week or month) when the exposure's ``$.partition`` says so (the wildcard
+        ``day`` then holds the period's key, :mod:`pyjama.timewindow`).
         ``input_files``: callable(device, day) → inputs, or None for none."""
         return Rule(
             name=self.rule_name(st), step=st, outputs=outputs,
             log=f"logs/{st.exposure}/{st.name}/{{device}}/{{day}}.log",
-            wildcard_sets=[{"device": d, "day": day} for d, day in project.partitions(self.input_stages(st))
-                           if window.contains_day(day)],
+            wildcard_sets=[{"device": d, "day": key} for d, key in self.job_partitions(project, st)
+                           if window.contains_day(key)],
             input_function=input_files,
-            wildcard_constraints={"device": DEVICE_RE, "day": DAY_RE},
+            wildcard_constraints={"device": DEVICE_RE, "day": PERIOD_RE[st.partition]},
         )
+
+    def job_partitions(self, project, st) -> list:
+        """Sorted (device, key) of this step's jobs: the (device, day) pairs of the raw index of
+        its chain, or their weeks or months."""
+        pairs = project.partitions(self.input_stages(st))
+        if st.partition == "day":
+            return pairs
+        return sorted({(d, period_key(day, st.partition)) for d, day in pairs})
+
+    def days_of(self, project, st, device: str, key: str) -> list:
+        """The days a job of ``key`` computes: ``[key]`` for a day; for a week or a month,
+        its days the raw index of the step's chain has data for (as many as the day jobs
+        there would be)."""
+        if st.partition == "day" or len(key) == 10:
+            return [key]
+        known = self._known_days(project, st)
+        return [d for d in key_days(key) if (device, d) in known]
 
     def direct_partitions(self, project, st, sel: Selection) -> list:
         """Partitions for ``pyjama.py run`` alone: those present in the input stage."""
         if sel.day:
             if not sel.devices:
                 raise UserError("--day needs --device")
-            return [(d, sel.day) for d in sel.devices]
+            return [(d, period_key(sel.day, st.partition)) for d in sel.devices]
         found = io.list_partitions(st.exposure, st["input_stage"], project.root)
         return [(d, day) for d, day in found
                 if sel.window.contains_day(day) and (not sel.devices or d in sel.devices)]
@@ -182,7 +201,7 @@ class PartitionStep(Step):
 
     def input_files(self, project, st, device: str, day: str) -> dict:
         """Input files of one partition (key → path or list of paths, relative)."""
-        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
+        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day, period=st.partition)}
 
     def adjacent_inputs(self, project, st, device: str, day: str) -> dict:
         """``{"previous": [D−1], "next": [D+1]}``: the input-stage files of the days before
@@ -194,7 +213,7 @@ class PartitionStep(Step):
         out = {}
         for key, n in (("previous", -1), ("next", 1)):
             other = shift_day(day, n)
-            out[key] = ([io.partition_file(st.exposure, st["input_stage"], device, other)]
+            out[key] = ([io.partition_file(st.exposure, st["input_stage"], device, other, period=st.partition)]
                         if (device, other) in known else [])
         return out
 
@@ -215,7 +234,8 @@ class PartitionStep(Step):
         return {k: o.stage for k, o in self.output_tables(st).items()}
 
     def output_files(self, st, device="{device}", day="{day}") -> dict:
-        return {k: io.partition_file(st.exposure, o.stage, device, day)
+        """Output key → file of the partition (``day``: the job's key or a wildcard)."""
+        return {k: io.partition_file(st.exposure, o.stage, device, day, period=st.partition)
                 for k, o in self.output_tables(st).items()}
 
     def rules(self, project, st, window) -> list:
@@ -225,8 +245,23 @@ class PartitionStep(Step):
             # function per job, which matters for a year's DAG
             rule.input_patterns = self.input_files(project, st, "{device}", "{day}")
         else:
-            rule.input_function = lambda device, day: self.input_files(project, st, device, day)
+            rule.input_function = lambda device, day: self.job_input_files(project, st, device, day)
         return [rule]
+
+    def job_input_files(self, project, st, device: str, key: str) -> dict:
+        """The input files of the job of ``key``: :meth:`input_files` of its day, or the
+        union over the days of a week or a month (each file once, in order)."""
+        days = self.days_of(project, st, device, key)
+        if len(days) == 1 and days[0] == key:
+            return self.input_files(project, st, device, key)
+        out: dict = {}
+        for day in days:
+            for k, rel in self.input_files(project, st, device, day).items():
+                have = out.setdefault(k, [])
+                for r in (rel if isinstance(rel, (list, tuple)) else [rel]):
+                    if r not in have:
+                        have.append(r)
+        return out
 
     def prepare(self, project, st, sel: Selection, todo: list, options: dict, quiet: bool):
         """Called before the partitions run; a step may do per-device work first (the
@@ -307,6 +342,8 @@ def edge_reader(side: str, length: str):
         start, end = day_bounds(day)
         width = pd.Timedelta(length).to_pytimedelta()
         lo, hi = (start - width, start) if side == "previous" else (end, end + width)
+        if io.multi_day(path):        # a week's or a month's file: the same rows, from memory
+            return tidy.from_arrow(io.read_day(path, day, lo, hi), device)
         unit = pa.timestamp("us", tz="UTC")
         table = io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)),
                                                ("ts", "<", pa.scalar(hi, unit))])

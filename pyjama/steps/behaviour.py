@@ -53,7 +53,7 @@ class BehaviourStep(PartitionStep):
         velocity window reaches back across midnight. Not D+1: a new day would then re-run
         the 60 job of the day before the day before (D−1 reads D, whose clean re-runs when
         D+1 arrives); the day's last W/2 stays NaN (docs/steps/behaviour-aggregate.md)."""
-        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day),
+        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day, period=st.partition),
                 "previous": self.adjacent_inputs(project, st, device, day)["previous"]}
 
     SCHEMAS = {"events": EVENTS_SCHEMA, "daily": DAILY_SCHEMA, "device_daily": DEVICE_DAILY_SCHEMA}

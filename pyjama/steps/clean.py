@@ -84,7 +84,7 @@ class CleanStep(PartitionStep):
         """The day's partition and, when the plan has them, the partitions of D−1 and D+1 of
         the input stage (their edge minutes judge the day's first and last samples): a new
         day D+1 makes day D's job re-run (docs/steps/clean-resample.md)."""
-        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day),
+        return {"data": io.partition_file(st.exposure, st["input_stage"], device, day, period=st.partition),
                 **self.adjacent_inputs(project, st, device, day)}
 
     def compute(self, frames, st, device, day):

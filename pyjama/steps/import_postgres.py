@@ -120,7 +120,7 @@ def plan_part(project, st, device: str, day: str) -> Part:
     """Read one input partition and prepare its rows (no database access)."""
     import pyarrow.parquet as pq
 
-    rel = io.partition_file(st.exposure, st["input_stage"], device, day)
+    rel = io.partition_file(st.exposure, st["input_stage"], device, day, period=st.partition)
     path = project.root / rel
     if not path.exists():
         raise io.input_missing(rel)
@@ -141,9 +141,12 @@ def plan_part(project, st, device: str, day: str) -> Part:
 DRY_RUN = Option("--dry-run", "imports: print what would be done, touch nothing", short="-n")
 
 
-def receipt_file(st, device: str, day: str) -> str:
-    """Where the receipt of an imported (device, day) lives (80 and 81)."""
-    return io.meta_file(st.exposure, st["output_stage"], f"device_id={device}", f"day={day}", RECEIPT)
+def receipt_file(st, device: str, day: str, period: str | None = None) -> str:
+    """Where the receipt of an imported (device, day) lives (80 and 81): 80's per partition
+    (a week's or a month's key when the exposure's $.partition says so), 81's per day
+    (``period="day"``: it aggregates raw rows day by day, whatever the partitions)."""
+    period = period or st.partition
+    return io.meta_file(st.exposure, st["output_stage"], f"device_id={device}", f"{period}={day}", RECEIPT)
 
 
 class ImportPostgresStep(ExternalStep):
@@ -156,7 +159,7 @@ class ImportPostgresStep(ExternalStep):
 
     def rules(self, project, st, window):
         rule = self.partition_rule(project, st, window, {"receipt": receipt_file(st, "{device}", "{day}")})
-        rule.input_patterns = {"data": io.partition_file(st.exposure, st["input_stage"], "{device}", "{day}")}
+        rule.input_patterns = {"data": io.partition_file(st.exposure, st["input_stage"], "{device}", "{day}", period=st.partition)}
         return [rule]
 
     # ---- pyjama.py run (and every workflow job) comes here

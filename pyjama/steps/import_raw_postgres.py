@@ -400,7 +400,7 @@ class _Run:
                         values = np.concatenate([kept[day], values])
                     rec = self.receipt(device, day, lo, hi, files, agg, counts, values, mode, open_end)
                     rec["ledger"] = self.entry(device, day, agg, counts)
-                    staged.json(self.project.root / receipt_file(self.st, device, day), rec)
+                    staged.json(self.project.root / receipt_file(self.st, device, day, period="day"), rec)
                     out.append(rec["ledger"])
             except BaseException:
                 staged.discard()

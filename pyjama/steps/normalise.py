@@ -88,11 +88,11 @@ class NormaliseStep(PartitionStep):
         return io.meta_file(st.exposure, st["output_stage"], FIT_DIR, f"{device}.json")
 
     def input_files(self, project, st, device, day):
-        files = {"data": io.partition_file(st.exposure, st["input_stage"], device, day)}
+        files = {"data": io.partition_file(st.exposure, st["input_stage"], device, day, period=st.partition)}
         if st["method"] == "percentile":
             files["params"] = self.fit_file(st, device)
         else:
-            files["neighbours"] = [io.partition_file(st.exposure, st["input_stage"], device, d)
+            files["neighbours"] = [io.partition_file(st.exposure, st["input_stage"], device, d, period=st.partition)
                                    for d in self.neighbour_days(project, st, device, day)]
         return files
 
@@ -136,8 +136,9 @@ class NormaliseStep(PartitionStep):
                          if not (project.root / self.fit_file(st, dev)).exists())
         if not missing:
             return rules   # every fit exists: plain source files, never rebuilt by the workflow
-        fit_inputs = {dev: [io.partition_file(st.exposure, st["input_stage"], dev, d)
-                            for d in self.fit_days(project, st, dev)[0]] for dev in missing}
+        fit_inputs = {dev: list(dict.fromkeys(     # a week's or month's file once
+            io.partition_file(st.exposure, st["input_stage"], dev, d, period=st.partition)
+            for d in self.fit_days(project, st, dev)[0])) for dev in missing}
 
         def inputs(device, _files=fit_inputs):
             return {"data": _files[device]}
@@ -179,12 +180,13 @@ class NormaliseStep(PartitionStep):
     def fit_device(self, project, st, device, quiet=True) -> dict:
         """Fit one device from its fit period and write its fit file (always rewritten)."""
         days, period = self.fit_days(project, st, device)
-        files = [io.partition_file(st.exposure, st["input_stage"], device, d) for d in days]
+        per_day = [io.partition_file(st.exposure, st["input_stage"], device, d, period=st.partition) for d in days]
+        files = list(dict.fromkeys(per_day))        # a week's or a month's file holds several days
         frames = []
-        for f in files:
+        for d, f in zip(days, per_day):
             if not (project.root / f).exists():
                 raise io.input_missing(f)
-            frames.append(cut_to_period(io.read_tidy(project.root / f, device), st["fit"]))
+            frames.append(cut_to_period(io.read_tidy(project.root / f, device, d), st["fit"]))
         frames = [f for f in frames if len(f)]
         df = tidy.conform(pd.concat(frames, ignore_index=True)) if frames else tidy.empty()
         content = build_fit(df, st.params, device, period)
