@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PyJAMA exposure manager.
 #   ./manager.sh install pyjama          install the Python dependencies (requirements.txt)
-#   ./manager.sh create MY_EXPO          configs/MY_EXPO/ from templates + data/MY_EXPO/00_raw/
+#   ./manager.sh create MY_EXPO [--partition day|week|month]  configs/MY_EXPO/ from templates + data/MY_EXPO/00_raw/
 #   ./manager.sh archive MY_EXPO         move configs + data to ARCHIVES/MY_EXPO/ (never overwrites)
 #   ./manager.sh delete MY_EXPO [--force]  remove an archived exposure (--force: even if not archived)
 #   ./manager.sh demo                    write the DEMO raw files (deterministic) if data/DEMO/00_raw is empty

@@ -46,8 +46,14 @@ def _fill(obj, name):
     return obj
 
 
-def create(name: str, root: Path) -> list:
+def create(name: str, root: Path, partition: str = "day") -> list:
+    """configs/<name>/ from the templates and data/<name>/00_raw/. ``partition``: the
+    pipelines' ``$.partition`` (day, week, month); with week or month (a slow logger) the
+    70 config writes only the windows holding a row (``fill_day: false``), said in its
+    comment."""
     check_name(name)
+    if partition not in PARTITIONS:
+        raise ManageError(f"--partition {partition!r} is not allowed; allowed: {', '.join(PARTITIONS)}")
     cfg_dir = root / "configs" / name
     data_dir = root / "data" / name
     if cfg_dir.exists() or data_dir.exists():
@@ -59,6 +65,11 @@ def create(name: str, root: Path) -> list:
     written = []
     for src in sorted(TEMPLATE_DIR.glob("*.json")):
         data = _fill(json.loads(src.read_text(encoding="utf-8")), name)
+        if "partition" in data:
+            data["partition"] = partition
+        if partition != "day" and "fill_day" in data:
+            data["fill_day"] = False
+            data["comment"] += SLOW_70
         dst = cfg_dir / src.name
         dst.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(dst)
@@ -66,6 +77,12 @@ def create(name: str, root: Path) -> list:
     (cfg_dir / "llm.txt").write_text(llm_brief(name, cfg_dir), encoding="utf-8")
     written.append(cfg_dir / "llm.txt")
     return written
+
+
+PARTITIONS = ("day", "week", "month")
+SLOW_70 = (" Made with --partition for a slow logger: fill_day false writes only the windows that"
+           " hold a row (with true, every 10 s window of every day is written, empty ones as NaN:"
+           " 8,640 a day and series for a few samples).")
 
 
 def llm_brief(name: str, cfg_dir: Path) -> str:
@@ -79,7 +96,8 @@ def llm_brief(name: str, cfg_dir: Path) -> str:
 What this is
   An exposure = one experiment/station campaign. Raw logger files go in data/{name}/00_raw/.
   The pipeline configs/{name}/pipeline.json lists the steps; each step reads one stage folder
-  and writes the next, one parquet file per (device, UTC day):
+  and writes the next, one parquet file per (device, UTC day) — or per week or month when
+  pipeline.json's "partition" says so (week=YYYY-Www, month=YYYY-MM; same values):
     data/{name}/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet  (the ledger in its footer)
   Parser output is per raw file: data/{name}/10_parsed/raw=<file>/part.parquet; bad lines in
   data/{name}/_meta/10_parsed/raw=<file>/rejects.csv.
@@ -161,8 +179,11 @@ def demo(root: Path) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="manager.sh")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for c in ("create", "archive"):
-        sub.add_parser(c).add_argument("name", nargs="?", default="")
+    c = sub.add_parser("create")
+    c.add_argument("name", nargs="?", default="")
+    c.add_argument("--partition", default="day",
+                   help="days per partition file and job: day (default), week or month (slow loggers)")
+    sub.add_parser("archive").add_argument("name", nargs="?", default="")
     d = sub.add_parser("delete")
     d.add_argument("name", nargs="?", default="")
     d.add_argument("--force", action="store_true")
@@ -171,9 +192,10 @@ def main(argv=None) -> int:
     root = Path.cwd()
     try:
         if a.cmd == "create":
-            files = create(a.name, root)
+            files = create(a.name, root, a.partition)
             print(f"created exposure {a.name}: configs/{a.name}/ ({len(files)} files), "
-                  f"data/{a.name}/{RAW}/")
+                  f"data/{a.name}/{RAW}/" + (f", {a.partition} partitions (70_aggregate.json: fill_day false)"
+                                             if a.partition != "day" else ""))
             print(f"next: put raw files in data/{a.name}/00_raw/, then "
                   f"python3 drawer.py run configs/{a.name}/pipeline.json")
         elif a.cmd == "archive":
