@@ -82,13 +82,14 @@ def check_layout(pipe: Pipeline, root: Path) -> None:
                         f"aside, delete {marker.relative_to(root)} and rebuild)")
 
 
-def record_layout(project) -> None:
-    """Write the marker :func:`check_layout` reads, once (the first partition a job writes)."""
-    marker = project.root / "data" / project.exposure / ".pyjama" / LAYOUT
+def record_layout(root: Path, st) -> None:
+    """Write the marker :func:`check_layout` reads, once (the first partition a job of the
+    step config ``st`` writes)."""
+    marker = Path(root) / "data" / st.exposure / ".pyjama" / LAYOUT
     if not marker.exists():
         from . import io
 
-        io.write_text(marker, project.pipeline.partition + "\n")
+        io.write_text(marker, st.partition + "\n")
 
 
 def load_pipeline(path, root: Path | None = None) -> Pipeline:

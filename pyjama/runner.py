@@ -158,7 +158,7 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
 
     from .pipeline import record_layout
 
-    record_layout(project)
+    record_layout(project.root, st)
     days = step.days_of(project, st, device, day)
     parts = []
     for d in days:
