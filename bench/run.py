@@ -288,13 +288,14 @@ def _today_minus(days: int) -> str:
 
 
 def slow_logger(tmp: Path, devices: int, days: int) -> dict:
-    """G3: hourly loggers, template configs: full build and no-op."""
+    """G3: hourly loggers, template configs as ``manager.sh create BENCH --partition month``
+    writes them (session 5; until then day partitions): full build and no-op."""
     from pyjama.demo import generate
     from pyjama.manage import create
 
     root = tmp / "slow"
     root.mkdir()
-    create("BENCH", root)
+    create("BENCH", root, "month")
     generate(root / "data/BENCH/00_raw", "BENCH", devices=devices, days=days, hz=1 / 3600, defects=False)
     full, text = drawer(root)                       # what a user types (session 4: was bare snakemake)
     jobs = _done_jobs(text)
