@@ -436,7 +436,7 @@ class ReportBuilder:
         self.period = self.project.pipeline.partition
 
     def part(self, stage, dev, day):
-        return self.part(stage, dev, day, self.period)
+        return _part(self.root, self.expo, stage, dev, day, self.period)
 
     def key(self, day: str) -> str:
         """The board's column (a partition key) of a day."""

@@ -20,7 +20,6 @@ from wf import REPO, drawer, edit, pyjama, slow_down
 sys.path.insert(0, str(REPO))
 
 from pyjama import io, timewindow as tw  # noqa: E402
-from pyjama.errors import UserError  # noqa: E402
 from pyjama.runner import merge_counts  # noqa: E402
 
 
@@ -166,6 +165,15 @@ def test_month_exposure_second_run_board_and_direct_run(built):
             "--day", "2026-01-31"]
     assert pyjama(root, *args, "-n", check=True).stdout.splitlines()[0] == "would write: 40_resample.py valve01/2026-01"
     assert "1 partition(s) written" in pyjama(root, *args, check=True).stdout
+
+
+def test_report_of_a_month_exposure_shows_each_day(built):
+    root, _ = built["month"]
+    res = drawer(root, "report", "configs/DEMO/pipeline.json", "-o", "report.html", check=True)
+    html = (root / "report.html").read_text()
+    for day in ("2026-01-30", "2026-01-31", "2026-02-01"):
+        assert f"<h3>valve01 · {day}</h3>" in html, day
+    assert "not built yet" not in html, res.stdout
 
 
 def test_a_new_day_reruns_its_device_only(built):
