@@ -215,24 +215,27 @@ def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool =
                     for p in range(n_pairs) for s in stats)
     if not blocks:
         return tidy.empty()
-    val = np.concatenate([values[s][p] for _, _, p, s in blocks])
-    miss = np.concatenate([missing[s][p] for _, _, p, s in blocks])
+    # the windows written per source series: all of the day, or (fill_day false) those that
+    # hold a row — gathered per series, so a sparse day never builds the whole day's cells
+    every = np.arange(n_slots, dtype=np.int64)
+    slots = [every if fill_day else np.flatnonzero(m.n_rows[p] > 0) for p in range(n_pairs)]
+    val = np.concatenate([values[s][p][slots[p]] for _, _, p, s in blocks])
+    miss = np.concatenate([missing[s][p][slots[p]] for _, _, p, s in blocks])
     val = np.where(miss, np.nan, val)
-    keep = np.ones(len(val), bool) if fill_day else \
-        np.concatenate([m.n_rows[p] > 0 for _, _, p, _ in blocks])
     names = sorted({b[0] for b in blocks})
     domains = sorted(set(prep.pair_domain))
-    name_code = np.repeat([names.index(b[0]) for b in blocks], n_slots)
-    dom_code = np.repeat([domains.index(b[1]) for b in blocks], n_slots)
-    start_us = prep.day_us + np.tile(np.arange(n_slots, dtype=np.int64) * m.window_s * 1_000_000, len(blocks))
+    sizes = [len(slots[p]) for _, _, p, _ in blocks]
+    name_code = np.repeat([names.index(b[0]) for b in blocks], sizes)
+    dom_code = np.repeat([domains.index(b[1]) for b in blocks], sizes)
+    start_us = prep.day_us + np.concatenate([slots[p] for _, _, p, _ in blocks]) * (m.window_s * 1_000_000)
     out = pd.DataFrame({
-        "ts": pd.Series(start_us[keep].astype("datetime64[us]")).dt.tz_localize("UTC"),
-        "device_id": pd.Categorical.from_codes(np.zeros(int(keep.sum()), np.int8),
+        "ts": pd.Series(start_us.astype("datetime64[us]")).dt.tz_localize("UTC"),
+        "device_id": pd.Categorical.from_codes(np.zeros(len(val), np.int8),
                                                categories=pd.Index([prep.device], dtype=object)),
-        "domain": pd.Categorical.from_codes(dom_code[keep], categories=pd.Index(domains, dtype=object)),
-        "sensor": pd.Categorical.from_codes(name_code[keep], categories=pd.Index(names, dtype=object)),
-        "value": val[keep],
-        "quality_flag": np.where(miss[keep], int(Flag.MISSING), int(Flag.OK)).astype(np.uint8),
+        "domain": pd.Categorical.from_codes(dom_code, categories=pd.Index(domains, dtype=object)),
+        "sensor": pd.Categorical.from_codes(name_code, categories=pd.Index(names, dtype=object)),
+        "value": val,
+        "quality_flag": np.where(miss, int(Flag.MISSING), int(Flag.OK)).astype(np.uint8),
     })
     return tidy.conform(out)
 

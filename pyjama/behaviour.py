@@ -537,14 +537,39 @@ def animal_status(x, flags, present, sensors, p, dur, period, day, device):
     return status, warn
 
 
+def sparse_columns(present: np.ndarray, keep_gap: int) -> np.ndarray | None:
+    """The grid columns the sparse path computes on, or None when it saves nothing.
+
+    A column where no animal has a row (no sample, no flag) is the same empty column
+    wherever it is; every rule of this module looks at most ``keep_gap - 1`` columns away
+    (the reference window, the velocity window), runs never cross an empty column, and the
+    daily counts skip them. So a run of more than ``keep_gap`` empty columns computes
+    exactly as its first ``keep_gap`` columns: they are kept, the rest dropped. A slow
+    logger's day (24 samples on 86,400 one-second slots) then computes on a few thousand
+    columns; a full day keeps every column."""
+    n_cols = present.shape[1]
+    empty = ~present.any(axis=0) if present.shape[0] else np.ones(n_cols, bool)
+    if not empty.any():
+        return None
+    # position of each column within its run of empty columns (0, 1, ...; -1 when occupied)
+    idx = np.arange(n_cols)
+    last_occupied = np.maximum.accumulate(np.where(~empty, idx, -1))
+    keep = ~empty | (idx - last_occupied - 1 < keep_gap)
+    return np.flatnonzero(keep)
+
+
 def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFrame | None = None,
-                      next: pd.DataFrame | None = None) -> BehaviourResult:
+                      next: pd.DataFrame | None = None, sparse: bool | None = None) -> BehaviourResult:
     """All of step 60 on one (device, day) tidy partition. ``p`` is the validated config.
 
     ``previous`` / ``next``: optional tidy rows of the neighbouring days' edges (same
     device, same input stage). Only the velocity reads them — its window of W/2 on each
     side reaches across midnight, so v is defined at 00:00 and at the day's last samples
-    when the neighbour exists; every other metric stays within the day."""
+    when the neighbour exists; every other metric stays within the day.
+
+    ``sparse``: compute on the grid without its long empty stretches
+    (:func:`sparse_columns`; the same results, value for value): None (default) when that
+    drops more than half the day's columns, True whenever it drops any, False never."""
     df = tidy.conform(df) if len(df) else tidy.empty()
     dur = read_durations(p, "config")
     period = dur["period"]
@@ -552,15 +577,27 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     n_slots = DAY_US // period_us
     sensors = select_sensors(df, p["domain"], p["sensors"])
     x, flags, present, slot, rows, mask = to_grid(df, p["domain"], sensors, day, period_us)
+    h = round(dur["velocity"] / (2 * period))
+    cols = None
+    if sparse is not False:
+        keep_gap = max(int(round(dur["reference"] / period)), 1) + 2 * h + 2
+        cols = sparse_columns(present, keep_gap)
+        if cols is not None and sparse is None and 2 * len(cols) > n_slots:
+            cols = None
+    if cols is not None:        # the grid's columns, a slot's column: cols[c] = its slot of the day
+        x, flags, present = x[:, cols], flags[:, cols], present[:, cols]
+        grid_slot = np.searchsorted(cols, slot)
+    else:
+        cols, grid_slot = np.arange(n_slots), slot
+    n_grid = len(cols)
     sp = p["state"]
     raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
     state = enforce_min_duration(raw_state, dur["min_duration"], period)
     reference = trailing_reference(x, dur["reference"], period)
-    h = round(dur["velocity"] / (2 * period))
     x_prev, f_prev = edge_grid(previous, p["domain"], sensors, day, period_us, "previous", h)
     x_next, f_next = edge_grid(next, p["domain"], sensors, day, period_us, "next", h)
     velocity = compute_velocity(np.concatenate([x_prev, x, x_next], axis=1), dur["velocity"],
-                                period)[:, h:h + n_slots]
+                                period)[:, h:h + n_grid]
     mp = p["micro_closure"]
     sigma = noise_sigma(x, flags, state)
     status, warn = animal_status(x, flags, present, sensors, p, dur, period, day,
@@ -618,8 +655,8 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     def at(slots):
         return _us_to_ts(day_us + np.asarray(slots, dtype=np.int64) * period_us)
 
-    def animal_events(kind, ev):
-        start_slot = ev["start_slot"].to_numpy(dtype=np.int64)
+    def animal_events(kind, ev):         # an event's samples are consecutive slots of the day
+        start_slot = cols[ev["start_slot"].to_numpy(dtype=np.int64)]
         return pd.DataFrame({
             "kind": kind, "sensor": [sensors[r] for r in ev["row"]],
             "start": at(start_slot), "end": at(start_slot + ev["n"].to_numpy(dtype=np.int64)),
@@ -636,7 +673,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     n_active = int(active.sum())
     syncs = []
     if len(cand):
-        slots = cand["start_slot"].to_numpy(dtype=np.int64)
+        slots = cols[cand["start_slot"].to_numpy(dtype=np.int64)]
         starts_s = slots * period
         groups, order = find_sync_closures(starts_s, cand["row"].to_numpy(), n_active, dur["sync"],
                                            sy["min_share"], sy["min_animals"])
@@ -672,7 +709,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     }], columns=DEVICE_DAILY_COLUMNS)
 
     # ---- derived per-sample series back into the tidy table
-    data = add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags,
+    data = add_derived_series(df, mask, rows, grid_slot, sensors, state, velocity, flags,
                               dur["velocity"], period, edge_flags=(f_prev, f_next))
     counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
               "rows_added": int(len(data) - len(df)), "animals": len(sensors),

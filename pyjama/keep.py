@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -102,7 +103,10 @@ def _module_path(name: str) -> Path:
     return path if path.exists() else _PKG / rel / "__init__.py"
 
 
-def _imports(name: str) -> set:
+@functools.lru_cache(maxsize=None)
+def _imports(name: str) -> frozenset:
+    """The pyjama modules ``name``'s source imports (parsed once per process: a run's
+    code_version of each step module walks the same files)."""
     path = _module_path(name)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = {"pyjama"}
@@ -120,7 +124,7 @@ def _imports(name: str) -> set:
             for a in node.names:        # `from . import io` imports the module pyjama.io
                 sub = f"{target}.{a.name}"
                 out.add(sub if _module_path(sub).exists() else target)
-    return out
+    return frozenset(out)
 
 
 def module_closure(roots) -> set:

@@ -384,9 +384,15 @@ def detect_level_shifts(ts_ns: np.ndarray, values: np.ndarray, min_size: float,
     if len(x) < 10 or min_size is None:
         return []
     minute = (ts - ts[0]) // 60_000_000_000
-    m = pd.Series(x).groupby(minute).median()
-    mk, mv = m.index.to_numpy(), m.to_numpy()
     seg = max(int(pd.Timedelta(min_segment).total_seconds() // 60), 3)
+    new_minute = np.diff(minute) != 0
+    if 1 + int(np.count_nonzero(new_minute)) < 2 * seg:
+        return []               # fewer minutes with data than two segments: no shift can be found
+    if new_minute.all():        # one sample per minute (a slow logger): its median is itself
+        mk, mv = minute, x
+    else:
+        m = pd.Series(x).groupby(minute).median()
+        mk, mv = m.index.to_numpy(), m.to_numpy()
     found = []
 
     # J_k for every k at once: median of the next 3 minutes − median of the previous 3

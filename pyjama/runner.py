@@ -160,6 +160,9 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
 
     record_layout(project.root, st)
     days = step.days_of(project, st, device, day)
+    if not days:        # a week or month with no day of data for the device (day keys always have one)
+        raise UserError(f"the raw index has no day of {day} for {device}; nothing to compute "
+                        "(drawer.py status lists the partitions)")
     parts = []
     for d in days:
         frames, inputs_d = read_inputs(step, project, st, device, d)   # a bad input: its one line first

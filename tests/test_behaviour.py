@@ -567,3 +567,74 @@ def test_noise_sd_is_that_of_the_open_level(tmp_path):
 
     assert 0.009 < noise_sigma(np.clip(x, 0, 1)[None, :], np.zeros((1, n), np.uint8))[0] < 0.015
     assert (res.events["kind"] == "micro_closure").sum() == 0
+
+
+# ---------------------------------------------------------------- the sparse path equals the full grid
+
+def _bursty_day(rng, n_animals=3, start="2026-01-20T00:00:00Z"):
+    """Stretches of 1 s samples at the day's edges and in between, separated by gaps short and
+    long (a slow logger's hour, a dead hour), with closures, dips, flagged and filled samples."""
+    frames = []
+    day0 = pd.Timestamp(start)
+    # burst starts [s of the day]: midnight, just after, a late burst touching 23:59:59
+    bursts = [(0, 400), (430, 300), (5000, 900), (5950, 60), (40000, 2000), (86400 - 700, 700)]
+    for a in range(n_animals):
+        for b0, n in bursts:
+            x = 0.8 + rng.normal(0, 0.01, n)
+            for c in rng.integers(0, max(n - 40, 1), 3):         # closures of 5..30 s
+                x[c:c + rng.integers(5, 30)] = 0.02 + rng.normal(0, 0.005)
+            for c in rng.integers(0, max(n - 10, 1), 4):         # dips of 2..6 s
+                x[c:c + rng.integers(2, 6)] -= 0.3
+            x[rng.random(n) < 0.05] = np.nan
+            flags = np.where(np.isnan(x), 1, 0)
+            flags[rng.random(n) < 0.05] = 5
+            bad = rng.random(n) < 0.02
+            flags[bad] = rng.choice([2, 3, 4], bad.sum())
+            ts = day0 + pd.to_timedelta(b0 + np.arange(n), unit="s")
+            frames.append(tidy.frame(ts=ts, device_id="d", domain="bio_signal", sensor=f"m{a}__norm",
+                                     value=x, quality_flag=flags))
+    frames.append(tidy.frame(ts=day0 + pd.to_timedelta(np.arange(0, 86400, 600), unit="s"), device_id="d",
+                             domain="environment", sensor="temp", value=12.0, quality_flag=0))
+    return tidy.concat(frames)
+
+
+def _assert_same(a, b):
+    pd.testing.assert_frame_equal(a.data, b.data)
+    pd.testing.assert_frame_equal(a.events, b.events)
+    pd.testing.assert_frame_equal(a.daily, b.daily)
+    pd.testing.assert_frame_equal(a.device_daily, b.device_daily)
+    assert a.counts == b.counts
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sparse_path_equals_the_full_grid(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    df = _bursty_day(rng)
+    prev = series([0.7, 0.8], start="2026-01-19T23:59:58Z", flags=[5, 0])
+    nxt = series([0.8, 0.9], start="2026-01-21T00:00:00Z")
+    p = config(tmp_path, sync={"window": "60s", "min_share": 0.5, "min_animals": 2},
+               micro_closure={"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s",
+                              "min_samples": 2, "release": 0.5, "noise_factor": 4}).params
+    full = compute_behaviour(df, DAY, p, previous=prev, next=nxt, sparse=False)
+    fast = compute_behaviour(df, DAY, p, previous=prev, next=nxt, sparse=True)
+    assert len(full.events) > 10 and (full.events["kind"] == "micro_closure").any()
+    _assert_same(full, fast)
+
+
+def test_sparse_columns_keep_every_occupied_column_and_the_start_of_each_long_gap():
+    from pyjama.behaviour import sparse_columns
+
+    present = np.zeros((2, 20), bool)
+    present[0, [3, 4, 15]] = True
+    present[1, [19]] = True
+    # keep_gap 3: 0-2 (a gap of 3: whole), 3-4, 5-7 of the gap 5-14, 15, 16-18 of 16-18, 19
+    assert sparse_columns(present, 3).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 15, 16, 17, 18, 19]
+    assert sparse_columns(np.ones((1, 5), bool), 3) is None
+
+
+def test_a_slow_loggers_day_computes_sparse_and_equals_the_full_grid(tmp_path):
+    # one sample an hour on the 1 s grid (a slow logger's day after 40_resample): 24 rows
+    x = np.where(np.arange(24) % 6 == 5, 0.05, 0.8)
+    df = series(x, start="2026-01-20T00:00:00Z", period=3600)
+    p = config(tmp_path).params
+    _assert_same(compute_behaviour(df, DAY, p, sparse=False), compute_behaviour(df, DAY, p))

@@ -424,6 +424,17 @@ def test_the_template_config_is_valid_and_the_step_runs_it(tmp_path):
     assert counts["flags"]["SPIKE"] == 2
 
 
+def test_a_level_shift_of_a_logger_sampling_once_a_minute():
+    # one sample a minute (each minute's median is the sample itself): 2 h at 300, then +80
+    # for 2 h; the shift is the first sample at the new level. Hourly samples (24 minutes
+    # with data, fewer than two 30 min segments) can show no shift, however large the jump.
+    t = every_second(4 * 3600)[::60]
+    x = np.where(np.arange(len(t)) < 120, 300.0, 380.0) + np.tile([-1.0, 0.0, 1.0], 80)
+    assert qc.detect_level_shifts(t, x, 40, "30min") == [(int(t[120]), pytest.approx(80.0))]
+    hourly = every_second(24 * 3600)[::3600]
+    assert qc.detect_level_shifts(hourly, np.where(np.arange(24) < 12, 300.0, 900.0), 40, "30min") == []
+
+
 def test_a_level_shift_is_reported_with_time_and_size_and_a_closure_is_not():
     # 3 h at 300 counts (noise ±3), then +80 for 3 h: a magnet that moved
     t = every_second(6 * 3600)

@@ -165,6 +165,12 @@ def test_month_exposure_second_run_board_and_direct_run(built):
             "--day", "2026-01-31"]
     assert pyjama(root, *args, "-n", check=True).stdout.splitlines()[0] == "would write: 40_resample.py valve01/2026-01"
     assert "1 partition(s) written" in pyjama(root, *args, check=True).stdout
+    # a month with no day of data for the device: one line, not a traceback
+    none = pyjama(root, "run", "40_resample.py", "--with", "configs/DEMO/40_resample.json", "--device",
+                  "valve01", "--day", "2026-03-02")
+    assert none.returncode == 1 and none.stdout == ""
+    assert none.stderr == ("Error: 40_resample.py valve01/2026-03: the raw index has no day of 2026-03 for "
+                           "valve01; nothing to compute (drawer.py status lists the partitions)\n")
 
 
 def test_report_of_a_month_exposure_shows_each_day(built):
