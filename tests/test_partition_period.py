@@ -168,7 +168,7 @@ def test_month_exposure_second_run_board_and_direct_run(built):
     # a month with no day of data for the device: one line, not a traceback
     none = pyjama(root, "run", "40_resample.py", "--with", "configs/DEMO/40_resample.json", "--device",
                   "valve01", "--day", "2026-03-02")
-    assert none.returncode == 1 and none.stdout == ""
+    assert none.returncode == 2 and none.stdout == ""
     assert none.stderr == ("Error: 40_resample.py valve01/2026-03: the raw index has no day of 2026-03 for "
                            "valve01; nothing to compute (drawer.py status lists the partitions)\n")
 
