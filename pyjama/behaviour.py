@@ -547,12 +547,10 @@ def sparse_columns(present: np.ndarray, keep_gap: int) -> np.ndarray | None:
     exactly as its first ``keep_gap`` columns: they are kept, the rest dropped. A slow
     logger's day (24 samples on 86,400 one-second slots) then computes on a few thousand
     columns; a full day keeps every column."""
-    n_cols = present.shape[1]
-    empty = ~present.any(axis=0) if present.shape[0] else np.ones(n_cols, bool)
+    empty = ~present.any(axis=0)          # no animal: every column is empty
     if not empty.any():
         return None
-    # position of each column within its run of empty columns (0, 1, ...; -1 when occupied)
-    idx = np.arange(n_cols)
+    idx = np.arange(present.shape[1])
     last_occupied = np.maximum.accumulate(np.where(~empty, idx, -1))
     keep = ~empty | (idx - last_occupied - 1 < keep_gap)
     return np.flatnonzero(keep)

@@ -606,8 +606,25 @@ def _assert_same(a, b):
     assert a.counts == b.counts
 
 
+@pytest.fixture
+def grid_widths(monkeypatch):
+    """The number of grid columns each compute_behaviour call's sparse path kept (None: the
+    whole day), so a test knows the sparse path really ran."""
+    from pyjama import behaviour
+
+    seen, real = [], behaviour.sparse_columns
+
+    def spy(present, keep_gap):
+        cols = real(present, keep_gap)
+        seen.append(None if cols is None else len(cols))
+        return cols
+
+    monkeypatch.setattr(behaviour, "sparse_columns", spy)
+    return seen
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sparse_path_equals_the_full_grid(tmp_path, seed):
+def test_sparse_path_equals_the_full_grid(tmp_path, seed, grid_widths):
     rng = np.random.default_rng(seed)
     df = _bursty_day(rng)
     prev = series([0.7, 0.8], start="2026-01-19T23:59:58Z", flags=[5, 0])
@@ -618,6 +635,7 @@ def test_sparse_path_equals_the_full_grid(tmp_path, seed):
     full = compute_behaviour(df, DAY, p, previous=prev, next=nxt, sparse=False)
     fast = compute_behaviour(df, DAY, p, previous=prev, next=nxt, sparse=True)
     assert len(full.events) > 10 and (full.events["kind"] == "micro_closure").any()
+    assert grid_widths[-1] < 86_400 / 2        # the sparse path ran on a fraction of the day
     _assert_same(full, fast)
 
 
@@ -632,9 +650,14 @@ def test_sparse_columns_keep_every_occupied_column_and_the_start_of_each_long_ga
     assert sparse_columns(np.ones((1, 5), bool), 3) is None
 
 
-def test_a_slow_loggers_day_computes_sparse_and_equals_the_full_grid(tmp_path):
-    # one sample an hour on the 1 s grid (a slow logger's day after 40_resample): 24 rows
+def test_a_slow_loggers_day_computes_sparse_and_equals_the_full_grid(tmp_path, grid_widths):
+    # one sample an hour on the 1 s grid (a slow logger's day after 40_resample): 24 rows;
+    # by default (sparse=None) the day computes on 24 × (1 + 36) columns (the schema's
+    # defaults: 30 s reference + 4 s velocity + 2), a full day of rows on the whole grid
     x = np.where(np.arange(24) % 6 == 5, 0.05, 0.8)
     df = series(x, start="2026-01-20T00:00:00Z", period=3600)
     p = config(tmp_path).params
     _assert_same(compute_behaviour(df, DAY, p, sparse=False), compute_behaviour(df, DAY, p))
+    assert grid_widths == [24 * 37]
+    compute_behaviour(series(np.full(86_400, 0.8), start="2026-01-20T00:00:00Z"), DAY, p)
+    assert grid_widths[-1] is None
