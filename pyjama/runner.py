@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 from .errors import UserError
+from .workers import WorkerBug
 
 
 def _load(script, config_path, start, end, devices, day, raw, root, options, project=None):
@@ -276,6 +277,7 @@ def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
     where = " ".join(f"{k}={v}" for k, v in job.wildcards.items())
     if job.partition:
         where = "/".join(job.partition)
+    worker_cpu, worker = 0.0, None
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(job.command() + "\n")
         try:
@@ -286,7 +288,7 @@ def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
             else:
                 if why is not None:
                     fh.write(f"recomputed: {why}\n")
-                entries = run_step(root=root, quiet=True, project=project, **job.run_arguments())
+                entries, worker_cpu, worker = _compute(job, root, project, workflow)
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
             text = str(exc)
@@ -301,6 +303,10 @@ def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
             except OSError:             # the log's disk may be the full one
                 pass
             raise UserError(f"{job.script} {where}: {os_error_text(exc)} (log: {log})") from None
+        except WorkerBug as exc:  # a bug in a worker process: its traceback, as below
+            fh.write(exc.text)
+            raise UserError(f"{job.script} {where}: internal error {exc.name}: {exc.message} "
+                            f"(traceback in {log})") from None
         except Exception as exc:  # a bug: the traceback goes to the log, one line to the user
             fh.write(traceback.format_exc())
             raise UserError(f"{job.script} {where}: internal error {type(exc).__name__}: {exc} "
@@ -308,5 +314,22 @@ def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
         for e in entries:
             fh.write(json.dumps(e, sort_keys=True) + "\n")
         # thread CPU: what this job cost, whatever else loads the machine (Snakemake runs
-        # jobs as threads; pyarrow's own I/O threads are not in it)
-        fh.write(f"done in {time.monotonic() - t0:.2f} s (thread CPU {time.thread_time() - cpu0:.2f} s)\n")
+        # jobs as threads; with worker processes, the thread's and its worker's; pyarrow's
+        # own I/O threads are not in it)
+        cpu = time.thread_time() - cpu0 + worker_cpu
+        where_run = "" if worker is None else f"; worker process {worker}"
+        fh.write(f"done in {time.monotonic() - t0:.2f} s (thread CPU {cpu:.2f} s{where_run})\n")
+
+
+def _compute(job, root, project, workflow) -> tuple:
+    """(ledger entries, a worker's CPU seconds, its pid or None) of the job's step run: in
+    a worker process when the run has them (:mod:`pyjama.workers`: a partition or parser
+    step of a local threaded run with --cores >= 2), else here."""
+    from . import workers
+    from .steps import PartitionStep, RawFileStep, get_step
+
+    arguments = job.run_arguments()
+    n = workers.count(workflow) if project is not None else 0
+    if n and isinstance(get_step(job.script), (PartitionStep, RawFileStep)):
+        return workers.run_step_in_worker(n, project, arguments)
+    return run_step(root=root, quiet=True, project=project, **arguments), 0.0, None

@@ -347,7 +347,10 @@ def load_plan_or_exit(config: dict, config_args=None) -> WorkflowPlan:
     hit = _PRELOADED.get((str(Path.cwd().resolve()), tuple(config_args or ())))
     if hit is not None:
         return hit
+    from . import workers
+
     try:
+        workers.asked()             # a bad PYJAMA_JOB_PROCESSES: one line before any job
         plan = WorkflowPlan(config, config_args=config_args)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
