@@ -144,11 +144,12 @@ def floor(root: Path) -> dict:
 # ---------------------------------------------------------------- 2-4 the workflow
 
 def job_seconds(root: Path, cpu: bool = False) -> dict:
-    """Seconds spent inside jobs, per step, from the job logs ('done in X s (thread CPU Y s)'):
-    wall, or with ``cpu`` the job thread's CPU seconds (not inflated by other load)."""
+    """Seconds spent inside jobs, per step, from the job logs ('done in X s (thread CPU Y s)',
+    or '(thread CPU Y s; worker process P)'): wall, or with ``cpu`` the CPU seconds of the
+    job's thread and its worker (not inflated by other load)."""
     per = {}
     for log in (root / "logs/BENCH").rglob("*.log"):
-        m = re.search(r"done in ([0-9.]+) s(?: \(thread CPU ([0-9.]+) s\))?", log.read_text(errors="replace"))
+        m = re.search(r"done in ([0-9.]+) s(?: \(thread CPU ([0-9.]+) s[;)])?", log.read_text(errors="replace"))
         if m and (m.group(2) or not cpu):
             step = log.relative_to(root / "logs/BENCH").parts[0]
             per[step] = per.get(step, 0.0) + float(m.group(2) if cpu else m.group(1))

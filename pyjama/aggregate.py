@@ -50,8 +50,9 @@ def window_seconds(label: str) -> int:
     return int(m.group(1)) * _UNIT_S[m.group(2)]
 
 
-def select_rows(df: pd.DataFrame, day: str, pattern: str):
-    """Which rows are aggregated: sensor matches ``pattern`` (re.search) and ts is in the day.
+def select_rows(df: pd.DataFrame, day, pattern: str):
+    """Which rows are aggregated: sensor matches ``pattern`` (re.search) and ts is in the day
+    (``day``: a YYYY-MM-DD, or a list of them: in one of those days).
 
     Returns (mask, rejected) with rejected = {reason: rows} for the ledger.
     """
@@ -61,9 +62,8 @@ def select_rows(df: pd.DataFrame, day: str, pattern: str):
     cats = df["sensor"].cat.categories
     keep_cat = np.array([bool(rx.search(str(c))) for c in cats] + [False])
     by_sensor = keep_cat[df["sensor"].cat.codes.to_numpy()]
-    start = pd.Timestamp(day, tz="UTC").value // 1000
     ts = pd.DatetimeIndex(df["ts"]).as_unit("us").asi8
-    in_day = (ts >= start) & (ts < start + DAY_S * 1_000_000)
+    in_day = _day_of_rows(ts, _days_us([day] if isinstance(day, str) else day)) >= 0
     rejected = {"not aggregated: sensor not matched by $.sensors": int((~by_sensor).sum()),
                 "not aggregated: ts outside the partition day": int((by_sensor & ~in_day).sum())}
     return by_sensor & in_day, rejected
@@ -88,9 +88,24 @@ class Moments:
     hi: np.ndarray
 
 
+def _days_us(days) -> np.ndarray:
+    """UTC midnights [µs] of the days (YYYY-MM-DD, ascending)."""
+    return np.array([pd.Timestamp(d, tz="UTC").value // 1000 for d in days], dtype=np.int64)
+
+
+def _day_of_rows(ts_us: np.ndarray, days_us: np.ndarray) -> np.ndarray:
+    """Row → position of its day in ``days_us``, −1 for a row in none of them."""
+    pos = np.searchsorted(days_us, ts_us, side="right") - 1
+    inside = (pos >= 0) & (ts_us < days_us[np.maximum(pos, 0)] + DAY_S * 1_000_000)
+    return np.where(inside, pos, -1)
+
+
 @dataclass
 class Prepared:
-    """The rows of one partition as arrays, computed once for all windows."""
+    """The rows of one partition as arrays, computed once for all windows. The windows of
+    several days (a week's or a month's partition, ``days_us``) lie end to end: window k of
+    day i is slot i · (86400 / w) + k, so a period is aggregated in one pass, each day
+    exactly as alone (no window crosses midnight)."""
 
     day_us: int
     device: str
@@ -101,10 +116,17 @@ class Prepared:
     x: np.ndarray
     usable_flag: np.ndarray
     valid: np.ndarray
+    days_us: np.ndarray = None      # the days' midnights [µs] (one day: [day_us])
+    row_day: np.ndarray = None      # row → its day's position in days_us
+
+    @property
+    def n_days(self) -> int:
+        return len(self.days_us)
 
 
-def prepare_rows(df: pd.DataFrame, day: str) -> Prepared:
-    """Arrays of ``df`` (one device and day, tidy) for :func:`moments_from_rows`."""
+def prepare_rows(df: pd.DataFrame, day) -> Prepared:
+    """Arrays of ``df`` (one device and day, tidy; or ``day`` a list of days and ``df`` their
+    rows, in day order) for :func:`moments_from_rows`."""
     d_codes = df["domain"].cat.codes.to_numpy().astype(np.int64)
     s_codes = df["sensor"].cat.codes.to_numpy().astype(np.int64)
     n_s = len(df["sensor"].cat.categories) + 1
@@ -114,22 +136,27 @@ def prepare_rows(df: pd.DataFrame, day: str) -> Prepared:
     pair_key = np.flatnonzero(seen)                  # sorted distinct keys, O(n) (no sort)
     x = df["value"].to_numpy(dtype=float)
     usable_flag = np.isin(df["quality_flag"].to_numpy(dtype=np.uint8), USABLE_FLAGS)
+    days_us = _days_us([day] if isinstance(day, str) else day)
+    ts_us = pd.DatetimeIndex(df["ts"]).as_unit("us").asi8
     return Prepared(
-        day_us=pd.Timestamp(day, tz="UTC").value // 1000,
+        day_us=int(days_us[0]),
         device=str(df["device_id"].iloc[0]) if len(df) else "",
         pair_domain=[str(df["domain"].cat.categories[k // n_s]) for k in pair_key],
         pair_sensor=[str(df["sensor"].cat.categories[k % n_s]) for k in pair_key],
-        pair=(np.cumsum(seen) - 1)[key], ts_us=pd.DatetimeIndex(df["ts"]).as_unit("us").asi8,
-        x=x, usable_flag=usable_flag, valid=usable_flag & np.isfinite(x))
+        pair=(np.cumsum(seen) - 1)[key], ts_us=ts_us,
+        x=x, usable_flag=usable_flag, valid=usable_flag & np.isfinite(x),
+        days_us=days_us, row_day=_day_of_rows(ts_us, days_us))
 
 
 def moments_from_rows(prep: Prepared, window_s: int) -> Moments:
     """Window sums straight from the samples: one bincount per sum, no loop over windows."""
-    n_pairs, n_slots = len(prep.pair_sensor), DAY_S // window_s
+    per_day = DAY_S // window_s
+    n_pairs, n_slots = len(prep.pair_sensor), per_day * prep.n_days
     G = n_pairs * n_slots
-    if len(prep.ts_us) and (prep.ts_us.min() < prep.day_us or prep.ts_us.max() >= prep.day_us + DAY_S * 10**6):
+    if len(prep.ts_us) and prep.row_day.min() < 0:
         raise ValueError("rows outside the partition day (select them with select_rows first)")
-    g = prep.pair.astype(np.int64) * n_slots + (prep.ts_us - prep.day_us) // (window_s * 1_000_000)
+    slot = prep.row_day * per_day + (prep.ts_us - prep.days_us[prep.row_day]) // (window_s * 1_000_000)
+    g = prep.pair.astype(np.int64) * n_slots + slot
     n_rows = np.bincount(g, minlength=G)
     n_flagged = np.bincount(g[~prep.usable_flag], minlength=G)
     gv, xv = g[prep.valid], prep.x[prep.valid]
@@ -199,6 +226,9 @@ def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool =
     flag 1 where undefined (see the module docstring). Sorted by (sensor, ts).
     """
     n_pairs, n_slots = m.count.shape
+    per_day = n_slots // prep.n_days
+    if cells is not None and prep.n_days > 1:
+        cells = np.tile(cells, (1, prep.n_days))          # every day has the same grid cells
     # on a known grid (cells >= 0) the share counts the grid cells without a row as missing
     flagged, samples = m.n_flagged, m.n_rows
     if cells is not None:
@@ -216,9 +246,17 @@ def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool =
     if not blocks:
         return tidy.empty()
     # the windows written per source series: all of the day, or (fill_day false) those that
-    # hold a row — gathered per series, so a sparse day never builds the whole day's cells
-    every = np.arange(n_slots, dtype=np.int64)
-    slots = [every if fill_day else np.flatnonzero(m.n_rows[p] > 0) for p in range(n_pairs)]
+    # hold a row — gathered per series, so a sparse day never builds the whole day's cells.
+    # Several days: each day's windows of the series that have a row that day
+    if fill_day and prep.n_days == 1:
+        every = np.arange(n_slots, dtype=np.int64)
+        slots = [every] * n_pairs
+    elif fill_day:
+        has_day = m.n_rows.reshape(n_pairs, prep.n_days, per_day).sum(-1) > 0
+        slots = [(np.flatnonzero(has_day[p])[:, None] * per_day + np.arange(per_day)).ravel()
+                 for p in range(n_pairs)]
+    else:
+        slots = [np.flatnonzero(m.n_rows[p] > 0) for p in range(n_pairs)]
     val = np.concatenate([values[s][p][slots[p]] for _, _, p, s in blocks])
     miss = np.concatenate([missing[s][p][slots[p]] for _, _, p, s in blocks])
     val = np.where(miss, np.nan, val)
@@ -227,7 +265,12 @@ def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool =
     sizes = [len(slots[p]) for _, _, p, _ in blocks]
     name_code = np.repeat([names.index(b[0]) for b in blocks], sizes)
     dom_code = np.repeat([domains.index(b[1]) for b in blocks], sizes)
-    start_us = prep.day_us + np.concatenate([slots[p] for _, _, p, _ in blocks]) * (m.window_s * 1_000_000)
+    slot = np.concatenate([slots[p] for _, _, p, _ in blocks])
+    start_us = prep.days_us[slot // per_day] + (slot % per_day) * (m.window_s * 1_000_000)
+    if prep.n_days > 1:
+        # day by day, each day's rows as alone: sorted by (sensor, ts) within the day
+        order = np.argsort(slot // per_day, kind="stable")
+        val, miss, name_code, dom_code, start_us = (a[order] for a in (val, miss, name_code, dom_code, start_us))
     out = pd.DataFrame({
         "ts": pd.Series(start_us.astype("datetime64[us]")).dt.tz_localize("UTC"),
         "device_id": pd.Categorical.from_codes(np.zeros(len(val), np.int8),
@@ -257,11 +300,14 @@ def aggregate_window(df: pd.DataFrame, day: str, window_s: int, stats=STATS,
     return frame_from_moments(moments_from_rows(prep, window_s), prep, stats, fill_day)
 
 
-def aggregate_partition(df: pd.DataFrame, day: str, windows: dict, stats=STATS, sensors: str = ".*",
+def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, sensors: str = ".*",
                         fill_day: bool = True, grid=None):
     """All windows of one partition. ``windows`` maps a label (``"10s"``) to its length [s].
     ``grid``: (domain, sensor) → the sensor's grid period [µs] or None (no grid: the share
-    is over the rows present); see the module docstring.
+    is over the rows present); see the module docstring. ``day``: the partition's day, or
+    the list of days of a week's or a month's partition (``df``: their rows in day order):
+    one pass over the period, each day's rows exactly as that day alone gives them, the
+    days in order, the counts summed (a test compares both).
 
     Returns (frames by label, ledger counts): rows_in = input rows = rows aggregated + rows
     not aggregated (by reason); ``rows_written`` gives the output rows per window.

@@ -9,6 +9,15 @@ class UserError(Exception):
     """
 
 
+class WorkerBug(Exception):
+    """An unexpected exception raised in another process (a job's worker process,
+    :mod:`pyjama.workers`): its traceback text (for the job's log), type name and message."""
+
+    def __init__(self, text: str, name: str, message: str):
+        super().__init__(message)
+        self.text, self.name, self.message = text, name, message
+
+
 def one_line_errors(command, *args) -> int:
     """Run a CLI command: a UserError becomes ``Error: <message>`` on stderr and exit 2, an
     interrupt exit 130 — never a traceback. Returns the command's exit code."""

@@ -10,8 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import UserError
-from .workers import WorkerBug
+from .errors import UserError, WorkerBug
 
 
 def _load(script, config_path, start, end, devices, day, raw, root, options, project=None):
@@ -165,14 +164,22 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
         raise UserError(f"the raw index has no day of {day} for {device}; nothing to compute "
                         "(drawer.py status lists the partitions)")
     parts = []
-    for d in days:
-        frames, inputs_d = read_inputs(step, project, st, device, d)   # a bad input: its one line first
-        tables, counts = step.compute(frames, st, device, d)
-        parts.append((d, frames, step.pass_on(st, frames, tables, counts)))
+    whole = step.whole_period and days != [day]
+    if whole:
+        if any(o.schema is not None for o in step.output_tables(st).values()):
+            raise TypeError(f"{step.script}: whole_period is for tidy outputs (a side table needs its day column)")
+        frames, inputs_d = read_period(step, project, st, device, day, days)
+        tables, counts = step.compute(frames, st, device, days)
+        parts.append((day, frames, (tables, counts)))
+    else:
+        for d in days:
+            frames, inputs_d = read_inputs(step, project, st, device, d)   # a bad input: its one line first
+            tables, counts = step.compute(frames, st, device, d)
+            parts.append((d, frames, step.pass_on(st, frames, tables, counts)))
     job_inputs = flat_files(step.job_input_files(project, st, device, day))
     made_from = keep.job_key(step, project, st, job_inputs)
     frames = parts[0][1] if parts else {}
-    if len(parts) == 1 and days == [day]:
+    if whole or days == [day]:
         tables, counts = parts[0][2]
         inputs = inputs_d
     else:
@@ -197,6 +204,48 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
         io.write_table(project.root / outs[key], table, meta)
         keep.link_kept(project.root, outs[key])
     return entry
+
+
+def read_period(step, project, st, device: str, key: str, days: list):
+    """(frames by key, input files) of a week's or a month's job computed in one pass
+    (``step.whole_period``): each input file read once, its rows of ``days`` (what reading
+    it day by day gives, in the same order)."""
+    import pyarrow as pa
+
+    from . import io, tidy
+    from .rules import flat_files
+
+    files = step.job_input_files(project, st, device, key)
+    frames = {}
+    for k, rel in files.items():
+        if k in step.readers:
+            raise TypeError(f"{step.script}: input {k!r} has its own reader; whole_period needs plain inputs")
+        parts = []
+        for r in (rel if isinstance(rel, (list, tuple)) else [rel]):
+            path = project.root / r
+            if not path.exists():
+                raise io.input_missing(r)
+            # a period's file: its rows of the days (read_day's, day after day); a day's: whole
+            parts.append(_rows_of_days(io._cached_table(path), days) if io.multi_day(path)
+                         else io.read_parquet(path))
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts).unify_dictionaries()
+        frames[k] = tidy.from_arrow(table, device)
+    return frames, flat_files(files)
+
+
+def _rows_of_days(table, days: list):
+    """The rows of ``table`` whose ts falls in one of ``days`` (file order kept)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from .timewindow import day_bounds
+
+    ts = table.column("ts").cast(pa.int64()).to_numpy() if table.num_rows else np.zeros(0, np.int64)
+    keep = np.zeros(len(ts), dtype=bool)
+    for d in days:
+        lo, hi = (int(b.timestamp()) * 1_000_000 for b in day_bounds(d))
+        keep |= (ts >= lo) & (ts < hi)
+    return table if keep.all() else table.filter(pa.array(keep))
 
 
 def _concat_days(tables: list, side: bool):
@@ -261,10 +310,12 @@ def keep_or_why(job, project, workflow) -> tuple:
         return None, f"could not check the kept outputs ({type(exc).__name__}: {exc})"
 
 
-def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
+def run_job(job, log_path, root=None, project=None, workflow=None, compute=None) -> None:
     """A workflow job, run in this process, its messages in ``log_path``. ``project``: the
     plan's project (see :func:`run_step`); ``workflow``: Snakemake's workflow object running
-    the job (the Snakefile passes its ``workflow``; None outside Snakemake: no keeping).
+    the job (the Snakefile passes its ``workflow``; None outside Snakemake: no keeping);
+    ``compute``: job → (ledger entries, CPU seconds, worker pid) or None, to compute
+    elsewhere (:func:`pyjama.workers.computer`); None: here.
 
     A partition job whose inputs carry the same data as when its outputs were made keeps
     them (:mod:`pyjama.keep`; the log's first line after the command says which and why).
@@ -288,7 +339,10 @@ def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
             else:
                 if why is not None:
                     fh.write(f"recomputed: {why}\n")
-                entries, worker_cpu, worker = _compute(job, root, project, workflow)
+                done = compute(job) if compute is not None else None
+                if done is None:
+                    done = run_step(root=root, quiet=True, project=project, **job.run_arguments()), 0.0, None
+                entries, worker_cpu, worker = done
         except UserError as exc:
             fh.write(f"Error: {exc}\n")
             text = str(exc)
@@ -320,16 +374,3 @@ def run_job(job, log_path, root=None, project=None, workflow=None) -> None:
         where_run = "" if worker is None else f"; worker process {worker}"
         fh.write(f"done in {time.monotonic() - t0:.2f} s (thread CPU {cpu:.2f} s{where_run})\n")
 
-
-def _compute(job, root, project, workflow) -> tuple:
-    """(ledger entries, a worker's CPU seconds, its pid or None) of the job's step run: in
-    a worker process when the run has them (:mod:`pyjama.workers`: a partition or parser
-    step of a local threaded run with --cores >= 2), else here."""
-    from . import workers
-    from .steps import PartitionStep, RawFileStep, get_step
-
-    arguments = job.run_arguments()
-    n = workers.count(workflow) if project is not None else 0
-    if n and isinstance(get_step(job.script), (PartitionStep, RawFileStep)):
-        return workers.run_step_in_worker(n, project, arguments)
-    return run_step(root=root, quiet=True, project=project, **arguments), 0.0, None

@@ -57,7 +57,11 @@ def frame(ts, device_id, domain, sensor, value, quality_flag=None) -> pd.DataFra
 
 
 def conform(df: pd.DataFrame) -> pd.DataFrame:
-    """Return ``df`` with exactly the tidy columns, in order, with the tidy dtypes."""
+    """Return ``df`` with exactly the tidy columns, in order, with the tidy dtypes (a frame
+    that has them already comes back as a shallow copy: a slow logger's day calls this a
+    few hundred times on tables of a few dozen rows, where each cast is pure overhead)."""
+    if _is_tidy(df):
+        return df.copy(deep=False)       # copy-on-write: the caller's frame is never changed
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"tidy frame lacks columns {missing}")
@@ -72,12 +76,34 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _is_tidy(df: pd.DataFrame) -> bool:
+    """True when ``df`` has exactly the tidy columns in order, the tidy dtypes (string
+    categories) and a 0..n-1 index: what :func:`conform` would return unchanged."""
+    if list(df.columns) != COLUMNS:
+        return False
+    index = df.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        return False
+    types = df.dtypes.tolist()
+    ts = types[0]
+    if not (isinstance(ts, pd.DatetimeTZDtype) and ts.unit == "us" and str(ts.tz) == "UTC"):
+        return False
+    for t in types[1:4]:
+        if not isinstance(t, pd.CategoricalDtype) or not _string_categories(t.categories):
+            return False
+    return types[4] == np.float64 and types[5] == np.uint8
+
+
+def _string_categories(cats) -> bool:
+    return cats.dtype == object or str(cats.dtype) in ("str", "string")
+
+
 def as_category(col: pd.Series) -> pd.Series:
     """String column → pandas categorical with plain string categories (cheap for
     long tables: a few distinct names repeated millions of times)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         cats = col.cat.categories
-        if cats.dtype == object or str(cats.dtype) in ("str", "string"):
+        if _string_categories(cats):
             return col
         return col.cat.rename_categories([str(c) for c in cats])
     return col.astype(str).astype("category")

@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 
-from .errors import UserError
+from .errors import UserError, WorkerBug
 
 ENV = "PYJAMA_JOB_PROCESSES"
 PRELOAD = ["pyjama.runner", "pyjama.steps", "pyjama.steps.parser", "pyjama.steps.split",
@@ -35,14 +35,6 @@ PRELOAD = ["pyjama.runner", "pyjama.steps", "pyjama.steps.parser", "pyjama.steps
 
 _LOCK = threading.Lock()
 _POOL: dict = {}            # "pool": the executor, "key": (root, pipeline path, id of the plan's project)
-
-
-class WorkerBug(Exception):
-    """An unexpected exception inside a worker: its traceback text, type name and message."""
-
-    def __init__(self, text: str, name: str, message: str):
-        super().__init__(message)
-        self.text, self.name, self.message = text, name, message
 
 
 def count(workflow) -> int:
@@ -71,6 +63,23 @@ def asked():
         raise UserError(f"{ENV}={text!r}: not a whole number; allowed: 0 (compute in Snakemake's job "
                         "threads) or how many worker processes (unset: as many as --cores)")
     return int(text)
+
+
+def computer(workflow, project):
+    """What :func:`pyjama.runner.run_job` computes a job with in this run: a function
+    job → (ledger entries, a worker's CPU seconds, its pid) that hands parser and partition
+    steps to the run's workers, or None (no workers: the job computes in its thread)."""
+    n = count(workflow) if project is not None else 0
+    if not n:
+        return None
+    from .steps import PartitionStep, RawFileStep, get_step
+
+    def compute(job):
+        if not isinstance(get_step(job.script), (PartitionStep, RawFileStep)):
+            return None                 # a database step keeps its connection in the thread
+        return run_step_in_worker(n, project, job.run_arguments())
+
+    return compute
 
 
 def _pool(n: int, project):

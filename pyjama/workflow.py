@@ -369,11 +369,12 @@ def run_rule_job(plan: WorkflowPlan, rule_name: str, wildcards, log: str, workfl
     pandas/pyarrow; elsewhere (SLURM, other profiles) Snakemake starts a process per job."""
     from snakemake.exceptions import WorkflowError
 
+    from . import workers
     from .runner import run_job
 
     try:
         run_job(plan.rule(rule_name).job(dict(wildcards.items())), log, plan.project.root, plan.project,
-                workflow)
+                workflow, workers.computer(workflow, plan.project))
     except UserError as exc:
         raise WorkflowError(f"Error: {exc}") from None
 

@@ -254,3 +254,73 @@ def test_share_flagged_counts_the_grid_cells_of_the_40_config_upstream(tmp_path)
     f = frames["60s"]
     share = f[f["sensor"] == "m0__norm__share_flagged"]
     assert share["value"].tolist()[0] == 1 / 5 and np.isnan(share["value"].tolist()[1])
+
+
+# ---------------------------------------------------------------- a week or a month in one pass
+
+def _plain(df):
+    """A tidy frame with its categories as text (frames of different days have different
+    category lists; the rows are what is compared)."""
+    out = df.copy()
+    for c in ("device_id", "domain", "sensor"):
+        out[c] = out[c].astype(str)
+    return out.reset_index(drop=True)
+
+
+def _random_day(rng, day, sensors):
+    n = int(rng.integers(8, 80))
+    t0 = pd.Timestamp(day, tz="UTC").value // 1000
+    us = np.sort(np.r_[0, 86_400 * 10**6 - 1, rng.integers(0, 86_400 * 10**6, n - 2)])  # both day edges
+    names = rng.choice(sensors, n)
+    values = rng.normal(100, 30, n)
+    values[rng.random(n) < 0.1] = np.nan
+    return tidy.frame(ts=pd.to_datetime(t0 + us, unit="us", utc=True), device_id="valve01",
+                      domain=["environment" if s == "outdoor_temp" else "bio_signal" for s in names],
+                      sensor=names, value=values, quality_flag=rng.choice([0, 0, 0, 1, 2, 5], n))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("fill_day", [False, True])
+@pytest.mark.parametrize("grid", [None, "bio 1 s"])
+def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid):
+    from pyjama.runner import merge_counts
+
+    rng = np.random.default_rng(seed)
+    # a gap (02-01 has no data), a day without one series, an unmatched series (m2)
+    days = ["2026-01-30", "2026-01-31", "2026-02-02"]
+    every = ["m0__norm", "m1__norm", "outdoor_temp", "m2"]
+    frames = [_random_day(rng, d, every if i != 1 else ["m0__norm", "m2"]) for i, d in enumerate(days)]
+    windows = {"10s": 10, "60s": 60, "5min": 300, "1h": 3600}
+    periods = None if grid is None else (lambda d, s: 1_000_000 if d == "bio_signal" else None)
+    kw = dict(stats=("mean", "min", "max", "std", "count", "share_flagged"), sensors="__norm$|^outdoor_temp$",
+              fill_day=fill_day, grid=periods)
+    one_by_one = [aggregate_partition(f, d, windows, **kw) for f, d in zip(frames, days)]
+    whole, counts = aggregate_partition(tidy.concat(frames), days, windows, **kw)
+    for label in windows:
+        want = pd.concat([_plain(out[label]) for out, _ in one_by_one], ignore_index=True)
+        pd.testing.assert_frame_equal(_plain(whole[label]), want, check_exact=True, obj=label)
+    assert counts == merge_counts([c for _, c in one_by_one])
+    assert counts["rejected"]["not aggregated: sensor not matched by $.sensors"] > 0
+    n_1h = len(whole["1h"])
+    if fill_day:       # each day's series that have a row that day, every hour of it
+        assert n_1h == 24 * 6 * (3 + 1 + 3)
+    else:
+        assert 0 < n_1h < 24 * 6 * 7
+
+
+def test_a_period_keeps_each_day_in_its_own_windows():
+    """Spelled out: two samples of one series, 23:59:59 on the 20th and 00:00:00 on the 22nd
+    (the 21st absent): one 1 h window each, at its own day's 23:00 and 00:00."""
+    df = tidy.concat([series([1.0], "2026-01-20T23:59:59Z", sensor="m0__norm"),
+                      series([3.0], "2026-01-22T00:00:00Z", sensor="m0__norm")])
+    out, counts = aggregate_partition(df, ["2026-01-20", "2026-01-22"], {"1h": 3600}, stats=("mean", "count"),
+                                      sensors="__norm$", fill_day=False)
+    got = _plain(out["1h"])
+    assert got["ts"].astype(str).tolist() == ["2026-01-20 23:00:00+00:00", "2026-01-20 23:00:00+00:00",
+                                              "2026-01-22 00:00:00+00:00", "2026-01-22 00:00:00+00:00"]
+    assert got["sensor"].tolist() == ["m0__norm__count", "m0__norm__mean"] * 2
+    assert got["value"].tolist() == [1.0, 1.0, 1.0, 3.0]
+    assert counts["rows_in"] == 2 and counts["rows_written"] == {"1h": 4}
+    with pytest.raises(ValueError, match="outside the partition day"):
+        from pyjama.aggregate import moments_from_rows, prepare_rows
+        moments_from_rows(prepare_rows(tidy.conform(df), ["2026-01-20"]), 3600)

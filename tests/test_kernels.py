@@ -403,3 +403,37 @@ def test_resample_frame_on_a_generated_day_equals_numpys_unique(monkeypatch):
     pd.testing.assert_frame_equal(got, want)
     pd.testing.assert_frame_equal(got, got.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True))
     assert got_counts == want_counts and got_counts["filled"] > 0
+
+
+def _slow_conform(df):
+    """tidy.conform before its fast path: every column cast, the index reset."""
+    out = df[tidy.COLUMNS]
+    out["ts"] = out["ts"].astype("datetime64[us, UTC]")
+    for c in ("device_id", "domain", "sensor"):
+        out[c] = tidy.as_category(out[c])
+    out["value"] = out["value"].astype(np.float64)
+    out["quality_flag"] = out["quality_flag"].astype(np.uint8)
+    return out.reset_index(drop=True)
+
+
+def test_conform_of_a_tidy_frame_is_a_copy_equal_to_the_full_casts():
+    df = tidy.frame(ts=["2026-01-21T00:00:00Z", "2026-01-21T00:00:01Z", "2026-01-21T00:00:02Z"],
+                    device_id="valve01", domain="bio_signal", sensor=["m0", "m1", "m0"],
+                    value=[1.0, NAN, 3.0], quality_flag=[0, 2, 0])
+    assert tidy._is_tidy(df)
+    out = tidy.conform(df)
+    pd.testing.assert_frame_equal(out, _slow_conform(df))
+    assert out is not df
+    out.loc[0, "value"] = 99.0                     # the caller's frame stays as it was
+    assert df["value"].tolist()[0] == 1.0
+    # a filtered frame (index 1, 2), a reordered one, a float flag: the full path, same result
+    part = df.iloc[1:]
+    assert not tidy._is_tidy(part)
+    pd.testing.assert_frame_equal(tidy.conform(part), _slow_conform(part))
+    assert tidy.conform(part).index.tolist() == [0, 1]
+    shuffled = df[["value", *[c for c in tidy.COLUMNS if c != "value"]]]
+    assert not tidy._is_tidy(shuffled) and tidy.conform(shuffled).columns.tolist() == tidy.COLUMNS
+    floats = df.assign(quality_flag=df["quality_flag"].astype(float))
+    assert not tidy._is_tidy(floats) and tidy.conform(floats)["quality_flag"].dtype == np.uint8
+    ns = df.assign(ts=df["ts"].astype("datetime64[ns, UTC]"))
+    assert not tidy._is_tidy(ns) and str(tidy.conform(ns)["ts"].dtype) == "datetime64[us, UTC]"

@@ -18,7 +18,8 @@ FLOORS = [
     ["pyjama.steps", "pyjama.steps.*"],              # the step registry and the steps
     ["pyjama.pipeline"],                             # step configs bound to steps, wiring
     ["pyjama.project"],                              # + raw index
-    ["pyjama.workflow", "pyjama.runner", "pyjama.keep", "pyjama.verdict", "pyjama.runlock"],   # plan, run, keep, verdicts, locks
+    ["pyjama.workflow", "pyjama.runner", "pyjama.workers", "pyjama.keep", "pyjama.verdict",
+     "pyjama.runlock"],                              # plan, run (in worker processes), keep, verdicts, locks
     ["pyjama.demo", "pyjama.manage"],                # exposures and their demo data
     ["pyjama.status", "pyjama.dag", "pyjama.report", "pyjama.results", "pyjama.docs_gen"],   # views
     ["pyjama.cli", "pyjama.drawer"],                 # command lines only

@@ -198,6 +198,10 @@ class PartitionStep(Step):
     """One (device, day) of the input stage → one (device, day) of each output stage."""
 
     readers: dict = {}     # input key → reader(path, device, day); default io.read_tidy
+    # True: compute(frames, st, device, days) takes a week's or a month's days at once (a
+    # list, their rows in day order in one frame per input) and gives what the days one by
+    # one give, concatenated; for steps with one input per day, read whole, and no $.keep
+    whole_period = False
 
     def input_files(self, project, st, device: str, day: str) -> dict:
         """Input files of one partition (key → path or list of paths, relative)."""

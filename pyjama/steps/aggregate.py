@@ -42,7 +42,8 @@ class AggregateStep(PartitionStep):
         return {"grid_config_digest": None if up is None else up.digest}
 
     def compute(self, frames, st, device, day):
-        """Pure: the tidy partition → (frames by output key, ledger counts)."""
+        """Pure: the tidy partition → (frames by output key, ledger counts). ``day``: a day,
+        or the list of days of a week's or a month's partition (:attr:`whole_period`)."""
         from ..aggregate import aggregate_partition, check_windows
 
         windows = check_windows(st["windows"], st.path)
@@ -51,6 +52,9 @@ class AggregateStep(PartitionStep):
                                                self._grids.get(st.path))
         keys = list(self.output_stages(st))
         return {k: by_label[label] for k, label in zip(keys, st["windows"])}, counts
+
+    # windows never cross midnight: a week or a month is aggregated in one pass
+    whole_period = True
 
 
 def window_stage(output_stage: str, label: str) -> str:
