@@ -9,10 +9,14 @@ to one of N worker processes and waits: the workers compute in parallel, the thr
 writes the log. Same code, same inputs, same bytes written; the log and the keep decision
 (:mod:`pyjama.keep`) stay in the thread.
 
-The workers start once per run from a ``forkserver`` that has imported pandas, pyarrow and
-PyJAMA's steps, so a job costs no interpreter start; they never run a database step (80/81:
-those keep their connections in the thread). SLURM jobs, runs with ``--cores 1`` and runs
-without ``--force-use-threads`` compute in the job's own process as before.
+A worker is ``python -m pyjama.workers ROOT PIPELINE``, started once per run (on the first
+job; it imports pandas, pyarrow and the steps while it starts) and fed one job at a time
+over its stdin/stdout pipes (pickled keyword arguments in, the ledger entries or the error
+out; whatever a step prints goes to the worker's stderr). Plain subprocesses, not
+``multiprocessing``: nothing of the parent (its ``__main__``, its threads) is re-imported
+or forked. Workers never run a database step (80/81: those keep their connections in the
+thread). SLURM jobs, runs with ``--cores 1`` and runs without ``--force-use-threads``
+compute in the job's own process as before.
 
 ``PYJAMA_JOB_PROCESSES``: how many workers (default: Snakemake's ``--cores``, at most the
 machine's CPUs); ``0`` computes every job in its thread (as before this module).
@@ -28,10 +32,10 @@ import traceback
 from .errors import UserError, WorkerBug
 
 ENV = "PYJAMA_JOB_PROCESSES"
-PRELOAD = ["pyjama.runner", "pyjama.steps", "pyjama.steps.parser", "pyjama.steps.split",
-           "pyjama.steps.clean", "pyjama.steps.resample", "pyjama.steps.transform",
-           "pyjama.steps.normalise", "pyjama.steps.behaviour", "pyjama.steps.aggregate",
-           "pandas", "numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute"]
+PRELOAD = ["pandas", "numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "pyjama.runner",
+           "pyjama.steps", "pyjama.steps.parser", "pyjama.steps.split", "pyjama.steps.clean",
+           "pyjama.steps.resample", "pyjama.steps.transform", "pyjama.steps.normalise",
+           "pyjama.steps.behaviour", "pyjama.steps.aggregate"]
 
 _LOCK = threading.Lock()
 _POOL: dict = {}            # "pool": the executor, "key": (root, pipeline path, id of the plan's project)
@@ -82,39 +86,92 @@ def computer(workflow, project):
     return compute
 
 
-def _pool(n: int, project):
-    """The run's executor (made on the first job; a new plan gets a new one)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class _Worker:
+    """One worker subprocess and its pipes."""
+
+    def __init__(self, root: str, pipeline: str):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        env = dict(os.environ)
+        repo = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.proc = subprocess.Popen([sys.executable, "-m", "pyjama.workers", root, pipeline],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=root)
+
+    def call(self, arguments: dict) -> tuple:
+        _send(self.proc.stdin, arguments)
+        return _receive(self.proc.stdout)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()         # the worker ends at the end of its input
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - a worker that will not end is stopped
+            self.proc.kill()
+
+
+class _Pool:
+    """N workers; a job takes an idle one, or waits for one."""
+
+    def __init__(self, n: int, root: str, pipeline: str):
+        import queue
+
+        self.root, self.pipeline = root, pipeline
+        self.idle: "queue.Queue" = queue.Queue()
+        self.all = [_Worker(root, pipeline) for _ in range(n)]
+        for w in self.all:
+            self.idle.put(w)
+
+    def call(self, arguments: dict) -> tuple:
+        import pickle
+
+        w = self.idle.get()
+        try:
+            return w.call(arguments)
+        except (EOFError, OSError, ValueError, pickle.UnpicklingError):   # the worker died: a new one takes its place
+            w.proc.kill()
+            fresh = _Worker(self.root, self.pipeline)
+            self.all[self.all.index(w)] = w = fresh
+            raise UserError("the worker process computing this job died (killed, or out of memory; "
+                            f"{ENV}=0 computes jobs in Snakemake's threads)") from None
+        finally:
+            self.idle.put(w)
+
+    def close(self) -> None:
+        for w in self.all:
+            w.close()
+
+
+def _pool(n: int, project) -> _Pool:
+    """The run's pool (made on the first job; a new plan gets a new one)."""
+    import atexit
 
     key = (str(project.root), project.pipeline.path, id(project), n)
     with _LOCK:
-        if _POOL.get("key") != key or _POOL.get("broken"):
+        if _POOL.get("key") != key:
             old = _POOL.get("pool")
             if old is not None:
-                old.shutdown(wait=False, cancel_futures=True)
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(PRELOAD)
+                old.close()
             _POOL.clear()
-            _POOL.update(key=key, pool=ProcessPoolExecutor(
-                max_workers=n, mp_context=ctx, initializer=_init_worker,
-                initargs=(str(project.root), project.pipeline.path)))
+            _POOL.update(key=key, pool=_Pool(n, str(project.root), project.pipeline.path))
+            if not _POOL.get("atexit"):
+                atexit.register(_close_pool)
+                _POOL["atexit"] = True
         return _POOL["pool"]
 
 
-def run_step_in_worker(n: int, project, arguments: dict) -> tuple:
-    """(ledger entries, the worker's CPU seconds, its pid) of ``run_step(**arguments)`` in a worker.
-    Raises what run_step raised (:class:`UserError`, ``OSError``), or :class:`WorkerBug`."""
-    from concurrent.futures.process import BrokenProcessPool
+def _close_pool() -> None:
+    pool = _POOL.get("pool")
+    if pool is not None:
+        pool.close()
 
-    pool = _pool(n, project)
-    try:
-        status, *rest = pool.submit(_work, arguments).result()
-    except BrokenProcessPool:
-        with _LOCK:
-            _POOL["broken"] = True
-        raise UserError("the worker process computing this job died (killed, or out of memory; "
-                        f"{ENV}=0 computes jobs in Snakemake's threads)") from None
+
+def run_step_in_worker(n: int, project, arguments: dict) -> tuple:
+    """(ledger entries, the worker's CPU seconds, its pid) of ``run_step(**arguments)`` in a
+    worker. Raises what run_step raised (:class:`UserError`, ``OSError``), or :class:`WorkerBug`."""
+    status, *rest = _pool(n, project).call(arguments)
     if status == "ok":
         return tuple(rest)
     if status == "user":
@@ -124,16 +181,30 @@ def run_step_in_worker(n: int, project, arguments: dict) -> tuple:
     raise WorkerBug(*rest)
 
 
+def _send(pipe, obj) -> None:
+    import pickle
+
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(len(data).to_bytes(8, "little") + data)
+    pipe.flush()
+
+
+def _receive(pipe):
+    import pickle
+
+    head = pipe.read(8)
+    if len(head) < 8:
+        raise EOFError("worker pipe closed")
+    size = int.from_bytes(head, "little")
+    data = pipe.read(size)
+    if len(data) < size:
+        raise EOFError("worker pipe closed")
+    return pickle.loads(data)
+
+
 # ---------------------------------------------------------------- inside a worker
 
 _WORKER: dict = {}
-
-
-def _init_worker(root: str, pipeline_path: str) -> None:
-    # Ctrl-C goes to Snakemake, which waits for its job threads as it always has: a worker
-    # finishes the job it has (a thread could not be interrupted either)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER.update(root=root, pipeline=pipeline_path)
 
 
 def _project():
@@ -157,3 +228,32 @@ def _work(arguments: dict) -> tuple:
         return "os", exc
     except Exception as exc:  # noqa: BLE001 - a bug: its traceback goes to the job's log
         return "bug", traceback.format_exc(), type(exc).__name__, str(exc)
+
+
+def main(argv) -> int:
+    """A worker: ``python -m pyjama.workers ROOT PIPELINE``; jobs on stdin, results on stdout."""
+    import importlib
+    import sys
+
+    # Ctrl-C goes to Snakemake, which waits for its job threads as it always has: a worker
+    # finishes the job it has (a thread could not be interrupted either), then its input ends
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                        # a step's prints go to stderr, never into the replies
+    sys.stdout = sys.stderr
+    requests = sys.stdin.buffer
+    _WORKER.update(root=argv[0], pipeline=argv[1])
+    for name in PRELOAD:                 # once, before the first job arrives
+        importlib.import_module(name)
+    while True:
+        try:
+            arguments = _receive(requests)
+        except EOFError:
+            return 0
+        _send(replies, _work(arguments))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

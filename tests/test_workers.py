@@ -122,3 +122,27 @@ def test_a_worker_raises_what_the_step_raises(tmp_path):
     snakemake(tmp_path, config=("until=20_split",))
     entries, cpu, pid = workers.run_step_in_worker(2, project, args)
     assert [e["partition"] for e in entries] == ["valve01/2026-01-20"] and cpu >= 0 and pid > 0
+
+
+def test_a_dead_worker_fails_its_job_in_one_line_and_is_replaced(tmp_path):
+    from pyjama.project import Project
+
+    make_project(tmp_path, steps=("10_parser", "20_split"))
+    project = Project.load("configs/T/pipeline.json", tmp_path)
+    args = {"script": "10_parser.py", "config_path": "configs/T/10_parser.json", "devices": None,
+            "day": None, "raw": "T_valve01_2026-01-20.csv", "options": {}}
+    entries, _cpu, pid = workers.run_step_in_worker(2, project, args)
+    assert entries[0]["partition"] == "raw=T_valve01_2026-01-20.csv"
+    pool = workers._pool(2, project)
+    for w in pool.all:               # killed (the OOM killer, a user's kill)
+        w.proc.kill()
+        w.proc.wait()
+    for _ in pool.all:
+        with pytest.raises(UserError) as err:
+            workers.run_step_in_worker(2, project, args)
+        assert str(err.value) == ("the worker process computing this job died (killed, or out of memory; "
+                                  "PYJAMA_JOB_PROCESSES=0 computes jobs in Snakemake's threads)")
+    entries, _cpu, again = workers.run_step_in_worker(2, project, args)   # a new worker
+    assert entries[0]["partition"] == "raw=T_valve01_2026-01-20.csv" and again != pid
+    workers._close_pool()
+    assert all(w.proc.poll() is not None for w in pool.all)
