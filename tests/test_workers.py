@@ -30,6 +30,7 @@ def test_workers_write_the_same_bytes_as_job_threads(tmp_path, monkeypatch):
     for root in (a, b):
         root.mkdir()
         make_project(root, devices=2, days=2, steps=steps)
+    monkeypatch.setenv(workers.ENV, "2")        # a run this small takes workers only when asked
     snakemake(a)
     monkeypatch.setenv(workers.ENV, "0")
     snakemake(b)
@@ -62,23 +63,33 @@ def _count_in_thread(workflow) -> int:
     return out[0]
 
 
+def _run(cores=2, jobs=100, local_exec=True, use_threads=True):
+    """The attributes of Snakemake's workflow object that workers.count reads."""
+    return SimpleNamespace(local_exec=local_exec, use_threads=use_threads, cores=cores, dag=[None] * jobs)
+
+
 def test_count_only_for_local_threaded_runs_with_two_cores(monkeypatch):
     monkeypatch.delenv(workers.ENV, raising=False)
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 8)
-    local = SimpleNamespace(local_exec=True, use_threads=True, cores=2)
+    local = _run()
+    assert workers.MIN_JOBS == 100
     assert _count_in_thread(local) == 2
-    assert _count_in_thread(SimpleNamespace(local_exec=True, use_threads=True, cores=6)) == 6
-    assert _count_in_thread(SimpleNamespace(local_exec=True, use_threads=True, cores=1)) == 0
-    assert _count_in_thread(SimpleNamespace(local_exec=False, use_threads=True, cores=4)) == 0   # SLURM
-    assert _count_in_thread(SimpleNamespace(local_exec=True, use_threads=False, cores=4)) == 0
+    assert _count_in_thread(_run(jobs=99)) == 0         # a small run: the workers' start costs more
+    assert _count_in_thread(_run(cores=6)) == 6
+    assert _count_in_thread(_run(cores=1)) == 0
+    assert _count_in_thread(_run(cores=4, local_exec=False)) == 0   # SLURM
+    assert _count_in_thread(_run(cores=4, use_threads=False)) == 0
     assert _count_in_thread(None) == 0
+    assert _count_in_thread(SimpleNamespace(local_exec=True)) == 0  # not a workflow as we know it
     assert workers.count(local) == 0                    # the main thread: not a job thread
     monkeypatch.setattr(workers.os, "cpu_count", lambda: 2)
-    assert _count_in_thread(SimpleNamespace(local_exec=True, use_threads=True, cores=6)) == 2
+    assert _count_in_thread(_run(cores=6)) == 2
     monkeypatch.setenv(workers.ENV, "0")
     assert _count_in_thread(local) == 0
     monkeypatch.setenv(workers.ENV, "1")
     assert _count_in_thread(local) == 0                 # one worker would gain nothing
+    monkeypatch.setenv(workers.ENV, "2")
+    assert _count_in_thread(_run(jobs=3)) == 2          # asked for: whatever the run's size
     monkeypatch.setenv(workers.ENV, "-1")
     with pytest.raises(UserError, match=r"^PYJAMA_JOB_PROCESSES='-1': not a whole number"):
         _count_in_thread_raising(local)
