@@ -245,8 +245,22 @@ def _work(arguments: dict) -> tuple:
 
 def main(argv) -> int:
     """A worker: ``python -m pyjama.workers ROOT PIPELINE``; jobs on stdin, results on stdout."""
+    import argparse
     import importlib
     import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python3 -m pyjama.workers",
+        description="A worker process of a local Snakemake run of PyJAMA: started by the workflow "
+                    "(pyjama/workers.py) for runs of 100 jobs or more, fed one job at a time over its "
+                    "stdin; not a command to type. PYJAMA_JOB_PROCESSES=0 runs without workers.")
+    parser.add_argument("root", help="the project root")
+    parser.add_argument("pipeline", help="the pipeline.json the run's plan was made from (relative to root)")
+    args = parser.parse_args(argv)
+    if sys.stdin.isatty():
+        print("Error: python3 -m pyjama.workers takes its jobs from the workflow over a pipe, not from "
+              "a terminal; allowed: drawer.py run or snakemake, which start it", file=sys.stderr)
+        return 2
 
     # Ctrl-C goes to Snakemake, which waits for its job threads as it always has: a worker
     # finishes the job it has (a thread could not be interrupted either), then its input ends
@@ -255,7 +269,7 @@ def main(argv) -> int:
     os.dup2(2, 1)                        # a step's prints go to stderr, never into the replies
     sys.stdout = sys.stderr
     requests = sys.stdin.buffer
-    _WORKER.update(root=argv[0], pipeline=argv[1])
+    _WORKER.update(root=args.root, pipeline=args.pipeline)
     for name in PRELOAD:                 # once, before the first job arrives
         importlib.import_module(name)
     while True:

@@ -157,3 +157,23 @@ def test_a_dead_worker_fails_its_job_in_one_line_and_is_replaced(tmp_path):
     assert entries[0]["partition"] == "raw=T_valve01_2026-01-20.csv" and again != pid
     workers._close_pool()
     assert all(w.proc.poll() is not None for w in pool.all)
+
+
+def test_a_worker_started_by_hand_from_a_terminal_says_what_it_is(tmp_path):
+    import os
+    import pty
+    import subprocess
+
+    from wf import PY, REPO
+
+    master, slave = pty.openpty()
+    try:
+        res = subprocess.run([PY, "-m", "pyjama.workers", str(tmp_path), "configs/T/pipeline.json"],
+                             stdin=slave, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert (res.returncode, res.stdout) == (2, "")
+    assert res.stderr == ("Error: python3 -m pyjama.workers takes its jobs from the workflow over a pipe, "
+                          "not from a terminal; allowed: drawer.py run or snakemake, which start it\n")
