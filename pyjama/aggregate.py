@@ -300,14 +300,22 @@ def aggregate_window(df: pd.DataFrame, day: str, window_s: int, stats=STATS,
     return frame_from_moments(moments_from_rows(prep, window_s), prep, stats, fill_day)
 
 
+# A period's days are aggregated in blocks whose finest windows hold at most this many
+# cells (series × days × 86400 / w): one pass per block, so memory stays that of a day or
+# two. Measured on a slow logger's month (25 series, 10 s windows, fresh process): one pass
+# over all 31 days 846 MB peak and 2.7 CPU-s, day by day 230 MB and 2.0 CPU-s, blocks of
+# 500,000 cells (2 days) 246 MB and 1.4 CPU-s, 2,000,000 (9 days) 425 MB and 1.7 CPU-s
+BLOCK_CELLS = 500_000
+
+
 def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, sensors: str = ".*",
                         fill_day: bool = True, grid=None):
     """All windows of one partition. ``windows`` maps a label (``"10s"``) to its length [s].
     ``grid``: (domain, sensor) → the sensor's grid period [µs] or None (no grid: the share
     is over the rows present); see the module docstring. ``day``: the partition's day, or
     the list of days of a week's or a month's partition (``df``: their rows in day order):
-    one pass over the period, each day's rows exactly as that day alone gives them, the
-    days in order, the counts summed (a test compares both).
+    a pass per block of days (:data:`BLOCK_CELLS`), each day's rows exactly as that day
+    alone gives them, the days in order, the counts summed (a test compares both).
 
     Returns (frames by label, ledger counts): rows_in = input rows = rows aggregated + rows
     not aggregated (by reason); ``rows_written`` gives the output rows per window.
@@ -315,26 +323,50 @@ def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, senso
     df = tidy.conform(df) if len(df) else tidy.empty()
     mask, rejected = select_rows(df, day, sensors)
     sel = df.loc[mask].reset_index(drop=True)
-    sel["sensor"] = sel["sensor"].cat.remove_unused_categories()
-    sel["domain"] = sel["domain"].cat.remove_unused_categories()
-    frames = {}
-    if len(sel):
-        prep = prepare_rows(sel, day)
-        done = {}                       # window length → Moments
-        for w in sorted(set(windows.values())):
-            finer = [v for v in done if w % v == 0]
-            # a window that is a multiple of one already computed is summed from it
-            done[w] = coarsen_moments(done[max(finer)], w) if finer else moments_from_rows(prep, w)
-        periods = [grid(d, s) if grid else None for d, s in zip(prep.pair_domain, prep.pair_sensor)]
-        for label, w in windows.items():
-            cells = grid_cells(periods, w) if any(periods) else None
-            frames[label] = frame_from_moments(done[w], prep, stats, fill_day, cells)
-    else:
+    if not len(sel):
         frames = {label: tidy.empty() for label in windows}
+    elif isinstance(day, str):
+        frames = _aggregate_days(sel, day, windows, stats, fill_day, grid)
+    else:
+        blocks = [_aggregate_days(part, days, windows, stats, fill_day, grid)
+                  for part, days in _day_blocks(sel, list(day), min(windows.values()))]
+        frames = {label: tidy.concat([b[label] for b in blocks]) for label in windows}
     counts = {"rows_in": len(df), "rows_out": int(mask.sum()), "rejected": rejected,
               "rows_written": {label: int(len(f)) for label, f in frames.items()},
               "samples_flagged": int((~np.isin(sel["quality_flag"].to_numpy(), USABLE_FLAGS)).sum())}
     return frames, counts
+
+
+def _day_blocks(sel: pd.DataFrame, days: list, finest_s: int):
+    """(rows, days) of consecutive blocks of ``days`` whose finest windows hold at most
+    :data:`BLOCK_CELLS` cells; ``sel``'s rows are in day order."""
+    series = max(1, len(sel["sensor"].cat.remove_unused_categories().cat.categories))
+    per_block = max(1, BLOCK_CELLS // (series * (DAY_S // finest_s)))
+    ts_us = pd.DatetimeIndex(sel["ts"]).as_unit("us").asi8
+    row_day = _day_of_rows(ts_us, _days_us(days))
+    for first in range(0, len(days), per_block):
+        lo, hi = np.searchsorted(row_day, [first, first + per_block])
+        if hi > lo:
+            yield sel.iloc[lo:hi].reset_index(drop=True), days[first:first + per_block]
+
+
+def _aggregate_days(sel: pd.DataFrame, day, windows: dict, stats, fill_day: bool, grid) -> dict:
+    """Frames by label of the selected rows ``sel`` of ``day`` (a day or a list of days)."""
+    sel = sel.copy(deep=False)
+    sel["sensor"] = sel["sensor"].cat.remove_unused_categories()
+    sel["domain"] = sel["domain"].cat.remove_unused_categories()
+    prep = prepare_rows(sel, day)
+    done = {}                       # window length → Moments
+    for w in sorted(set(windows.values())):
+        finer = [v for v in done if w % v == 0]
+        # a window that is a multiple of one already computed is summed from it
+        done[w] = coarsen_moments(done[max(finer)], w) if finer else moments_from_rows(prep, w)
+    periods = [grid(d, s) if grid else None for d, s in zip(prep.pair_domain, prep.pair_sensor)]
+    frames = {}
+    for label, w in windows.items():
+        cells = grid_cells(periods, w) if any(periods) else None
+        frames[label] = frame_from_moments(done[w], prep, stats, fill_day, cells)
+    return frames
 
 
 def day_window_seconds(label: str, where: str) -> int:

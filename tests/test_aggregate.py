@@ -282,8 +282,16 @@ def _random_day(rng, day, sensors):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("fill_day", [False, True])
 @pytest.mark.parametrize("grid", [None, "bio 1 s"])
-def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid):
+@pytest.mark.parametrize("days_per_block", [None, 1, 2])
+def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid, days_per_block, monkeypatch):
+    from pyjama import aggregate
     from pyjama.runner import merge_counts
+
+    if days_per_block:      # 3 series aggregated, 10 s windows: 3 × 8,640 cells a day
+        monkeypatch.setattr(aggregate, "BLOCK_CELLS", days_per_block * 3 * 8_640)
+    passes = []
+    real = aggregate._aggregate_days
+    monkeypatch.setattr(aggregate, "_aggregate_days", lambda sel, day, *a: passes.append(day) or real(sel, day, *a))
 
     rng = np.random.default_rng(seed)
     # a gap (02-01 has no data), a day without one series, an unmatched series (m2)
@@ -295,7 +303,9 @@ def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid):
     kw = dict(stats=("mean", "min", "max", "std", "count", "share_flagged"), sensors="__norm$|^outdoor_temp$",
               fill_day=fill_day, grid=periods)
     one_by_one = [aggregate_partition(f, d, windows, **kw) for f, d in zip(frames, days)]
+    passes.clear()
     whole, counts = aggregate_partition(tidy.concat(frames), days, windows, **kw)
+    assert passes == {None: [days], 1: [[d] for d in days], 2: [days[:2], days[2:]]}[days_per_block]
     for label in windows:
         want = pd.concat([_plain(out[label]) for out, _ in one_by_one], ignore_index=True)
         pd.testing.assert_frame_equal(_plain(whole[label]), want, check_exact=True, obj=label)
