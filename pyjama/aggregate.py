@@ -107,7 +107,6 @@ class Prepared:
     day i is slot i · (86400 / w) + k, so a period is aggregated in one pass, each day
     exactly as alone (no window crosses midnight)."""
 
-    day_us: int
     device: str
     pair_domain: list
     pair_sensor: list
@@ -116,8 +115,8 @@ class Prepared:
     x: np.ndarray
     usable_flag: np.ndarray
     valid: np.ndarray
-    days_us: np.ndarray = None      # the days' midnights [µs] (one day: [day_us])
-    row_day: np.ndarray = None      # row → its day's position in days_us
+    days_us: np.ndarray             # the days' midnights [µs], ascending (one day: one)
+    row_day: np.ndarray             # row → its day's position in days_us
 
     @property
     def n_days(self) -> int:
@@ -139,7 +138,6 @@ def prepare_rows(df: pd.DataFrame, day) -> Prepared:
     days_us = _days_us([day] if isinstance(day, str) else day)
     ts_us = pd.DatetimeIndex(df["ts"]).as_unit("us").asi8
     return Prepared(
-        day_us=int(days_us[0]),
         device=str(df["device_id"].iloc[0]) if len(df) else "",
         pair_domain=[str(df["domain"].cat.categories[k // n_s]) for k in pair_key],
         pair_sensor=[str(df["sensor"].cat.categories[k % n_s]) for k in pair_key],
@@ -247,11 +245,8 @@ def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool =
         return tidy.empty()
     # the windows written per source series: all of the day, or (fill_day false) those that
     # hold a row — gathered per series, so a sparse day never builds the whole day's cells.
-    # Several days: each day's windows of the series that have a row that day
-    if fill_day and prep.n_days == 1:
-        every = np.arange(n_slots, dtype=np.int64)
-        slots = [every] * n_pairs
-    elif fill_day:
+    # (several days: each day's windows of the series that have a row that day)
+    if fill_day:
         has_day = m.n_rows.reshape(n_pairs, prep.n_days, per_day).sum(-1) > 0
         slots = [(np.flatnonzero(has_day[p])[:, None] * per_day + np.arange(per_day)).ravel()
                  for p in range(n_pairs)]

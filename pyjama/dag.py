@@ -11,14 +11,13 @@ test redraws the DEMO graph and compares digests.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from . import io
+from . import child_env, io
 from .errors import UserError, one_line_errors
 from .rules import SnakemakeJobs
 
@@ -43,8 +42,7 @@ def snakemake_dot(plan, jobs: bool, root=None) -> str:
     config = plan.config_args
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(root),
            "--dag" if jobs else "--rulegraph", "--replace-workflow-config", "--config", *config]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = child_env()
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         err = [ln for ln in res.stderr.splitlines() if ln.startswith("Error")]

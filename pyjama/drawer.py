@@ -16,12 +16,11 @@ job ended in a one-line error such as an unreachable database), 3 lost data unde
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__, losses
+from . import __version__, child_env, losses
 from .cli import add_window_args
 from .errors import UserError, one_line_errors
 
@@ -195,8 +194,7 @@ def cmd_run(args) -> int:
         rc = _from_cache(args, root, plan)
         if rc is not None:
             return _after_run(args, root, rc)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env = child_env()
         env[losses.SHOWN_BY] = "drawer.py"     # drawer prints the lost-data lines itself (dry runs too)
         results = {r.name: f"result {Path(r.output).name}" for r in results_of(plan)}
         mon = RunMonitor(SnakemakeJobs(plan.job, results), _job_cause(root), err, quiet=args.quiet,

@@ -17,14 +17,13 @@ write the same pages on demand).
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import io
+from . import child_env, io
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_DIR = "_report"
@@ -98,8 +97,7 @@ def _cli(args: list, log: str, root: Path) -> None:
     which must not share this Snakemake's process); its output goes to the job's log."""
     from .errors import UserError
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = child_env()
     res = subprocess.run([sys.executable, str(REPO / "drawer.py"), *args], cwd=root, env=env,
                          capture_output=True, text=True, check=False)
     Path(log).parent.mkdir(parents=True, exist_ok=True)

@@ -225,27 +225,13 @@ def read_period(step, project, st, device: str, key: str, days: list):
             path = project.root / r
             if not path.exists():
                 raise io.input_missing(r)
-            # a period's file: its rows of the days (read_day's, day after day); a day's: whole
-            parts.append(_rows_of_days(io._cached_table(path), days) if io.multi_day(path)
-                         else io.read_parquet(path))
+            # a period's file: its rows of each day, as day by day reads them; a day's: whole
+            parts.extend([io.read_day(path, d) for d in days] if io.multi_day(path)
+                         else [io.read_parquet(path)])
         table = parts[0] if len(parts) == 1 else pa.concat_tables(parts).unify_dictionaries()
         frames[k] = tidy.from_arrow(table, device)
     return frames, flat_files(files)
 
-
-def _rows_of_days(table, days: list):
-    """The rows of ``table`` whose ts falls in one of ``days`` (file order kept)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from .timewindow import day_bounds
-
-    ts = table.column("ts").cast(pa.int64()).to_numpy() if table.num_rows else np.zeros(0, np.int64)
-    keep = np.zeros(len(ts), dtype=bool)
-    for d in days:
-        lo, hi = (int(b.timestamp()) * 1_000_000 for b in day_bounds(d))
-        keep |= (ts >= lo) & (ts < hi)
-    return table if keep.all() else table.filter(pa.array(keep))
 
 
 def _concat_days(tables: list, side: bool):

@@ -39,7 +39,7 @@ PRELOAD = ["pandas", "numpy", "pyarrow", "pyarrow.parquet", "pyarrow.compute", "
            "pyjama.steps.behaviour", "pyjama.steps.aggregate"]
 
 _LOCK = threading.Lock()
-_POOL: dict = {}            # "pool": the executor, "key": (root, pipeline path, id of the plan's project)
+_POOL: dict = {}            # "pool": the run's _Pool, "key": (root, pipeline path, id of the plan's project, N)
 
 
 # Below this many jobs in a run, workers are not started unless asked for (measured, issue 14:
@@ -105,13 +105,11 @@ class _Worker:
     def __init__(self, root: str, pipeline: str):
         import subprocess
         import sys
-        from pathlib import Path
 
-        env = dict(os.environ)
-        repo = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        from . import child_env
+
         self.proc = subprocess.Popen([sys.executable, "-m", "pyjama.workers", root, pipeline],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=root)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), cwd=root)
 
     def call(self, arguments: dict) -> tuple:
         _send(self.proc.stdin, arguments)

@@ -13,6 +13,7 @@ from . import Output, PartitionStep
 class AggregateStep(PartitionStep):
     script = "70_aggregate.py"
     summary = "window statistics (mean, min, max, std, count, share flagged), UTC-aligned, per day"
+    whole_period = True     # windows never cross midnight: a week's or a month's days in blocks
 
     def check_config(self, params, source):
         from ..aggregate import check_windows
@@ -52,9 +53,6 @@ class AggregateStep(PartitionStep):
                                                self._grids.get(st.path))
         keys = list(self.output_stages(st))
         return {k: by_label[label] for k, label in zip(keys, st["windows"])}, counts
-
-    # windows never cross midnight: a week or a month is aggregated in one pass
-    whole_period = True
 
 
 def window_stage(output_stage: str, label: str) -> str:
