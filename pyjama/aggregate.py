@@ -151,10 +151,7 @@ def moments_from_rows(prep: Prepared, window_s: int) -> Moments:
     per_day = DAY_S // window_s
     n_pairs, n_slots = len(prep.pair_sensor), per_day * prep.n_days
     G = n_pairs * n_slots
-    if len(prep.ts_us) and prep.row_day.min() < 0:
-        raise ValueError("rows outside the partition day (select them with select_rows first)")
-    slot = prep.row_day * per_day + (prep.ts_us - prep.days_us[prep.row_day]) // (window_s * 1_000_000)
-    g = prep.pair.astype(np.int64) * n_slots + slot
+    g = _window_keys(prep, window_s, n_slots)
     n_rows = np.bincount(g, minlength=G)
     n_flagged = np.bincount(g[~prep.usable_flag], minlength=G)
     gv, xv = g[prep.valid], prep.x[prep.valid]
@@ -166,15 +163,30 @@ def moments_from_rows(prep: Prepared, window_s: int) -> Moments:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
     m2 = np.bincount(gv, weights=(xv - mean[gv]) ** 2, minlength=G)   # two-pass: no cancellation
-    lo = np.full(G, np.nan)
-    hi = np.full(G, np.nan)
+    lo, hi = _extremes(gv, xv, G)
+    shape = (n_pairs, n_slots)
+    return Moments(window_s, n_rows.reshape(shape), n_flagged.reshape(shape), count.reshape(shape),
+                   total.reshape(shape), m2.reshape(shape), lo.reshape(shape), hi.reshape(shape))
+
+
+def _window_keys(prep: Prepared, window_s: int, n_slots: int) -> np.ndarray:
+    """Row → pair · n_slots + its window's slot (the days' windows end to end)."""
+    if len(prep.ts_us) and prep.row_day.min() < 0:
+        raise ValueError("rows outside the partition day (select them with select_rows first)")
+    per_day = DAY_S // window_s
+    slot = prep.row_day * per_day + (prep.ts_us - prep.days_us[prep.row_day]) // (window_s * 1_000_000)
+    return prep.pair.astype(np.int64) * n_slots + slot
+
+
+def _extremes(gv: np.ndarray, xv: np.ndarray, size: int):
+    """(min, max) per cell of the sorted cell indices ``gv`` of values ``xv``; NaN where none."""
+    lo = np.full(size, np.nan)
+    hi = np.full(size, np.nan)
     if len(gv):
         starts = np.flatnonzero(np.r_[True, gv[1:] != gv[:-1]])
         lo[gv[starts]] = np.minimum.reduceat(xv, starts)
         hi[gv[starts]] = np.maximum.reduceat(xv, starts)
-    shape = (n_pairs, n_slots)
-    return Moments(window_s, n_rows.reshape(shape), n_flagged.reshape(shape), count.reshape(shape),
-                   total.reshape(shape), m2.reshape(shape), lo.reshape(shape), hi.reshape(shape))
+    return lo, hi
 
 
 def coarsen_moments(m: Moments, window_s: int) -> Moments:
@@ -200,6 +212,90 @@ def coarsen_moments(m: Moments, window_s: int) -> Moments:
                    np.fmin.reduce(parts(m.lo), axis=-1), np.fmax.reduce(parts(m.hi), axis=-1))
 
 
+# ---------------------------------------------------------------- sparse days: occupied windows only
+
+# A partition whose rows are fewer than 1/SPARSE_SHARE of its finest windows' cells (series ×
+# days × 86400 / w; a slow logger: 24 rows a day in 8,640 windows of 10 s) and that writes
+# only the windows holding a row (fill_day false) keeps the sums of its occupied windows
+# only (:class:`SparseMoments`), instead of dense arrays of every window. Same values, bit for
+# bit: the same bincounts in the same row order, and each coarse window summed by the same
+# numpy reduction over the same r finer windows (the empty ones as zeros), as the dense path.
+SPARSE_SHARE = 8
+
+
+@dataclass
+class SparseMoments:
+    """:class:`Moments` of the occupied windows only: one entry per ``key`` = pair ·
+    ``n_slots`` + slot (ascending), ``n_slots`` windows per pair (all days end to end)."""
+
+    window_s: int
+    n_slots: int
+    key: np.ndarray
+    n_rows: np.ndarray
+    n_flagged: np.ndarray
+    count: np.ndarray
+    total: np.ndarray
+    m2: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def is_sparse(n_rows: int, n_series: int, n_days: int, finest_s: int, fill_day: bool) -> bool:
+    """Whether a partition takes the occupied-windows path (see :data:`SPARSE_SHARE`)."""
+    return not fill_day and n_rows * SPARSE_SHARE < n_series * n_days * (DAY_S // finest_s)
+
+
+def sparse_moments_from_rows(prep: Prepared, window_s: int) -> SparseMoments:
+    """:func:`moments_from_rows` for the occupied windows only (same sums, same order)."""
+    n_slots = DAY_S // window_s * prep.n_days
+    g = _window_keys(prep, window_s, n_slots)
+    key, inv = np.unique(g, return_inverse=True)
+    k = len(key)
+    n_rows = np.bincount(inv, minlength=k)
+    n_flagged = np.bincount(inv[~prep.usable_flag], minlength=k)
+    iv, xv = inv[prep.valid], prep.x[prep.valid]
+    if len(iv) > 1 and np.any(iv[1:] < iv[:-1]):
+        order = np.argsort(iv, kind="stable")
+        iv, xv = iv[order], xv[order]
+    count = np.bincount(iv, minlength=k)
+    total = np.bincount(iv, weights=xv, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    m2 = np.bincount(iv, weights=(xv - mean[iv]) ** 2, minlength=k)
+    lo, hi = _extremes(iv, xv, k)
+    return SparseMoments(window_s, n_slots, key, n_rows, n_flagged, count, total, m2, lo, hi)
+
+
+def sparse_coarsen_moments(m: SparseMoments, window_s: int) -> SparseMoments:
+    """:func:`coarsen_moments` for the occupied windows only: each coarse window that holds
+    a finer one gets the r = window_s / m.window_s finer windows as one row (empty ones as
+    the dense arrays hold them: 0, or NaN for min/max and the mean), summed by the same
+    reduction as the dense path's (r, contiguous, last axis)."""
+    r = window_s // m.window_s
+    ck = m.key // r                       # pair · (n_slots / r) + slot // r
+    new = np.r_[True, ck[1:] != ck[:-1]] if len(ck) else np.zeros(0, bool)
+    row, col = np.cumsum(new) - 1, m.key % r
+    c = int(new.sum())
+
+    def parts(a, fill):
+        out = np.full((c, r), fill, dtype=a.dtype)
+        out[row, col] = a
+        return out
+
+    count = parts(m.count, 0).sum(-1)
+    total = parts(m.total, 0.0).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_f = parts(m.total / m.count, np.nan)
+        mean_c = total / count
+        n_f = parts(m.count, 0)
+        spread = np.where(n_f > 0, n_f * (mean_f - mean_c[..., None]) ** 2, 0.0)
+    m2 = (parts(m.m2, 0.0) + spread).sum(-1)
+    return SparseMoments(window_s, m.n_slots // r, ck[new], parts(m.n_rows, 0).sum(-1),
+                         parts(m.n_flagged, 0).sum(-1), count, total, m2,
+                         np.fmin.reduce(parts(m.lo, np.nan), axis=-1),
+                         np.fmax.reduce(parts(m.hi, np.nan), axis=-1))
+
+
 def grid_cells(periods_us, window_s: int) -> np.ndarray:
     """Grid cells (times D + k·f) in each window [t0, t0 + w) of the day, per sensor:
     ceil((t0 + w) / f) − ceil(t0 / f), t0 = k·w; ``periods_us`` in µs, None: no grid (−1).
@@ -215,18 +311,45 @@ def grid_cells(periods_us, window_s: int) -> np.ndarray:
     return out
 
 
-def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool = True,
+def frame_from_moments(m, prep: Prepared, stats=STATS, fill_day: bool = True,
                        cells: np.ndarray | None = None) -> pd.DataFrame:
-    """The tidy rows ``<sensor>__<stat>`` (ts = window start) of window sums ``m``.
+    """The tidy rows ``<sensor>__<stat>`` (ts = window start) of window sums ``m``
+    (:class:`Moments`, or :class:`SparseMoments` with ``fill_day`` false).
 
-    mean = total / count, std = sqrt(m2 / count), share_flagged = n_flagged / n_rows (on a grid: ``cells`` from :func:`grid_cells`, the
-    cells without a row count as flagged); NaN +
+    mean = total / count, std = sqrt(m2 / count), share_flagged = n_flagged / n_rows (on a
+    grid: ``cells`` from :func:`grid_cells`, the cells without a row count as flagged); NaN +
     flag 1 where undefined (see the module docstring). Sorted by (sensor, ts).
     """
-    n_pairs, n_slots = m.count.shape
-    per_day = n_slots // prep.n_days
-    if cells is not None and prep.n_days > 1:
-        cells = np.tile(cells, (1, prep.n_days))          # every day has the same grid cells
+    n_pairs = len(prep.pair_sensor)
+    # the windows written per series p: slots[p], found at take[p] in the (flat) sums
+    if isinstance(m, SparseMoments):
+        if fill_day:
+            raise ValueError("sparse moments hold the occupied windows only; fill_day needs them all")
+        n_slots = m.n_slots
+        pair_of, slot_of = np.divmod(m.key, n_slots)
+        bounds = np.searchsorted(pair_of, np.arange(n_pairs + 1))
+        take = [np.arange(bounds[p], bounds[p + 1]) for p in range(n_pairs)]
+        slots = [slot_of[t] for t in take]
+        per_day = n_slots // prep.n_days
+        if cells is not None:
+            cells = cells[pair_of, slot_of % per_day]
+    else:
+        n_slots = m.count.shape[1]
+        per_day = n_slots // prep.n_days
+        # all of the day, or (fill_day false) the windows that hold a row — gathered per series,
+        # so a sparse day never builds the whole day's cells (several days: each day's windows
+        # of the series that have a row that day)
+        if fill_day:
+            has_day = m.n_rows.reshape(n_pairs, prep.n_days, per_day).sum(-1) > 0
+            slots = [(np.flatnonzero(has_day[p])[:, None] * per_day + np.arange(per_day)).ravel()
+                     for p in range(n_pairs)]
+        else:
+            slots = [np.flatnonzero(m.n_rows[p] > 0) for p in range(n_pairs)]
+        take = [p * n_slots + slots[p] for p in range(n_pairs)]
+        if cells is not None:
+            cells = np.tile(cells, (1, prep.n_days)).ravel()    # every day has the same grid cells
+        m = Moments(m.window_s, *(a.ravel() for a in (m.n_rows, m.n_flagged, m.count, m.total, m.m2,
+                                                       m.lo, m.hi)))
     # on a known grid (cells >= 0) the share counts the grid cells without a row as missing
     flagged, samples = m.n_flagged, m.n_rows
     if cells is not None:
@@ -243,17 +366,8 @@ def frame_from_moments(m: Moments, prep: Prepared, stats=STATS, fill_day: bool =
                     for p in range(n_pairs) for s in stats)
     if not blocks:
         return tidy.empty()
-    # the windows written per source series: all of the day, or (fill_day false) those that
-    # hold a row — gathered per series, so a sparse day never builds the whole day's cells.
-    # (several days: each day's windows of the series that have a row that day)
-    if fill_day:
-        has_day = m.n_rows.reshape(n_pairs, prep.n_days, per_day).sum(-1) > 0
-        slots = [(np.flatnonzero(has_day[p])[:, None] * per_day + np.arange(per_day)).ravel()
-                 for p in range(n_pairs)]
-    else:
-        slots = [np.flatnonzero(m.n_rows[p] > 0) for p in range(n_pairs)]
-    val = np.concatenate([values[s][p][slots[p]] for _, _, p, s in blocks])
-    miss = np.concatenate([missing[s][p][slots[p]] for _, _, p, s in blocks])
+    val = np.concatenate([values[s][take[p]] for _, _, p, s in blocks])
+    miss = np.concatenate([missing[s][take[p]] for _, _, p, s in blocks])
     val = np.where(miss, np.nan, val)
     names = sorted({b[0] for b in blocks})
     domains = sorted(set(prep.pair_domain))
@@ -309,8 +423,9 @@ def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, senso
     ``grid``: (domain, sensor) → the sensor's grid period [µs] or None (no grid: the share
     is over the rows present); see the module docstring. ``day``: the partition's day, or
     the list of days of a week's or a month's partition (``df``: their rows in day order):
-    a pass per block of days (:data:`BLOCK_CELLS`), each day's rows exactly as that day
-    alone gives them, the days in order, the counts summed (a test compares both).
+    a pass per block of days (:data:`BLOCK_CELLS`), or one pass over the occupied windows of
+    a sparse period (:data:`SPARSE_SHARE`), each day's rows exactly as that day alone gives
+    them, the days in order, the counts summed (tests compare both).
 
     Returns (frames by label, ledger counts): rows_in = input rows = rows aggregated + rows
     not aggregated (by reason); ``rows_written`` gives the output rows per window.
@@ -318,13 +433,18 @@ def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, senso
     df = tidy.conform(df) if len(df) else tidy.empty()
     mask, rejected = select_rows(df, day, sensors)
     sel = df.loc[mask].reset_index(drop=True)
+    days = [day] if isinstance(day, str) else list(day)
+    series = len(sel["sensor"].cat.remove_unused_categories().cat.categories) if len(sel) else 0
+    finest = min(windows.values())
+    sparse = is_sparse(len(sel), series, len(days), finest, fill_day)
     if not len(sel):
         frames = {label: tidy.empty() for label in windows}
-    elif isinstance(day, str):
-        frames = _aggregate_days(sel, day, windows, stats, fill_day, grid)
+    elif isinstance(day, str) or sparse:        # a sparse period: one pass, its size is its rows'
+        frames = _aggregate_days(sel, day if isinstance(day, str) else days, windows, stats, fill_day,
+                                 grid, sparse)
     else:
-        blocks = [_aggregate_days(part, days, windows, stats, fill_day, grid)
-                  for part, days in _day_blocks(sel, list(day), min(windows.values()))]
+        blocks = [_aggregate_days(part, block, windows, stats, fill_day, grid, False)
+                  for part, block in _day_blocks(sel, days, finest, series)]
         frames = {label: tidy.concat([b[label] for b in blocks]) for label in windows}
     counts = {"rows_in": len(df), "rows_out": int(mask.sum()), "rejected": rejected,
               "rows_written": {label: int(len(f)) for label, f in frames.items()},
@@ -332,11 +452,10 @@ def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, senso
     return frames, counts
 
 
-def _day_blocks(sel: pd.DataFrame, days: list, finest_s: int):
+def _day_blocks(sel: pd.DataFrame, days: list, finest_s: int, series: int):
     """(rows, days) of consecutive blocks of ``days`` whose finest windows hold at most
-    :data:`BLOCK_CELLS` cells; ``sel``'s rows are in day order."""
-    series = max(1, len(sel["sensor"].cat.remove_unused_categories().cat.categories))
-    per_block = max(1, BLOCK_CELLS // (series * (DAY_S // finest_s)))
+    :data:`BLOCK_CELLS` cells (``series`` series); ``sel``'s rows are in day order."""
+    per_block = max(1, BLOCK_CELLS // (max(1, series) * (DAY_S // finest_s)))
     ts_us = pd.DatetimeIndex(sel["ts"]).as_unit("us").asi8
     row_day = _day_of_rows(ts_us, _days_us(days))
     for first in range(0, len(days), per_block):
@@ -345,17 +464,21 @@ def _day_blocks(sel: pd.DataFrame, days: list, finest_s: int):
             yield sel.iloc[lo:hi].reset_index(drop=True), days[first:first + per_block]
 
 
-def _aggregate_days(sel: pd.DataFrame, day, windows: dict, stats, fill_day: bool, grid) -> dict:
-    """Frames by label of the selected rows ``sel`` of ``day`` (a day or a list of days)."""
+def _aggregate_days(sel: pd.DataFrame, day, windows: dict, stats, fill_day: bool, grid,
+                    sparse: bool) -> dict:
+    """Frames by label of the selected rows ``sel`` of ``day`` (a day or a list of days);
+    ``sparse``: the occupied windows only (:data:`SPARSE_SHARE`)."""
     sel = sel.copy(deep=False)
     sel["sensor"] = sel["sensor"].cat.remove_unused_categories()
     sel["domain"] = sel["domain"].cat.remove_unused_categories()
     prep = prepare_rows(sel, day)
-    done = {}                       # window length → Moments
+    from_rows, coarsen = ((sparse_moments_from_rows, sparse_coarsen_moments) if sparse
+                          else (moments_from_rows, coarsen_moments))
+    done = {}                       # window length → (Sparse)Moments
     for w in sorted(set(windows.values())):
         finer = [v for v in done if w % v == 0]
         # a window that is a multiple of one already computed is summed from it
-        done[w] = coarsen_moments(done[max(finer)], w) if finer else moments_from_rows(prep, w)
+        done[w] = coarsen(done[max(finer)], w) if finer else from_rows(prep, w)
     periods = [grid(d, s) if grid else None for d, s in zip(prep.pair_domain, prep.pair_sensor)]
     frames = {}
     for label, w in windows.items():

@@ -280,14 +280,18 @@ def _random_day(rng, day, sensors):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("fill_day", [False, True])
 @pytest.mark.parametrize("grid", [None, "bio 1 s"])
-@pytest.mark.parametrize("days_per_block", [None, 1, 2])
+@pytest.mark.parametrize("fill_day,days_per_block", [(f, b) for f in (False, True) for b in (None, 1, 2, "sparse")
+                                                     if not (f and b == "sparse")])
 def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid, days_per_block, monkeypatch):
+    """The dense block passes (1, 2 or all days a block) and, without fill_day, the one pass
+    over the occupied windows give each day's rows exactly as that day alone."""
     from pyjama import aggregate
     from pyjama.runner import merge_counts
 
-    if days_per_block:      # 3 series aggregated, 10 s windows: 3 × 8,640 cells a day
+    if days_per_block != "sparse":      # the dense path, also for these sparse days
+        monkeypatch.setattr(aggregate, "SPARSE_SHARE", 10**9)
+    if days_per_block in (1, 2):        # 3 series aggregated, 10 s windows: 3 × 8,640 cells a day
         monkeypatch.setattr(aggregate, "BLOCK_CELLS", days_per_block * 3 * 8_640)
     passes = []
     real = aggregate._aggregate_days
@@ -305,7 +309,8 @@ def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid, d
     one_by_one = [aggregate_partition(f, d, windows, **kw) for f, d in zip(frames, days)]
     passes.clear()
     whole, counts = aggregate_partition(tidy.concat(frames), days, windows, **kw)
-    assert passes == {None: [days], 1: [[d] for d in days], 2: [days[:2], days[2:]]}[days_per_block]
+    assert passes == {None: [days], 1: [[d] for d in days], 2: [days[:2], days[2:]],
+                      "sparse": [days]}[days_per_block]
     for label in windows:
         want = pd.concat([_plain(out[label]) for out, _ in one_by_one], ignore_index=True)
         pd.testing.assert_frame_equal(_plain(whole[label]), want, check_exact=True, obj=label)
@@ -334,3 +339,81 @@ def test_a_period_keeps_each_day_in_its_own_windows():
     with pytest.raises(ValueError, match="outside the partition day"):
         from pyjama.aggregate import moments_from_rows, prepare_rows
         moments_from_rows(prepare_rows(tidy.conform(df), ["2026-01-20"]), 3600)
+
+
+# ---------------------------------------------------------------- the occupied windows only
+
+def _rows_at(rng, day, sensors, per_day, span_s=86_400):
+    """``per_day`` samples a series, at random instants of the first ``span_s`` seconds of
+    ``day`` (both edges of the day for a whole day), values far from 0 (sums round)."""
+    t0 = pd.Timestamp(day, tz="UTC").value // 1000
+    parts = []
+    for s in sensors:
+        us = np.sort(rng.integers(0, span_s * 10**6, per_day))
+        if span_s == 86_400:
+            us[0], us[-1] = 0, 86_400 * 10**6 - 1
+        x = 300 + rng.normal(0, 1, per_day) * rng.choice([1e-3, 1, 1e3])
+        x[rng.random(per_day) < 0.05] = np.nan
+        parts.append(tidy.frame(ts=pd.to_datetime(t0 + us, unit="us", utc=True), device_id="valve01",
+                                domain="environment" if s == "outdoor_temp" else "bio_signal", sensor=s,
+                                value=x, quality_flag=rng.choice([0, 0, 0, 0, 1, 2, 5], per_day)))
+    return tidy.concat(parts).sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rate", ["hourly", "minutes", "seconds"])
+@pytest.mark.parametrize("windows", [{"10s": 10, "60s": 60, "5min": 300, "1h": 3600, "24h": 86_400},
+                                     {"10s": 10, "1h": 3600}, {"1min": 60, "15min": 900}])
+@pytest.mark.parametrize("grid", [None, "bio 1 s"])
+def test_the_occupied_windows_path_equals_the_dense_path(seed, rate, windows, grid, monkeypatch):
+    """Bit for bit, values and flags: each coarse window sums r finer ones (r = 6, 5, 12, 24
+    here, and 360 from 10 s to 1 h: numpy's pairwise sum, with and without a remainder of 8,
+    and past its 128-element block), on hourly, minute and dense second data, NaN and
+    flags 0-5 included, a day without data and a day missing a series."""
+    from pyjama import aggregate
+
+    rng = np.random.default_rng(seed)
+    days = ["2026-03-30", "2026-03-31", "2026-04-02"]
+    per_day, span = {"hourly": (24, 86_400), "minutes": (1_440, 86_400), "seconds": (7_200, 3 * 3600)}[rate]
+    frames = [_rows_at(rng, d, ["m0__norm", "outdoor_temp"] if i != 1 else ["m0__norm"], per_day, span)
+              for i, d in enumerate(days)]
+    df = tidy.concat(frames)
+    periods = None if grid is None else (lambda d, s: 1_000_000 if d == "bio_signal" else None)
+    kw = dict(sensors="__norm$|^outdoor_temp$", fill_day=False, grid=periods)
+    used = []
+    real = aggregate.sparse_moments_from_rows
+    monkeypatch.setattr(aggregate, "sparse_moments_from_rows", lambda *a: used.append(1) or real(*a))
+    monkeypatch.setattr(aggregate, "SPARSE_SHARE", 10**9)          # dense, whatever the rows
+    dense = [aggregate_partition(df, days, windows, **kw), aggregate_partition(frames[0], days[0], windows, **kw)]
+    assert not used
+    monkeypatch.setattr(aggregate, "SPARSE_SHARE", 0)              # occupied windows, whatever the rows
+    sparse = [aggregate_partition(df, days, windows, **kw), aggregate_partition(frames[0], days[0], windows, **kw)]
+    assert len(used) == 2
+    for (want, want_counts), (got, got_counts) in zip(dense, sparse):
+        assert got_counts == want_counts
+        for label in windows:
+            pd.testing.assert_frame_equal(_plain(got[label]), _plain(want[label]), check_exact=True, obj=label)
+            assert len(got[label])
+
+
+def test_the_occupied_windows_path_spelled_out():
+    """Three rows of one series on one day, 10 s and 1 h windows: 00:00:01 (1.0), 00:00:05
+    (NaN, flag 1), 00:59:59 (4.0, flag 2: not valid, counted as flagged); sparse (3 rows ≪
+    8,640 windows): the 10 s windows 00:00:00 and 00:59:50 only, the hour 00:00 only."""
+    from pyjama import aggregate
+
+    df = series([1.0, np.nan, 4.0], "2026-01-20T00:00:01Z", sensor="m0__norm", flags=[0, 1, 2])
+    df["ts"] = pd.to_datetime(["2026-01-20T00:00:01Z", "2026-01-20T00:00:05Z", "2026-01-20T00:59:59Z"], utc=True)
+    assert aggregate.is_sparse(3, 1, 1, 10, False) and not aggregate.is_sparse(3, 1, 1, 10, True)
+    out, counts = aggregate_partition(df, DAY, {"10s": 10, "1h": 3600}, stats=("mean", "count", "share_flagged"),
+                                      sensors="__norm$", fill_day=False)
+    ten, hour = _plain(out["10s"]), _plain(out["1h"])
+    assert ten["ts"].astype(str).tolist() == ["2026-01-20 00:00:00+00:00", "2026-01-20 00:59:50+00:00"] * 3
+    assert ten["sensor"].tolist() == ["m0__norm__count"] * 2 + ["m0__norm__mean"] * 2 + ["m0__norm__share_flagged"] * 2
+    assert_allclose(ten["value"], [1.0, 0.0, 1.0, np.nan, 0.5, 1.0])
+    assert ten["quality_flag"].tolist() == [0, 0, 0, 1, 0, 0]
+    assert hour["value"].tolist()[:2] == [1.0, 1.0] and hour["value"].tolist()[2] == 2 / 3
+    assert counts["rows_written"] == {"10s": 6, "1h": 3}
+    with pytest.raises(ValueError, match="fill_day needs them all"):
+        prep = aggregate.prepare_rows(tidy.conform(df), DAY)
+        aggregate.frame_from_moments(aggregate.sparse_moments_from_rows(prep, 10), prep, fill_day=True)
