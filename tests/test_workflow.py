@@ -238,3 +238,40 @@ def test_a_stray_raw_file_is_one_line_naming_it(tmp_path):
     assert res.returncode == 3 and res.stderr.strip().splitlines()[-1] == want
     status = drawer(tmp_path, "status", "configs/T/pipeline.json")
     assert status.stdout.strip().splitlines()[-1] == want.removeprefix("PyJAMA: ")
+
+
+# ---------------------------------------------------------------- Snakemake's job-start limit
+
+def test_a_local_run_drops_snakemakes_default_job_start_limit_only():
+    """pyjama.workflow.drop_local_rate_limit (the Snakefile's onstart): a local run with the
+    command line's default 100/1s loses the limit; SLURM (local_exec false), a user's own
+    limit, a run without a limiter and a foreign object keep what they have."""
+    from types import SimpleNamespace
+
+    from snakemake.settings.types import MaxJobsPerTimespan
+
+    from pyjama.workflow import drop_local_rate_limit
+
+    def wf(local=True, limit="100/1s"):
+        lim = MaxJobsPerTimespan.parse_choice(limit) if limit else None
+        return SimpleNamespace(local_exec=local, scheduling_settings=SimpleNamespace(max_jobs_per_timespan=lim),
+                               scheduler=SimpleNamespace(job_rate_limiter=object() if lim else None))
+
+    w = wf()
+    assert drop_local_rate_limit(w) is True and w.scheduler.job_rate_limiter is None
+    for w in (wf(local=False), wf(limit="50/1s"), wf(limit="100/1m"), wf(limit=None)):
+        kept = w.scheduler.job_rate_limiter
+        assert drop_local_rate_limit(w) is False and w.scheduler.job_rate_limiter is kept
+    assert drop_local_rate_limit(SimpleNamespace()) is False
+
+
+def test_a_local_run_schedules_once_per_finished_job(tmp_path):
+    """With Snakemake's default limit each round with ready jobs started a 1 s timer whose
+    round started another: a 193-job build made 1,058-1,321 rounds. Now a round per job
+    finished, at most (Snakemake's debug line 'Ready jobs: N' is one round with ready jobs)."""
+    make_project(tmp_path, "T", devices=1, days=8, hz=1 / 600,
+                 steps=("10_parser", "20_split", "30_clean", "40_resample"))
+    snakemake(tmp_path, "--verbose")
+    log = sorted((tmp_path / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text()
+    rounds, finished = log.count("Ready jobs:"), log.count("Finished jobid:")
+    assert finished > 30 and rounds <= finished, (rounds, finished)
