@@ -150,8 +150,51 @@ def trailing_reference(x: np.ndarray, window_s: float, period: float) -> np.ndar
     n = max(int(round(window_s / period)), 1)
     if x.size == 0:
         return x.copy()
-    med = pd.DataFrame(x.T).rolling(n, min_periods=1).median().shift(1).to_numpy().T
-    return med
+    med = _rolling_median_few(x, n)
+    if med is None:
+        return pd.DataFrame(x.T).rolling(n, min_periods=1).median().shift(1).to_numpy().T
+    out = np.full(x.shape, np.nan)
+    out[:, 1:] = med[:, :-1]                  # .shift(1): the window before the sample
+    return out
+
+
+def _rolling_median_few(x: np.ndarray, n: int):
+    """``pd.DataFrame(x.T).rolling(n, min_periods=1).median().T`` computed in numpy when no
+    window of ``n`` samples holds more than 3 usable (non-NaN) ones — a slow logger's day on
+    a fine grid — else None (the caller asks pandas).
+
+    Exact, not an approximation: pandas' median of k values is the middle one (k odd) or
+    (upper + lower) / 2 (k even); with at most 3 values that is ``a``, ``(a + b) / 2``, or
+    ``max(min(a, b), min(max(a, b), c))``, each a value of the window or one sum and one
+    halving, as pandas does. A window holding a -0.0 also returns None: -0.0 == 0.0, and
+    which of the two a sorted window yields is pandas' own business."""
+    rows, cols = x.shape
+    valid = ~np.isnan(x)
+    if (valid & (x == 0) & np.signbit(x)).any():
+        return None
+    c = np.zeros((rows, cols + 1), np.int64)
+    np.cumsum(valid, axis=1, out=c[:, 1:])
+    lo = np.maximum(np.arange(1, cols + 1) - n, 0)
+    cnt = c[:, 1:] - c[:, lo]                  # usable samples in (t - n, t]
+    if cnt.size and int(cnt.max()) > 3:
+        return None
+    cnt = cnt.ravel()
+    flat = x.ravel()
+    vals = flat[valid.ravel()]                 # the usable values, row-major
+    last = np.cumsum(valid.ravel()) - 1        # index in vals of the last usable sample <= t
+    med = np.full(flat.size, np.nan)
+    # a window never crosses a row, so its cnt values are vals[last - cnt + 1 .. last]
+    one = cnt == 1
+    med[one] = vals[last[one]]
+    two = np.flatnonzero(cnt == 2)
+    if len(two):
+        a, b = vals[last[two]], vals[last[two] - 1]
+        med[two] = (a + b) / 2
+    three = np.flatnonzero(cnt == 3)
+    if len(three):
+        a, b, c3 = vals[last[three]], vals[last[three] - 1], vals[last[three] - 2]
+        med[three] = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c3))
+    return med.reshape(rows, cols)
 
 
 def noise_sigma(x: np.ndarray, flags: np.ndarray, state=None) -> np.ndarray:
@@ -170,8 +213,9 @@ def noise_sigma(x: np.ndarray, flags: np.ndarray, state=None) -> np.ndarray:
     when an animal has fewer than 10 measured samples.
     """
     out = np.full(x.shape[0], np.nan)
-    for r in range(x.shape[0]):
-        measured = (flags[r] == int(Flag.OK)) & np.isfinite(x[r])
+    measured_all = (flags == int(Flag.OK)) & np.isfinite(x)
+    for r in np.flatnonzero(measured_all.sum(axis=1) >= 10):    # fewer: NaN whatever the state
+        measured = measured_all[r]
         v = x[r][measured & (state[r] == OPEN)] if state is not None else np.zeros(0)
         if len(v) < 10:
             v = x[r][measured]
@@ -213,6 +257,11 @@ def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, perio
     level), and ``cut_start`` / ``cut_end`` true when the sample before / after is unknown
     or outside the day (the true start / end was not observed).
     """
+    return pd.DataFrame(_closures(state, x, reference, period))
+
+
+def _closures(state, x, reference, period) -> dict:
+    """:func:`find_closures` as a dict of its columns (numpy arrays, same order)."""
     flat_start, row, start, length, value = _runs(state)
     n_cols = state.shape[1] if state.ndim == 2 else 0
     sel = value == CLOSED
@@ -222,13 +271,13 @@ def find_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, perio
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mins = _per_run(np.fmin, x, flat_start)[sel]
-    return pd.DataFrame({
+    return {
         "row": row[sel], "start_slot": start[sel], "n": length[sel],
         "duration_s": length[sel] * period,
         "depth": reference.ravel()[flat_start[sel]] - mins if sel.any() else np.zeros(0),
         "cut_start": (start[sel] == 0) | (prev_val == UNKNOWN),
         "cut_end": (last[sel] == n_cols) | (next_val == UNKNOWN),
-    })
+    }
 
 
 def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray, period: float,
@@ -255,6 +304,13 @@ def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray,
     the open level, so a drop that turns into a closure, or is cut by a gap or the day edge,
     is not one. ``depth = max(r - x)`` over the run.
     """
+    return pd.DataFrame(_micro_closures(state, x, reference, period, min_drop, max_duration_s, sigma,
+                                        noise_factor, min_duration_s, measured, min_samples, release))
+
+
+def _micro_closures(state, x, reference, period, min_drop, max_duration_s, sigma=None, noise_factor=0.0,
+                    min_duration_s=0.0, measured=None, min_samples=1, release=1.0) -> dict:
+    """:func:`find_micro_closures` as a dict of its columns (numpy arrays, same order)."""
     n_rows = state.shape[0] if state.ndim == 2 else 0
     thr = np.full(n_rows, float(min_drop))
     if sigma is not None and noise_factor:
@@ -292,9 +348,8 @@ def find_micro_closures(state: np.ndarray, x: np.ndarray, reference: np.ndarray,
     row, start, length, span, depth = row[sel], start[sel], length[sel], span[sel], depth[sel]
     ok = (inside[row, start - 1] == 0) & (inside[row, np.minimum(start + span, n_cols - 1)] == 0)
     row, start, length, depth = row[ok], start[ok], length[ok], depth[ok]
-    return pd.DataFrame({"row": row, "start_slot": start, "n": length, "duration_s": length * period,
-                         "depth": depth, "cut_start": np.zeros(len(row), bool),
-                         "cut_end": np.zeros(len(row), bool)})
+    return {"row": row, "start_slot": start, "n": length, "duration_s": length * period,
+            "depth": depth, "cut_start": np.zeros(len(row), bool), "cut_end": np.zeros(len(row), bool)}
 
 
 def find_sync_closures(starts_s: np.ndarray, animal: np.ndarray, n_active: int, window_s: float,
@@ -372,13 +427,62 @@ def select_sensors(df: pd.DataFrame, domain: str, pattern: str) -> list:
     rx = re.compile(pattern)
     if not len(df):
         return []
-    names = df.loc[(df["domain"] == domain).to_numpy(), "sensor"].unique()
-    return sorted(str(s) for s in names if rx.search(str(s)))
+    t = _Columns(df)
+    return _select_sensors(t, _equals(t.domain, domain), rx)
+
+
+def _select_sensors(t: "_Columns", domain_mask: np.ndarray, rx) -> list:
+    """:func:`select_sensors` on the columns read once: the sensor names of the rows in
+    ``domain_mask`` (a row without a sensor counts as ``"nan"``, as ``str(NaN)``), matched."""
+    codes = np.unique(t.sensor.codes[domain_mask])
+    cats = t.sensor.categories
+    names = [str(cats[c]) for c in codes if c >= 0] + (["nan"] if len(codes) and codes[0] < 0 else [])
+    return sorted(s for s in names if rx.search(s))
+
+
+class _Columns:
+    """The columns of a tidy frame, each read once: ``ts_us`` (int64 µs since the epoch),
+    ``device_id`` / ``domain`` / ``sensor`` (pandas Categoricals), ``value`` (float64),
+    ``flag`` (uint8). A slow logger's day has a few hundred rows: a pandas column access
+    costs more than the numpy work on it."""
+    __slots__ = ("n", "ts_us", "device_id", "domain", "sensor", "value", "flag")
+
+    def __init__(self, df: pd.DataFrame):
+        self.n = len(df)
+        self.ts_us = _ts_us(df["ts"])
+        self.device_id = df["device_id"].array
+        self.domain = df["domain"].array
+        self.sensor = df["sensor"].array
+        self.value = df["value"].to_numpy(dtype=float)
+        self.flag = df["quality_flag"].to_numpy(dtype=np.uint8)
+
+
+def _equals(cat: pd.Categorical, value) -> np.ndarray:
+    """``(pd.Series(cat) == value).to_numpy()`` on the codes (a missing value is never equal)."""
+    hit = [i for i, c in enumerate(cat.categories) if c == value]
+    return cat.codes == hit[0] if hit else np.zeros(len(cat), bool)
 
 
 def _ts_us(ts: pd.Series) -> np.ndarray:
     """UTC timestamps → int64 microseconds since the epoch (no object round trip)."""
+    dtype = getattr(ts, "dtype", None)
+    if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "us" and isinstance(ts, pd.Series):
+        return ts.array.asi8                 # what the DatetimeIndex below gives, without building it
     return pd.DatetimeIndex(ts).as_unit("us").asi8
+
+
+_DAY_START: dict = {}
+
+
+def _day_start_us(day: str) -> int:
+    """µs since the epoch of ``day``'s UTC midnight (a job asks for the same few days often)."""
+    us = _DAY_START.get(day)
+    if us is None:
+        us = pd.Timestamp(day, tz="UTC").value // 1000
+        if len(_DAY_START) > 4096:
+            _DAY_START.clear()
+        _DAY_START[day] = us
+    return us
 
 
 def _us_to_ts(us: np.ndarray) -> pd.Series:
@@ -393,16 +497,24 @@ def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: i
     says whether a row exists; ``slot`` and ``row`` place each selected input row (``mask``)
     on the grid. Raises UserError when a sample is off the grid or duplicated.
     """
+    t = _Columns(df)
+    slot, rows, mask = _grid_place(t, _equals(t.domain, domain) if t.n else np.zeros(0, bool),
+                                   sensors, day, period_us)
+    x, flags, present = _grid_fill(t, slot, rows, mask, len(sensors), DAY_US // period_us, day)
+    return x, flags, present, slot, rows, mask
+
+
+def _grid_place(t: "_Columns", domain_mask, sensors: list, day: str, period_us: int):
+    """(slot, row, mask) of :func:`to_grid`: where each selected row goes; the off-grid error."""
     n_slots = DAY_US // period_us
-    day_start = pd.Timestamp(day, tz="UTC").value // 1000
+    day_start = _day_start_us(day)
     code_of = {s: i for i, s in enumerate(sensors)}
-    sensor = df["sensor"]
-    cats = [str(c) for c in sensor.cat.categories]
+    cats = [str(c) for c in t.sensor.categories]
     row_of_cat = np.array([code_of.get(c, -1) for c in cats] + [-1], dtype=np.int64)
-    row_all = row_of_cat[sensor.cat.codes.to_numpy()]        # code -1 (NaN) maps to the last: -1
-    mask = (row_all >= 0) & (df["domain"] == domain).to_numpy() if len(df) else np.zeros(0, bool)
+    row_all = row_of_cat[t.sensor.codes]        # code -1 (NaN) maps to the last: -1
+    mask = (row_all >= 0) & domain_mask if t.n else np.zeros(0, bool)
     rows = row_all[mask]
-    ts_us = _ts_us(df["ts"])[mask] - day_start
+    ts_us = t.ts_us[mask] - day_start
     slot, rem = np.divmod(ts_us, period_us)
     bad = (rem != 0) | (slot < 0) | (slot >= n_slots)
     if bad.any():
@@ -412,19 +524,25 @@ def to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: i
                         f"{period_us / 1e6:g} s grid of day {day} (first: "
                         f"{first.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}); 60_behaviour needs "
                         "the regular grid of 40_resample ($.sample_period)")
-    x = np.full((len(sensors), n_slots), np.nan)
-    flags = np.full((len(sensors), n_slots), int(Flag.MISSING), dtype=np.uint8)
-    present = np.zeros((len(sensors), n_slots), dtype=bool)
-    present[rows, slot] = True
+    return slot, rows, mask
+
+
+def _grid_fill(t: "_Columns", col, rows, mask, n_rows: int, n_cols: int, day: str):
+    """(x, flags, present) of :func:`to_grid` on a grid of ``n_cols`` columns, the selected
+    rows at (``rows``, ``col``); the duplicate error."""
+    x = np.full((n_rows, n_cols), np.nan)
+    flags = np.full((n_rows, n_cols), int(Flag.MISSING), dtype=np.uint8)
+    present = np.zeros((n_rows, n_cols), dtype=bool)
+    present[rows, col] = True
     if int(present.sum()) != len(rows):
         raise UserError(f"duplicate timestamps in day {day}; 60_behaviour needs one sample per "
                         "sensor and grid time (run 20_split / 40_resample first)")
-    val = df["value"].to_numpy(dtype=float)[mask]
-    flg = df["quality_flag"].to_numpy(dtype=np.uint8)[mask]
+    val = t.value[mask]
+    flg = t.flag[mask]
     usable = np.isin(flg, USABLE_FLAGS) & np.isfinite(val)
-    x[rows, slot] = np.where(usable, val, np.nan)
-    flags[rows, slot] = flg
-    return x, flags, present, slot, rows, mask
+    x[rows, col] = np.where(usable, val, np.nan)
+    flags[rows, col] = flg
+    return x, flags, present
 
 
 # How much of each neighbouring day the 60 job reads (its last / first hour): the velocity
@@ -441,27 +559,51 @@ def edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side:
     flags = np.full((len(sensors), h), int(Flag.MISSING), dtype=np.uint8)
     if frame is None or not len(frame) or h < 1 or not sensors:
         return x, flags
-    frame = tidy.conform(frame)
-    day_start = pd.Timestamp(day, tz="UTC").value // 1000
+    t = _Columns(tidy.conform(frame))
+    day_start = _day_start_us(day)
     base = day_start - h * period_us if side == "previous" else day_start + DAY_US
     code_of = {s_: i for i, s_ in enumerate(sensors)}
-    sensor = frame["sensor"]       # categorical (tidy.conform): map the categories, not the rows
-    of_cat = np.array([code_of.get(str(c), -1) for c in sensor.cat.categories] + [-1], dtype=np.int64)
-    rows = of_cat[sensor.cat.codes.to_numpy()]
-    keep = (rows >= 0) & (frame["domain"] == domain).to_numpy()
-    slot, rem = np.divmod(_ts_us(frame["ts"]) - base, period_us)
+    # categorical (tidy.conform): map the categories, not the rows
+    of_cat = np.array([code_of.get(str(c), -1) for c in t.sensor.categories] + [-1], dtype=np.int64)
+    rows = of_cat[t.sensor.codes]
+    keep = (rows >= 0) & _equals(t.domain, domain)
+    slot, rem = np.divmod(t.ts_us - base, period_us)
     keep &= (rem == 0) & (slot >= 0) & (slot < h)
-    val = frame["value"].to_numpy(dtype=float)[keep]
-    flg = frame["quality_flag"].to_numpy(dtype=np.uint8)[keep]
+    val = t.value[keep]
+    flg = t.flag[keep]
     r, c = rows[keep], slot[keep]
     x[r, c] = np.where(np.isin(flg, USABLE_FLAGS) & np.isfinite(val), val, np.nan)
     flags[r, c] = flg
     return x, flags
 
 
+_DURATIONS: dict = {}
+
+
 def read_durations(p: dict, source: str) -> dict:
     """The config's durations in seconds, checked: ``{"period", "min_duration", "reference",
-    "micro_max", "velocity", "sync"}``. Raises a one-line UserError naming the JSON path."""
+    "micro_max", "velocity", "sync"}``. Raises a one-line UserError naming the JSON path.
+
+    A month's job asks 31 times for the same config: what a set of duration texts gave once
+    is kept (a text that fails is never kept, so its error is raised every time)."""
+    try:
+        key = (p["sample_period"], p["state"]["min_duration"], p["reference_window"],
+               p["micro_closure"]["max_duration"], p["micro_closure"]["min_duration"],
+               p["active"]["min_usable"], p["velocity"]["window"], p["sync"]["window"])
+        hash(key)
+    except (KeyError, TypeError):
+        key = None
+    if key is not None and key in _DURATIONS:
+        return dict(_DURATIONS[key])
+    out = _read_durations(p, source)
+    if key is not None:
+        if len(_DURATIONS) > 256:
+            _DURATIONS.clear()
+        _DURATIONS[key] = dict(out)
+    return out
+
+
+def _read_durations(p: dict, source: str) -> dict:
     from .timewindow import parse_duration
 
     def sec(path, text, allow_zero=False):
@@ -490,7 +632,7 @@ def read_durations(p: dict, source: str) -> dict:
     return out
 
 
-def animal_status(x, flags, present, sensors, p, dur, period, day, device):
+def animal_status(x, flags, present, sensors, p, dur, period, day, device, rng=None):
     """Per animal: is its normalised opening fit for counting events? Returns (status array,
     one-line warnings naming device, sensor and the figure).
 
@@ -514,9 +656,8 @@ def animal_status(x, flags, present, sensors, p, dur, period, day, device):
     n_rec = present.sum(axis=1) if n else np.zeros(0, int)
     n_f3 = (present & (flags == int(Flag.OUT_OF_RANGE))).sum(axis=1) if n else np.zeros(0, int)
     n_rec = (present & (flags != int(Flag.MISSING))).sum(axis=1) if n else np.zeros(0, int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rng = np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
+    if rng is None:         # max - min of the usable opening (compute_behaviour has it already)
+        rng = _opening_range(x)
     for r, name in enumerate(sensors):
         where = f"{device}/{name} {day}"
         if n_use[r] == 0 and n_rec[r] and n_f3[r] * 2 >= n_rec[r]:
@@ -535,6 +676,13 @@ def animal_status(x, flags, present, sensors, p, dur, period, day, device):
             warn.append(f"{where}: flat: opening range {rng[r]:.3g} below $.active.min_range "
                         f"{p['active']['min_range']:g}; closures not counted")
     return status, warn
+
+
+def _opening_range(x: np.ndarray) -> np.ndarray:
+    """Per animal: max - min of the usable opening (NaN when it has none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
 
 
 def sparse_columns(present: np.ndarray, keep_gap: int) -> np.ndarray | None:
@@ -567,27 +715,37 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
 
     ``sparse``: compute on the grid without its long empty stretches
     (:func:`sparse_columns`; the same results, value for value): None (default) when that
-    drops more than half the day's columns, True whenever it drops any, False never."""
+    drops more than half the day's columns, True whenever it drops any, False never.
+
+    The work is numpy on arrays read once from the frame (:class:`_Columns`); the pandas
+    frames are built once, at the end: a slow logger's day (24 rows a sensor) is then
+    not priced by pandas' fixed cost per call."""
     df = tidy.conform(df) if len(df) else tidy.empty()
+    t = _Columns(df)
     dur = read_durations(p, "config")
     period = dur["period"]
     period_us = int(round(period * 1e6))
     n_slots = DAY_US // period_us
-    sensors = select_sensors(df, p["domain"], p["sensors"])
-    x, flags, present, slot, rows, mask = to_grid(df, p["domain"], sensors, day, period_us)
+    domain_mask = _equals(t.domain, p["domain"]) if t.n else np.zeros(0, bool)
+    sensors = _select_sensors(t, domain_mask, re.compile(p["sensors"])) if t.n else []
+    slot, rows, mask = _grid_place(t, domain_mask, sensors, day, period_us)
     h = round(dur["velocity"] / (2 * period))
     cols = None
     if sparse is not False:
         keep_gap = max(int(round(dur["reference"] / period)), 1) + 2 * h + 2
-        cols = sparse_columns(present, keep_gap)
+        occupied = np.zeros((1, n_slots), dtype=bool)     # the columns where some animal has a row
+        occupied[0, slot] = True
+        cols = sparse_columns(occupied, keep_gap)
         if cols is not None and sparse is None and 2 * len(cols) > n_slots:
             cols = None
     if cols is not None:        # the grid's columns, a slot's column: cols[c] = its slot of the day
-        x, flags, present = x[:, cols], flags[:, cols], present[:, cols]
         grid_slot = np.searchsorted(cols, slot)
     else:
         cols, grid_slot = np.arange(n_slots), slot
     n_grid = len(cols)
+    # the grid of the kept columns directly (the whole day's grid, then its kept columns:
+    # the same arrays; every row sits in an occupied column, which is always kept)
+    x, flags, present = _grid_fill(t, grid_slot, rows, mask, len(sensors), n_grid, day)
     sp = p["state"]
     raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
     state = enforce_min_duration(raw_state, dur["min_duration"], period)
@@ -598,27 +756,28 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
                                 period)[:, h:h + n_grid]
     mp = p["micro_closure"]
     sigma = noise_sigma(x, flags, state)
+    rng = _opening_range(x)
     status, warn = animal_status(x, flags, present, sensors, p, dur, period, day,
-                                 str(df["device_id"].iloc[0]) if len(df) else "?")
+                                 str(t.device_id[0]) if t.n else "?", rng=rng)
     counted = status == "ok"
-    closures = find_closures(state, x, reference, period)
-    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
-                                sigma, mp["noise_factor"], dur["micro_min"],
-                                measured=(flags == int(Flag.OK)) & ~np.isnan(x),
-                                min_samples=int(mp.get("min_samples", 1)),
-                                release=float(mp.get("release", 1.0)))
+    closures = _closures(state, x, reference, period)
+    micro = _micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
+                            sigma, mp["noise_factor"], dur["micro_min"],
+                            measured=(flags == int(Flag.OK)) & ~np.isnan(x),
+                            min_samples=int(mp.get("min_samples", 1)),
+                            release=float(mp.get("release", 1.0)))
     # an animal without a trustworthy opening (see animal_status) gets no events
-    closures = closures[counted[closures["row"].to_numpy()]] if len(closures) else closures
-    micro = micro[counted[micro["row"].to_numpy()]] if len(micro) else micro
+    closures = _take(closures, counted[closures["row"]]) if len(closures["row"]) else closures
+    micro = _take(micro, counted[micro["row"]]) if len(micro["row"]) else micro
 
     # ---- daily summary per animal
     usable = ~np.isnan(x)
+    n_usable_row = usable.sum(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        rng = np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
         speed = np.abs(velocity)
         v_mean = np.nanmean(speed, axis=1) if x.size else np.zeros(0)
-        v_p99 = np.nanpercentile(speed, 99, axis=1) if x.size else np.zeros(0)
+        v_p99 = _nanpercentile_rows(speed, 99) if x.size else np.zeros(0)
     active = np.where(np.isnan(rng), False, rng >= p["active"]["min_range"] - 1e-12) & counted
     n_cl = np.bincount(closures["row"], minlength=len(sensors)) if len(sensors) else np.zeros(0, int)
     sum_cl = np.bincount(closures["row"], weights=closures["duration_s"], minlength=len(sensors)) \
@@ -631,14 +790,14 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     daily = pd.DataFrame({
         "sensor": sensors,
         "samples_expected": np.full(len(sensors), n_slots, dtype=np.int64),
-        "samples_usable": usable.sum(axis=1).astype(np.int64),
+        "samples_usable": n_usable_row.astype(np.int64),
         "share_open": np.where(counted, n_open / n_slots, np.nan),
         "share_closed": np.where(counted, n_closed / n_slots, np.nan),
         "share_unknown": np.where(counted, (n_slots - n_open - n_closed) / n_slots, np.nan),
-        "share_missing": (n_slots - usable.sum(axis=1)) / n_slots,
-        "closures": pd.Series(np.where(counted, n_cl, 0), dtype="Int64").where(counted),
+        "share_missing": (n_slots - n_usable_row) / n_slots,
+        "closures": pd.arrays.IntegerArray(np.where(counted, n_cl, 0).astype(np.int64), ~counted),
         "closure_mean_duration_s": np.where(counted, mean_cl, np.nan).astype(float),
-        "micro_closures": pd.Series(np.where(counted, n_mc, 0), dtype="Int64").where(counted),
+        "micro_closures": pd.arrays.IntegerArray(np.where(counted, n_mc, 0).astype(np.int64), ~counted),
         "velocity_abs_mean": np.asarray(v_mean, float),
         "velocity_abs_p99": np.asarray(v_p99, float),
         "range": np.asarray(rng, float),
@@ -648,74 +807,208 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     }, columns=DAILY_COLUMNS)
 
     # ---- events table (per-animal) + synchronised closures (per device)
-    day_us = pd.Timestamp(day, tz="UTC").value // 1000
-
-    def at(slots):
-        return _us_to_ts(day_us + np.asarray(slots, dtype=np.int64) * period_us)
-
-    def animal_events(kind, ev):         # an event's samples are consecutive slots of the day
-        start_slot = cols[ev["start_slot"].to_numpy(dtype=np.int64)]
-        return pd.DataFrame({
-            "kind": kind, "sensor": [sensors[r] for r in ev["row"]],
-            "start": at(start_slot), "end": at(start_slot + ev["n"].to_numpy(dtype=np.int64)),
-            "duration_s": ev["duration_s"].astype(float).to_numpy(),
-            "depth": ev["depth"].astype(float).to_numpy(),
-            "cut_start": ev["cut_start"].astype(bool).to_numpy(),
-            "cut_end": ev["cut_end"].astype(bool).to_numpy(),
-            "n_animals": 1, "share_active": np.nan, "animals": [sensors[r] for r in ev["row"]],
-        }, columns=EVENT_COLUMNS)
-
-    frames = [animal_events("closure", closures), animal_events("micro_closure", micro)]
+    day_us = _day_start_us(day)
     sy = p["sync"]
-    cand = closures[(~closures["cut_start"]) & active[closures["row"].to_numpy()]] if len(closures) else closures
     n_active = int(active.sum())
     syncs = []
-    if len(cand):
-        slots = cols[cand["start_slot"].to_numpy(dtype=np.int64)]
+    cand = ~closures["cut_start"] & active[closures["row"]] if len(closures["row"]) else np.zeros(0, bool)
+    if cand.any():
+        slots = cols[closures["start_slot"][cand].astype(np.int64)]
         starts_s = slots * period
-        groups, order = find_sync_closures(starts_s, cand["row"].to_numpy(), n_active, dur["sync"],
+        cand_row = closures["row"][cand]
+        groups, order = find_sync_closures(starts_s, cand_row, n_active, dur["sync"],
                                            sy["min_share"], sy["min_animals"])
-        t_sorted, a_sorted, slot_sorted = starts_s[order], cand["row"].to_numpy()[order], slots[order]
+        t_sorted, a_sorted, slot_sorted = starts_s[order], cand_row[order], slots[order]
         for i0, i1 in groups:
             who = sorted({sensors[r] for r in a_sorted[i0:i1]})
-            t0, t1 = at([slot_sorted[i0], slot_sorted[i1 - 1]])
-            syncs.append({"kind": "sync_closure", "sensor": None, "start": t0, "end": t1,
-                          "duration_s": float(t_sorted[i1 - 1] - t_sorted[i0]), "depth": np.nan,
-                          "cut_start": False, "cut_end": False, "n_animals": len(who),
-                          "share_active": len(who) / n_active, "animals": ",".join(who)})
-    if syncs:
-        frames.append(pd.DataFrame(syncs, columns=EVENT_COLUMNS))
-    frames = [f for f in frames if len(f)]
-    events = pd.concat(frames, ignore_index=True) if frames else _empty_events()
+            syncs.append((day_us + int(slot_sorted[i0]) * period_us, day_us + int(slot_sorted[i1 - 1]) * period_us,
+                          float(t_sorted[i1 - 1] - t_sorted[i0]), len(who), len(who) / n_active, ",".join(who)))
+    events = _events_frame(closures, micro, syncs, sensors, cols, day_us, period_us)
+
+    # ---- per device and day
+    expected = len(sensors) * n_slots
+    recorded = int((present & ~np.isin(flags, (int(Flag.MISSING), int(Flag.INTERPOLATED)))).sum())
+    n_usable = int(n_usable_row.sum())
+    n_closures, n_micro = len(closures["row"]), len(micro["row"])
+    device_daily = pd.DataFrame({
+        "animals": [len(sensors)], "active_animals": [n_active], "samples_expected": [expected],
+        "samples_recorded": [recorded], "samples_usable": [n_usable],
+        "completeness_pct": [100.0 * recorded / expected if expected else np.nan],
+        "usable_pct": [100.0 * n_usable / expected if expected else np.nan],
+        "closures": [n_closures], "micro_closures": [n_micro], "sync_closures": [len(syncs)],
+    }, columns=DEVICE_DAILY_COLUMNS)
+
+    # ---- derived per-sample series back into the tidy table
+    if mask.any():
+        data = _with_derived_series(t, mask, rows, grid_slot, state, velocity, flags, dur["velocity"],
+                                    period, edge_flags=(f_prev, f_next))
+    else:
+        data = _sorted_tidy(df)
+    counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
+              "rows_added": int(len(data) - len(df)), "animals": len(sensors),
+              "active_animals": n_active, "warnings": warn,
+              "status": {k: int((status == k).sum()) for k in STATUSES if (status == k).any()},
+              "events": {"closure": n_closures, "micro_closure": n_micro, "sync_closure": len(syncs)}}
+    return BehaviourResult(data, events, daily, device_daily, counts)
+
+
+def _take(columns: dict, keep: np.ndarray) -> dict:
+    """The rows ``keep`` (boolean) of a dict of equally long columns."""
+    return {k: v[keep] for k, v in columns.items()}
+
+
+def _nanpercentile_rows(a: np.ndarray, q: float) -> np.ndarray:
+    """``np.nanpercentile(a, q, axis=1)``, asked only for the rows that hold a number (numpy
+    computes each row on its own, so the others are NaN either way, without its cost)."""
+    some = ~np.isnan(a).all(axis=1)
+    out = np.full(a.shape[0], np.nan)
+    if some.any():
+        out[some] = np.nanpercentile(a[some], q, axis=1)
+    return out
+
+
+def _ts_column(us: np.ndarray) -> pd.arrays.DatetimeArray:
+    """int64 µs since the epoch → a datetime64[us, UTC] array (what :func:`_us_to_ts` holds)."""
+    return pd.array(np.asarray(us, dtype=np.int64).view("datetime64[us]")).tz_localize("UTC")
+
+
+_EMPTY_EVENTS: list = []
+
+
+def _events_frame(closures: dict, micro: dict, syncs: list, sensors: list, cols, day_us: int,
+                  period_us: int) -> pd.DataFrame:
+    """The events table: closures, micro-closures (one row each, ``sensor`` its animal) and
+    synchronised closures (``syncs``: (start µs, end µs, duration, animals, share, names)),
+    sorted by kind, sensor (a sync has none: first) and start, stably; a closure's or
+    micro-closure's samples are consecutive slots of the day (``cols[start_slot]`` on)."""
+    n_c, n_m, n_s = len(closures["row"]), len(micro["row"]), len(syncs)
+    if not n_c + n_m + n_s:
+        if not _EMPTY_EVENTS:
+            _EMPTY_EVENTS.append(_finish_events(_empty_events()))
+        return _EMPTY_EVENTS[0].copy()
+    start_slot = np.concatenate([cols[ev["start_slot"].astype(np.int64)] for ev in (closures, micro)])
+    n = np.concatenate([closures["n"], micro["n"]]).astype(np.int64)
+    rows = np.concatenate([closures["row"], micro["row"]]).astype(np.int64)
+    names = [sensors[r] for r in rows]
+    sync_cols = list(zip(*syncs)) if n_s else [(), (), (), (), (), ()]
+    start = np.concatenate([day_us + start_slot * period_us, np.asarray(sync_cols[0], np.int64)])
+    end = np.concatenate([day_us + (start_slot + n) * period_us, np.asarray(sync_cols[1], np.int64)])
+    kind = ["closure"] * n_c + ["micro_closure"] * n_m + ["sync_closure"] * n_s
+    sensor = names + [None] * n_s
+    # the order of the old sort_values(["kind" rank, sensor or "", start], kind="stable")
+    key = sorted(set(names) | ({""} if n_s else set()))
+    rank_of = {s: i for i, s in enumerate(key)}
+    sensor_rank = np.array([rank_of[s] for s in names] + [rank_of.get("", 0)] * n_s, dtype=np.int64)
+    kind_rank = np.repeat(np.arange(3), [n_c, n_m, n_s])
+    order = np.lexsort((start, sensor_rank, kind_rank))
+    obj = np.empty(len(kind), dtype=object)
+
+    def pick(values, dtype):
+        obj[:] = values
+        return pd.Series(obj[order], dtype=dtype)
+
+    out = pd.DataFrame({
+        "kind": pick(kind, "str"),
+        # a sync closure has no sensor: the column then holds None (object), else names (str)
+        "sensor": pick(sensor, object if n_s else "str"),
+        "start": _ts_column(start[order]), "end": _ts_column(end[order]),
+        "duration_s": np.concatenate([closures["duration_s"], micro["duration_s"],
+                                      np.asarray(sync_cols[2], float)]).astype(float)[order],
+        "depth": np.concatenate([closures["depth"], micro["depth"], np.full(n_s, np.nan)]).astype(float)[order],
+        "cut_start": np.concatenate([closures["cut_start"], micro["cut_start"], np.zeros(n_s, bool)])
+                       .astype(bool)[order],
+        "cut_end": np.concatenate([closures["cut_end"], micro["cut_end"], np.zeros(n_s, bool)])
+                     .astype(bool)[order],
+        "n_animals": np.concatenate([np.ones(n_c + n_m, np.int64), np.asarray(sync_cols[3], np.int64)])[order],
+        "share_active": np.concatenate([np.full(n_c + n_m, np.nan), np.asarray(sync_cols[4], float)])[order],
+        "animals": pick(names + list(sync_cols[5]), "str"),
+    }, columns=EVENT_COLUMNS)
+    return out
+
+
+def _finish_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The events table's dtypes and order (kind, sensor, start; stable)."""
     events = events.astype({"duration_s": float, "depth": float, "share_active": float,
                             "n_animals": np.int64, "cut_start": bool, "cut_end": bool})
     events["_k"] = events["kind"].map({k: i for i, k in enumerate(EVENT_KINDS)})
     events["_s"] = events["sensor"].fillna("")
     events = events.sort_values(["_k", "_s", "start"], kind="stable").drop(columns=["_k", "_s"])
-    events = events.reset_index(drop=True)
+    return events.reset_index(drop=True)
 
-    # ---- per device and day
-    expected = len(sensors) * n_slots
-    recorded = int((present & ~np.isin(flags, (int(Flag.MISSING), int(Flag.INTERPOLATED)))).sum())
-    n_usable = int(usable.sum())
-    device_daily = pd.DataFrame([{
-        "animals": len(sensors), "active_animals": n_active, "samples_expected": expected,
-        "samples_recorded": recorded, "samples_usable": n_usable,
-        "completeness_pct": 100.0 * recorded / expected if expected else np.nan,
-        "usable_pct": 100.0 * n_usable / expected if expected else np.nan,
-        "closures": int(len(closures)), "micro_closures": int(len(micro)), "sync_closures": len(syncs),
-    }], columns=DEVICE_DAILY_COLUMNS)
 
-    # ---- derived per-sample series back into the tidy table
-    data = add_derived_series(df, mask, rows, grid_slot, sensors, state, velocity, flags,
-                              dur["velocity"], period, edge_flags=(f_prev, f_next))
-    counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
-              "rows_added": int(len(data) - len(df)), "animals": len(sensors),
-              "active_animals": n_active, "warnings": warn,
-              "status": {k: int((status == k).sum()) for k in STATUSES if (status == k).any()},
-              "events": {"closure": int(len(closures)), "micro_closure": int(len(micro)),
-                         "sync_closure": len(syncs)}}
-    return BehaviourResult(data, events, daily, device_daily, counts)
+_CATEGORIES: dict = {}
+
+
+def _union_sorted(dtype: pd.CategoricalDtype, suffixes: tuple):
+    """What ``union_categoricals([c + s for s in suffixes], sort_categories=True)`` makes of
+    categoricals ``c`` of ``dtype`` (``s`` None: the names as they are; else each category
+    renamed ``f"{name}{s}"``): (its dtype, the new code of each old code per suffix, as an
+    array (len(suffixes), categories + 1) whose last column maps the missing code -1 to -1).
+    It depends only on the categories, which a job's days share: computed once per set."""
+    cats = dtype.categories
+    key = (tuple(cats), str(cats.dtype), dtype.ordered, suffixes)
+    hit = _CATEGORIES.get(key)
+    if hit is None:
+        from pandas.api.types import union_categoricals
+
+        k = len(cats)
+        base = pd.Categorical.from_codes(np.arange(k), dtype=dtype)
+        parts = [base if s is None else base.rename_categories(lambda c, s=s: f"{c}{s}") for s in suffixes]
+        u = union_categoricals(parts, sort_categories=True)
+        codes = np.full((len(suffixes), k + 1), -1, dtype=np.int64)
+        codes[:, :k] = np.asarray(u.codes, dtype=np.int64).reshape(len(suffixes), k)
+        names = np.asarray([str(c) for c in u.categories], dtype=object)
+        rank = np.argsort(np.argsort(names, kind="stable"))      # as _sorted_tidy ranks them
+        hit = (u.dtype, codes, rank)
+        if len(_CATEGORIES) > 256:
+            _CATEGORIES.clear()
+        _CATEGORIES[key] = hit
+    return hit
+
+
+def _with_derived_series(t: "_Columns", mask, rows, slot, state, velocity, flags, window_s, period,
+                         edge_flags=None) -> pd.DataFrame:
+    """:func:`add_derived_series` on the columns read once (``mask`` selects at least one
+    row): the same frame, its rows gathered in their final order and built once."""
+    st = state[rows, slot].astype(float)
+    st[st == UNKNOWN] = np.nan
+    interp = flags == int(Flag.INTERPOLATED)
+    h = int(round(window_s / (2 * period)))
+    n_an = interp.shape[0]
+    pre, post = (np.zeros((n_an, h), bool), np.zeros((n_an, h), bool)) if edge_flags is None else \
+        (edge_flags[0] == int(Flag.INTERPOLATED), edge_flags[1] == int(Flag.INTERPOLATED))
+    c = np.concatenate([np.zeros((n_an, 1)), np.cumsum(np.concatenate([pre, interp, post], axis=1), axis=1)],
+                       axis=1)
+    near = (c[:, 2 * h + 1:] - c[:, :-2 * h - 1]) > 0    # an interpolated sample within +-h
+    vel = velocity[rows, slot]
+
+    def flag_of(values, interp_mask):
+        return np.where(np.isnan(values), int(Flag.MISSING),
+                        np.where(interp_mask, int(Flag.INTERPOLATED), int(Flag.OK))).astype(np.uint8)
+
+    # the input rows, then the selected rows as <sensor>__state, then as <sensor>__velocity;
+    # categories: the sorted union of the three (pandas' union_categoricals, as before)
+    sen_dtype, sen_map, rank = _union_sorted(t.sensor.dtype, (None, "__state", "__velocity"))
+    sen_codes = np.asarray(t.sensor.codes, dtype=np.int64)
+    sub = sen_codes[mask]
+    sensor = np.concatenate([sen_map[0][sen_codes], sen_map[1][sub], sen_map[2][sub]])
+    ts = np.concatenate([t.ts_us, t.ts_us[mask], t.ts_us[mask]])
+    order = np.lexsort((ts, rank[sensor]))           # by (sensor name, ts), stably: _sorted_tidy's order
+
+    def repeated(cat):                               # a column the derived rows copy from their input row
+        dtype, m, _ = _union_sorted(cat.dtype, (None, None, None))
+        codes = np.asarray(cat.codes, dtype=np.int64)
+        return pd.Categorical.from_codes(np.concatenate([m[0][codes], m[0][codes[mask]],
+                                                         m[0][codes[mask]]])[order], dtype=dtype)
+
+    return pd.DataFrame({
+        "ts": _ts_column(ts[order]),
+        "device_id": repeated(t.device_id), "domain": repeated(t.domain),
+        "sensor": pd.Categorical.from_codes(sensor[order], dtype=sen_dtype),
+        "value": np.concatenate([t.value, st, vel])[order],
+        "quality_flag": np.concatenate([t.flag, flag_of(st, interp[rows, slot]),
+                                        flag_of(vel, near[rows, slot])])[order],
+    })
 
 
 def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, window_s, period,
