@@ -440,6 +440,65 @@ def _select_sensors(t: "_Columns", domain_mask: np.ndarray, rx) -> list:
     return sorted(s for s in names if rx.search(s))
 
 
+class ArrowDay:
+    """A day's rows as read from a partition file (an arrow table with ``tidy.FILE_SCHEMA``)
+    and its device: ``tidy.from_arrow(table, device_id)`` left unbuilt. The step's readers
+    give this; :func:`compute_behaviour` reads its columns straight from arrow, and
+    :meth:`frame` builds the tidy frame for whoever needs one."""
+    __slots__ = ("table", "device_id")
+
+    def __init__(self, table: pa.Table, device_id: str):
+        self.table, self.device_id = table, device_id
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def frame(self) -> pd.DataFrame:
+        return tidy.from_arrow(self.table, self.device_id)
+
+
+def _columns_and_frame(df):
+    """(:class:`_Columns`, the conformed tidy frame or None) of a tidy frame or an
+    :class:`ArrowDay`; None when the frame was not needed (read from arrow directly)."""
+    if isinstance(df, ArrowDay):
+        t = _Columns.from_arrow(df.table, df.device_id)
+        if t is not None:
+            return t, None
+        df = df.frame()
+    df = tidy.conform(df) if len(df) else tidy.empty()
+    return _Columns(df), df
+
+
+_ARROW_CATEGORIES: dict = {}
+
+
+def _arrow_categorical(col: pa.ChunkedArray):
+    """``col.to_pandas().array`` (a dictionary column → pandas Categorical) when every chunk
+    has the same dictionary and no null: its categories are pyarrow's own conversion of
+    that dictionary (kept per dictionary), its codes the indices. Else None."""
+    chunks = col.chunks
+    if not chunks or col.null_count:
+        return None
+    dictionary = chunks[0].dictionary
+    if any(not c.dictionary.equals(dictionary) for c in chunks[1:]):
+        return None
+    key = tuple(dictionary.to_pylist())
+    dtype = _ARROW_CATEGORIES.get(key)
+    if dtype is None:
+        if len(set(key)) != len(key):
+            return None
+        dtype = pa.DictionaryArray.from_arrays(pa.array([], chunks[0].indices.type), dictionary).to_pandas().dtype
+        if len(_ARROW_CATEGORIES) > 256:
+            _ARROW_CATEGORIES.clear()
+        _ARROW_CATEGORIES[key] = dtype
+    codes = np.concatenate([c.indices.to_numpy() for c in chunks]) if len(chunks) > 1 else \
+        chunks[0].indices.to_numpy()
+    return pd.Categorical.from_codes(codes, dtype=dtype)
+
+
+_DEVICE_DTYPES: dict = {}
+
+
 class _Columns:
     """The columns of a tidy frame, each read once: ``ts_us`` (int64 µs since the epoch),
     ``device_id`` / ``domain`` / ``sensor`` (pandas Categoricals), ``value`` (float64),
@@ -455,6 +514,31 @@ class _Columns:
         self.sensor = df["sensor"].array
         self.value = df["value"].to_numpy(dtype=float)
         self.flag = df["quality_flag"].to_numpy(dtype=np.uint8)
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, device_id: str):
+        """The columns of ``tidy.from_arrow(table, device_id)``, read from arrow without
+        building the frame; None when the table is not plainly that (no row, another
+        schema, a null, dictionaries that differ between chunks): build the frame then."""
+        if not table.num_rows or not table.schema.equals(tidy.FILE_SCHEMA, check_metadata=False):
+            return None
+        if any(table.column(c).null_count for c in ("ts", "value", "quality_flag")):
+            return None
+        domain, sensor = _arrow_categorical(table.column("domain")), _arrow_categorical(table.column("sensor"))
+        if domain is None or sensor is None:
+            return None
+        t = cls.__new__(cls)
+        t.n = table.num_rows
+        t.ts_us = table.column("ts").cast(pa.int64()).to_numpy()
+        dev = _DEVICE_DTYPES.get(device_id)
+        if dev is None:     # as tidy.from_arrow: one category, the device id, object dtype
+            dev = pd.Categorical.from_codes(np.zeros(0, np.int8), categories=pd.Index([device_id], dtype=object)).dtype
+            _DEVICE_DTYPES[device_id] = dev
+        t.device_id = pd.Categorical.from_codes(np.zeros(t.n, dtype=np.int8), dtype=dev)
+        t.domain, t.sensor = domain, sensor
+        t.value = table.column("value").to_numpy().astype(float, copy=False)
+        t.flag = table.column("quality_flag").to_numpy().astype(np.uint8, copy=False)
+        return t
 
 
 def _equals(cat: pd.Categorical, value) -> np.ndarray:
@@ -559,7 +643,7 @@ def edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side:
     flags = np.full((len(sensors), h), int(Flag.MISSING), dtype=np.uint8)
     if frame is None or not len(frame) or h < 1 or not sensors:
         return x, flags
-    t = _Columns(tidy.conform(frame))
+    t = _columns_and_frame(frame)[0]
     day_start = _day_start_us(day)
     base = day_start - h * period_us if side == "previous" else day_start + DAY_US
     code_of = {s_: i for i, s_ in enumerate(sensors)}
@@ -695,13 +779,19 @@ def sparse_columns(present: np.ndarray, keep_gap: int) -> np.ndarray | None:
     exactly as its first ``keep_gap`` columns: they are kept, the rest dropped. A slow
     logger's day (24 samples on 86,400 one-second slots) then computes on a few thousand
     columns; a full day keeps every column."""
-    empty = ~present.any(axis=0)          # no animal: every column is empty
-    if not empty.any():
+    n_cols = present.shape[1]
+    occupied = np.flatnonzero(present.any(axis=0))
+    if len(occupied) == n_cols:           # no empty column
         return None
-    idx = np.arange(present.shape[1])
-    last_occupied = np.maximum.accumulate(np.where(~empty, idx, -1))
-    keep = ~empty | (idx - last_occupied - 1 < keep_gap)
-    return np.flatnonzero(keep)
+    # column i is kept when i - (the last occupied column <= i, or -1) - 1 < keep_gap: each
+    # occupied column s (and a virtual one at -1) keeps s .. s + keep_gap, up to the next one
+    s = np.concatenate([[-1], occupied])
+    lo = np.maximum(s, 0)
+    hi = np.minimum(np.minimum(s + keep_gap + 1, np.append(occupied, n_cols)), n_cols)
+    lo, hi = lo[hi > lo], hi[hi > lo]
+    width = hi - lo
+    start = np.cumsum(width) - width      # where each stretch begins in the output
+    return np.arange(int(width.sum()), dtype=np.int64) + np.repeat(lo - start, width)
 
 
 def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFrame | None = None,
@@ -719,9 +809,10 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
 
     The work is numpy on arrays read once from the frame (:class:`_Columns`); the pandas
     frames are built once, at the end: a slow logger's day (24 rows a sensor) is then
-    not priced by pandas' fixed cost per call."""
-    df = tidy.conform(df) if len(df) else tidy.empty()
-    t = _Columns(df)
+    not priced by pandas' fixed cost per call. ``df`` (and ``previous`` / ``next``) may be
+    an :class:`ArrowDay`, what the step reads: the same result as its frame."""
+    data_in = df
+    t, df = _columns_and_frame(df)
     dur = read_durations(p, "config")
     period = dur["period"]
     period_us = int(round(period * 1e6))
@@ -843,9 +934,9 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
         data = _with_derived_series(t, mask, rows, grid_slot, state, velocity, flags, dur["velocity"],
                                     period, edge_flags=(f_prev, f_next))
     else:
-        data = _sorted_tidy(df)
-    counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
-              "rows_added": int(len(data) - len(df)), "animals": len(sensors),
+        data = _sorted_tidy(df if df is not None else _columns_and_frame(data_in.frame())[1])
+    counts = {"rows_in": t.n, "rows_out": t.n, "rejected": {},
+              "rows_added": int(len(data) - t.n), "animals": len(sensors),
               "active_animals": n_active, "warnings": warn,
               "status": {k: int((status == k).sum()) for k in STATUSES if (status == k).any()},
               "events": {"closure": n_closures, "micro_closure": n_micro, "sync_closure": len(syncs)}}
