@@ -661,3 +661,638 @@ def test_a_slow_loggers_day_computes_sparse_and_equals_the_full_grid(tmp_path, g
     assert grid_widths == [24 * 37]
     compute_behaviour(series(np.full(86_400, 0.8), start="2026-01-20T00:00:00Z"), DAY, p)
     assert grid_widths[-1] is None
+
+
+# ---------------------------------------------------------------- the fast day: same rows as before
+#
+# compute_behaviour reads a day's columns once, computes in numpy and builds each frame once
+# (a slow logger's day: 24 rows an hour-spaced sensor cost ~25 ms of pandas overhead before).
+# The tests below pin the pieces on hand-made inputs, and compare the whole with the
+# implementation it replaced (kept here, below: _ref_*, the code of 8b14dc0 without its
+# docstrings; the kernels it shares with today's module are imported).
+
+import re  # noqa: E402
+import warnings  # noqa: E402
+
+from pyjama.behaviour import (DAILY_COLUMNS, DAY_US, DEVICE_DAILY_COLUMNS, EVENT_COLUMNS,  # noqa: E402
+                              CLOSED, EVENT_KINDS, OPEN, STATUSES, UNKNOWN, USABLE_FLAGS, ArrowDay,
+                              BehaviourResult,
+                              find_closures, find_micro_closures, find_sync_closures, read_durations,
+                              sparse_columns, trailing_reference)
+from pyjama.flags import Flag  # noqa: E402
+
+
+def test_trailing_reference_of_a_sparse_window_is_pandas_median_of_its_1_2_or_3_values():
+    # window 3 samples, before the sample: r[t] = median of the usable x in [t-3, t-1]
+    x = np.array([[0.2, N, N, 0.6, 0.3, N, N, N, 0.9, 0.5, 0.1, N]])
+    want = [N,              # nothing before
+            0.2, 0.2, 0.2,  # {0.2}
+            0.6,            # {0.6} (0.2 left the window)
+            0.45,           # {0.6, 0.3}: (0.6 + 0.3) / 2
+            0.45, 0.3,      # {0.6, 0.3}, then {0.3}
+            N,              # t=8: window 5..7 empty
+            0.9, 0.7,       # {0.9}, {0.9, 0.5}
+            0.5]            # {0.9, 0.5, 0.1}: the middle one
+    assert_allclose(trailing_reference(x, 3, 1.0), np.array([want]), rtol=0, atol=1e-15)
+    from pyjama import behaviour
+
+    assert behaviour._rolling_median_few(x, 3) is not None          # the numpy path ran
+    dense = np.arange(10.0)[None, :]                               # 4 values in a window: pandas
+    assert behaviour._rolling_median_few(dense, 4) is None
+    assert_array_equal(trailing_reference(dense, 4, 1.0), _ref_trailing_reference(dense, 4, 1.0))
+    assert behaviour._rolling_median_few(np.array([[-0.0, 1.0]]), 3) is None   # -0.0: pandas decides
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trailing_reference_equals_pandas_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        rows, cols, n = int(rng.integers(1, 5)), int(rng.integers(1, 300)), int(rng.integers(1, 40))
+        x = np.full((rows, cols), np.nan)
+        on = rng.random((rows, cols)) < rng.choice([0.01, 0.03, 0.08, 0.5])
+        x[on] = np.round(rng.normal(0.5, 0.3, on.sum()), int(rng.integers(1, 17)))   # ties, too
+        got, want = trailing_reference(x, n, 1.0), _ref_trailing_reference(x, n, 1.0)
+        assert_array_equal(got.view(np.int64), want.view(np.int64))
+
+
+def test_noise_sigma_needs_10_measured_samples_and_equals_the_previous_rule():
+    from pyjama.behaviour import noise_sigma
+
+    x = np.array([[0.80, 0.82, 0.79, 0.81, 0.80, 0.83, 0.78, 0.80, 0.81, 0.79, N, N]])
+    flags = np.where(np.isnan(x), 1, 0).astype(np.uint8)
+    # d = .02 -.03 .02 -.01 .03 -.05 .02 .01 -.02: median .01; |d - .01| median .02
+    assert_allclose(noise_sigma(x, flags), [1.4826 * 0.02 / np.sqrt(2)], rtol=1e-9)
+    flags[0, 0] = 5                       # interpolated: 9 measured samples, too few
+    assert np.isnan(noise_sigma(x, flags)[0])
+    rng = np.random.default_rng(3)
+    for _ in range(200):                  # 8 to 12 measured samples, open or not
+        x = np.where(rng.random((3, 14)) < 0.8, rng.random((3, 14)), np.nan)
+        flags = rng.choice([0, 0, 0, 5], (3, 14)).astype(np.uint8)
+        state = rng.choice([OPEN, CLOSED], (3, 14))
+        for s in (None, state):
+            assert_array_equal(noise_sigma(x, flags, s), _ref_noise_sigma(x, flags, s))
+
+
+def test_sparse_columns_equals_the_column_by_column_rule():
+    rng = np.random.default_rng(5)
+    for _ in range(3000):
+        present = rng.random((int(rng.integers(0, 4)), int(rng.integers(0, 50)))) < rng.choice([0, 0.03, 0.2, 1])
+        keep_gap = int(rng.integers(1, 9))
+        got, want = sparse_columns(present, keep_gap), _ref_sparse_columns(present, keep_gap)
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert got.dtype == want.dtype and got.tolist() == want.tolist()
+
+
+def test_read_durations_keeps_what_a_set_of_texts_gave_but_never_an_error(tmp_path):
+    p = config(tmp_path).params
+    first = read_durations(p, "config")
+    again = read_durations(p, "config")
+    assert again == first and again is not first
+    again["period"] = 99.0                       # the caller's copy: the kept one is unchanged
+    assert read_durations(p, "config")["period"] == 1.0
+    assert read_durations({**p, "sample_period": "2s"}, "config")["period"] == 2.0
+    bad = {**p, "sample_period": "7s"}           # does not divide 24 h
+    for _ in range(2):
+        with pytest.raises(UserError, match=r"c\.json: \$\.sample_period: '7s' is not allowed"):
+            read_durations(bad, "c.json")
+
+
+def test_events_table_dtypes_and_order_with_and_without_sync_closures(tmp_path):
+    # two animals closing at 12:00:10 (a sync closure), one dip of m0 at 12:00:40;
+    # without sync: sensor is str; with: object, None for the sync row
+    x = np.full(80, 0.8)
+    x[10:20] = 0.02
+    x[40:43] = 0.6
+    df = tidy.concat([series(x), series(np.roll(x, 1), sensor="m1__norm")])
+    sync = {"window": "60s", "min_share": 0.5, "min_animals": 2}
+    with_sync = run(tmp_path, df, sync=sync)
+    ev = with_sync.events
+    assert ev["kind"].tolist() == ["closure", "closure", "micro_closure", "micro_closure", "sync_closure"]
+    assert ev["sensor"].tolist() == ["m0__norm", "m1__norm", "m0__norm", "m1__norm", None]
+    assert str(ev["kind"].dtype) == "str" and ev["sensor"].dtype == object and str(ev["animals"].dtype) == "str"
+    assert ev["start"].dt.strftime("%H:%M:%S").tolist() == ["12:00:10", "12:00:11", "12:00:40", "12:00:41",
+                                                            "12:00:10"]
+    assert ev["animals"].iloc[-1] == "m0__norm,m1__norm" and ev["n_animals"].tolist() == [1, 1, 1, 1, 2]
+    alone = run(tmp_path, df, sync={**sync, "min_animals": 3})
+    assert "sync_closure" not in set(alone.events["kind"]) and str(alone.events["sensor"].dtype) == "str"
+    for res, p in ((with_sync, config(tmp_path, sync=sync).params),
+                   (alone, config(tmp_path, sync={**sync, "min_animals": 3}).params)):
+        _assert_identical(res, _ref_compute_behaviour(df, DAY, p))
+
+
+def _assert_identical(new, old):
+    """Frames equal value for value (floats bit for bit), dtypes and categories (their order
+    and dtype) included; ledger counts equal."""
+    for k in ("data", "events", "daily", "device_daily"):
+        a, b = getattr(new, k), getattr(old, k)
+        pd.testing.assert_frame_equal(a, b, check_exact=True, check_categorical=True, obj=k)
+        for c in a.columns:
+            if isinstance(a[c].dtype, pd.CategoricalDtype):
+                pd.testing.assert_index_equal(a[c].cat.categories, b[c].cat.categories, exact=True)
+            elif a[c].dtype == float:
+                assert_array_equal(a[c].to_numpy().view(np.int64), b[c].to_numpy().view(np.int64))
+    assert new.counts == old.counts
+
+
+def _random_day(rng, period, kind, n_animals, day=DAY):
+    """A day of ``n_animals`` on the ``period`` [s] grid: "hourly" (a slow logger), "minute",
+    "bursty" (stretches of every sample and an hourly background), "random" slots, "dense"
+    (every slot); open with noise, closures, dips, NaN, flags 5 / 2 / 3 / 4, a day of flag 3;
+    plus an environment sensor; rows shuffled sometimes."""
+    day0 = pd.Timestamp(day, tz="UTC")
+    n_slots = 86_400 // period
+    frames = []
+    for a in range(n_animals):
+        if kind == "hourly":
+            slots = np.arange(0, n_slots, 3600 // period)
+        elif kind == "minute":
+            slots = np.arange(0, n_slots, max(60 // period, 1))
+        elif kind == "bursty":
+            parts = [np.arange(0, n_slots, 3600 // period)]
+            for _ in range(int(rng.integers(1, 6))):
+                b0 = int(rng.integers(0, n_slots))
+                parts.append(np.arange(b0, min(b0 + int(rng.integers(5, 900)), n_slots)))
+            slots = np.unique(np.concatenate(parts))
+        elif kind == "random":
+            slots = np.unique(rng.integers(0, n_slots, int(rng.integers(1, 400))))
+        else:
+            slots = np.arange(n_slots)
+        n = len(slots)
+        x = np.where(rng.random(n) < 0.7, 0.8 + rng.normal(0, 0.03, n), rng.random(n))
+        for c in rng.integers(0, max(n - 40, 1), 3):
+            x[c:c + rng.integers(1, 30)] = 0.02 + rng.normal(0, 0.005)
+        for c in rng.integers(0, max(n - 10, 1), 4):
+            x[c:c + rng.integers(1, 6)] -= 0.3
+        x[rng.random(n) < 0.05] = np.nan
+        if rng.random() < 0.2:
+            x = np.round(x, 1)
+        flags = np.where(np.isnan(x), 1, 0)
+        flags[rng.random(n) < 0.05] = 5
+        bad = rng.random(n) < 0.03
+        flags[bad] = rng.choice([2, 3, 4], bad.sum())
+        if rng.random() < 0.1:
+            flags[:], x[:] = 3, np.nan
+        frames.append(tidy.frame(ts=day0 + pd.to_timedelta(slots * period, unit="s"), device_id="d",
+                                 domain="bio_signal", sensor=f"m{a}__norm", value=x, quality_flag=flags))
+    frames.append(tidy.frame(ts=day0 + pd.to_timedelta(np.arange(0, 86_400, 3600), unit="s"), device_id="d",
+                             domain="environment", sensor="temp", value=12.0, quality_flag=0))
+    df = tidy.concat(frames)
+    if rng.random() < 0.3:
+        df = df.sample(frac=1, random_state=int(rng.integers(1 << 30))).reset_index(drop=True)
+    return df
+
+
+FAST_CONFIGS = [
+    {},
+    {"reference_window": "120s", "sync": {"window": "60s", "min_share": 0.5, "min_animals": 2},
+     "micro_closure": {"min_drop": 0.1, "max_duration": "40s", "min_duration": "2s", "min_samples": 2,
+                       "release": 0.5, "noise_factor": 4}},
+    {"sample_period": "10s", "state": {"closed_below": 0.1, "open_above": 0.2, "min_duration": "0s"},
+     "reference_window": "60s", "velocity": {"window": "20s"}, "active": {"min_range": 0.05, "min_usable": "10min"}},
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_day_equals_the_previous_implementation_on_random_days(tmp_path, seed):
+    rng = np.random.default_rng(100 + seed)
+    kinds = ["hourly", "minute", "bursty", "random", "hourly", "bursty"]
+    n_events = 0
+    for i, kind in enumerate(kinds):
+        over = FAST_CONFIGS[(i + seed) % len(FAST_CONFIGS)]
+        p = config(tmp_path, **over).params
+        period = int(pd.Timedelta(p["sample_period"]).total_seconds())
+        df = _random_day(rng, period, kind, int(rng.integers(1, 6)))
+        prev = None
+        if rng.random() < 0.7:
+            k = int(rng.integers(1, 8))
+            prev = tidy.frame(ts=pd.Timestamp(DAY, tz="UTC") - pd.to_timedelta(np.arange(k, 0, -1) * period, unit="s"),
+                              device_id="d", domain="bio_signal", sensor="m0__norm", value=rng.random(k),
+                              quality_flag=rng.choice([0, 5, 1], k))
+        sparse = [None, True, False][i % 3]
+        new = compute_behaviour(df, DAY, p, previous=prev, sparse=sparse)
+        _assert_identical(new, _ref_compute_behaviour(df, DAY, p, previous=prev, sparse=sparse))
+        n_events += len(new.events)
+    assert n_events > 50          # the comparison saw events, not only empty tables
+
+
+def test_fast_day_equals_the_previous_implementation_on_a_dense_day(tmp_path):
+    rng = np.random.default_rng(7)
+    p = config(tmp_path, **FAST_CONFIGS[2]).params          # 10 s grid: 8,640 slots, every one
+    df = _random_day(rng, 10, "dense", 3)
+    new = compute_behaviour(df, DAY, p)
+    _assert_identical(new, _ref_compute_behaviour(df, DAY, p))
+    assert len(new.events) > 10 and len(new.data) == len(df) + 2 * 3 * 8640
+
+
+def test_fast_day_equals_the_previous_implementation_on_odd_days(tmp_path):
+    p = config(tmp_path, **FAST_CONFIGS[1]).params
+    rng = np.random.default_rng(11)
+    day0 = pd.Timestamp(DAY, tz="UTC")
+    env = tidy.frame(ts=day0 + pd.to_timedelta(np.arange(0, 86_400, 3600), unit="s"), device_id="d",
+                     domain="environment", sensor="temp", value=1.0)
+    odd = _random_day(rng, 1, "hourly", 2)                  # a row without sensor, unused categories
+    odd["sensor"] = odd["sensor"].cat.add_categories(["zz__norm", "a_unused"])
+    odd.loc[3, "sensor"] = np.nan
+    zeros = _random_day(rng, 1, "minute", 2)                # -0.0 openings (pandas' median decides)
+    zeros.loc[zeros.index[:50], "value"] = -0.0
+    days = [tidy.empty(), env, tidy.frame(ts=[day0], device_id="d", domain="bio_signal", sensor="m0__norm",
+                                          value=[0.5]), odd, zeros]
+    for df in days:
+        _assert_identical(compute_behaviour(df, DAY, p), _ref_compute_behaviour(df, DAY, p))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_arrow_day_computes_as_its_tidy_frame(tmp_path, seed):
+    # the step reads arrow tables (ArrowDay); compute_behaviour reads their columns directly
+    rng = np.random.default_rng(200 + seed)
+    p = config(tmp_path, **FAST_CONFIGS[1]).params
+    df = _random_day(rng, 1, ["hourly", "bursty", "random"][seed], 4)
+    table = tidy.to_arrow(df)
+    if seed == 2:               # two chunks with the same dictionary
+        import pyarrow as pa
+
+        table = pa.concat_tables([table.slice(0, 40), table.slice(40)])
+        assert table.column("sensor").num_chunks == 2
+    prev = tidy.to_arrow(series([0.7, 0.8], start="2026-01-19T23:59:58Z", flags=[5, 0], sensor="m1__norm"))
+    from pyjama import behaviour
+
+    assert behaviour._Columns.from_arrow(table, "d") is not None       # the arrow path, not the frame
+    fast = compute_behaviour(ArrowDay(table, "d"), DAY, p, previous=ArrowDay(prev, "d"))
+    frame = compute_behaviour(tidy.from_arrow(table, "d"), DAY, p, previous=tidy.from_arrow(prev, "d"))
+    _assert_identical(fast, frame)
+    _assert_identical(fast, _ref_compute_behaviour(tidy.from_arrow(table, "d"), DAY, p,
+                                                   previous=tidy.from_arrow(prev, "d")))
+
+
+def test_the_step_reads_arrow_days_and_keep_still_sees_the_input_series(tmp_path):
+    from pyjama.steps.behaviour import BehaviourStep, edge_rows, read_day_rows
+
+    df = tidy.concat([series([0.8] * 5, sensor="m0__norm"),
+                      series([12.0] * 5, sensor="temp", domain="environment")])
+    io.write_table(tmp_path / "day.parquet", tidy.to_arrow(df), {})
+    day = read_day_rows(tmp_path / "day.parquet", "d", DAY)
+    assert isinstance(day, ArrowDay) and len(day) == 10
+    edge = edge_rows("previous", "1h")(tmp_path / "day.parquet", "d", "2026-01-21")
+    assert len(edge) == 0           # 12:00 is not within the hour before 2026-01-21
+    step = BehaviourStep()
+    st = SimpleNamespace(params=config(tmp_path).params, get=lambda k, d=None: {"keep": "__norm$"}.get(k, d))
+    tables, counts = step.compute({"data": day, "previous": []}, st, "d", DAY)
+    tables, counts = step.pass_on(st, {"data": day}, tables, counts)
+    assert "temp" not in set(tables["data"]["sensor"])               # an input series keep did not match
+    assert counts["rejected"] == {BehaviourStep.KEEP_REASON: 5}
+
+
+
+# ---------------------------------------------------------------- the previous implementation (8b14dc0)
+
+def _ref_trailing_reference(x: np.ndarray, window_s: float, period: float) -> np.ndarray:
+    n = max(int(round(window_s / period)), 1)
+    if x.size == 0:
+        return x.copy()
+    med = pd.DataFrame(x.T).rolling(n, min_periods=1).median().shift(1).to_numpy().T
+    return med
+
+
+def _ref_noise_sigma(x: np.ndarray, flags: np.ndarray, state=None) -> np.ndarray:
+    out = np.full(x.shape[0], np.nan)
+    for r in range(x.shape[0]):
+        measured = (flags[r] == int(Flag.OK)) & np.isfinite(x[r])
+        v = x[r][measured & (state[r] == OPEN)] if state is not None else np.zeros(0)
+        if len(v) < 10:
+            v = x[r][measured]
+        if len(v) >= 10:
+            d = np.diff(v)
+            out[r] = 1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0)
+    return out
+
+
+def _ref_select_sensors(df: pd.DataFrame, domain: str, pattern: str) -> list:
+    rx = re.compile(pattern)
+    if not len(df):
+        return []
+    names = df.loc[(df["domain"] == domain).to_numpy(), "sensor"].unique()
+    return sorted(str(s) for s in names if rx.search(str(s)))
+
+
+def _ref_ts_us(ts: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(ts).as_unit("us").asi8
+
+
+def _ref_us_to_ts(us: np.ndarray) -> pd.Series:
+    return pd.Series(np.asarray(us, dtype=np.int64).astype("datetime64[us]")).dt.tz_localize("UTC")
+
+
+def _ref_to_grid(df: pd.DataFrame, domain: str, sensors: list, day: str, period_us: int):
+    n_slots = DAY_US // period_us
+    day_start = pd.Timestamp(day, tz="UTC").value // 1000
+    code_of = {s: i for i, s in enumerate(sensors)}
+    sensor = df["sensor"]
+    cats = [str(c) for c in sensor.cat.categories]
+    row_of_cat = np.array([code_of.get(c, -1) for c in cats] + [-1], dtype=np.int64)
+    row_all = row_of_cat[sensor.cat.codes.to_numpy()]        # code -1 (NaN) maps to the last: -1
+    mask = (row_all >= 0) & (df["domain"] == domain).to_numpy() if len(df) else np.zeros(0, bool)
+    rows = row_all[mask]
+    ts_us = _ref_ts_us(df["ts"])[mask] - day_start
+    slot, rem = np.divmod(ts_us, period_us)
+    bad = (rem != 0) | (slot < 0) | (slot >= n_slots)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        first = pd.Timestamp(int(ts_us[i] + day_start), unit="us", tz="UTC")
+        raise UserError(f"{int(bad.sum())} samples of {sensors[rows[i]]} are not on the "
+                        f"{period_us / 1e6:g} s grid of day {day} (first: "
+                        f"{first.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}); 60_behaviour needs "
+                        "the regular grid of 40_resample ($.sample_period)")
+    x = np.full((len(sensors), n_slots), np.nan)
+    flags = np.full((len(sensors), n_slots), int(Flag.MISSING), dtype=np.uint8)
+    present = np.zeros((len(sensors), n_slots), dtype=bool)
+    present[rows, slot] = True
+    if int(present.sum()) != len(rows):
+        raise UserError(f"duplicate timestamps in day {day}; 60_behaviour needs one sample per "
+                        "sensor and grid time (run 20_split / 40_resample first)")
+    val = df["value"].to_numpy(dtype=float)[mask]
+    flg = df["quality_flag"].to_numpy(dtype=np.uint8)[mask]
+    usable = np.isin(flg, USABLE_FLAGS) & np.isfinite(val)
+    x[rows, slot] = np.where(usable, val, np.nan)
+    flags[rows, slot] = flg
+    return x, flags, present, slot, rows, mask
+
+
+def _ref_edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side: str, h: int):
+    x = np.full((len(sensors), h), np.nan)
+    flags = np.full((len(sensors), h), int(Flag.MISSING), dtype=np.uint8)
+    if frame is None or not len(frame) or h < 1 or not sensors:
+        return x, flags
+    frame = tidy.conform(frame)
+    day_start = pd.Timestamp(day, tz="UTC").value // 1000
+    base = day_start - h * period_us if side == "previous" else day_start + DAY_US
+    code_of = {s_: i for i, s_ in enumerate(sensors)}
+    sensor = frame["sensor"]       # categorical (tidy.conform): map the categories, not the rows
+    of_cat = np.array([code_of.get(str(c), -1) for c in sensor.cat.categories] + [-1], dtype=np.int64)
+    rows = of_cat[sensor.cat.codes.to_numpy()]
+    keep = (rows >= 0) & (frame["domain"] == domain).to_numpy()
+    slot, rem = np.divmod(_ref_ts_us(frame["ts"]) - base, period_us)
+    keep &= (rem == 0) & (slot >= 0) & (slot < h)
+    val = frame["value"].to_numpy(dtype=float)[keep]
+    flg = frame["quality_flag"].to_numpy(dtype=np.uint8)[keep]
+    r, c = rows[keep], slot[keep]
+    x[r, c] = np.where(np.isin(flg, USABLE_FLAGS) & np.isfinite(val), val, np.nan)
+    flags[r, c] = flg
+    return x, flags
+
+
+def _ref_animal_status(x, flags, present, sensors, p, dur, period, day, device):
+    n = len(sensors)
+    status = np.full(n, "ok", dtype=object)
+    warn = []
+    usable = ~np.isnan(x)
+    n_use = usable.sum(axis=1) if n else np.zeros(0, int)
+    n_rec = present.sum(axis=1) if n else np.zeros(0, int)
+    n_f3 = (present & (flags == int(Flag.OUT_OF_RANGE))).sum(axis=1) if n else np.zeros(0, int)
+    n_rec = (present & (flags != int(Flag.MISSING))).sum(axis=1) if n else np.zeros(0, int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rng = np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
+    for r, name in enumerate(sensors):
+        where = f"{device}/{name} {day}"
+        if n_use[r] == 0 and n_rec[r] and n_f3[r] * 2 >= n_rec[r]:
+            status[r] = "span_unknown"
+            warn.append(f"{where}: span unknown / not closing: {n_f3[r]} of {n_rec[r]} samples have no "
+                        "normalised opening (flag 3 from 50_normalise); closures not counted")
+        elif n_use[r] == 0:
+            status[r] = "no_data"
+            warn.append(f"{where}: no usable sample; closures not counted")
+        elif n_use[r] * period < dur["min_usable"] - 1e-9:
+            status[r] = "too_few_samples"
+            warn.append(f"{where}: {n_use[r] * period:g} s of usable samples, below $.active.min_usable "
+                        f"{dur['min_usable']:g} s; closures not counted")
+        elif rng[r] < p["active"]["min_range"] - 1e-12:
+            status[r] = "flat"
+            warn.append(f"{where}: flat: opening range {rng[r]:.3g} below $.active.min_range "
+                        f"{p['active']['min_range']:g}; closures not counted")
+    return status, warn
+
+
+def _ref_sparse_columns(present: np.ndarray, keep_gap: int) -> np.ndarray | None:
+    empty = ~present.any(axis=0)          # no animal: every column is empty
+    if not empty.any():
+        return None
+    idx = np.arange(present.shape[1])
+    last_occupied = np.maximum.accumulate(np.where(~empty, idx, -1))
+    keep = ~empty | (idx - last_occupied - 1 < keep_gap)
+    return np.flatnonzero(keep)
+
+
+def _ref_compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFrame | None = None,
+                      next: pd.DataFrame | None = None, sparse: bool | None = None) -> BehaviourResult:
+    df = tidy.conform(df) if len(df) else tidy.empty()
+    dur = read_durations(p, "config")
+    period = dur["period"]
+    period_us = int(round(period * 1e6))
+    n_slots = DAY_US // period_us
+    sensors = _ref_select_sensors(df, p["domain"], p["sensors"])
+    x, flags, present, slot, rows, mask = _ref_to_grid(df, p["domain"], sensors, day, period_us)
+    h = round(dur["velocity"] / (2 * period))
+    cols = None
+    if sparse is not False:
+        keep_gap = max(int(round(dur["reference"] / period)), 1) + 2 * h + 2
+        cols = _ref_sparse_columns(present, keep_gap)
+        if cols is not None and sparse is None and 2 * len(cols) > n_slots:
+            cols = None
+    if cols is not None:        # the grid's columns, a slot's column: cols[c] = its slot of the day
+        x, flags, present = x[:, cols], flags[:, cols], present[:, cols]
+        grid_slot = np.searchsorted(cols, slot)
+    else:
+        cols, grid_slot = np.arange(n_slots), slot
+    n_grid = len(cols)
+    sp = p["state"]
+    raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
+    state = enforce_min_duration(raw_state, dur["min_duration"], period)
+    reference = _ref_trailing_reference(x, dur["reference"], period)
+    x_prev, f_prev = _ref_edge_grid(previous, p["domain"], sensors, day, period_us, "previous", h)
+    x_next, f_next = _ref_edge_grid(next, p["domain"], sensors, day, period_us, "next", h)
+    velocity = compute_velocity(np.concatenate([x_prev, x, x_next], axis=1), dur["velocity"],
+                                period)[:, h:h + n_grid]
+    mp = p["micro_closure"]
+    sigma = _ref_noise_sigma(x, flags, state)
+    status, warn = _ref_animal_status(x, flags, present, sensors, p, dur, period, day,
+                                 str(df["device_id"].iloc[0]) if len(df) else "?")
+    counted = status == "ok"
+    closures = find_closures(state, x, reference, period)
+    micro = find_micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
+                                sigma, mp["noise_factor"], dur["micro_min"],
+                                measured=(flags == int(Flag.OK)) & ~np.isnan(x),
+                                min_samples=int(mp.get("min_samples", 1)),
+                                release=float(mp.get("release", 1.0)))
+    # an animal without a trustworthy opening (see animal_status) gets no events
+    closures = closures[counted[closures["row"].to_numpy()]] if len(closures) else closures
+    micro = micro[counted[micro["row"].to_numpy()]] if len(micro) else micro
+
+    # ---- daily summary per animal
+    usable = ~np.isnan(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rng = np.nanmax(x, axis=1) - np.nanmin(x, axis=1) if x.size else np.zeros(0)
+        speed = np.abs(velocity)
+        v_mean = np.nanmean(speed, axis=1) if x.size else np.zeros(0)
+        v_p99 = np.nanpercentile(speed, 99, axis=1) if x.size else np.zeros(0)
+    active = np.where(np.isnan(rng), False, rng >= p["active"]["min_range"] - 1e-12) & counted
+    n_cl = np.bincount(closures["row"], minlength=len(sensors)) if len(sensors) else np.zeros(0, int)
+    sum_cl = np.bincount(closures["row"], weights=closures["duration_s"], minlength=len(sensors)) \
+        if len(sensors) else np.zeros(0)
+    n_mc = np.bincount(micro["row"], minlength=len(sensors)) if len(sensors) else np.zeros(0, int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_cl = np.where(n_cl > 0, sum_cl / np.maximum(n_cl, 1), np.nan)
+    n_open = (state == OPEN).sum(axis=1)
+    n_closed = (state == CLOSED).sum(axis=1)
+    daily = pd.DataFrame({
+        "sensor": sensors,
+        "samples_expected": np.full(len(sensors), n_slots, dtype=np.int64),
+        "samples_usable": usable.sum(axis=1).astype(np.int64),
+        "share_open": np.where(counted, n_open / n_slots, np.nan),
+        "share_closed": np.where(counted, n_closed / n_slots, np.nan),
+        "share_unknown": np.where(counted, (n_slots - n_open - n_closed) / n_slots, np.nan),
+        "share_missing": (n_slots - usable.sum(axis=1)) / n_slots,
+        "closures": pd.Series(np.where(counted, n_cl, 0), dtype="Int64").where(counted),
+        "closure_mean_duration_s": np.where(counted, mean_cl, np.nan).astype(float),
+        "micro_closures": pd.Series(np.where(counted, n_mc, 0), dtype="Int64").where(counted),
+        "velocity_abs_mean": np.asarray(v_mean, float),
+        "velocity_abs_p99": np.asarray(v_p99, float),
+        "range": np.asarray(rng, float),
+        "active": np.asarray(active, bool),
+        "noise_sd": np.asarray(sigma, float),
+        "status": np.asarray(status, dtype=object),
+    }, columns=DAILY_COLUMNS)
+
+    # ---- events table (per-animal) + synchronised closures (per device)
+    day_us = pd.Timestamp(day, tz="UTC").value // 1000
+
+    def at(slots):
+        return _ref_us_to_ts(day_us + np.asarray(slots, dtype=np.int64) * period_us)
+
+    def animal_events(kind, ev):         # an event's samples are consecutive slots of the day
+        start_slot = cols[ev["start_slot"].to_numpy(dtype=np.int64)]
+        return pd.DataFrame({
+            "kind": kind, "sensor": [sensors[r] for r in ev["row"]],
+            "start": at(start_slot), "end": at(start_slot + ev["n"].to_numpy(dtype=np.int64)),
+            "duration_s": ev["duration_s"].astype(float).to_numpy(),
+            "depth": ev["depth"].astype(float).to_numpy(),
+            "cut_start": ev["cut_start"].astype(bool).to_numpy(),
+            "cut_end": ev["cut_end"].astype(bool).to_numpy(),
+            "n_animals": 1, "share_active": np.nan, "animals": [sensors[r] for r in ev["row"]],
+        }, columns=EVENT_COLUMNS)
+
+    frames = [animal_events("closure", closures), animal_events("micro_closure", micro)]
+    sy = p["sync"]
+    cand = closures[(~closures["cut_start"]) & active[closures["row"].to_numpy()]] if len(closures) else closures
+    n_active = int(active.sum())
+    syncs = []
+    if len(cand):
+        slots = cols[cand["start_slot"].to_numpy(dtype=np.int64)]
+        starts_s = slots * period
+        groups, order = find_sync_closures(starts_s, cand["row"].to_numpy(), n_active, dur["sync"],
+                                           sy["min_share"], sy["min_animals"])
+        t_sorted, a_sorted, slot_sorted = starts_s[order], cand["row"].to_numpy()[order], slots[order]
+        for i0, i1 in groups:
+            who = sorted({sensors[r] for r in a_sorted[i0:i1]})
+            t0, t1 = at([slot_sorted[i0], slot_sorted[i1 - 1]])
+            syncs.append({"kind": "sync_closure", "sensor": None, "start": t0, "end": t1,
+                          "duration_s": float(t_sorted[i1 - 1] - t_sorted[i0]), "depth": np.nan,
+                          "cut_start": False, "cut_end": False, "n_animals": len(who),
+                          "share_active": len(who) / n_active, "animals": ",".join(who)})
+    if syncs:
+        frames.append(pd.DataFrame(syncs, columns=EVENT_COLUMNS))
+    frames = [f for f in frames if len(f)]
+    events = pd.concat(frames, ignore_index=True) if frames else _ref_empty_events()
+    events = events.astype({"duration_s": float, "depth": float, "share_active": float,
+                            "n_animals": np.int64, "cut_start": bool, "cut_end": bool})
+    events["_k"] = events["kind"].map({k: i for i, k in enumerate(EVENT_KINDS)})
+    events["_s"] = events["sensor"].fillna("")
+    events = events.sort_values(["_k", "_s", "start"], kind="stable").drop(columns=["_k", "_s"])
+    events = events.reset_index(drop=True)
+
+    # ---- per device and day
+    expected = len(sensors) * n_slots
+    recorded = int((present & ~np.isin(flags, (int(Flag.MISSING), int(Flag.INTERPOLATED)))).sum())
+    n_usable = int(usable.sum())
+    device_daily = pd.DataFrame([{
+        "animals": len(sensors), "active_animals": n_active, "samples_expected": expected,
+        "samples_recorded": recorded, "samples_usable": n_usable,
+        "completeness_pct": 100.0 * recorded / expected if expected else np.nan,
+        "usable_pct": 100.0 * n_usable / expected if expected else np.nan,
+        "closures": int(len(closures)), "micro_closures": int(len(micro)), "sync_closures": len(syncs),
+    }], columns=DEVICE_DAILY_COLUMNS)
+
+    # ---- derived per-sample series back into the tidy table
+    data = _ref_add_derived_series(df, mask, rows, grid_slot, sensors, state, velocity, flags,
+                              dur["velocity"], period, edge_flags=(f_prev, f_next))
+    counts = {"rows_in": len(df), "rows_out": len(df), "rejected": {},
+              "rows_added": int(len(data) - len(df)), "animals": len(sensors),
+              "active_animals": n_active, "warnings": warn,
+              "status": {k: int((status == k).sum()) for k in STATUSES if (status == k).any()},
+              "events": {"closure": int(len(closures)), "micro_closure": int(len(micro)),
+                         "sync_closure": len(syncs)}}
+    return BehaviourResult(data, events, daily, device_daily, counts)
+
+
+def _ref_add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, window_s, period,
+                       edge_flags=None):
+    from pandas.api.types import union_categoricals
+
+    if not mask.any():
+        return _ref_sorted_tidy(tidy.conform(df))
+    df = tidy.conform(df)
+    sub = df.loc[mask]
+    st = state[rows, slot].astype(float)
+    st[st == UNKNOWN] = np.nan
+    interp = flags == int(Flag.INTERPOLATED)
+    h = int(round(window_s / (2 * period)))
+    n_an = interp.shape[0]
+    pre, post = (np.zeros((n_an, h), bool), np.zeros((n_an, h), bool)) if edge_flags is None else \
+        (edge_flags[0] == int(Flag.INTERPOLATED), edge_flags[1] == int(Flag.INTERPOLATED))
+    c = np.concatenate([np.zeros((n_an, 1)), np.cumsum(np.concatenate([pre, interp, post], axis=1), axis=1)],
+                       axis=1)
+    near = (c[:, 2 * h + 1:] - c[:, :-2 * h - 1]) > 0    # an interpolated sample within +-h
+    vel = velocity[rows, slot]
+
+    def flag_of(values, interp_mask):
+        return np.where(np.isnan(values), int(Flag.MISSING),
+                        np.where(interp_mask, int(Flag.INTERPOLATED), int(Flag.OK))).astype(np.uint8)
+
+    frames = (df, sub, sub)
+
+    def stack(name, renames=(None, None, None)):
+        cats = [f[name].array if r is None else f[name].array.rename_categories(r)
+                for f, r in zip(frames, renames)]
+        return union_categoricals(cats, sort_categories=True)
+
+    out = pd.DataFrame({
+        "ts": _ref_us_to_ts(np.concatenate([_ref_ts_us(f["ts"]) for f in frames])),
+        "device_id": stack("device_id"), "domain": stack("domain"),
+        "sensor": stack("sensor", (None, lambda c: f"{c}__state", lambda c: f"{c}__velocity")),
+        "value": np.concatenate([df["value"].to_numpy(), st, vel]),
+        "quality_flag": np.concatenate([df["quality_flag"].to_numpy(), flag_of(st, interp[rows, slot]),
+                                        flag_of(vel, near[rows, slot])]),
+    })
+    return _ref_sorted_tidy(out)
+
+
+def _ref_sorted_tidy(df: pd.DataFrame) -> pd.DataFrame:
+    df = tidy.conform(df)
+    if not len(df):
+        return df
+    cats = df["sensor"].cat.categories
+    rank = np.argsort(np.argsort(np.asarray([str(c) for c in cats], dtype=object), kind="stable"))
+    order = np.lexsort((_ref_ts_us(df["ts"]), rank[df["sensor"].cat.codes.to_numpy()]))
+    return df.iloc[order].reset_index(drop=True)
+
+
+def _ref_empty_events() -> pd.DataFrame:
+    return pd.DataFrame({"kind": pd.Series([], dtype=object), "sensor": pd.Series([], dtype=object),
+                         "start": pd.Series([], dtype="datetime64[us, UTC]"),
+                         "end": pd.Series([], dtype="datetime64[us, UTC]"),
+                         "duration_s": pd.Series([], dtype=float), "depth": pd.Series([], dtype=float),
+                         "cut_start": pd.Series([], dtype=bool), "cut_end": pd.Series([], dtype=bool),
+                         "n_animals": pd.Series([], dtype=np.int64),
+                         "share_active": pd.Series([], dtype=float),
+                         "animals": pd.Series([], dtype=object)}, columns=EVENT_COLUMNS)
