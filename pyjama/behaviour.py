@@ -39,6 +39,11 @@ USABLE_FLAGS = (int(Flag.OK), int(Flag.INTERPOLATED))
 EVENT_KINDS = ("closure", "micro_closure", "sync_closure")
 
 
+def _usable_flag(flags: np.ndarray) -> np.ndarray:
+    """``np.isin(flags, USABLE_FLAGS)`` (OK or INTERPOLATED) without isin's fixed cost."""
+    return (flags == USABLE_FLAGS[0]) | (flags == USABLE_FLAGS[1])
+
+
 # ---------------------------------------------------------------- runs on dense 2-D arrays
 
 def _runs(codes: np.ndarray):
@@ -435,7 +440,7 @@ def _select_sensors(t: "_Columns", domain_mask: np.ndarray, rx) -> list:
     """:func:`select_sensors` on the columns read once: the sensor names of the rows in
     ``domain_mask`` (a row without a sensor counts as ``"nan"``, as ``str(NaN)``), matched."""
     codes = np.unique(t.sensor.codes[domain_mask])
-    cats = t.sensor.categories
+    cats = t.sensor.categories.tolist()     # one conversion, not one per name
     names = [str(cats[c]) for c in codes if c >= 0] + (["nan"] if len(codes) and codes[0] < 0 else [])
     return sorted(s for s in names if rx.search(s))
 
@@ -543,7 +548,7 @@ class _Columns:
 
 def _equals(cat: pd.Categorical, value) -> np.ndarray:
     """``(pd.Series(cat) == value).to_numpy()`` on the codes (a missing value is never equal)."""
-    hit = [i for i, c in enumerate(cat.categories) if c == value]
+    hit = [i for i, c in enumerate(cat.categories.tolist()) if c == value]
     return cat.codes == hit[0] if hit else np.zeros(len(cat), bool)
 
 
@@ -593,7 +598,7 @@ def _grid_place(t: "_Columns", domain_mask, sensors: list, day: str, period_us: 
     n_slots = DAY_US // period_us
     day_start = _day_start_us(day)
     code_of = {s: i for i, s in enumerate(sensors)}
-    cats = [str(c) for c in t.sensor.categories]
+    cats = [str(c) for c in t.sensor.categories.tolist()]
     row_of_cat = np.array([code_of.get(c, -1) for c in cats] + [-1], dtype=np.int64)
     row_all = row_of_cat[t.sensor.codes]        # code -1 (NaN) maps to the last: -1
     mask = (row_all >= 0) & domain_mask if t.n else np.zeros(0, bool)
@@ -623,7 +628,7 @@ def _grid_fill(t: "_Columns", col, rows, mask, n_rows: int, n_cols: int, day: st
                         "sensor and grid time (run 20_split / 40_resample first)")
     val = t.value[mask]
     flg = t.flag[mask]
-    usable = np.isin(flg, USABLE_FLAGS) & np.isfinite(val)
+    usable = _usable_flag(flg) & np.isfinite(val)
     x[rows, col] = np.where(usable, val, np.nan)
     flags[rows, col] = flg
     return x, flags, present
@@ -648,7 +653,7 @@ def edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side:
     base = day_start - h * period_us if side == "previous" else day_start + DAY_US
     code_of = {s_: i for i, s_ in enumerate(sensors)}
     # categorical (tidy.conform): map the categories, not the rows
-    of_cat = np.array([code_of.get(str(c), -1) for c in t.sensor.categories] + [-1], dtype=np.int64)
+    of_cat = np.array([code_of.get(str(c), -1) for c in t.sensor.categories.tolist()] + [-1], dtype=np.int64)
     rows = of_cat[t.sensor.codes]
     keep = (rows >= 0) & _equals(t.domain, domain)
     slot, rem = np.divmod(t.ts_us - base, period_us)
@@ -656,7 +661,7 @@ def edge_grid(frame, domain: str, sensors: list, day: str, period_us: int, side:
     val = t.value[keep]
     flg = t.flag[keep]
     r, c = rows[keep], slot[keep]
-    x[r, c] = np.where(np.isin(flg, USABLE_FLAGS) & np.isfinite(val), val, np.nan)
+    x[r, c] = np.where(_usable_flag(flg) & np.isfinite(val), val, np.nan)
     flags[r, c] = flg
     return x, flags
 
@@ -837,26 +842,25 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
     # the grid of the kept columns directly (the whole day's grid, then its kept columns:
     # the same arrays; every row sits in an occupied column, which is always kept)
     x, flags, present = _grid_fill(t, grid_slot, rows, mask, len(sensors), n_grid, day)
-    sp = p["state"]
-    raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
-    state = enforce_min_duration(raw_state, dur["min_duration"], period)
-    reference = trailing_reference(x, dur["reference"], period)
     x_prev, f_prev = edge_grid(previous, p["domain"], sensors, day, period_us, "previous", h)
     x_next, f_next = edge_grid(next, p["domain"], sensors, day, period_us, "next", h)
-    velocity = compute_velocity(np.concatenate([x_prev, x, x_next], axis=1), dur["velocity"],
-                                period)[:, h:h + n_grid]
-    mp = p["micro_closure"]
-    sigma = noise_sigma(x, flags, state)
+    # every rule works on each animal on its own; one without a usable sample has an unknown
+    # state, no velocity (its window holds its own NaN sample), no noise sd and no event:
+    # the rules run on the others only (a day whose openings 50 could not scale, often)
+    live = np.flatnonzero(~np.isnan(x).all(axis=1)) if x.size else np.arange(len(sensors))
+    if len(live) == len(sensors):
+        state, velocity, sigma, closures, micro = _animal_rules(x, flags, x_prev, x_next, p, dur)
+    else:
+        state = np.full(x.shape, UNKNOWN, dtype=np.int8)
+        velocity = np.full(x.shape, np.nan)
+        sigma = np.full(len(sensors), np.nan)
+        state[live], velocity[live], sigma[live], closures, micro = _animal_rules(
+            x[live], flags[live], x_prev[live], x_next[live], p, dur)
+        closures["row"], micro["row"] = live[closures["row"]], live[micro["row"]]
     rng = _opening_range(x)
     status, warn = animal_status(x, flags, present, sensors, p, dur, period, day,
                                  str(t.device_id[0]) if t.n else "?", rng=rng)
     counted = status == "ok"
-    closures = _closures(state, x, reference, period)
-    micro = _micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
-                            sigma, mp["noise_factor"], dur["micro_min"],
-                            measured=(flags == int(Flag.OK)) & ~np.isnan(x),
-                            min_samples=int(mp.get("min_samples", 1)),
-                            release=float(mp.get("release", 1.0)))
     # an animal without a trustworthy opening (see animal_status) gets no events
     closures = _take(closures, counted[closures["row"]]) if len(closures["row"]) else closures
     micro = _take(micro, counted[micro["row"]]) if len(micro["row"]) else micro
@@ -918,7 +922,7 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
 
     # ---- per device and day
     expected = len(sensors) * n_slots
-    recorded = int((present & ~np.isin(flags, (int(Flag.MISSING), int(Flag.INTERPOLATED)))).sum())
+    recorded = int((present & (flags != int(Flag.MISSING)) & (flags != int(Flag.INTERPOLATED))).sum())
     n_usable = int(n_usable_row.sum())
     n_closures, n_micro = len(closures["row"]), len(micro["row"])
     device_daily = pd.DataFrame({
@@ -941,6 +945,28 @@ def compute_behaviour(df: pd.DataFrame, day: str, p: dict, previous: pd.DataFram
               "status": {k: int((status == k).sum()) for k in STATUSES if (status == k).any()},
               "events": {"closure": n_closures, "micro_closure": n_micro, "sync_closure": len(syncs)}}
     return BehaviourResult(data, events, daily, device_daily, counts)
+
+
+def _animal_rules(x, flags, x_prev, x_next, p: dict, dur: dict):
+    """(state, velocity, noise sd, closures, micro-closures) of the animals of ``x`` (rows),
+    each computed on its own row: state with hysteresis and minimum duration, velocity
+    over the neighbouring days' edges ``x_prev`` / ``x_next``, the events as column dicts."""
+    period = dur["period"]
+    h = x_prev.shape[1]
+    sp, mp = p["state"], p["micro_closure"]
+    raw_state = apply_hysteresis(classify_opening(x, sp["closed_below"], sp["open_above"]))
+    state = enforce_min_duration(raw_state, dur["min_duration"], period)
+    reference = trailing_reference(x, dur["reference"], period)
+    velocity = compute_velocity(np.concatenate([x_prev, x, x_next], axis=1), dur["velocity"],
+                                period)[:, h:h + x.shape[1]]
+    sigma = noise_sigma(x, flags, state)
+    closures = _closures(state, x, reference, period)
+    micro = _micro_closures(state, x, reference, period, mp["min_drop"], dur["micro_max"],
+                            sigma, mp["noise_factor"], dur["micro_min"],
+                            measured=(flags == int(Flag.OK)) & ~np.isnan(x),
+                            min_samples=int(mp.get("min_samples", 1)),
+                            release=float(mp.get("release", 1.0)))
+    return state, velocity, sigma, closures, micro
 
 
 def _take(columns: dict, keep: np.ndarray) -> dict:
@@ -1037,7 +1063,7 @@ def _union_sorted(dtype: pd.CategoricalDtype, suffixes: tuple):
     array (len(suffixes), categories + 1) whose last column maps the missing code -1 to -1).
     It depends only on the categories, which a job's days share: computed once per set."""
     cats = dtype.categories
-    key = (tuple(cats), str(cats.dtype), dtype.ordered, suffixes)
+    key = (tuple(cats.tolist()), str(cats.dtype), dtype.ordered, suffixes)
     hit = _CATEGORIES.get(key)
     if hit is None:
         from pandas.api.types import union_categoricals
