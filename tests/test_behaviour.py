@@ -779,6 +779,12 @@ def test_events_table_dtypes_and_order_with_and_without_sync_closures(tmp_path):
     for res, p in ((with_sync, config(tmp_path, sync=sync).params),
                    (alone, config(tmp_path, sync={**sync, "min_animals": 3}).params)):
         _assert_identical(res, _ref_compute_behaviour(df, DAY, p))
+    dip = np.full(60, 0.8)
+    dip[20:23] = 0.6                                       # a micro-closure and nothing else
+    micro_only = run(tmp_path, series(dip))
+    assert micro_only.events["kind"].tolist() == ["micro_closure"]
+    assert str(micro_only.events["sensor"].dtype) == "str"
+    _assert_identical(micro_only, _ref_compute_behaviour(series(dip), DAY, config(tmp_path).params))
 
 
 def _assert_identical(new, old):
