@@ -9,7 +9,12 @@ if str(REPO) not in sys.path:
 
 from pyjama.results import results_of, run_result_job
 from pyjama.verdict import on_success
-from pyjama.workflow import drop_local_rate_limit, load_plan_or_exit, print_loss_lines, run_rule_job
+from pyjama.workflow import (
+    drop_local_rate_limit,
+    load_plan_or_exit,
+    print_loss_lines,
+    run_rule_job,
+)
 
 PLAN = load_plan_or_exit(config, workflow.config_settings.config_args)
 RESULTS = results_of(PLAN)  # what `snakemake --report` shows (config results=true)
