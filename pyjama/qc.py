@@ -18,7 +18,9 @@ Rules (docs/steps/clean-resample.md states them with examples):
 """
 from __future__ import annotations
 
+import functools
 import re
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,71 @@ from .timewindow import iso_seconds
 MAD_TO_SIGMA = 1.4826
 
 
+class _NoCommonAxis(ValueError):
+    """The series cannot share one int64 time axis (:meth:`Series.key`)."""
+
+
+class Series:
+    """K series of one test laid end to end in one array: series k holds rows
+    [first_k, first_k + length_k), each sorted by time. A window never reaches into a
+    neighbouring series: per row, ``lo`` and ``hi`` are the bounds of its own series
+    (scalars 0 and n for one series), and :meth:`key` is a time axis ascending over all
+    rows. A slow logger's day is a few dozen samples per series, where every numpy call is
+    overhead: its series are tested together (:func:`clean_frame`), each with exactly the
+    values it would get alone."""
+
+    __slots__ = ("ts", "lengths", "first", "lo", "hi")
+
+    def __init__(self, ts_ns: np.ndarray, lengths=None):
+        self.ts = np.asarray(ts_ns, dtype=np.int64)
+        n = len(self.ts)
+        if lengths is None or len(lengths) == 1:
+            self.lengths = np.array([n], dtype=np.int64)
+            self.first = np.zeros(1, dtype=np.int64)
+            self.lo, self.hi = 0, n
+            return
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if int(self.lengths.sum()) != n:
+            raise ValueError(f"Series: lengths add up to {int(self.lengths.sum())}, not the {n} rows")
+        stops = np.cumsum(self.lengths)
+        self.first = stops - self.lengths
+        self.lo = np.repeat(self.first, self.lengths)
+        self.hi = np.repeat(stops, self.lengths)
+
+    @property
+    def single(self) -> bool:
+        return len(self.lengths) == 1
+
+    def key(self, reach_ns: int) -> np.ndarray:
+        """An int64 time axis, ascending over all rows, in which a search from a row by at
+        most ``reach_ns`` stays inside the row's series: t − t_min + k × (span + reach + 1)
+        for series k (one series: the times themselves)."""
+        if self.single:
+            return self.ts
+        t0 = int(self.ts.min())
+        step = int(self.ts.max()) - t0 + abs(int(reach_ns)) + 1
+        if len(self.lengths) * step >= 1 << 62:
+            raise _NoCommonAxis("Series: the series' times and reach do not fit one int64 axis")
+        return self.ts - t0 + np.repeat(np.arange(len(self.lengths), dtype=np.int64) * step, self.lengths)
+
+    def keep(self, rows: np.ndarray, min_length: int = 1):
+        """(rows, Series) of the rows ``rows`` (a boolean mask) of each series, without the
+        series left with fewer than ``min_length`` rows."""
+        if self.single:
+            at = np.flatnonzero(rows)
+            if len(at) < min_length:
+                at = at[:0]
+            return at, Series(self.ts[at])
+        c = np.concatenate(([0], np.cumsum(rows)))
+        kept = c[self.first + self.lengths] - c[self.first]
+        if min_length > 1:
+            rows = rows & np.repeat(kept >= min_length, self.lengths)
+            kept = np.where(kept >= min_length, kept, 0)
+        at = np.flatnonzero(rows)
+        kept = kept[kept > 0]
+        return at, Series(self.ts[at], kept if len(kept) > 1 else None)
+
+
 def centred_bounds(ts_ns: np.ndarray, window) -> tuple:
     """Row bounds [start, end) of the centred window of each sample.
 
@@ -37,14 +104,20 @@ def centred_bounds(ts_ns: np.ndarray, window) -> tuple:
     truncated at the series edges) or a :class:`pandas.Timedelta` W (every sample with
     |t − t_i| ≤ W/2).
     """
-    n = len(ts_ns)
+    return _centred_bounds(Series(ts_ns), window)
+
+
+def _centred_bounds(series: Series, window) -> tuple:
+    """:func:`centred_bounds` of each series of ``series`` (windows end at its edges)."""
+    n = len(series.ts)
     idx = np.arange(n, dtype=np.int64)
     if isinstance(window, (int, np.integer)):
         half = int(window) // 2
-        return np.maximum(idx - half, 0), np.minimum(idx + half + 1, n)
+        return np.maximum(idx - half, series.lo), np.minimum(idx + half + 1, series.hi)
     half = int(pd.Timedelta(window).value) // 2
-    start = np.searchsorted(ts_ns, ts_ns - half, side="left")
-    end = np.searchsorted(ts_ns, ts_ns + half, side="right")
+    key = series.key(half)
+    start = np.searchsorted(key, key - half, side="left")
+    end = np.searchsorted(key, key + half, side="right")
     return start.astype(np.int64, copy=False), end.astype(np.int64, copy=False)
 
 
@@ -189,7 +262,13 @@ def flag_sentinels(values: np.ndarray, sentinels) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64)
     if not len(sentinels):
         return np.zeros(len(x), dtype=bool)
-    return np.isin(x, np.asarray(list(sentinels), dtype=np.float64))
+    s = np.asarray(list(sentinels), dtype=np.float64)
+    if len(s) > 8:
+        return np.isin(x, s)
+    out = x == s[0]          # what np.isin does for a few values, without its fixed cost
+    for v in s[1:]:
+        out |= x == v
+    return out
 
 
 NOISE_MIN_SIDE = 60   # samples on each side of the noise window, at least (see noise_scale)
@@ -212,14 +291,25 @@ def noise_scale(ts_ns: np.ndarray, x: np.ndarray, window) -> np.ndarray:
     they are most of it, the noise is below the sensor's resolution and sigma stays ~0)."""
     if len(x) < 2:
         return np.zeros(len(x))
+    return _noise_scale(Series(ts_ns), np.asarray(x, dtype=np.float64), window)
+
+
+def _noise_scale(series: Series, x: np.ndarray, window) -> np.ndarray:
+    """:func:`noise_scale` of each series of ``series`` (each of 2 rows or more)."""
     d = np.abs(np.diff(x))
     d = np.concatenate(([d[0]], d))            # d[k] = |x_k - x_k-1|
+    if not series.single:      # the first difference of a series is its second
+        d[series.first] = d[series.first + 1]
     zero = d == 0
-    stuck = zero & (np.concatenate((zero[1:], [False])) | np.concatenate(([False], zero[:-1])))
-    lo, hi = centred_bounds(ts_ns, window)
+    after, before = np.concatenate((zero[1:], [False])), np.concatenate(([False], zero[:-1]))
+    if not series.single:      # no run of repeats across two series
+        after[series.first + series.lengths - 1] = False
+        before[series.first] = False
+    stuck = zero & (after | before)
+    lo, hi = _centred_bounds(series, window)
     idx = np.arange(len(x), dtype=np.int64)
-    lo = np.maximum(np.minimum(lo, idx - NOISE_MIN_SIDE), 0)
-    hi = np.minimum(np.maximum(hi, idx + NOISE_MIN_SIDE + 1), len(x))
+    lo = np.maximum(np.minimum(lo, idx - NOISE_MIN_SIDE), series.lo)
+    hi = np.minimum(np.maximum(hi, idx + NOISE_MIN_SIDE + 1), series.hi)
     med = rolling_stat(d, lo, hi, "median")
     if stuck.any():
         live = np.where(stuck, np.nan, d)
@@ -265,31 +355,41 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
     never flagged: pass the neighbouring day's edge samples (see :func:`clean_frame`) to
     test them. NaN values are ignored (they neither count nor break a run).
 
-    ts_ns : sample times [ns since epoch, ascending]; values : [sensor unit].
+    ts_ns: sample times [ns since epoch, ascending]; values : [sensor unit].
     """
+    return _flag_spikes(Series(ts_ns), values, window, threshold_mad, threshold_abs, max_length,
+                        context_window, direction)
+
+
+def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, threshold_abs=None,
+                 max_length: int = 3, context_window=None, direction: str = "both") -> np.ndarray:
+    """:func:`flag_spikes` of each series of ``series``."""
     x = np.asarray(values, dtype=np.float64)
-    ts_ns = np.asarray(ts_ns, dtype=np.int64)
     out = np.zeros(len(x), dtype=bool)
-    ok = np.flatnonzero(~np.isnan(x))
+    ok, usable = series.keep(~np.isnan(x), min_length=3)
     n = len(ok)
     if n < 3:
         return out
-    xs, ts = x[ok], ts_ns[ok]
+    xs = x[ok]
     thr = np.full(n, -np.inf)
-    sig = noise_scale(ts, xs, window)
+    sig = _noise_scale(usable, xs, window)
     if threshold_mad is not None:
         thr = np.maximum(thr, threshold_mad * sig)
     if threshold_abs is not None:
         thr = np.maximum(thr, float(threshold_abs))
     far = np.ones(n, dtype=bool)
     if context_window is not None:
-        ctx = rolling_stat(xs, *centred_bounds(ts, context_window), "median")
+        ctx = rolling_stat(xs, *_centred_bounds(usable, context_window), "median")
         far = np.abs(xs - ctx) > thr
     mark = np.zeros(n, dtype=bool)
+    idx = np.arange(n, dtype=np.int64)
     for L in range(1, int(max_length) + 1):
-        if n < L + 2:
+        if usable.single:
+            starts = np.arange(1, n - L)                   # run = starts .. starts+L-1
+        else:          # a run and both its neighbours inside one series
+            starts = np.flatnonzero((idx > usable.lo) & (idx + L < usable.hi))
+        if not len(starts):
             break
-        starts = np.arange(1, n - L)                       # run = starts .. starts+L-1
         run = np.stack([xs[starts + k] for k in range(L)])
         run_min, run_max = run.min(axis=0), run.max(axis=0)
         all_far = np.stack([far[starts + k] for k in range(L)]).all(axis=0)
@@ -330,32 +430,57 @@ def flag_flat_lines(ts_ns: np.ndarray, values: np.ndarray, tolerance: float,
     and every sample of every flat stretch is flagged. NaN values are ignored; a gap
     in the data does not break a stretch. ts_ns : [ns since epoch, ascending].
     """
+    return _flag_flat_lines(Series(ts_ns), values, tolerance, min_duration)
+
+
+def _flag_flat_lines(series: Series, values: np.ndarray, tolerance: float, min_duration) -> np.ndarray:
+    """:func:`flag_flat_lines` of each series of ``series``."""
     x = np.asarray(values, dtype=np.float64)
-    ts_ns = np.asarray(ts_ns, dtype=np.int64)
     out = np.zeros(len(x), dtype=bool)
-    ok = np.flatnonzero(~np.isnan(x))
+    ok, usable = series.keep(~np.isnan(x), min_length=2)
     if len(ok) < 2:
         return out
-    xs, ts = x[ok], ts_ns[ok]
-    period = int(np.median(np.diff(ts)))
-    dur = max(int(pd.Timedelta(min_duration).value) - period, 1)
+    xs, ts = x[ok], usable.ts
     n = len(xs)
     idx = np.arange(n, dtype=np.int64)
+    if usable.single:
+        period = int(np.median(np.diff(ts)))
+        dur = max(int(pd.Timedelta(min_duration).value) - period, 1)
+        eps = 1e-9 * max(1.0, float(np.max(np.abs(xs))))   # float rounding of the spread
+    else:          # the same, per series
+        period = _series_median_step(usable)
+        dur = np.repeat(np.maximum(int(pd.Timedelta(min_duration).value) - period, 1), usable.lengths)
+        eps = np.repeat(1e-9 * np.maximum(1.0, np.maximum.reduceat(np.abs(xs), usable.first)), usable.lengths)
     # Every sample of a long-enough flat stretch lies in one of these two shortest
     # long-enough stretches, which are flat too (a sub-stretch has a smaller range):
     # starting at it (it, …, first e with t_e − t_it ≥ dur) or ending at the end j of
     # the stretch (latest i with t_j − t_i ≥ dur, …, j). So flag both kinds, when flat.
-    first_end = np.searchsorted(ts, ts + dur, side="left")           # forward, from i
-    last_start = np.searchsorted(ts, ts - dur, side="right") - 1     # backward, to j
-    eps = 1e-9 * max(1.0, float(np.max(np.abs(xs))))   # float rounding of the spread
+    key = usable.key(np.max(dur))
+    first_end = np.searchsorted(key, key + dur, side="left")           # forward, from i
+    last_start = np.searchsorted(key, key - dur, side="right") - 1     # backward, to j
     mark = np.zeros(n + 1, dtype=np.int64)
-    for lo, hi, has in ((idx, np.minimum(first_end, n - 1), first_end < n),
-                        (np.maximum(last_start, 0), idx, last_start >= 0)):
+    for lo, hi, has in ((idx, np.minimum(first_end, usable.hi - 1), first_end < usable.hi),
+                        (np.maximum(last_start, usable.lo), idx, last_start >= usable.lo)):
         spread = rolling_stat(xs, lo, hi + 1, "max") - rolling_stat(xs, lo, hi + 1, "min")
         flat = has & (spread <= tolerance + eps)
         mark += np.bincount(lo[flat], minlength=n + 1) - np.bincount(hi[flat] + 1, minlength=n + 1)
     out[ok] = np.cumsum(mark[:-1]) > 0
     return out
+
+
+def _series_median_step(series: Series) -> np.ndarray:
+    """int(np.median(np.diff(t))) of each series of ``series`` (each of 2 rows or more), at
+    once: the middle step, or the mean of the two middle steps, in float64, truncated."""
+    steps = np.diff(series.ts)
+    inner = np.ones(len(steps), dtype=bool)
+    inner[(series.first + series.lengths - 1)[:-1]] = False      # the step from one series to the next
+    which = np.repeat(np.arange(len(series.lengths)), series.lengths - 1)
+    steps = steps[inner]
+    steps = steps[np.lexsort((steps, which))]
+    m = series.lengths - 1
+    base = np.cumsum(m) - m
+    lo, hi = steps[base + (m - 1) // 2], steps[base + m // 2]
+    return ((lo.astype(np.float64) + hi.astype(np.float64)) / 2.0).astype(np.int64)
 
 
 def detect_level_shifts(ts_ns: np.ndarray, values: np.ndarray, min_size: float,
@@ -384,7 +509,7 @@ def detect_level_shifts(ts_ns: np.ndarray, values: np.ndarray, min_size: float,
     if len(x) < 10 or min_size is None:
         return []
     minute = (ts - ts[0]) // 60_000_000_000
-    seg = max(int(pd.Timedelta(min_segment).total_seconds() // 60), 3)
+    seg = max(_whole_minutes(min_segment), 3)
     new_minute = np.diff(minute) != 0
     if 1 + int(np.count_nonzero(new_minute)) < 2 * seg:
         return []               # fewer minutes with data than two segments: no shift can be found
@@ -526,24 +651,159 @@ TESTS = ("missing", "range", "sentinel", "spike", "flat", "excluded")
 NEIGHBOUR_EDGE = "6h"
 
 
+# A series of at most this many samples (its day with its neighbours' edges) is tested
+# together with the day's other series of the same rule, at most BATCH_ROWS samples at a
+# time (:class:`Series`: each gets the flags it gets alone). A slow logger's day (24
+# samples a series) then costs a few hundred numpy calls instead of a few hundred per
+# series; a 1 Hz series (86,400 samples) is tested alone, as before.
+BATCH_SERIES_ROWS = 20_000
+BATCH_ROWS = 100_000
+_BATCH_MAX_ABS = 1e300     # no difference of two values overflows to inf
+
+
 def neighbour_reach_ns(rule: dict, ts_ns: np.ndarray) -> int:
     """How far into a neighbouring day a sensor's tests look [ns]: the longest of 10 min,
     2 × NOISE_MIN_SIDE + 2 sample periods (noise_scale's window), the spike ``window`` and
     ``context_window`` (a count of samples × the median period) and the flat
     ``min_duration``, capped at :data:`NEIGHBOUR_EDGE` (what the job reads)."""
-    period = int(np.median(np.diff(ts_ns))) if len(ts_ns) > 1 else 0
+    period = _median_step(ts_ns)
     spans = [600 * 10**9, (2 * NOISE_MIN_SIDE + 2) * period]
     sp, fp = rule.get("spike"), rule.get("flat")
     for w in ((sp["window"], sp["context_window"]) if sp else ()):
         if w is not None:
-            spans.append(int(w) * period if isinstance(w, int) else int(pd.Timedelta(w).value))
+            spans.append(int(w) * period if isinstance(w, int) else _duration_ns(w))
     if fp:
-        spans.append(int(pd.Timedelta(fp["min_duration"]).value))
-    return min(max(spans), int(pd.Timedelta(NEIGHBOUR_EDGE).value))
+        spans.append(_duration_ns(fp["min_duration"]))
+    return min(max(spans), _duration_ns(NEIGHBOUR_EDGE))
 
 
-def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFrame | None = None,
-                next: pd.DataFrame | None = None):
+def _median_step(ts_ns: np.ndarray) -> int:
+    """int(np.median(np.diff(ts_ns))), 0 for fewer than two samples; a few dozen steps are
+    sorted in Python (np.median's fixed cost is most of a slow logger's day). The same
+    value: the middle step, or the float64 mean of the two middle steps, truncated."""
+    if len(ts_ns) < 2:
+        return 0
+    if len(ts_ns) > 64:
+        return int(np.median(np.diff(ts_ns)))
+    steps = sorted(np.diff(ts_ns).tolist())
+    m = len(steps)
+    return int((float(steps[(m - 1) // 2]) + float(steps[m // 2])) / 2.0)
+
+
+def _duration_ns(text) -> int:
+    """int(pd.Timedelta(text).value), a config's duration strings parsed once."""
+    if isinstance(text, str):
+        return _duration_ns_of_text(text)
+    return int(pd.Timedelta(text).value)
+
+
+@functools.lru_cache(maxsize=256)
+def _duration_ns_of_text(text: str) -> int:
+    return int(pd.Timedelta(text).value)
+
+
+def _whole_minutes(text) -> int:
+    """int(pd.Timedelta(text).total_seconds() // 60), a config's strings parsed once."""
+    if isinstance(text, str):
+        return _whole_minutes_of_text(text)
+    return int(pd.Timedelta(text).total_seconds() // 60)
+
+
+@functools.lru_cache(maxsize=256)
+def _whole_minutes_of_text(text: str) -> int:
+    return int(pd.Timedelta(text).total_seconds() // 60)
+
+
+class Edge:
+    """A neighbouring day's rows as :func:`clean_frame` uses them: times [ns since epoch],
+    values, flags, and per sensor its row positions in time order (what
+    :func:`pyjama.tidy.sensor_groups` gives; a sensor name in two domains: the last)."""
+
+    __slots__ = ("ts_ns", "values", "flags", "rows")
+
+    def __init__(self, ts_ns: np.ndarray, values: np.ndarray, flags: np.ndarray, rows: dict):
+        self.ts_ns, self.values, self.flags, self.rows = ts_ns, values, flags, rows
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame) -> "Edge":
+        from . import tidy
+
+        e = tidy.conform(frame)
+        return cls(e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000,
+                   e["value"].to_numpy(dtype=float), e["quality_flag"].to_numpy(),
+                   {s_: i_ for _, s_, i_ in tidy.sensor_groups(e)})
+
+
+class _ConfigMemo:
+    """What a config gives each day of a job alike, worked out once: each sensor's resolved
+    rule, exclusion windows and parsed test arguments. Filled as the days ask, in the order
+    they ask (an error is raised where it was, and again the next day)."""
+
+    def __init__(self):
+        self.rules, self.windows, self.specs = {}, {}, {}
+
+    def rule(self, params, domain, sensor):
+        key = (domain, sensor)
+        if key not in self.rules:
+            self.rules[key] = resolve_rule(params, domain, sensor)
+        return self.rules[key]
+
+    def exclusions(self, params, device, sensor):
+        if sensor not in self.windows:
+            self.windows[sensor] = exclusion_windows(params, device, sensor)
+        return self.windows[sensor]
+
+    def spec(self, domain, sensor, rule):
+        """(spike arguments or None, flat arguments or None, batch key) of a sensor."""
+        key = (domain, sensor)
+        if key not in self.specs:
+            spike = flat = None
+            if rule["spike"] is not None:
+                sp = rule["spike"]
+                if sp["threshold_mad"] is None and sp["threshold_abs"] is None:
+                    raise UserError(f"$.sensors.{sensor}.spike: threshold_mad and threshold_abs "
+                                    "are both null after merging with the domain's rule; "
+                                    "allowed: at least one threshold")
+                context = None if sp["context_window"] is None else window_value(sp["context_window"])
+                spike = (window_value(sp["window"]), sp["threshold_mad"], sp["threshold_abs"],
+                         sp["max_length"], context, sp.get("direction", "both"))
+            if rule["flat"] is not None:
+                flat = (rule["flat"]["tolerance"], pd.Timedelta(rule["flat"]["min_duration"]))
+            self.specs[key] = (spike, flat, repr((spike, flat)))
+        return self.specs[key]
+
+
+_MEMOS: dict = {}
+
+
+def _config_memo(params: dict, device: str) -> _ConfigMemo:
+    """The memo of (params, device): keyed by the config's text, so a changed dict is a new
+    config (a few recent ones are kept)."""
+    key = (repr(params), device)
+    memo = _MEMOS.get(key)
+    if memo is None:
+        memo = _MEMOS[key] = _ConfigMemo()
+        while len(_MEMOS) > 8:
+            _MEMOS.pop(next(iter(_MEMOS)))
+    return memo
+
+
+@functools.lru_cache(maxsize=1)
+def _unusable_codes() -> np.ndarray:
+    """A lookup table: code → True when :data:`pyjama.flags.UNUSABLE` holds it (np.isin of
+    a uint8 flag array, at a fraction of its cost)."""
+    from . import flags as fl
+
+    table = np.zeros(256, dtype=bool)
+    table[[int(f) for f in fl.UNUSABLE]] = True
+    table.setflags(write=False)
+    return table
+
+
+def clean_frame(df: pd.DataFrame, params: dict, device: str, previous=None, next=None):
     """Pure core of 30_clean: a tidy frame → the same rows with quality flags set.
 
     Per sensor (rows sorted by time): NaN → 1; range and sentinels → 3; exclusions → 6;
@@ -552,10 +812,10 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
     test). An input flag is kept unless a new one has higher precedence
     (:func:`pyjama.flags.combine`). ``value`` is never changed, rows keep their order.
 
-    ``previous`` / ``next``: optional tidy frames with the last / first minutes of the
-    neighbouring days (same device). Their samples take part in the spike and flat-line
-    tests as neighbours — so the first and last sample of the day have two neighbours and
-    a spike there is found — but only ``df``'s rows are returned and counted.
+    ``previous`` / ``next``: optional tidy frames (or :class:`Edge`) with the last / first
+    minutes of the neighbouring days (same device). Their samples take part in the spike
+    and flat-line tests as neighbours — so the first and last sample of the day have two
+    neighbours and a spike there is found — but only ``df``'s rows are returned and counted.
 
     Returns (frame, counts) where counts holds the ledger keys: rows_in, rows_out,
     rejected (always empty), flags (stored codes by name), tests (samples each test
@@ -567,98 +827,175 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous: pd.DataFr
 
     df = tidy.conform(df)
     n = len(df)
-    edges = []      # per neighbouring day: (ts_ns, values, flags, {sensor: row positions in time order})
-    for e in (previous, next):
-        if e is not None and len(e):
-            e = tidy.conform(e)
-            edges.append((e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000,
-                          e["value"].to_numpy(dtype=float), e["quality_flag"].to_numpy(),
-                          {s_: i_ for _, s_, i_ in tidy.sensor_groups(e)}))
+    edges = [e if isinstance(e, Edge) else Edge.of_frame(e)
+             for e in (previous, next) if e is not None and len(e)]
     tests = dict.fromkeys(TESTS, 0)
     unruled, shifts, warns = [], [], []
     qf = df["quality_flag"].to_numpy().copy()
     if n:
         values = df["value"].to_numpy()
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
-        unusable = np.array(sorted(int(f) for f in fl.UNUSABLE), dtype=np.uint8)
+        memo = _config_memo(params, device)
+        unusable = _unusable_codes()
+        # NaN → 1 for every row at once (this first pass also maps a code outside the enum
+        # to OK, as combining each sensor's rows did)
+        missing = flag_missing(values)
+        tests["missing"] = int(missing.sum())
+        qf = fl.combine(qf, np.where(missing, np.uint8(fl.Flag.MISSING), np.uint8(fl.Flag.OK)))
+
+        def apply(rows, mask, code, test):
+            # the flagged rows only: combining a code with OK keeps it
+            hit = int(np.count_nonzero(mask))
+            tests[test] += hit
+            if hit:
+                at = rows[mask]
+                qf[at] = fl.combine(qf[at], np.full(hit, code, dtype=np.uint8))
+
+        jobs = []
         for domain, sensor, idx in tidy.sensor_groups(df):
             x, t = values[idx], ts_ns[idx]
-            f = qf[idx]
-            # neighbouring days' samples of this sensor, before / after the day
-            ex_i = [e[3].get(sensor, np.zeros(0, dtype=np.int64)) for e in edges]
-            ex_t = [e[0][i_] for e, i_ in zip(edges, ex_i)]
-            pre = [k for k, tt in enumerate(ex_t) if len(tt) and tt[-1] < t[0]]
-            post = [k for k, tt in enumerate(ex_t) if len(tt) and tt[0] > t[-1]]
-
-            def apply(mask, code, test):
-                nonlocal f
-                tests[test] += int(mask.sum())
-                f = fl.combine(f, np.where(mask, np.uint8(code), np.uint8(fl.Flag.OK)))
-
-            apply(flag_missing(x), fl.Flag.MISSING, "missing")
-            apply(flag_exclusions(t, exclusion_windows(params, device, sensor)),
-                  fl.Flag.EXCLUDED, "excluded")
-            rule = resolve_rule(params, domain, sensor)
+            windows = memo.exclusions(params, device, sensor)
+            if windows:
+                apply(idx, flag_exclusions(t, windows), fl.Flag.EXCLUDED, "excluded")
+            rule = memo.rule(params, domain, sensor)
             if rule is None:
                 unruled.append(sensor)
+                continue
+            if rule["range"] is not None:
+                apply(idx, flag_range(x, *rule["range"]), fl.Flag.OUT_OF_RANGE, "range")
+            apply(idx, flag_sentinels(x, rule["sentinels"]), fl.Flag.OUT_OF_RANGE, "sentinel")
+            usable = np.where(unusable[qf[idx]], np.nan, x)
+            reach = neighbour_reach_ns(rule, t)
+            # neighbouring days' samples of this sensor, before / after the day, within the
+            # reach of its tests; a range / sentinel / exclusion / unusable flag: not usable
+            pre, post = [], []
+            for e in edges:
+                rows_e = e.rows.get(sensor)
+                if rows_e is None or not len(rows_e):
+                    continue
+                te = e.ts_ns[rows_e]
+                if te[-1] < t[0]:
+                    pre.append(_edge_part(e, rows_e, te, np.searchsorted(te, t[0] - reach, side="left"),
+                                          len(te), rule, windows, unusable))
+                elif te[0] > t[-1]:
+                    post.append(_edge_part(e, rows_e, te, 0, np.searchsorted(te, t[-1] + reach, side="right"),
+                                           rule, windows, unusable))
+            n_pre = sum(len(p_[0]) for p_ in pre)
+            if pre or post:
+                ux = np.concatenate([p_[0] for p_ in pre] + [usable] + [p_[0] for p_ in post])
+                ut = np.concatenate([p_[1] for p_ in pre] + [t] + [p_[1] for p_ in post])
             else:
-                def bad(xv, tv):   # range / sentinel / exclusion (no flag): not usable
-                    m = flag_sentinels(xv, rule["sentinels"]) | flag_exclusions(
-                        tv, exclusion_windows(params, device, sensor))
-                    if rule["range"] is not None:
-                        m |= flag_range(xv, *rule["range"])
-                    return m
-
-                if rule["range"] is not None:
-                    apply(flag_range(x, *rule["range"]), fl.Flag.OUT_OF_RANGE, "range")
-                apply(flag_sentinels(x, rule["sentinels"]), fl.Flag.OUT_OF_RANGE, "sentinel")
-                usable = np.where(np.isin(f, unusable), np.nan, x)
-                reach = neighbour_reach_ns(rule, t)
-
-                parts_x, parts_t = [], []
-                # only the reach of this sensor's tests into the neighbouring days
-                for k, sel in [(k, ex_t[k] >= t[0] - reach) for k in pre] + [(None, None)] + \
-                        [(k, ex_t[k] <= t[-1] + reach) for k in post]:
-                    if k is None:      # the day itself, between the edges
-                        n_pre = sum(len(p_) for p_ in parts_x)
-                        parts_x.append(usable)
-                        parts_t.append(t)
-                        continue
-                    rows_k = ex_i[k][sel]
-                    xv, tv = edges[k][1][rows_k], ex_t[k][sel]
-                    parts_x.append(np.where(bad(xv, tv) | np.isin(edges[k][2][rows_k], unusable), np.nan, xv))
-                    parts_t.append(tv)
-                ux, ut = np.concatenate(parts_x), np.concatenate(parts_t)
-                own = slice(n_pre, n_pre + len(x))
-                if rule["spike"] is not None:
-                    sp = rule["spike"]
-                    if sp["threshold_mad"] is None and sp["threshold_abs"] is None:
-                        raise UserError(f"$.sensors.{sensor}.spike: threshold_mad and threshold_abs "
-                                        "are both null after merging with the domain's rule; "
-                                        "allowed: at least one threshold")
-                    context = None if sp["context_window"] is None else window_value(sp["context_window"])
-                    spikes_all = flag_spikes(ut, ux, window_value(sp["window"]), sp["threshold_mad"],
-                                             sp["threshold_abs"], sp["max_length"], context,
-                                             sp.get("direction", "both"))
-                    apply(spikes_all[own], fl.Flag.SPIKE, "spike")
-                    ux = np.where(spikes_all, np.nan, ux)
-                if rule["flat"] is not None:
-                    fp = rule["flat"]
-                    flat_all = flag_flat_lines(ut, ux, fp["tolerance"], pd.Timedelta(fp["min_duration"]))
-                    apply(flat_all[own], fl.Flag.FLAT_LINE, "flat")
-                    ux = np.where(flat_all, np.nan, ux)
-                shift = rule.get("shift")
-                if shift is not None:
-                    for at, size in detect_level_shifts(t, ux[own], shift["min_size"], shift["min_segment"]):
-                        stamp = iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC"))
-                        shifts.append({"sensor": sensor, "ts": stamp, "size": round(size, 6)})
-                        warns.append(f"{device}/{sensor}: level shift of {size:+.4g} at {stamp} "
-                                     "(magnet moved?); a fit across it is wrong after it: declare an "
-                                     "exclusion or refit from that day")
-            qf[idx] = f
+                ux, ut = usable, t
+            # with others: sorted times (one edge on each side at most) and values whose
+            # medians every path of rolling_stat takes alike (pandas' skips ±inf, bottleneck's
+            # does not: the plan, which depends on the batch, must not matter)
+            together = len(pre) <= 1 and len(post) <= 1 and not (np.abs(ux) > _BATCH_MAX_ABS).any()
+            jobs.append(_Job(sensor, idx, t, rule, ux, ut, n_pre, *memo.spec(domain, sensor, rule), together))
+        for job, ux in zip(jobs, _spikes_and_flat_lines(jobs, apply)):
+            shift = job.rule.get("shift")
+            if shift is not None:
+                own = ux[job.n_pre:job.n_pre + len(job.rows)]
+                sensor = job.sensor
+                for at, size in detect_level_shifts(job.t, own, shift["min_size"], shift["min_segment"]):
+                    stamp = iso_seconds(pd.Timestamp(at, unit="ns", tz="UTC"))
+                    shifts.append({"sensor": sensor, "ts": stamp, "size": round(size, 6)})
+                    warns.append(f"{device}/{sensor}: level shift of {size:+.4g} at {stamp} "
+                                 "(magnet moved?); a fit across it is wrong after it: declare an "
+                                 "exclusion or refit from that day")
     out = df.copy()
     out["quality_flag"] = qf
     counts = {"rows_in": n, "rows_out": n, "rejected": {}, "flags": fl.counts(qf),
               "tests": tests, "sensors_without_rules": sorted(set(unruled)),
               "level_shifts": shifts, "warnings": warns}
     return out, counts
+
+
+def _edge_part(e: Edge, rows_e, te, lo: int, hi: int, rule: dict, windows, unusable) -> tuple:
+    """(values, times) of a neighbouring day's rows rows_e[lo:hi] of a sensor, NaN where
+    out of range, a sentinel, excluded or flagged unusable."""
+    rows = rows_e[lo:hi]
+    xv, tv = e.values[rows], te[lo:hi]
+    bad = flag_sentinels(xv, rule["sentinels"]) | unusable[e.flags[rows]]
+    if windows:
+        bad |= flag_exclusions(tv, windows)
+    if rule["range"] is not None:
+        bad |= flag_range(xv, *rule["range"])
+    return np.where(bad, np.nan, xv), tv
+
+
+def _spikes_and_flat_lines(jobs: list, apply) -> list:
+    """Spike and flat-line tests of each job (a sensor's usable values with its edges):
+    flags set through ``apply``; returns each job's values with spikes and flat lines NaN.
+    Small series of one spec are tested together (:class:`Series`), the others alone."""
+    from . import flags as fl
+
+    out = [None] * len(jobs)
+    groups: dict = {}
+    for j, job in enumerate(jobs):
+        alone = (job.spike is None and job.flat is None) or not job.together or len(job.ux) > BATCH_SERIES_ROWS
+        groups.setdefault(("alone", j) if alone else job.key, []).append(j)
+    for members in groups.values():
+        batches, rows = [[]], 0
+        for j in members:
+            if rows + len(jobs[j].ux) > BATCH_ROWS and batches[-1]:
+                batches.append([])
+                rows = 0
+            batches[-1].append(j)
+            rows += len(jobs[j].ux)
+        for batch in batches:
+            try:
+                done = _spikes_then_flat([jobs[j] for j in batch])
+            except _NoCommonAxis:        # times too far apart for one axis: each alone
+                done = [_spikes_then_flat([jobs[j]])[0] for j in batch]
+            for j, (spikes, flat, ux) in zip(batch, done):
+                out[j] = ux
+                own = slice(jobs[j].n_pre, jobs[j].n_pre + len(jobs[j].rows))
+                if spikes is not None:
+                    apply(jobs[j].rows, spikes[own], fl.Flag.SPIKE, "spike")
+                if flat is not None:
+                    apply(jobs[j].rows, flat[own], fl.Flag.FLAT_LINE, "flat")
+    return out
+
+
+class _Job(NamedTuple):
+    """One sensor's spike and flat-line tests in :func:`clean_frame`."""
+    sensor: str
+    rows: np.ndarray          # its rows in the day's frame, in time order
+    t: np.ndarray             # their times [ns]
+    rule: dict
+    ux: np.ndarray            # usable values with the neighbouring days' edges (NaN: not usable)
+    ut: np.ndarray            # their times [ns]
+    n_pre: int                # edge samples before the day's
+    spike: tuple | None       # flag_spikes' arguments after (ts, values)
+    flat: tuple | None        # flag_flat_lines' arguments after (ts, values)
+    key: str                  # jobs of one key may be tested together
+    together: bool            # may be tested with others (sorted times, finite values)
+
+
+def _spikes_then_flat(jobs: list) -> list:
+    """Per job of one key: (spike mask or None, flat-line mask or None, its values with
+    both NaN). One job goes through :func:`flag_spikes` and :func:`flag_flat_lines`
+    themselves; several are laid end to end (:class:`Series`)."""
+    spike, flat = jobs[0].spike, jobs[0].flat
+    if len(jobs) == 1:
+        ux, ut = jobs[0].ux, jobs[0].ut
+        test_spikes = None if spike is None else (lambda v: flag_spikes(ut, v, *spike))
+        test_flat = None if flat is None else (lambda v: flag_flat_lines(ut, v, *flat))
+    else:
+        ux, ut = np.concatenate([j.ux for j in jobs]), np.concatenate([j.ut for j in jobs])
+        series = Series(ut, [len(j.ux) for j in jobs])
+        test_spikes = None if spike is None else (lambda v: _flag_spikes(series, v, *spike))
+        test_flat = None if flat is None else (lambda v: _flag_flat_lines(series, v, *flat))
+    spikes_all = flat_all = None
+    if test_spikes is not None:
+        spikes_all = test_spikes(ux)
+        ux = np.where(spikes_all, np.nan, ux)
+    if test_flat is not None:
+        flat_all = test_flat(ux)
+        ux = np.where(flat_all, np.nan, ux)
+    cuts = np.cumsum([len(j.ux) for j in jobs])[:-1]
+
+    def split(a):
+        return [None] * len(jobs) if a is None else np.split(a, cuts)
+
+    return list(zip(split(spikes_all), split(flat_all), split(ux)))
