@@ -508,8 +508,10 @@ def detect_level_shifts(ts_ns: np.ndarray, values: np.ndarray, min_size: float,
     x, ts = x[ok], ts_ns[ok]
     if len(x) < 10 or min_size is None:
         return []
-    minute = (ts - ts[0]) // 60_000_000_000
     seg = max(_whole_minutes(min_segment), 3)
+    if len(x) < 2 * seg:
+        return []               # fewer samples than two segments' minutes (a slow logger's day)
+    minute = (ts - ts[0]) // 60_000_000_000
     new_minute = np.diff(minute) != 0
     if 1 + int(np.count_nonzero(new_minute)) < 2 * seg:
         return []               # fewer minutes with data than two segments: no shift can be found
@@ -714,6 +716,32 @@ def _whole_minutes_of_text(text: str) -> int:
     return int(pd.Timedelta(text).total_seconds() // 60)
 
 
+def _sensor_groups(df: pd.DataFrame) -> list:
+    """:func:`pyjama.tidy.sensor_groups` of a tidy frame, its names read from lists (indexing
+    pandas' arrow-backed categories twice per series was most of its cost on a slow day)."""
+    from . import tidy
+
+    if not len(df):
+        return []
+    dom, sen = tidy.as_category(df["domain"]), tidy.as_category(df["sensor"])
+    return sensor_rows(df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64),
+                       dom.cat.codes.to_numpy(), sen.cat.codes.to_numpy(),
+                       [str(c) for c in dom.cat.categories], [str(c) for c in sen.cat.categories])
+
+
+def sensor_rows(ts_us: np.ndarray, dom_codes: np.ndarray, sen_codes: np.ndarray, dom_names: list,
+                sen_names: list) -> list:
+    """[(domain, sensor, row positions in time order)] of rows given by their times [µs] and
+    codes into ``dom_names`` / ``sen_names``: :func:`pyjama.tidy.sensor_groups`' one stable
+    lexsort on (domain, sensor, ts) codes, its series in the same order."""
+    dom_codes = np.asarray(dom_codes).astype(np.int64)
+    sen_codes = np.asarray(sen_codes).astype(np.int64)
+    key = dom_codes * (len(sen_names) + 1) + sen_codes
+    order = np.lexsort((ts_us, key))
+    cuts = np.flatnonzero(np.diff(key[order])) + 1
+    return [(dom_names[dom_codes[i[0]]], sen_names[sen_codes[i[0]]], i) for i in np.split(order, cuts)]
+
+
 class Edge:
     """A neighbouring day's rows as :func:`clean_frame` uses them: times [ns since epoch],
     values, flags, and per sensor its row positions in time order (what
@@ -734,7 +762,7 @@ class Edge:
         e = tidy.conform(frame)
         return cls(e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000,
                    e["value"].to_numpy(dtype=float), e["quality_flag"].to_numpy(),
-                   {s_: i_ for _, s_, i_ in tidy.sensor_groups(e)})
+                   {s_: i_ for _, s_, i_ in _sensor_groups(e)})
 
 
 class _ConfigMemo:
@@ -851,46 +879,74 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous=None, next
                 at = rows[mask]
                 qf[at] = fl.combine(qf[at], np.full(hit, code, dtype=np.uint8))
 
-        jobs = []
-        for domain, sensor, idx in tidy.sensor_groups(df):
-            x, t = values[idx], ts_ns[idx]
+        # each sensor's rule, exclusions, reach and test arguments (an error of a config is
+        # raised at the sensor it was raised at before)
+        plans = []
+        for domain, sensor, idx in _sensor_groups(df):
             windows = memo.exclusions(params, device, sensor)
             if windows:
-                apply(idx, flag_exclusions(t, windows), fl.Flag.EXCLUDED, "excluded")
+                apply(idx, flag_exclusions(ts_ns[idx], windows), fl.Flag.EXCLUDED, "excluded")
             rule = memo.rule(params, domain, sensor)
             if rule is None:
                 unruled.append(sensor)
                 continue
-            if rule["range"] is not None:
-                apply(idx, flag_range(x, *rule["range"]), fl.Flag.OUT_OF_RANGE, "range")
-            apply(idx, flag_sentinels(x, rule["sentinels"]), fl.Flag.OUT_OF_RANGE, "sentinel")
-            usable = np.where(unusable[qf[idx]], np.nan, x)
+            t = ts_ns[idx]
             reach = neighbour_reach_ns(rule, t)
+            plans.append((sensor, idx, t, rule, windows, reach, memo.spec(domain, sensor, rule),
+                          (repr(rule["range"]), repr(rule["sentinels"]))))
+        # range and sentinels: the rows of all sensors with the same ones at once
+        by_bounds: dict = {}
+        for plan in plans:
+            by_bounds.setdefault(plan[7], (plan[3], []))[1].append(plan[1])
+        for rule, parts in by_bounds.values():
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            x = values[rows]
+            if rule["range"] is not None:
+                apply(rows, flag_range(x, *rule["range"]), fl.Flag.OUT_OF_RANGE, "range")
+            apply(rows, flag_sentinels(x, rule["sentinels"]), fl.Flag.OUT_OF_RANGE, "sentinel")
+        usable = np.where(unusable[qf], np.nan, values)
+        edge_usable: dict = {}      # (edge, bounds) → the edge's values, NaN where not usable
+
+        def usable_of(k, bounds, rule):
+            if (k, bounds) not in edge_usable:
+                e = edges[k]
+                bad = flag_sentinels(e.values, rule["sentinels"]) | unusable[e.flags]
+                if rule["range"] is not None:
+                    bad |= flag_range(e.values, *rule["range"])
+                edge_usable[k, bounds] = np.where(bad, np.nan, e.values)
+            return edge_usable[k, bounds]
+
+        jobs = []
+        for sensor, idx, t, rule, windows, reach, spec, bounds in plans:
             # neighbouring days' samples of this sensor, before / after the day, within the
             # reach of its tests; a range / sentinel / exclusion / unusable flag: not usable
             pre, post = [], []
-            for e in edges:
+            for k, e in enumerate(edges):
                 rows_e = e.rows.get(sensor)
                 if rows_e is None or not len(rows_e):
                     continue
                 te = e.ts_ns[rows_e]
                 if te[-1] < t[0]:
-                    pre.append(_edge_part(e, rows_e, te, np.searchsorted(te, t[0] - reach, side="left"),
-                                          len(te), rule, windows, unusable))
+                    side, sel = pre, slice(np.searchsorted(te, t[0] - reach, side="left"), None)
                 elif te[0] > t[-1]:
-                    post.append(_edge_part(e, rows_e, te, 0, np.searchsorted(te, t[-1] + reach, side="right"),
-                                           rule, windows, unusable))
+                    side, sel = post, slice(0, np.searchsorted(te, t[-1] + reach, side="right"))
+                else:
+                    continue
+                xv, tv = usable_of(k, bounds, rule)[rows_e[sel]], te[sel]
+                if windows:
+                    xv = np.where(flag_exclusions(tv, windows), np.nan, xv)
+                side.append((xv, tv))
             n_pre = sum(len(p_[0]) for p_ in pre)
             if pre or post:
-                ux = np.concatenate([p_[0] for p_ in pre] + [usable] + [p_[0] for p_ in post])
+                ux = np.concatenate([p_[0] for p_ in pre] + [usable[idx]] + [p_[0] for p_ in post])
                 ut = np.concatenate([p_[1] for p_ in pre] + [t] + [p_[1] for p_ in post])
             else:
-                ux, ut = usable, t
+                ux, ut = usable[idx], t
             # with others: sorted times (one edge on each side at most) and values whose
             # medians every path of rolling_stat takes alike (pandas' skips ±inf, bottleneck's
             # does not: the plan, which depends on the batch, must not matter)
             together = len(pre) <= 1 and len(post) <= 1 and not (np.abs(ux) > _BATCH_MAX_ABS).any()
-            jobs.append(_Job(sensor, idx, t, rule, ux, ut, n_pre, *memo.spec(domain, sensor, rule), together))
+            jobs.append(_Job(sensor, idx, t, rule, ux, ut, n_pre, *spec, together))
         for job, ux in zip(jobs, _spikes_and_flat_lines(jobs, apply)):
             shift = job.rule.get("shift")
             if shift is not None:
@@ -908,19 +964,6 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous=None, next
               "tests": tests, "sensors_without_rules": sorted(set(unruled)),
               "level_shifts": shifts, "warnings": warns}
     return out, counts
-
-
-def _edge_part(e: Edge, rows_e, te, lo: int, hi: int, rule: dict, windows, unusable) -> tuple:
-    """(values, times) of a neighbouring day's rows rows_e[lo:hi] of a sensor, NaN where
-    out of range, a sentinel, excluded or flagged unusable."""
-    rows = rows_e[lo:hi]
-    xv, tv = e.values[rows], te[lo:hi]
-    bad = flag_sentinels(xv, rule["sentinels"]) | unusable[e.flags[rows]]
-    if windows:
-        bad |= flag_exclusions(tv, windows)
-    if rule["range"] is not None:
-        bad |= flag_range(xv, *rule["range"])
-    return np.where(bad, np.nan, xv), tv
 
 
 def _spikes_and_flat_lines(jobs: list, apply) -> list:
