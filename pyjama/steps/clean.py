@@ -9,11 +9,11 @@ import sys
 from typing import ClassVar
 
 
-from . import PartitionStep, edge_reader
+from . import PartitionStep
 from .. import io, qc
 from ..config import check_regex
 from ..errors import UserError
-from ..timewindow import DURATION_HINT, parse_duration
+from ..timewindow import DURATION_HINT, day_bounds, parse_duration
 
 WINDOW_ALLOWED = f"an odd number of samples >= 3, or {DURATION_HINT}"
 
@@ -57,6 +57,69 @@ def check_rule(rule: dict, where: str, partial: bool) -> None:
         parse_duration(flat["min_duration"], f"{where}.flat.min_duration")
 
 
+def edge_array_reader(side: str, length: str):
+    """A reader (path, device, day) → the rows of a neighbouring day's file within ``length``
+    of ``day`` (those :func:`pyjama.steps.edge_reader` reads: side "previous" keeps [day
+    start − length, day start), "next" [day end, day end + length)) as the
+    :class:`pyjama.qc.Edge` that :func:`pyjama.qc.clean_frame` makes of their tidy frame,
+    made from the arrow table without one (pandas' frame was most of the cost of reading a
+    slow logger's edge). A table it cannot take exactly is read into a tidy frame."""
+    def read(path, device, day):
+        import pandas as pd
+        import pyarrow as pa
+
+        from .. import tidy
+
+        start, end = day_bounds(day)
+        width = pd.Timedelta(length).to_pytimedelta()
+        lo, hi = (start - width, start) if side == "previous" else (end, end + width)
+        if io.multi_day(path):        # a week's or a month's file: the same rows, from memory
+            table = io.read_day(path, day, lo, hi)
+        else:
+            unit = pa.timestamp("us", tz="UTC")
+            table = io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)),
+                                                   ("ts", "<", pa.scalar(hi, unit))])
+        edge = edge_of_arrow(table)
+        return edge if edge is not None else tidy.from_arrow(table, device)
+
+    read.__name__ = f"read_{side}_edge"
+    return read
+
+
+def edge_of_arrow(table):
+    """``qc.Edge.of_frame(tidy.from_arrow(table, device))`` of a table with the file schema,
+    straight from its arrays: times, values, flags and each sensor's rows in time order (as
+    :func:`pyjama.tidy.sensor_groups` orders them: one stable sort on (domain, sensor, ts),
+    the codes being the dictionaries' indices, which pandas' categories keep). None when
+    the table might give something else (several chunks, nulls, other types)."""
+    import numpy as np
+
+    from .. import tidy
+
+    if table.schema.names != tidy.FILE_SCHEMA.names or \
+            [f.type for f in table.schema] != [f.type for f in tidy.FILE_SCHEMA]:
+        return None
+    if not table.num_rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return qc.Edge(empty, np.zeros(0), np.zeros(0, dtype=np.uint8), {})
+    ts, dom, sen = table.column("ts"), table.column("domain"), table.column("sensor")
+    if dom.num_chunks != 1 or sen.num_chunks != 1 or ts.null_count or dom.null_count or sen.null_count:
+        return None
+    dom, sen = dom.chunk(0), sen.chunk(0)
+    names = sen.dictionary.to_pylist()
+    if len(set(names)) != len(names) or None in names or \
+            len(set(dom.dictionary.to_pylist())) != len(dom.dictionary) or dom.dictionary.null_count:
+        return None
+    ts_us = ts.to_numpy().astype(np.int64)
+    dom_codes = dom.indices.to_numpy().astype(np.int64)
+    sen_codes = sen.indices.to_numpy().astype(np.int64)
+    key = dom_codes * (len(names) + 1) + sen_codes
+    order = np.lexsort((ts_us, key))
+    cuts = np.flatnonzero(np.diff(key[order])) + 1
+    rows = {str(names[sen_codes[idx[0]]]): idx for idx in np.split(order, cuts)}
+    return qc.Edge(ts_us * 1000, table.column("value").to_numpy(), table.column("quality_flag").to_numpy(), rows)
+
+
 class CleanStep(PartitionStep):
     script = "30_clean.py"
     summary = "quality flags: gross range, sentinels, spikes, flat lines, exclusion windows"
@@ -77,8 +140,8 @@ class CleanStep(PartitionStep):
                                 "allowed: start <= end")
 
     # the neighbouring days' edges (qc.NEIGHBOUR_EDGE of each): only those rows are read
-    readers: ClassVar[dict] = {"previous": edge_reader("previous", qc.NEIGHBOUR_EDGE),
-               "next": edge_reader("next", qc.NEIGHBOUR_EDGE)}
+    readers: ClassVar[dict] = {"previous": edge_array_reader("previous", qc.NEIGHBOUR_EDGE),
+               "next": edge_array_reader("next", qc.NEIGHBOUR_EDGE)}
 
     def input_files(self, project, st, device, day):
         """The day's partition and, when the plan has them, the partitions of D−1 and D+1 of
