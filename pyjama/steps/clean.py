@@ -6,6 +6,7 @@ calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents ever
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -120,6 +121,65 @@ def edge_of_arrow(table):
     return qc.Edge(ts_us * 1000, table.column("value").to_numpy(), table.column("quality_flag").to_numpy(), rows)
 
 
+# A week's or a month's input file of at most this many rows is made one tidy frame, kept
+# for the job's days (a few MB for a slow logger; a 1 Hz month is read day by day).
+WHOLE_FRAME_ROWS = 500_000
+_WHOLE: dict = {}
+
+
+def read_day_rows(path, device, day):
+    """The tidy rows of ``day`` in the input partition file, as :func:`pyjama.io.read_tidy`
+    reads them. Of a week's or a month's file (at most :data:`WHOLE_FRAME_ROWS` rows) they
+    are cut from one tidy frame of the whole file, made once per job: ``tidy.from_arrow``
+    of a slow logger's day was ~1 ms, as much as its tests. The same rows in file order,
+    the same columns, dtypes and categories (the file's dictionaries)."""
+    import numpy as np
+    import pyarrow as pa
+
+    whole = _whole_frame(Path(path), device) if io.multi_day(path) else None
+    if whole is None:
+        return io.read_tidy(path, device, day)
+    frame, ts_us = whole
+    unit = pa.timestamp("us", tz="UTC")
+    lo, hi = (pa.scalar(b, unit).value for b in day_bounds(day))
+    rows = np.flatnonzero((ts_us >= lo) & (ts_us < hi))
+    if not len(rows):
+        return io.read_tidy(path, device, day)
+    if rows[-1] - rows[0] + 1 == len(rows):        # a day's rows are one block of the file
+        return frame.iloc[rows[0]:rows[-1] + 1].reset_index(drop=True)
+    return frame.take(rows).reset_index(drop=True)
+
+
+def _whole_frame(path: Path, device: str):
+    """(tidy frame of the whole file, its ts [µs]) or None (too many rows, or dictionaries
+    in several chunks, which pandas would unify differently for a day's rows). Kept while
+    the file's size, mtime and inode stay (a rewritten file is read again)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from .. import tidy
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None                 # read_tidy says so in one line
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, device)
+    if key not in _WHOLE:
+        whole = None
+        try:
+            small = pq.ParquetFile(path).metadata.num_rows <= WHOLE_FRAME_ROWS
+        except Exception:           # a damaged file: read_tidy's one-line error
+            small = False
+        if small:
+            table = io.read_parquet(path)
+            if table.num_rows and all(table.column(c).num_chunks == 1 for c in ("domain", "sensor")):
+                frame = tidy.from_arrow(table, device)
+                whole = (frame, frame["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64))
+        _WHOLE.clear()              # one file at a time: a job reads one
+        _WHOLE[key] = whole
+    return _WHOLE[key]
+
+
 class CleanStep(PartitionStep):
     script = "30_clean.py"
     summary = "quality flags: gross range, sentinels, spikes, flat lines, exclusion windows"
@@ -140,8 +200,10 @@ class CleanStep(PartitionStep):
                                 "allowed: start <= end")
 
     # the neighbouring days' edges (qc.NEIGHBOUR_EDGE of each): only those rows are read
-    readers: ClassVar[dict] = {"previous": edge_array_reader("previous", qc.NEIGHBOUR_EDGE),
-               "next": edge_array_reader("next", qc.NEIGHBOUR_EDGE)}
+    # and the day's rows of a week's or a month's file cut from one frame of it
+    readers: ClassVar[dict] = {"data": read_day_rows,
+                               "previous": edge_array_reader("previous", qc.NEIGHBOUR_EDGE),
+                               "next": edge_array_reader("next", qc.NEIGHBOUR_EDGE)}
 
     def input_files(self, project, st, device, day):
         """The day's partition and, when the plan has them, the partitions of D−1 and D+1 of
