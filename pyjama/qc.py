@@ -302,9 +302,8 @@ def _noise_scale(series: Series, x: np.ndarray, window) -> np.ndarray:
         d[series.first] = d[series.first + 1]
     zero = d == 0
     after, before = np.concatenate((zero[1:], [False])), np.concatenate(([False], zero[:-1]))
-    if not series.single:      # no run of repeats across two series
-        after[series.first + series.lengths - 1] = False
-        before[series.first] = False
+    if not series.single:      # no run of repeats across two series (a series' first row
+        after[series.first + series.lengths - 1] = False    # has its second's difference: whatever is before it)
     stuck = zero & (after | before)
     lo, hi = _centred_bounds(series, window)
     idx = np.arange(len(x), dtype=np.int64)
