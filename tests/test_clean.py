@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 from pyjama import qc, tidy
 from pyjama.pipeline import load_step_config
@@ -504,3 +504,341 @@ def test_the_30_job_reads_the_neighbouring_days_and_a_new_day_reruns_only_the_da
     assert (tmp_path / "data/T/30_clean/device_id=valve01/day=2026-01-20/part.parquet").read_bytes() == first_day
     assert planned_jobs(tmp_path) == {}              # a second run does nothing
     agree(tmp_path)
+
+
+# ---------------------------------------------------------------- a slow logger's day: series tested together
+#
+# clean_frame tests the small series of one rule together (qc.Series: laid end to end,
+# windows kept inside each); every series must get exactly the flags it gets alone.
+
+H = 3600 * S
+
+
+def hourly(sensor, values, domain="bio_signal", hours=None, start=T0):
+    hours = np.arange(len(values)) if hours is None else np.asarray(hours)
+    ts = pd.Series(pd.to_datetime(start + hours * H, utc=True))
+    return tidy.frame(ts=ts, device_id="valve01", domain=domain, sensor=sensor, value=values, quality_flag=0)
+
+
+def test_series_laid_end_to_end_keep_their_windows_inside():
+    # two series of 3 and 2 samples at 0, 1, 2 s and 0, 1 s: a centred window of 3 s
+    # (±1.5 s) or of 3 samples reaches the neighbouring samples, never the other series
+    ts = at_seconds(0, 1, 2, 0, 1)
+    both = qc.Series(ts, [3, 2])
+    for window in (pd.Timedelta("3s"), 3):
+        lo, hi = qc._centred_bounds(both, window)
+        assert lo.tolist() == [0, 0, 1, 3, 3] and hi.tolist() == [2, 3, 3, 5, 5]
+        # alone: the same bounds, the second's 3 rows earlier
+        assert [b.tolist() for b in qc.centred_bounds(ts[:3], window)] == [[0, 0, 1], [2, 3, 3]]
+        assert [b.tolist() for b in qc.centred_bounds(ts[3:], window)] == [[0, 0], [2, 2]]
+    # the rows kept of each series; one left with fewer than min_length rows is dropped
+    rows, kept = both.keep(mask(1, 0, 1, 1, 0), min_length=2)
+    assert rows.tolist() == [0, 2] and kept.single and kept.ts.tolist() == [ts[0], ts[2]]
+    rows, kept = both.keep(mask(1, 0, 1, 1, 1), min_length=2)
+    assert rows.tolist() == [0, 2, 3, 4] and kept.lengths.tolist() == [2, 2]
+    with pytest.raises(ValueError, match="one int64 axis"):      # then each is tested alone
+        qc.Series(np.array([0, 2**61, 0, 2**61]), [2, 2]).key(0)
+
+
+def test_median_steps_are_numpys_truncated():
+    #   steps 10, 20, 1 s → 10 s; 3, 1 → 2; 3, 2 → 2.5 → 2 (int(np.median(...)) truncates)
+    assert qc._median_step(at_seconds(0, 10, 30, 31)) == 10 * S
+    assert qc._median_step(np.array([0, 3, 4])) == 2
+    assert qc._median_step(np.array([0, 3, 5])) == 2
+    assert qc._median_step(np.array([7])) == 0
+    series = qc.Series(np.array([0, 10, 30, 31, 0, 3, 4, 0, 3, 5]), [4, 3, 3])
+    assert qc._series_median_step(series).tolist() == [10, 2, 2]
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 10, 64, 65, 500):           # sorted in Python up to 64 samples, np.median above
+        for _ in range(20):
+            ts = np.sort(rng.integers(0, 10**17, n))       # beyond 2**53: float rounding alike
+            assert qc._median_step(ts) == int(np.median(np.diff(ts)))
+    lengths = rng.integers(2, 40, 30)
+    ts = np.concatenate([np.sort(rng.integers(0, 10**17, k)) for k in lengths])
+    want = [int(np.median(np.diff(p))) for p in np.split(ts, np.cumsum(lengths)[:-1])]
+    assert qc._series_median_step(qc.Series(ts, lengths)).tolist() == want
+
+
+def test_noise_and_flat_lines_of_series_laid_end_to_end_stay_their_own():
+    # noise: a's last difference (10 → 10) is a lone 0, counted; b starts with a repeat
+    # (5, 5: 0, 0), a run of its own that must not make a's 0 part of a stuck stretch
+    a, b = [0.0, 1, 3, 6, 10, 10], [5.0, 5, 7, 9, 11, 13]
+    ts = T0 + np.r_[np.arange(6), np.arange(6)] * S
+    got = qc._noise_scale(qc.Series(ts, [6, 6]), np.array(a + b), pd.Timedelta("3s"))
+    #   a: median of 1 1 2 3 4 0 = 1.5; b: two repeats of six, fewer than 5 live: all, 2
+    assert_allclose(got, qc.MAD_TO_SIGMA / np.sqrt(2) * np.r_[[1.5] * 6, [2.0] * 6])
+    assert_array_equal(got[:6], qc.noise_scale(ts[:6], np.array(a), pd.Timedelta("3s")))
+    assert_array_equal(got[6:], qc.noise_scale(ts[6:], np.array(b), pd.Timedelta("3s")))
+    # flat lines: the float tolerance is each series' own (1e-9 × its largest |x|): c's
+    # 5e-4 spread is not flat at tolerance 0 beside d's values of 1e6 (d's margin: 1e-3)
+    c, d = [1.0, 1.0005, 1.0, 1.0005], [1e6, 1e6 + 1, 1e6, 1e6 + 1]
+    ts = T0 + np.r_[np.arange(4), np.arange(4)] * S
+    got = qc._flag_flat_lines(qc.Series(ts, [4, 4]), np.array(c + d), 0, pd.Timedelta("3s"))
+    assert not got.any()
+    assert qc.flag_flat_lines(ts[:4], np.array(c) * 1e-6, 0, pd.Timedelta("3s")).all()   # 5e-10 ≤ 1e-9
+
+
+def test_the_neighbouring_days_rows_within_reach_take_part():
+    # a flat line of 7 h (tolerance 0) on hourly samples: 6 h from first to last sample. The
+    # reach into a neighbouring day is capped at 6 h, both ends included: m0's 0 h is flat
+    # with the previous day's 100 from −6 h (−7 h reads 300), its 23 h with the next day's
+    # 200 up to 29 h; m1's 23 h has the next day's 201 for 5 h only: not flat
+    rules = {"rules": {"bio_signal": {"flat": {"tolerance": 0, "min_duration": "7h"}}}}
+    x = 100 + np.arange(24.0) * 3
+    x[0], x[23] = 100, 200
+    day = tidy.concat([hourly("m0", x), hourly("m1", x + 1)])
+    prev = tidy.concat([hourly("m0", [300.0] + [100] * 6, hours=np.arange(-7, 0)),
+                        hourly("m1", [101.0] * 6, hours=np.arange(-6, 0))])
+    nxt = tidy.concat([hourly("m0", [200.0] * 6 + [50], hours=np.arange(24, 31)),
+                       hourly("m1", [201.0] * 5, hours=np.arange(24, 29))])
+    out, counts = qc.clean_frame(day, rules, "valve01", previous=prev, next=nxt)
+    assert out["quality_flag"].tolist() == [4] + [0] * 22 + [4] + [4] + [0] * 23
+    assert counts["tests"]["flat"] == 3          # the neighbouring days' rows are not counted
+
+
+def random_series(rng, dense: bool):
+    """(ts, values) of one series: hourly / minutely / 10 s with jitter (sparse, 1..80
+    samples) or 1 Hz (dense, a few thousand); gaps, repeated stamps, NaN, flat runs, spikes."""
+    n = int(rng.integers(2000, 5000)) if dense else int(rng.integers(1, 80))
+    period = 1 if dense else int(rng.choice([10, 60, 3600]))
+    ts = T0 + (np.arange(n) * period * S + rng.integers(0, period * S // 10 + 1, n))
+    ts = np.sort(ts)
+    if n > 4 and rng.random() < 0.3:
+        dup = np.flatnonzero(rng.random(n - 1) < 0.05) + 1
+        ts[dup] = ts[dup - 1]                                  # repeated stamps
+    if n > 4 and rng.random() < 0.3:
+        keep = np.ones(n, dtype=bool)
+        a = int(rng.integers(0, n - 2))
+        keep[a:a + int(rng.integers(1, n // 2 + 1))] = False   # a gap
+        ts = ts[keep]
+        n = len(ts)
+    x = np.round(400 + rng.normal(0, rng.choice([0.5, 5, 25]), n))
+    for _ in range(int(rng.integers(0, 4))):
+        a = int(rng.integers(0, n))
+        x[a:a + int(rng.integers(2, max(3, n // 3)))] = x[a]           # flat run
+    for _ in range(int(rng.integers(0, 5))):
+        a = int(rng.integers(0, n))
+        x[a:a + int(rng.integers(1, 5))] += rng.choice([-1, 1]) * rng.choice([40, 300])   # spike
+    x[rng.random(n) < 0.05] = np.nan
+    return ts.astype(np.int64), x
+
+
+SPIKE_ARGS = [(pd.Timedelta("31s"), 6.0, 50, 3, pd.Timedelta("5min"), "down"),
+              (pd.Timedelta("3h"), None, 30, 2, None, "both"),
+              (11, 6.0, None, 1, 31, "up"),
+              (3, 3.5, 1.0, 4, pd.Timedelta("6h"), "down"),
+              (pd.Timedelta("5min"), 6.0, 1.0, 3, None, "both")]
+FLAT_ARGS = [(0, pd.Timedelta("30min")), (1.5, pd.Timedelta("3h")), (0, pd.Timedelta("1s")),
+             (0.5, pd.Timedelta("6h"))]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_series_tested_together_get_the_flags_of_each_alone(seed):
+    rng = np.random.default_rng(seed)
+    series = [random_series(rng, dense=seed >= 4 and k < 2) for k in range(int(rng.integers(2, 14)))]
+    lengths = [len(t) for t, _ in series]
+    ts = np.concatenate([t for t, _ in series])
+    x = np.concatenate([v for _, v in series])
+    together = qc.Series(ts, lengths)
+    for args in SPIKE_ARGS:
+        want = np.concatenate([qc.flag_spikes(t, v, *args) for t, v in series])
+        assert_array_equal(qc._flag_spikes(together, x, *args), want)
+    for args in FLAT_ARGS:
+        want = np.concatenate([qc.flag_flat_lines(t, v, *args) for t, v in series])
+        assert_array_equal(qc._flag_flat_lines(together, x, *args), want)
+    ok = ~np.isnan(x)                   # the noise scale of series of 2 samples or more, NaN left out
+    rows, usable = together.keep(ok, min_length=2)
+    alone = [qc.noise_scale(t[~np.isnan(v)], v[~np.isnan(v)], pd.Timedelta("31s"))
+             for t, v in series if np.count_nonzero(~np.isnan(v)) >= 2]
+    assert_array_equal(qc._noise_scale(usable, x[rows], pd.Timedelta("31s")), np.concatenate(alone))
+
+
+def random_day(rng, n_series: int, dense: bool, with_inf: bool):
+    """A day of ``n_series`` bio_signal series and one environment series, with the
+    neighbouring days' last / first 6 h: tidy frames (day, previous, next)."""
+    def frame(lo_h, hi_h, names):
+        parts = []
+        for dom, s in names:
+            t, v = random_series(rng, dense and s == "m0")
+            t = T0 + lo_h * H + (t - T0) % ((hi_h - lo_h) * H)
+            order = np.argsort(t, kind="stable")
+            t, v = t[order], v[order]
+            if dom == "environment":
+                v = np.round(12 + (v - 400) / 50, 2)
+            v[rng.random(len(v)) < 0.02] = 4095 if dom == "bio_signal" else 85
+            if with_inf:
+                v[rng.random(len(v)) < 0.02] = np.inf
+            f = np.where(rng.random(len(v)) < 0.03, 7, 0).astype(np.uint8)
+            parts.append(tidy.frame(ts=pd.Series(pd.to_datetime(t // 1000 * 1000, utc=True)), device_id="valve01",
+                                    domain=dom, sensor=s, value=v, quality_flag=f))
+        return tidy.concat(parts)
+
+    names = [("bio_signal", f"m{k}") for k in range(n_series)] + [("environment", "outdoor_temp")]
+    return (frame(0, 24, names), frame(-6, 0, names[:-1]) if rng.random() < 0.8 else None,
+            frame(24, 30, names[1:]) if rng.random() < 0.8 else None)
+
+
+DAY_RULES = {"rules": {
+    "bio_signal": {"range": [0, 4000], "sentinels": [4095],
+                   "spike": {"window": "31s", "context_window": "5min", "threshold_mad": 6, "threshold_abs": 50,
+                             "max_length": 3, "direction": "down"},
+                   "flat": {"tolerance": 0, "min_duration": "30min"}, "shift": {"min_size": 40, "min_segment": "30min"}},
+    "environment": {"range": [-5, 40], "sentinels": [-127, 85],
+                    "spike": {"window": "5min", "threshold_mad": 6, "threshold_abs": 1.0},
+                    "flat": {"tolerance": 0, "min_duration": "6h"}}},
+    "sensors": {"m1": {"spike": {"window": "3h", "context_window": None, "max_length": 1}},
+                "m2": {"range": None}},          # m2: inf stays usable (a series with inf goes alone)
+    "exclusions": [{"device": "valve01", "sensors": "m[3-4]", "start": "2026-01-20T05:00:00Z",
+                    "end": "2026-01-20T09:30:00Z"}]}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_clean_frame_flags_a_day_of_series_together_as_each_alone(seed, monkeypatch):
+    rng = np.random.default_rng(100 + seed)
+    day, prev, nxt = random_day(rng, int(rng.integers(4, 13)), dense=seed >= 6, with_inf=seed % 2 == 1)
+    calls = []
+    alone_spikes = qc.flag_spikes
+    monkeypatch.setattr(qc, "flag_spikes", lambda *a, **k: calls.append(1) or alone_spikes(*a, **k))
+    got, got_counts = qc.clean_frame(day, DAY_RULES, "valve01", previous=prev, next=nxt)
+    together = len(calls)
+    monkeypatch.setattr(qc, "BATCH_SERIES_ROWS", 0)          # every series alone
+    want, want_counts = qc.clean_frame(day, DAY_RULES, "valve01", previous=prev, next=nxt)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert got_counts == want_counts
+    assert together < len(calls) - together                  # m0, m3, ... were tested together
+    assert got_counts["tests"]["spike"] + got_counts["tests"]["flat"] > 0
+
+
+HOURLY_RULES = {"rules": {"bio_signal": {
+    "range": [0, 4000], "sentinels": [4095],
+    "spike": {"window": "3h", "threshold_mad": None, "threshold_abs": 50, "max_length": 1},
+    "flat": {"tolerance": 0, "min_duration": "4h"}}}}
+
+
+def test_an_hourly_day_of_two_series_is_tested_together(monkeypatch):
+    #            hour: 0    1    2    3    4    5    6     7    8    9
+    m0 = [100.0, 101, 100, 450, 100, 101, 100, 102, 101, 100]
+    m0_want = [0, 0, 0, 2, 0, 0, 0, 0, 0, 0]
+    #   hour 3: +350 above both neighbours (100, 100) > 50 → spike
+    m1 = [200.0, 200, 200, 200, 210, 205, 4095, 206, 205, 204]
+    m1_want = [4, 4, 4, 4, 0, 0, 3, 0, 0, 0]
+    #   hours 0–3: 4 equal samples, 3 h + the 1 h period ≥ 4 h → flat; hour 6: sentinel (3);
+    #   hour 4 (210) is 5 above max(200, 205): no spike
+    day = tidy.concat([hourly("m0", m0), hourly("m1", m1), hourly("outdoor_temp", [9.5] * 3, "environment")])
+
+    def alone(*args, **kwargs):
+        raise AssertionError("m0 and m1 have one rule: tested together, not alone")
+
+    monkeypatch.setattr(qc, "flag_spikes", alone)
+    monkeypatch.setattr(qc, "flag_flat_lines", alone)
+    out, counts = qc.clean_frame(day, HOURLY_RULES, "valve01")
+    assert out["quality_flag"].tolist() == m0_want + m1_want + [0, 0, 0]
+    assert counts["tests"] == {"missing": 0, "range": 1, "sentinel": 1, "spike": 1, "flat": 4, "excluded": 0}
+    assert counts["sensors_without_rules"] == ["outdoor_temp"]
+
+
+def test_a_series_with_inf_is_tested_alone(monkeypatch):
+    # without a range, inf stays usable; pandas' rolling median skips it, bottleneck's does
+    # not, and which one a batch takes depends on the batch: m0 goes alone, m1 and m2 together
+    rules = {"rules": {"bio_signal": {"spike": HOURLY_RULES["rules"]["bio_signal"]["spike"]}}}
+    m0 = [100.0, 101, np.inf, 100, 450, 100, 101]
+    day = tidy.concat([hourly("m0", m0), hourly("m1", [100.0, 101, 100, 450, 100, 101, 100]),
+                       hourly("m2", [100.0, 101, 100, 102, 100, 101, 100])])
+    seen = []
+    alone_spikes = qc.flag_spikes
+    monkeypatch.setattr(qc, "flag_spikes", lambda ts, x, *a: seen.append(x.tolist()) or alone_spikes(ts, x, *a))
+    out, _ = qc.clean_frame(day, rules, "valve01")
+    assert seen == [m0]
+    #   m0 hour 2: inf is above both neighbours (101, 100) by more than 50; hour 3: 100 is
+    #   below both (inf, 450) by more than 50; hour 4: 450 is above both (100, 100): spikes
+    assert out["quality_flag"].tolist() == [0, 0, 2, 2, 2, 0, 0] + [0, 0, 0, 2, 0, 0, 0] + [0] * 7
+
+
+def test_a_day_with_fewer_samples_than_two_segments_has_no_level_shift():
+    # one sample a minute, +100 from minute 30 on; min_segment 30 min: 60 minutes are needed
+    x = np.r_[np.full(30, 300.0), np.full(30, 400.0)]
+    ts = T0 + np.arange(60) * 60 * S
+    assert qc.detect_level_shifts(ts, x, 40, "30min") == [(int(ts[30]), 100.0)]
+    assert qc.detect_level_shifts(ts[1:], x[1:], 40, "30min") == []       # 59 samples
+
+
+def test_the_config_memo_follows_a_changed_config_and_raises_each_day():
+    day = hourly("m0", [100.0, 4500, 100])
+    params = {"rules": {"bio_signal": {"range": [0, 4000]}}}
+    assert qc.clean_frame(day, params, "valve01")[0]["quality_flag"].tolist() == [0, 3, 0]
+    params["rules"]["bio_signal"]["range"] = [0, 5000]       # the same dict, changed
+    assert qc.clean_frame(day, params, "valve01")[0]["quality_flag"].tolist() == [0, 0, 0]
+    params["sensors"] = {"m0": {"spike": {"threshold_mad": None, "threshold_abs": None}}}
+    for _ in range(2):                                       # an error is not remembered as a rule
+        with pytest.raises(UserError, match=r"\$\.sensors\.m0\.spike: threshold_mad and threshold_abs"):
+            qc.clean_frame(day, params, "valve01")
+
+
+def test_flag_lookups_equal_np_isin():
+    from pyjama import flags as fl
+
+    codes = np.arange(256, dtype=np.uint8)
+    assert_array_equal(qc._unusable_codes()[codes], np.isin(codes, sorted(int(f) for f in fl.UNUSABLE)))
+    x = np.array([0.0, -0.0, 4095, 4095.5, np.nan, np.inf, -np.inf, -4096, 1e300, 65535])
+    for sentinels in ([0], [-0.0, 4095], [np.nan, np.inf], [-4096, 1023, 4095, 65535],
+                      list(range(-5, 20)) + [65535]):                      # > 8: np.isin itself
+        assert_array_equal(qc.flag_sentinels(x, sentinels), np.isin(x, np.asarray(sentinels, dtype=float)))
+
+
+def test_an_edge_from_arrow_equals_the_edge_of_its_tidy_frame():
+    import pyarrow as pa
+
+    from pyjama.steps.clean import edge_of_arrow
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        n = int(rng.integers(1, 200))
+        table = pa.table({
+            "ts": pa.array(np.sort(T0 // 1000 + rng.integers(0, 6 * 3600 * 10**6, n))[rng.permutation(n)],
+                           tidy.TS_TYPE),
+            # dictionaries in no order, with unused names, a sensor name in two domains
+            "domain": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 2, n), pa.int32()),
+                                                     pa.array(["environment", "bio_signal"])),
+            "sensor": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 4, n), pa.int32()),
+                                                     pa.array(["m1", "unused", "m0", "outdoor_temp"])),
+            "value": pa.array(rng.normal(size=n)),
+            "quality_flag": pa.array(rng.integers(0, 8, n).astype(np.uint8))}, schema=tidy.FILE_SCHEMA)
+        got = edge_of_arrow(table)
+        want = qc.Edge.of_frame(tidy.from_arrow(table, "valve01"))
+        assert_array_equal(got.ts_ns, want.ts_ns)
+        assert_array_equal(got.values, want.values)
+        assert_array_equal(got.flags, want.flags)
+        assert list(got.rows) == list(want.rows)
+        for s in want.rows:
+            assert_array_equal(got.rows[s], want.rows[s])
+    assert edge_of_arrow(pa.concat_tables([table, table])) is None       # two chunks: read as a frame
+    assert len(edge_of_arrow(table.slice(0, 0))) == 0
+
+
+def test_a_days_rows_cut_from_the_whole_month_equal_read_tidy(tmp_path):
+    from pyjama import io
+    from pyjama.steps import clean
+
+    days = [T0 + k * 24 * H for k in range(3)]
+    month = tidy.concat([hourly(s, np.arange(24.0) + k, start=d) for k, d in enumerate(days) for s in ("m1", "m0")])
+    path = tmp_path / "device_id=valve01" / "month=2026-01" / "part.parquet"
+    path.parent.mkdir(parents=True)
+    io.write_tidy(path, month, {})
+    for day in ("2026-01-20", "2026-01-21", "2026-01-22", "2026-01-25"):     # the last: no rows
+        got, want = clean.read_day_rows(path, "valve01", day), io.read_tidy(path, "valve01", day)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        for c in ("device_id", "domain", "sensor"):
+            assert got[c].cat.categories.tolist() == want[c].cat.categories.tolist()
+            assert got[c].cat.categories.dtype == want[c].cat.categories.dtype
+    assert clean.read_day_rows(path, "valve01", "2026-01-21")["value"].tolist()[:2] == [1.0, 2.0]
+    io.write_tidy(path, month.assign(value=month["value"] + 100), {})       # the file rewritten: read again
+    assert clean.read_day_rows(path, "valve01", "2026-01-21")["value"].tolist()[:2] == [101.0, 102.0]
+
+
+def test_a_flag_code_outside_the_enum_comes_out_ok():
+    # flags.combine ranks a code it does not know below OK: the first test applied (NaN →
+    # 1, to every row) has always turned it into 0, rule or no rule
+    df = tidy.concat([hourly("m0", [100.0, 101, 100]), hourly("battery", [3.7, 3.7], "power")])
+    df["quality_flag"] = np.array([9, 0, 200, 9, 5], dtype=np.uint8)
+    out, counts = qc.clean_frame(df, HOURLY_RULES, "valve01")
+    assert out["quality_flag"].tolist() == [0, 0, 0, 0, 5]
