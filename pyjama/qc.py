@@ -733,6 +733,8 @@ def sensor_rows(ts_us: np.ndarray, dom_codes: np.ndarray, sen_codes: np.ndarray,
     """[(domain, sensor, row positions in time order)] of rows given by their times [µs] and
     codes into ``dom_names`` / ``sen_names``: :func:`pyjama.tidy.sensor_groups`' one stable
     lexsort on (domain, sensor, ts) codes, its series in the same order."""
+    if not len(ts_us):
+        return []
     dom_codes = np.asarray(dom_codes).astype(np.int64)
     sen_codes = np.asarray(sen_codes).astype(np.int64)
     key = dom_codes * (len(sen_names) + 1) + sen_codes

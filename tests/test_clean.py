@@ -821,6 +821,7 @@ def test_a_days_rows_cut_from_the_whole_month_equal_read_tidy(tmp_path):
 
     days = [T0 + k * 24 * H for k in range(3)]
     month = tidy.concat([hourly(s, np.arange(24.0) + k, start=d) for k, d in enumerate(days) for s in ("m1", "m0")])
+    month["quality_flag"] = (np.arange(len(month)) % 8).astype(np.uint8)
     path = tmp_path / "device_id=valve01" / "month=2026-01" / "part.parquet"
     path.parent.mkdir(parents=True)
     io.write_tidy(path, month, {})
@@ -830,6 +831,20 @@ def test_a_days_rows_cut_from_the_whole_month_equal_read_tidy(tmp_path):
         for c in ("device_id", "domain", "sensor"):
             assert got[c].cat.categories.tolist() == want[c].cat.categories.tolist()
             assert got[c].cat.categories.dtype == want[c].cat.categories.dtype
+    # the neighbouring days' edges cut from the same arrays equal the edges of the rows read
+    from pyjama.timewindow import day_bounds
+
+    for day in ("2026-01-20", "2026-01-21", "2026-01-22"):
+        start, end = day_bounds(day)
+        for side, lo, hi in (("previous", start - pd.Timedelta("6h"), start), ("next", end, end + pd.Timedelta("6h"))):
+            got = clean.edge_array_reader(side, "6h")(path, "valve01", day)
+            want = qc.Edge.of_frame(tidy.from_arrow(io.read_day(path, day, lo, hi), "valve01"))
+            assert len(got) == len(want) and (len(want) == 6 * 2 or day != "2026-01-21")
+            for a, b in ((got.ts_ns, want.ts_ns), (got.values, want.values), (got.flags, want.flags)):
+                assert_array_equal(a, b)
+            assert list(got.rows) == list(want.rows)
+            for s in want.rows:
+                assert_array_equal(got.rows[s], want.rows[s])
     assert clean.read_day_rows(path, "valve01", "2026-01-21")["value"].tolist()[:2] == [1.0, 2.0]
     io.write_tidy(path, month.assign(value=month["value"] + 100), {})       # the file rewritten: read again
     assert clean.read_day_rows(path, "valve01", "2026-01-21")["value"].tolist()[:2] == [101.0, 102.0]
@@ -842,3 +857,19 @@ def test_a_flag_code_outside_the_enum_comes_out_ok():
     df["quality_flag"] = np.array([9, 0, 200, 9, 5], dtype=np.uint8)
     out, counts = qc.clean_frame(df, HOURLY_RULES, "valve01")
     assert out["quality_flag"].tolist() == [0, 0, 0, 0, 5]
+
+
+def test_sensor_rows_are_tidy_sensor_groups():
+    # the series of a tidy frame in tidy.sensor_groups' order, each its rows in time order
+    # (equal times: file order); a sensor name in two domains is two series
+    rng = np.random.default_rng(9)
+    for trial in range(20):
+        n = int(rng.integers(1, 300))
+        df = tidy.frame(ts=pd.Series(pd.to_datetime(T0 + rng.integers(0, 50, n) * S, utc=True)), device_id="valve01",
+                        domain=rng.choice(["bio_signal", "environment"], n), sensor=rng.choice(["m0", "m1", "m10"], n),
+                        value=rng.normal(size=n))
+        got = qc._sensor_groups(df)
+        want = list(tidy.sensor_groups(df))
+        assert [(d, s) for d, s, _ in got] == [(d, s) for d, s, _ in want]
+        for (_, _, a), (_, _, b) in zip(got, want):
+            assert_array_equal(a, b)

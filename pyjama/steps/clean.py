@@ -5,6 +5,7 @@ calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents ever
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import ClassVar
@@ -63,18 +64,21 @@ def edge_array_reader(side: str, length: str):
     of ``day`` (those :func:`pyjama.steps.edge_reader` reads: side "previous" keeps [day
     start − length, day start), "next" [day end, day end + length)) as the
     :class:`pyjama.qc.Edge` that :func:`pyjama.qc.clean_frame` makes of their tidy frame,
-    made from the arrow table without one (pandas' frame was most of the cost of reading a
-    slow logger's edge). A table it cannot take exactly is read into a tidy frame."""
+    made without one (pandas' frame was most of the cost of reading a slow logger's edge):
+    from the arrays of a week's or a month's file kept whole (:func:`read_day_rows`), or
+    from the arrow table. A table it cannot take exactly is read into a tidy frame."""
     def read(path, device, day):
-        import pandas as pd
         import pyarrow as pa
 
         from .. import tidy
 
         start, end = day_bounds(day)
-        width = pd.Timedelta(length).to_pytimedelta()
+        width = _timedelta(length)
         lo, hi = (start - width, start) if side == "previous" else (end, end + width)
         if io.multi_day(path):        # a week's or a month's file: the same rows, from memory
+            whole = _whole_file(Path(path), device)
+            if whole is not None:
+                return whole.edge(whole.rows(lo, hi))
             table = io.read_day(path, day, lo, hi)
         else:
             unit = pa.timestamp("us", tz="UTC")
@@ -87,77 +91,118 @@ def edge_array_reader(side: str, length: str):
     return read
 
 
+@functools.lru_cache(maxsize=8)
+def _timedelta(length: str):
+    import pandas as pd
+
+    return pd.Timedelta(length).to_pytimedelta()
+
+
 def edge_of_arrow(table):
     """``qc.Edge.of_frame(tidy.from_arrow(table, device))`` of a table with the file schema,
-    straight from its arrays: times, values, flags and each sensor's rows in time order (as
-    :func:`pyjama.tidy.sensor_groups` orders them: one stable sort on (domain, sensor, ts),
-    the codes being the dictionaries' indices, which pandas' categories keep). None when
-    the table might give something else (several chunks, nulls, other types)."""
+    straight from its arrays: times, values, flags and each sensor's rows in time order
+    (:func:`pyjama.qc.sensor_rows` on the dictionaries' indices, which pandas' categories
+    keep). None when the table might give something else (several chunks, nulls, other
+    types, a name twice in a dictionary)."""
     import numpy as np
 
+    if not _plain(table):
+        return None
+    if not table.num_rows:
+        return qc.Edge(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.uint8), {})
+    dom, sen = table.column("domain").chunk(0), table.column("sensor").chunk(0)
+    ts_us = table.column("ts").to_numpy().astype(np.int64)
+    rows = {s: i for _, s, i in qc.sensor_rows(ts_us, dom.indices.to_numpy(), sen.indices.to_numpy(),
+                                               dom.dictionary.to_pylist(), sen.dictionary.to_pylist())}
+    return qc.Edge(ts_us * 1000, table.column("value").to_numpy(), table.column("quality_flag").to_numpy(), rows)
+
+
+def _plain(table) -> bool:
+    """The file schema, domain and sensor in one chunk each (or none), their dictionaries of
+    distinct names, no null time, domain or sensor: a table whose tidy frame's categories
+    are its dictionaries and whose codes are their indices."""
     from .. import tidy
 
     if table.schema.names != tidy.FILE_SCHEMA.names or \
             [f.type for f in table.schema] != [f.type for f in tidy.FILE_SCHEMA]:
-        return None
+        return False
     if not table.num_rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return qc.Edge(empty, np.zeros(0), np.zeros(0, dtype=np.uint8), {})
-    ts, dom, sen = table.column("ts"), table.column("domain"), table.column("sensor")
-    if dom.num_chunks != 1 or sen.num_chunks != 1 or ts.null_count or dom.null_count or sen.null_count:
-        return None
-    dom, sen = dom.chunk(0), sen.chunk(0)
-    names = sen.dictionary.to_pylist()
-    if len(set(names)) != len(names) or None in names or \
-            len(set(dom.dictionary.to_pylist())) != len(dom.dictionary) or dom.dictionary.null_count:
-        return None
-    ts_us = ts.to_numpy().astype(np.int64)
-    dom_codes = dom.indices.to_numpy().astype(np.int64)
-    sen_codes = sen.indices.to_numpy().astype(np.int64)
-    key = dom_codes * (len(names) + 1) + sen_codes
-    order = np.lexsort((ts_us, key))
-    cuts = np.flatnonzero(np.diff(key[order])) + 1
-    rows = {str(names[sen_codes[idx[0]]]): idx for idx in np.split(order, cuts)}
-    return qc.Edge(ts_us * 1000, table.column("value").to_numpy(), table.column("quality_flag").to_numpy(), rows)
+        return True
+    for c in ("domain", "sensor"):
+        col = table.column(c)
+        if col.num_chunks != 1 or col.null_count:
+            return False
+        names = col.chunk(0).dictionary
+        if names.null_count or len(set(names.to_pylist())) != len(names):
+            return False
+    return not table.column("ts").null_count
 
 
-# A week's or a month's input file of at most this many rows is made one tidy frame, kept
-# for the job's days (a few MB for a slow logger; a 1 Hz month is read day by day).
-WHOLE_FRAME_ROWS = 500_000
+# A week's or a month's input file of at most this many rows is kept whole as one tidy
+# frame for the job's days (a slow logger's month: ~10,000 rows; a 1 Hz month is read
+# day by day); a job reads its period's file and the neighbouring periods' edges.
+WHOLE_FILE_ROWS = 1_000_000
 _WHOLE: dict = {}
+_WHOLE_KEPT = 3
+
+
+class _WholeFile:
+    """A week's or a month's file as one tidy frame and the arrays the edges are cut from."""
+
+    def __init__(self, table, device):
+        import numpy as np
+
+        from .. import tidy
+
+        self.frame = tidy.from_arrow(table, device)
+        self.ts_us = self.frame["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64)
+        dom, sen = table.column("domain").chunk(0), table.column("sensor").chunk(0)
+        self.dom_codes, self.sen_codes = dom.indices.to_numpy(), sen.indices.to_numpy()
+        self.dom_names, self.sen_names = dom.dictionary.to_pylist(), sen.dictionary.to_pylist()
+        self.values = self.frame["value"].to_numpy()
+        self.flags = self.frame["quality_flag"].to_numpy()
+
+    def rows(self, lo, hi):
+        """Positions of the rows with ts in [lo, hi) (datetimes), in file order: the rows
+        io.read_day's mask keeps."""
+        import numpy as np
+        import pyarrow as pa
+
+        unit = pa.timestamp("us", tz="UTC")
+        lo, hi = pa.scalar(lo, unit).value, pa.scalar(hi, unit).value
+        return np.flatnonzero((self.ts_us >= lo) & (self.ts_us < hi))
+
+    def day(self, rows):
+        if rows[-1] - rows[0] + 1 == len(rows):        # a day's rows are one block of the file
+            return self.frame.iloc[rows[0]:rows[-1] + 1].reset_index(drop=True)
+        return self.frame.take(rows).reset_index(drop=True)
+
+    def edge(self, rows):
+        ts_us = self.ts_us[rows]
+        found = qc.sensor_rows(ts_us, self.dom_codes[rows], self.sen_codes[rows], self.dom_names, self.sen_names)
+        return qc.Edge(ts_us * 1000, self.values[rows], self.flags[rows], {s: i for _, s, i in found})
 
 
 def read_day_rows(path, device, day):
     """The tidy rows of ``day`` in the input partition file, as :func:`pyjama.io.read_tidy`
-    reads them. Of a week's or a month's file (at most :data:`WHOLE_FRAME_ROWS` rows) they
+    reads them. Of a week's or a month's file (at most :data:`WHOLE_FILE_ROWS` rows) they
     are cut from one tidy frame of the whole file, made once per job: ``tidy.from_arrow``
     of a slow logger's day was ~1 ms, as much as its tests. The same rows in file order,
     the same columns, dtypes and categories (the file's dictionaries)."""
-    import numpy as np
-    import pyarrow as pa
-
-    whole = _whole_frame(Path(path), device) if io.multi_day(path) else None
+    whole = _whole_file(Path(path), device) if io.multi_day(path) else None
     if whole is None:
         return io.read_tidy(path, device, day)
-    frame, ts_us = whole
-    unit = pa.timestamp("us", tz="UTC")
-    lo, hi = (pa.scalar(b, unit).value for b in day_bounds(day))
-    rows = np.flatnonzero((ts_us >= lo) & (ts_us < hi))
+    rows = whole.rows(*day_bounds(day))
     if not len(rows):
         return io.read_tidy(path, device, day)
-    if rows[-1] - rows[0] + 1 == len(rows):        # a day's rows are one block of the file
-        return frame.iloc[rows[0]:rows[-1] + 1].reset_index(drop=True)
-    return frame.take(rows).reset_index(drop=True)
+    return whole.day(rows)
 
 
-def _whole_frame(path: Path, device: str):
-    """(tidy frame of the whole file, its ts [µs]) or None (too many rows, or dictionaries
-    in several chunks, which pandas would unify differently for a day's rows). Kept while
-    the file's size, mtime and inode stay (a rewritten file is read again)."""
-    import numpy as np
+def _whole_file(path: Path, device: str):
+    """The :class:`_WholeFile` of ``path`` or None (too many rows, or not :func:`_plain`:
+    pandas might make other categories of the whole file than of a day's rows). Kept
+    while the file's size, mtime and inode stay (a rewritten file is read again)."""
     import pyarrow.parquet as pq
-
-    from .. import tidy
 
     try:
         st = path.stat()
@@ -167,16 +212,16 @@ def _whole_frame(path: Path, device: str):
     if key not in _WHOLE:
         whole = None
         try:
-            small = pq.ParquetFile(path).metadata.num_rows <= WHOLE_FRAME_ROWS
+            small = pq.ParquetFile(path).metadata.num_rows <= WHOLE_FILE_ROWS
         except Exception:           # a damaged file: read_tidy's one-line error
             small = False
         if small:
             table = io.read_parquet(path)
-            if table.num_rows and all(table.column(c).num_chunks == 1 for c in ("domain", "sensor")):
-                frame = tidy.from_arrow(table, device)
-                whole = (frame, frame["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64))
-        _WHOLE.clear()              # one file at a time: a job reads one
+            if table.num_rows and _plain(table):
+                whole = _WholeFile(table, device)
         _WHOLE[key] = whole
+        while len(_WHOLE) > _WHOLE_KEPT:
+            _WHOLE.pop(next(iter(_WHOLE)))
     return _WHOLE[key]
 
 
