@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -302,8 +303,10 @@ def _noise_scale(series: Series, x: np.ndarray, window) -> np.ndarray:
         d[series.first] = d[series.first + 1]
     zero = d == 0
     after, before = np.concatenate((zero[1:], [False])), np.concatenate(([False], zero[:-1]))
-    if not series.single:      # no run of repeats across two series (a series' first row
-        after[series.first + series.lengths - 1] = False    # has its second's difference: whatever is before it)
+    # no run of repeats across two series (a series' first row has its second row's
+    # difference, so its own next row decides; its last row has no next one)
+    if not series.single:
+        after[series.first + series.lengths - 1] = False
     stuck = zero & (after | before)
     lo, hi = _centred_bounds(series, window)
     idx = np.arange(len(x), dtype=np.int64)
@@ -354,7 +357,7 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
     never flagged: pass the neighbouring day's edge samples (see :func:`clean_frame`) to
     test them. NaN values are ignored (they neither count nor break a run).
 
-    ts_ns: sample times [ns since epoch, ascending]; values : [sensor unit].
+    ts_ns : sample times [ns since epoch, ascending]; values : [sensor unit].
     """
     return _flag_spikes(Series(ts_ns), values, window, threshold_mad, threshold_abs, max_length,
                         context_window, direction)
@@ -806,17 +809,19 @@ class _ConfigMemo:
 
 
 _MEMOS: dict = {}
+_MEMOS_LOCK = threading.Lock()
 
 
 def _config_memo(params: dict, device: str) -> _ConfigMemo:
     """The memo of (params, device): keyed by the config's text, so a changed dict is a new
     config (a few recent ones are kept)."""
     key = (repr(params), device)
-    memo = _MEMOS.get(key)
-    if memo is None:
-        memo = _MEMOS[key] = _ConfigMemo()
-        while len(_MEMOS) > 8:
-            _MEMOS.pop(next(iter(_MEMOS)))
+    with _MEMOS_LOCK:               # jobs may run as threads of one process
+        memo = _MEMOS.get(key)
+        if memo is None:
+            memo = _MEMOS[key] = _ConfigMemo()
+            while len(_MEMOS) > 8:
+                _MEMOS.pop(next(iter(_MEMOS)))
     return memo
 
 

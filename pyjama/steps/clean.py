@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -144,6 +145,7 @@ def _plain(table) -> bool:
 WHOLE_FILE_ROWS = 1_000_000
 _WHOLE: dict = {}
 _WHOLE_KEPT = 3
+_WHOLE_LOCK = threading.Lock()
 
 
 class _WholeFile:
@@ -209,20 +211,23 @@ def _whole_file(path: Path, device: str):
     except FileNotFoundError:
         return None                 # read_tidy says so in one line
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, device)
-    if key not in _WHOLE:
-        whole = None
-        try:
-            small = pq.ParquetFile(path).metadata.num_rows <= WHOLE_FILE_ROWS
-        except Exception:           # a damaged file: read_tidy's one-line error
-            small = False
-        if small:
-            table = io.read_parquet(path)
-            if table.num_rows and _plain(table):
-                whole = _WholeFile(table, device)
+    with _WHOLE_LOCK:               # jobs may run as threads of one process
+        if key in _WHOLE:
+            return _WHOLE[key]
+    whole = None
+    try:
+        small = pq.ParquetFile(path).metadata.num_rows <= WHOLE_FILE_ROWS
+    except Exception:               # a damaged file: read_tidy's one-line error
+        small = False
+    if small:
+        table = io.read_parquet(path)
+        if table.num_rows and _plain(table):
+            whole = _WholeFile(table, device)
+    with _WHOLE_LOCK:
         _WHOLE[key] = whole
         while len(_WHOLE) > _WHOLE_KEPT:
             _WHOLE.pop(next(iter(_WHOLE)))
-    return _WHOLE[key]
+    return whole
 
 
 class CleanStep(PartitionStep):
