@@ -401,7 +401,8 @@ def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, 
         down = np.minimum(xa, xb) - run_max > t
         # the physical side (a real fast closing): only a run that comes straight back, to
         # within 3 noise sd of the level it left (an adduction recovers slowly: it does not)
-        back = np.abs(xb - xa) <= 3.0 * sig[starts]
+        with np.errstate(invalid="ignore"):     # inf − inf (a series holding ±inf): not back
+            back = np.abs(xb - xa) <= 3.0 * sig[starts]
         if direction == "up":
             hit = up | (back & (np.minimum(xa, xb) - run_max > 2 * t))
         elif direction == "down":
@@ -718,34 +719,6 @@ def _whole_minutes_of_text(text: str) -> int:
     return int(pd.Timedelta(text).total_seconds() // 60)
 
 
-def _sensor_groups(df: pd.DataFrame) -> list:
-    """:func:`pyjama.tidy.sensor_groups` of a tidy frame, its names read from lists (indexing
-    pandas' arrow-backed categories twice per series was most of its cost on a slow day)."""
-    from . import tidy
-
-    if not len(df):
-        return []
-    dom, sen = tidy.as_category(df["domain"]), tidy.as_category(df["sensor"])
-    return sensor_rows(df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64),
-                       dom.cat.codes.to_numpy(), sen.cat.codes.to_numpy(),
-                       [str(c) for c in dom.cat.categories], [str(c) for c in sen.cat.categories])
-
-
-def sensor_rows(ts_us: np.ndarray, dom_codes: np.ndarray, sen_codes: np.ndarray, dom_names: list,
-                sen_names: list) -> list:
-    """[(domain, sensor, row positions in time order)] of rows given by their times [µs] and
-    codes into ``dom_names`` / ``sen_names``: :func:`pyjama.tidy.sensor_groups`' one stable
-    lexsort on (domain, sensor, ts) codes, its series in the same order."""
-    if not len(ts_us):
-        return []
-    dom_codes = np.asarray(dom_codes).astype(np.int64)
-    sen_codes = np.asarray(sen_codes).astype(np.int64)
-    key = dom_codes * (len(sen_names) + 1) + sen_codes
-    order = np.lexsort((ts_us, key))
-    cuts = np.flatnonzero(np.diff(key[order])) + 1
-    return [(dom_names[dom_codes[i[0]]], sen_names[sen_codes[i[0]]], i) for i in np.split(order, cuts)]
-
-
 class Edge:
     """A neighbouring day's rows as :func:`clean_frame` uses them: times [ns since epoch],
     values, flags, and per sensor its row positions in time order (what
@@ -766,7 +739,7 @@ class Edge:
         e = tidy.conform(frame)
         return cls(e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000,
                    e["value"].to_numpy(dtype=float), e["quality_flag"].to_numpy(),
-                   {s_: i_ for _, s_, i_ in _sensor_groups(e)})
+                   {s_: i_ for _, s_, i_ in tidy.sensor_groups(e)})
 
 
 class _ConfigMemo:
@@ -888,7 +861,7 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous=None, next
         # each sensor's rule, exclusions, reach and test arguments (an error of a config is
         # raised at the sensor it was raised at before)
         plans = []
-        for domain, sensor, idx in _sensor_groups(df):
+        for domain, sensor, idx in tidy.sensor_groups(df):
             windows = memo.exclusions(params, device, sensor)
             if windows:
                 apply(idx, flag_exclusions(ts_ns[idx], windows), fl.Flag.EXCLUDED, "excluded")

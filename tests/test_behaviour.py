@@ -932,15 +932,17 @@ def test_an_arrow_day_computes_as_its_tidy_frame(tmp_path, seed):
 
 
 def test_the_step_reads_arrow_days_and_keep_still_sees_the_input_series(tmp_path):
-    from pyjama.steps.behaviour import BehaviourStep, edge_rows, read_day_rows
+    from pyjama.steps import edge_reader
+    from pyjama.steps.behaviour import BehaviourStep, read_day_rows
 
     df = tidy.concat([series([0.8] * 5, sensor="m0__norm"),
                       series([12.0] * 5, sensor="temp", domain="environment")])
     io.write_table(tmp_path / "day.parquet", tidy.to_arrow(df), {})
     day = read_day_rows(tmp_path / "day.parquet", "d", DAY)
     assert isinstance(day, ArrowDay) and len(day) == 10
-    edge = edge_rows("previous", "1h")(tmp_path / "day.parquet", "d", "2026-01-21")
-    assert len(edge) == 0           # 12:00 is not within the hour before 2026-01-21
+    edge = BehaviourStep.readers["previous"](tmp_path / "day.parquet", "d", "2026-01-21")
+    assert isinstance(edge, ArrowDay) and len(edge) == 0
+    assert len(edge_reader("previous", "13h")(tmp_path / "day.parquet", "d", "2026-01-21")) == 10           # 12:00 is not within the hour before 2026-01-21
     step = BehaviourStep()
     st = SimpleNamespace(params=config(tmp_path).params, get=lambda k, d=None: {"keep": "__norm$"}.get(k, d))
     tables, counts = step.compute({"data": day, "previous": []}, st, "d", DAY)

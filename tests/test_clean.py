@@ -859,17 +859,24 @@ def test_a_flag_code_outside_the_enum_comes_out_ok():
     assert out["quality_flag"].tolist() == [0, 0, 0, 0, 5]
 
 
-def test_sensor_rows_are_tidy_sensor_groups():
-    # the series of a tidy frame in tidy.sensor_groups' order, each its rows in time order
-    # (equal times: file order); a sensor name in two domains is two series
+def test_sensor_groups_are_each_series_rows_in_time_order():
+    # tidy.sensor_groups (and tidy.series_rows under it, on the codes): the series in
+    # (domain, sensor) category order, each its rows in time order (equal times: file
+    # order); a sensor name in two domains is two series
     rng = np.random.default_rng(9)
     for trial in range(20):
         n = int(rng.integers(1, 300))
         df = tidy.frame(ts=pd.Series(pd.to_datetime(T0 + rng.integers(0, 50, n) * S, utc=True)), device_id="valve01",
                         domain=rng.choice(["bio_signal", "environment"], n), sensor=rng.choice(["m0", "m1", "m10"], n),
                         value=rng.normal(size=n))
-        got = qc._sensor_groups(df)
-        want = list(tidy.sensor_groups(df))
-        assert [(d, s) for d, s, _ in got] == [(d, s) for d, s, _ in want]
+        got = tidy.sensor_groups(df)
+        ts = df["ts"].to_numpy()
+        want = []
+        for d in df["domain"].cat.categories:
+            for s_ in df["sensor"].cat.categories:
+                rows = np.flatnonzero((df["domain"] == d).to_numpy() & (df["sensor"] == s_).to_numpy())
+                if len(rows):
+                    want.append((d, s_, rows[np.argsort(ts[rows], kind="stable")]))
+        assert [(d, s_) for d, s_, _ in got] == [(d, s_) for d, s_, _ in want]
         for (_, _, a), (_, _, b) in zip(got, want):
             assert_array_equal(a, b)

@@ -23,6 +23,8 @@ declared by the step (``options``) and added to ``pyjama.py run`` from the regis
 """
 from __future__ import annotations
 
+import functools
+
 import importlib
 import pkgutil
 import re
@@ -333,25 +335,41 @@ class PartitionStep(Step):
         return {**tables, "data": kept}, counts
 
 
-def edge_reader(side: str, length: str):
-    """A reader (path, device, day) → the tidy rows of a neighbouring day's file within
-    ``length`` of ``day``: side "previous" keeps [day start − length, day start), "next"
-    [day end, day end + length). Rows are filtered while reading."""
-    def read(path, device, day):
-        import pandas as pd
-        import pyarrow as pa
+def edge_bounds(day: str, side: str, length: str) -> tuple:
+    """[lo, hi) of a neighbouring day's rows within ``length`` of ``day`` (datetimes): side
+    "previous" [day start − length, day start), "next" [day end, day end + length)."""
+    start, end = day_bounds(day)
+    width = _duration(length)
+    return (start - width, start) if side == "previous" else (end, end + width)
 
+
+@functools.lru_cache(maxsize=16)
+def _duration(length: str):
+    import pandas as pd
+
+    return pd.Timedelta(length).to_pytimedelta()
+
+
+def edge_table(path, day: str, lo, hi):
+    """The arrow rows of partition file ``path`` with ts in [lo, hi): filtered while
+    reading, or (a week's or a month's file) cut from the table read once per job."""
+    if io.multi_day(path):
+        return io.read_day(path, day, lo, hi)
+    import pyarrow as pa
+
+    unit = pa.timestamp("us", tz="UTC")
+    return io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)), ("ts", "<", pa.scalar(hi, unit))])
+
+
+def edge_reader(side: str, length: str, wrap=None):
+    """A reader (path, device, day) → the rows of a neighbouring day's file within
+    ``length`` of ``day`` (:func:`edge_bounds`, :func:`edge_table`), as a tidy frame or, with
+    ``wrap``, as ``wrap(table, device)`` (60_behaviour takes the arrow table as it is)."""
+    def read(path, device, day):
         from .. import tidy
 
-        start, end = day_bounds(day)
-        width = pd.Timedelta(length).to_pytimedelta()
-        lo, hi = (start - width, start) if side == "previous" else (end, end + width)
-        if io.multi_day(path):        # a week's or a month's file: the same rows, from memory
-            return tidy.from_arrow(io.read_day(path, day, lo, hi), device)
-        unit = pa.timestamp("us", tz="UTC")
-        table = io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)),
-                                               ("ts", "<", pa.scalar(hi, unit))])
-        return tidy.from_arrow(table, device)
+        table = edge_table(path, day, *edge_bounds(day, side, length))
+        return wrap(table, device) if wrap is not None else tidy.from_arrow(table, device)
 
     read.__name__ = f"read_{side}_edge"
     return read

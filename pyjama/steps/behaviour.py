@@ -14,11 +14,10 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
-from . import Output, PartitionStep
+from . import Output, PartitionStep, edge_reader
 from .. import io
 from ..behaviour import DAILY_SCHEMA, DEVICE_DAILY_SCHEMA, EVENTS_SCHEMA, NEIGHBOUR_EDGE, ArrowDay
 from ..errors import UserError
-from ..timewindow import day_bounds
 
 
 def read_day_rows(path, device, day) -> ArrowDay:
@@ -26,26 +25,6 @@ def read_day_rows(path, device, day) -> ArrowDay:
     reads) as an arrow table — compute_behaviour reads its columns from arrow; a slow
     logger's day of a few hundred rows would spend more on building the pandas frame."""
     return ArrowDay(io.read_day(path, day) if io.multi_day(path) else io.read_parquet(path), device)
-
-
-def edge_rows(side: str, length: str):
-    """The "previous" reader: ``steps.edge_reader(side, length)``'s rows (the neighbouring
-    day's file within ``length`` of ``day``), as an :class:`ArrowDay` (see read_day_rows)."""
-    def read(path, device, day):
-        import pandas as pd
-        import pyarrow as pa
-
-        start, end = day_bounds(day)
-        width = pd.Timedelta(length).to_pytimedelta()
-        lo, hi = (start - width, start) if side == "previous" else (end, end + width)
-        if io.multi_day(path):        # a week's or a month's file: the same rows, from memory
-            return ArrowDay(io.read_day(path, day, lo, hi), device)
-        unit = pa.timestamp("us", tz="UTC")
-        return ArrowDay(io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)),
-                                                       ("ts", "<", pa.scalar(hi, unit))]), device)
-
-    read.__name__ = f"read_{side}_edge"
-    return read
 
 
 class BehaviourStep(PartitionStep):
@@ -75,7 +54,8 @@ class BehaviourStep(PartitionStep):
 
     # the day's rows and the previous day's last NEIGHBOUR_EDGE (only those rows are read),
     # both as arrow tables (ArrowDay): compute_behaviour takes them as they are
-    readers: ClassVar[dict] = {"data": read_day_rows, "previous": edge_rows("previous", NEIGHBOUR_EDGE)}
+    readers: ClassVar[dict] = {"data": read_day_rows,
+                               "previous": edge_reader("previous", NEIGHBOUR_EDGE, ArrowDay)}
 
     def pass_on(self, st, frames, tables, counts):
         """:meth:`PartitionStep.pass_on`, given the input's tidy frame when ``$.keep`` needs it."""

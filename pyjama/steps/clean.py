@@ -5,15 +5,13 @@ calls :func:`pyjama.qc.clean_frame`. docs/steps/clean-resample.md documents ever
 """
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 from pathlib import Path
 from typing import ClassVar
 
-
-from . import PartitionStep
-from .. import io, qc
+from . import PartitionStep, edge_bounds, edge_table
+from .. import io, qc, tidy
 from ..config import check_regex
 from ..errors import UserError
 from ..timewindow import DURATION_HINT, day_bounds, parse_duration
@@ -69,22 +67,11 @@ def edge_array_reader(side: str, length: str):
     from the arrays of a week's or a month's file kept whole (:func:`read_day_rows`), or
     from the arrow table. A table it cannot take exactly is read into a tidy frame."""
     def read(path, device, day):
-        import pyarrow as pa
-
-        from .. import tidy
-
-        start, end = day_bounds(day)
-        width = _timedelta(length)
-        lo, hi = (start - width, start) if side == "previous" else (end, end + width)
-        if io.multi_day(path):        # a week's or a month's file: the same rows, from memory
-            whole = _whole_file(Path(path), device)
-            if whole is not None:
-                return whole.edge(whole.rows(lo, hi))
-            table = io.read_day(path, day, lo, hi)
-        else:
-            unit = pa.timestamp("us", tz="UTC")
-            table = io.read_parquet(path, filters=[("ts", ">=", pa.scalar(lo, unit)),
-                                                   ("ts", "<", pa.scalar(hi, unit))])
+        lo, hi = edge_bounds(day, side, length)
+        whole = _whole_file(Path(path), device) if io.multi_day(path) else None
+        if whole is not None:         # a week's or a month's file: the same rows, from memory
+            return whole.edge(whole.rows(lo, hi))
+        table = edge_table(path, day, lo, hi)
         edge = edge_of_arrow(table)
         return edge if edge is not None else tidy.from_arrow(table, device)
 
@@ -92,17 +79,10 @@ def edge_array_reader(side: str, length: str):
     return read
 
 
-@functools.lru_cache(maxsize=8)
-def _timedelta(length: str):
-    import pandas as pd
-
-    return pd.Timedelta(length).to_pytimedelta()
-
-
 def edge_of_arrow(table):
     """``qc.Edge.of_frame(tidy.from_arrow(table, device))`` of a table with the file schema,
     straight from its arrays: times, values, flags and each sensor's rows in time order
-    (:func:`pyjama.qc.sensor_rows` on the dictionaries' indices, which pandas' categories
+    (:func:`pyjama.tidy.series_rows` on the dictionaries' indices, which pandas' categories
     keep). None when the table might give something else (several chunks, nulls, other
     types, a name twice in a dictionary)."""
     import numpy as np
@@ -113,7 +93,7 @@ def edge_of_arrow(table):
         return qc.Edge(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.uint8), {})
     dom, sen = table.column("domain").chunk(0), table.column("sensor").chunk(0)
     ts_us = table.column("ts").to_numpy().astype(np.int64)
-    rows = {s: i for _, s, i in qc.sensor_rows(ts_us, dom.indices.to_numpy(), sen.indices.to_numpy(),
+    rows = {s: i for _, s, i in tidy.series_rows(ts_us, dom.indices.to_numpy(), sen.indices.to_numpy(),
                                                dom.dictionary.to_pylist(), sen.dictionary.to_pylist())}
     return qc.Edge(ts_us * 1000, table.column("value").to_numpy(), table.column("quality_flag").to_numpy(), rows)
 
@@ -122,8 +102,6 @@ def _plain(table) -> bool:
     """The file schema, domain and sensor in one chunk each (or none), their dictionaries of
     distinct names, no null time, domain or sensor: a table whose tidy frame's categories
     are its dictionaries and whose codes are their indices."""
-    from .. import tidy
-
     if table.schema.names != tidy.FILE_SCHEMA.names or \
             [f.type for f in table.schema] != [f.type for f in tidy.FILE_SCHEMA]:
         return False
@@ -153,9 +131,6 @@ class _WholeFile:
 
     def __init__(self, table, device):
         import numpy as np
-
-        from .. import tidy
-
         self.frame = tidy.from_arrow(table, device)
         self.ts_us = self.frame["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64)
         dom, sen = table.column("domain").chunk(0), table.column("sensor").chunk(0)
@@ -181,7 +156,7 @@ class _WholeFile:
 
     def edge(self, rows):
         ts_us = self.ts_us[rows]
-        found = qc.sensor_rows(ts_us, self.dom_codes[rows], self.sen_codes[rows], self.dom_names, self.sen_names)
+        found = tidy.series_rows(ts_us, self.dom_codes[rows], self.sen_codes[rows], self.dom_names, self.sen_names)
         return qc.Edge(ts_us * 1000, self.values[rows], self.flags[rows], {s: i for _, s, i in found})
 
 
