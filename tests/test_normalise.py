@@ -661,3 +661,184 @@ def test_the_step_reports_level_shifts_in_its_ledger(tmp_path):
     assert [(s["ts"], s["size"], s["found_by"]) for s in counts["level_shifts"]] == [
         ("2026-01-20T02:00:00Z", -0.3, "fit")]
     assert counts["undefined_flagged_out_of_range"] == 0
+
+
+# ---------------------------------------------------------------- the array normalise_frame
+# normalise_frame works on the columns as arrays, all selected sensors at once, and builds
+# the frame once. The per-sensor pandas version it replaced is kept here, as written, as
+# the reference: both must give the same frame (values, NaN, flags, order, categories) and
+# the same report, on sparse (a slow logger) and dense (1 Hz) days.
+
+def normalise_frame_pandas(df, params, bounds, device):
+    from pyjama.flags import Flag, combine
+    from pyjama.normalise import apply_level_shifts, selected_sensors, sort_sensor_ts
+    from pyjama.transform import rename_sensors
+
+    df = sort_sensor_ts(tidy.conform(df))
+    names = selected_sensors(df, params["sensors"])
+    report = {"rows_added": 0, "undefined": 0, "clipped_low": 0, "clipped_high": 0,
+              "level_shifts": [], "warnings": []}
+    codes = df["sensor"].cat.codes.to_numpy()
+    cats = [str(c) for c in df["sensor"].cat.categories]
+    values = df["value"].to_numpy()
+    flags = df["quality_flag"].to_numpy()
+    idxs, ys, fs = [], [], []
+    for name in names:
+        idx = np.flatnonzero(codes == cats.index(name))
+        b = bounds[name]
+        ok = b.get("span_ok", True)
+        y, bad, _, _ = normalise_values(values[idx], b["low"] if ok else None, b["high"] if ok else None,
+                                        b["direction"], clip=False)
+        ts_ns = pd.DatetimeIndex(df["ts"].iloc[idx]).as_unit("ns").asi8
+        y, bad = apply_level_shifts(ts_ns, y, bad, flags[idx], b, params, device, name, report)
+        below, above = int(np.sum(y < 0)), int(np.sum(y > 1))
+        if params["clip"]:
+            y = np.clip(y, 0.0, 1.0)
+        idxs.append(idx)
+        ys.append(y)
+        fs.append(combine(flags[idx], np.where(bad, np.uint8(Flag.OUT_OF_RANGE),
+                                               np.uint8(Flag.OK)).astype(np.uint8)))
+        report["undefined"] += int(bad.sum())
+        if params["clip"]:
+            report["clipped_low"] += below
+            report["clipped_high"] += above
+    if idxs:
+        idx = np.concatenate(idxs)
+        derived = df.iloc[idx].copy()
+        derived["sensor"] = rename_sensors(derived["sensor"],
+                                           {n: f"{n}__{params['suffix']}" for n in names})
+        derived["value"] = np.concatenate(ys)
+        derived["quality_flag"] = np.concatenate(fs)
+    else:
+        idx, derived = np.array([], dtype=np.int64), tidy.empty()
+    if params["mode"] == "add":
+        keep = df
+        report["rows_added"] = int(len(idx))
+    else:
+        keep = df.drop(index=idx)
+    out = sort_sensor_ts(tidy.concat([keep, derived]))
+    return tidy.conform(out), report
+
+
+def content_digest(table):
+    from pyjama.io import content_digest
+
+    return content_digest(table)
+
+
+def assert_same_normalised(got, want):
+    """Same frame (dtypes, categories in order, values with NaN in place, flags), same
+    report, and the same arrow table (what is written)."""
+    pd.testing.assert_frame_equal(got[0], want[0], check_exact=True)
+    for c in ("device_id", "domain", "sensor"):
+        assert list(got[0][c].cat.categories) == list(want[0][c].cat.categories)
+        assert_array_equal(got[0][c].cat.codes, want[0][c].cat.codes)
+    if not (got[0]["sensor"].cat.codes < 0).any():      # a row without a sensor cannot be written
+        assert content_digest(tidy.to_arrow(got[0])) == content_digest(tidy.to_arrow(want[0]))
+    assert got[1] == want[1]
+
+
+def random_day(rng, dense: bool):
+    """A device-day: ~13 series of a slow logger (an hourly sample plus the missing cells
+    40 writes around it) or 4 series at 1 Hz for 3 h with a level shift; random flags, NaN,
+    repeated times, rows in any order, unused and shuffled categories."""
+    names = [f"m{k}__cbrt_inv" for k in range(12 if not dense else 3)] + ["outdoor_temp"]
+    if dense:
+        t = pd.date_range("2026-03-15T06:00:00Z", periods=3 * 3600, freq="1s")
+    else:
+        hours = pd.date_range("2026-03-15", periods=24, freq="1h", tz="UTC")
+        t = hours.append([hours + pd.Timedelta("1s"), hours + pd.Timedelta("59min59s")]).sort_values()
+    parts = []
+    for k, name in enumerate(names):
+        x = 0.104 + 0.002 * rng.random(len(t))              # opening ~0.45 of a 0.1 .. 0.11 fit
+        if dense:
+            x[len(t) // 2:] += 0.004                         # a step of the level at 07:30 (+0.4)
+        flags = rng.choice(np.array([0, 0, 0, 0, 1, 2, 3, 4, 5], dtype=np.uint8), len(t))
+        x[flags == 1] = NAN
+        x[rng.random(len(t)) < 0.02] = NAN
+        parts.append(tidy.frame(ts=t, device_id="valve01", domain="environment" if name == "outdoor_temp"
+                                else "bio_signal", sensor=name, value=x, quality_flag=flags))
+    df = pd.concat(parts, ignore_index=True)
+    df = pd.concat([df, df.iloc[rng.choice(len(df), 5)]], ignore_index=True)     # repeated keys
+    df = df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+    df["sensor"] = df["sensor"].astype(str).astype(pd.CategoricalDtype(
+        list(rng.permutation(names + ["m99__cbrt_inv", "zz_unused"]))))   # category order, not names
+    df["device_id"] = df["device_id"].astype(str).astype(pd.CategoricalDtype(["valve01", "valve00"]))
+    return df, names
+
+
+def random_bounds(rng, names, df, rolling):
+    bounds = {}
+    for name in names:
+        n = int((df["sensor"] == name).sum())
+        lo, hi = 0.1 + 0.001 * rng.random(), 0.11 + 0.001 * rng.random()
+        b = {"low": lo, "high": hi, "direction": rng.choice(["up", "down"])}
+        case = rng.integers(6)
+        if rolling:             # arrays aligned with the sensor's rows by time, some NaN / empty span
+            b["low"], b["high"] = lo + 0.001 * rng.random(n), hi + 0.001 * rng.random(n)
+            b["low"][rng.random(n) < 0.05] = NAN
+            flat = rng.random(n) < 0.05
+            b["high"][flat] = b["low"][flat]                  # an empty range here and there
+        elif case == 0:
+            b["low"] = b["high"] = None                       # no fit
+        elif case == 1:
+            b["span_ok"] = False                              # span unknown / not closing
+        elif case == 2:
+            b["high"] = b["low"]                              # empty range
+        elif case == 3:
+            b["shifts"] = [(int(pd.Timestamp("2026-03-15T07:00:00Z").value), 0.002)]   # found by the fit
+        bounds[name] = b
+    return bounds
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_normalise_frame_equals_the_per_sensor_pandas_version(dense):
+    rng = np.random.default_rng(50 + dense)
+    shifts = (None, {"min_size": 0.2, "min_segment": "30min"},
+              {"min_size": 0.2, "min_segment": "30min", "action": "flag"})
+    found = 0
+    for trial in range(12 if dense else 48):
+        df, names = random_day(rng, dense)
+        bounds = random_bounds(rng, names, df, rolling=trial % 4 == 3)
+        params = {**PARAMS, "mode": ["add", "replace"][trial % 2], "clip": trial % 4 < 2,
+                  "sensors": [r"^m\d+__cbrt_inv$", r"^m1__cbrt_inv$", "^nothing$", ".*"][(trial // 3) % 4],
+                  "shift": shifts[trial % 3]}
+        if params["sensors"] == ".*":
+            bounds["outdoor_temp"] = {"low": 5.0, "high": 25.0, "direction": "up"}
+        got = normalise_frame(df, params, bounds, "valve01")
+        want = normalise_frame_pandas(df, params, bounds, "valve01")
+        assert_same_normalised(got, want)
+        found += len(got[1]["level_shifts"])
+    if dense:
+        assert found > 0         # the level shifts were exercised
+
+
+def test_normalise_frame_edge_rows_equal_the_pandas_version():
+    # rows without a sensor or a time sort last (pandas' na_position), a derived name that
+    # already exists in the input, an empty frame, every row replaced
+    t = pd.to_datetime(["2026-01-20T00:00:02Z", "2026-01-20T00:00:01Z", None, "2026-01-20T00:00:01Z",
+                        "2026-01-20T00:00:01Z", "2026-01-20T00:00:03Z"], utc=True)
+    df = tidy.frame(ts=t, device_id="v", domain="bio_signal",
+                    sensor=["m0__cbrt_inv", "m0__cbrt_inv", "m0__cbrt_inv", "m0__cbrt_inv__norm",
+                            "m1__cbrt_inv", "m0__cbrt_inv"],
+                    value=[0.5, 0.25, 0.75, 9.0, 0.5, 2.0], quality_flag=[0, 0, 0, 0, 2, 0])
+    bounds = {"m0__cbrt_inv": {"low": 0.0, "high": 1.0, "direction": "up"},
+              "m1__cbrt_inv": {"low": 0.0, "high": 1.0, "direction": "down"}}
+    no_sensor = df.copy()
+    no_sensor.loc[4, "sensor"] = np.nan
+    for frame in (df, no_sensor, df.iloc[:0], df[df["sensor"] != "m0__cbrt_inv__norm"]):
+        for mode in ("add", "replace"):
+            params = {**PARAMS, "mode": mode}
+            assert_same_normalised(normalise_frame(frame, params, bounds, "v"),
+                                   normalise_frame_pandas(frame, params, bounds, "v"))
+    out, rep = normalise_frame(df, PARAMS, bounds, "v")
+    # spelled out: by sensor name, then time (NaT last), the input's m0__cbrt_inv__norm row
+    # before the derived one at the same time
+    assert out["sensor"].astype(str).tolist() == (
+        ["m0__cbrt_inv"] * 4 + ["m0__cbrt_inv__norm"] * 5 + ["m1__cbrt_inv", "m1__cbrt_inv__norm"])
+    assert_array_equal(out["value"].to_numpy(), [0.25, 0.5, 2.0, 0.75,          # m0: 01, 02, 03, NaT
+                                                 9.0, 0.25, 0.5, 1.0, 0.75,     # the input's at 01 first
+                                                 0.5, 0.5])                     # m1 (down: 1 - 0.5)
+    assert out["quality_flag"].tolist() == [0] * 9 + [2, 2]
+    assert out["ts"].isna().tolist() == [False] * 3 + [True] + [False] * 4 + [True, False, False]
+    assert (rep["rows_added"], rep["clipped_low"], rep["clipped_high"]) == (5, 0, 1)
