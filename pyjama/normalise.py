@@ -134,11 +134,8 @@ def selected_sensors(df: pd.DataFrame, pattern: str) -> list:
     """Sorted names of the sensors with rows in ``df`` whose whole name matches ``pattern``."""
     if not len(df):
         return []
-    rx = re.compile(pattern)
-    cats = df["sensor"].cat.categories
-    codes = df["sensor"].cat.codes.to_numpy()
-    used = np.bincount(codes[codes >= 0], minlength=len(cats)) > 0
-    return sorted(str(c) for c, u in zip(cats, used) if u and rx.fullmatch(str(c)))
+    sensor = df["sensor"].array            # a Categorical: no accessor, categories as one list
+    return _selected([str(c) for c in sensor.categories.tolist()], sensor.codes, pattern)
 
 
 def build_fit(df: pd.DataFrame, params: dict, device: str, period: dict) -> dict:
@@ -324,8 +321,8 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
         return tidy.conform(sort_sensor_ts(tidy.empty())), report
     col = {c: df[c] for c in tidy.COLUMNS}
     dtypes = {c: col[c].dtype for c in ("device_id", "domain", "sensor")}
-    cats = {c: [str(x) for x in dtypes[c].categories] for c in dtypes}
-    codes = {c: col[c].cat.codes.to_numpy().astype(np.int64) for c in cats}
+    cats = {c: [str(x) for x in dtypes[c].categories.tolist()] for c in dtypes}
+    codes = {c: col[c].array.codes.astype(np.int64) for c in cats}
     ts = col["ts"].to_numpy(dtype="datetime64[us]").view(np.int64)
     sen_cats = cats["sensor"]
     # the input in (sensor category, ts) order: what sort_values(kind="stable") gives
@@ -386,7 +383,8 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     order = _sensor_ts_rows(out_codes["sensor"], ts[source])
     out = pd.DataFrame({
         "ts": col["ts"].array.take(source[order]),
-        **{c: pd.Categorical.from_codes(out_codes[c][order], dtype=out_dtypes[c]) for c in cats},
+        **{c: pd.Categorical.from_codes(out_codes[c][order], dtype=out_dtypes[c], validate=False)
+           for c in cats},      # codes made in range here (or −1)
         "value": np.concatenate((values[kept], y))[order],
         "quality_flag": np.concatenate((flags[kept], f))[order],
     })
