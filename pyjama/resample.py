@@ -292,13 +292,23 @@ def sparse_after_cells(rule: dict, freq_ns: int) -> int | None:
     return int(pd.Timedelta(rule["sparse_after"]).value) // int(freq_ns)
 
 
-def resample_frame(df: pd.DataFrame, params: dict, day: str):
+def resample_frame(df: pd.DataFrame, params: dict, day):
     """Pure core of 40_resample: one (device, day) tidy frame → its grids, and the ledger.
 
     Every (domain, sensor) present in ``df`` gets the grid of the whole UTC day ``day``
     at its rule's frequency (:func:`resolve_grid`); the cells written are those of
     :func:`missing_cells` (every cell unless the rule sets ``sparse_after``). Output sorted
     by (sensor, ts).
+
+    ``day`` may also be the list of days of a week's or a month's job (the step's
+    ``whole_period``): ``df`` then holds their rows (each in its UTC day, days in order, as
+    :func:`pyjama.io.read_day` reads them), each day is gridded from its own rows exactly as
+    alone, and the result is what the days one by one give as the runner joins them: their
+    rows one day after the other, the categories in order of first appearance (each day's
+    sorted names; what pyarrow's ``unify_dictionaries`` makes of the days' tables), the
+    counts summed. One call instead of one per day: a slow logger's day is a few dozen rows
+    per series, where the per-day frame, its conversions and its arrow table are most of
+    the work.
 
     Ledger (rows_in + created = rows_out + combined + rejected, :func:`pyjama.io.ledger_entry`):
     rows_in = input rows; rows_out = grid rows written (what the next step reads in);
@@ -315,31 +325,36 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     from . import tidy
 
     df = tidy.conform(df)
-    day_start = int(pd.Timestamp(day, tz="UTC").value)
+    days = list(day) if isinstance(day, (list, tuple)) else [day]
+    starts = np.array([int(pd.Timestamp(d, tz="UTC").value) for d in days], dtype=np.int64)
     totals = dict.fromkeys(_TOTALS, 0)
-    ts_l, val_l, flag_l, dom_l, sen_l = [], [], [], [], []     # one array of each per series
+    per_day = [([], [], [], [], []) for _ in days]     # ts, values, flags, domain, sensor: one per series
     if len(df):
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
         values = df["value"].to_numpy()
         qf = df["quality_flag"].to_numpy()
         for domain, sensor, idx in tidy.sensor_groups(df):
-            rule = resolve_grid(params, domain, sensor)
-            freq = pd.Timedelta(rule["freq"]).value
-            cell, grid, gflag, c = resample_sensor(ts_ns[idx], values[idx], qf[idx], day_start, freq,
-                                                   rule["reduce"], rule["fill"],
-                                                   pd.Timedelta(rule["max_gap"]).value,
-                                                   sparse_after_cells(rule, freq))
-            for k in totals:
-                totals[k] += c[k]
-            ts_l.append(day_start // 1000 + cell * (freq // 1000))
-            val_l.append(grid)
-            flag_l.append(gflag)
-            dom_l.append(domain)
-            sen_l.append(sensor)
-    if ts_l:
-        out = _grid_frame(str(df["device_id"].iat[0]), ts_l, val_l, flag_l, dom_l, sen_l)
-    else:
-        out = tidy.empty()
+            freq, reduce, fill, max_gap, sparse = _grid_of(params, domain, sensor)
+            if len(days) == 1:          # a day's partition: all its rows (outside ones counted)
+                cuts = np.array([0, len(idx)])
+            else:                       # a period's: each day its rows (time order within a series)
+                cuts = np.searchsorted(ts_ns[idx], np.append(starts, starts[-1] + NS_PER_DAY))
+                if cuts[0] != 0 or cuts[-1] != len(idx):
+                    raise ValueError(f"{domain}/{sensor}: rows outside the days {days[0]}..{days[-1]}")
+            for k in np.flatnonzero(cuts[1:] > cuts[:-1]):
+                rows = idx[cuts[k]:cuts[k + 1]]
+                cell, grid, gflag, c = resample_sensor(ts_ns[rows], values[rows], qf[rows], int(starts[k]),
+                                                       freq, reduce, fill, max_gap, sparse)
+                for key in totals:
+                    totals[key] += c[key]
+                day_ts, day_val, day_flag, day_dom, day_sen = per_day[k]
+                day_ts.append(int(starts[k]) // 1000 + cell * (freq // 1000))
+                day_val.append(grid)
+                day_flag.append(gflag)
+                day_dom.append(domain)
+                day_sen.append(sensor)
+    blocks = [_day_rows(*series) for series in per_day if series[0]]
+    out = _grid_frame_of_days(str(df["device_id"].iat[0]), blocks) if blocks else tidy.empty()
     counts = {
         "rows_in": len(df), "rows_out": len(out),
         "combined": {COMBINED: totals["merged"]},
@@ -353,6 +368,15 @@ def resample_frame(df: pd.DataFrame, params: dict, day: str):
     return out, counts
 
 
+def _grid_of(params: dict, domain: str, sensor: str):
+    """(freq, reduce, fill, max_gap [ns], sparse_after [cells]) of a series, from
+    :func:`resolve_grid`."""
+    rule = resolve_grid(params, domain, sensor)
+    freq = pd.Timedelta(rule["freq"]).value
+    return (freq, rule["reduce"], rule["fill"], pd.Timedelta(rule["max_gap"]).value,
+            sparse_after_cells(rule, freq))
+
+
 def _cell_flags(out: pd.DataFrame, not_stored: int) -> dict:
     """The grid cells by flag name: the rows written, plus the cells not stored as MISSING
     (so a share of flags is a share of the grid, sparse or dense)."""
@@ -364,8 +388,12 @@ def _cell_flags(out: pd.DataFrame, not_stored: int) -> dict:
 def _grid_frame(device, ts_l, val_l, flag_l, dom_l, sen_l) -> pd.DataFrame:
     """One tidy frame of the series' grids (ts [us] per series), sorted by (sensor, ts),
     built once (no frame per series)."""
-    from . import tidy
+    return _grid_frame_of_days(device, [_day_rows(ts_l, val_l, flag_l, dom_l, sen_l)])
 
+
+def _day_rows(ts_l, val_l, flag_l, dom_l, sen_l):
+    """The rows of one day's grids (ts [us] per series) sorted by (sensor, ts): (ts, value,
+    flag, sorted domain names, their codes, sorted sensor names, their codes)."""
     n = np.array([len(t) for t in ts_l])
     sensors, domains = sorted(set(sen_l)), sorted(set(dom_l))
     sen_code = np.repeat([sensors.index(x) for x in sen_l], n)
@@ -379,13 +407,37 @@ def _grid_frame(device, ts_l, val_l, flag_l, dom_l, sen_l) -> pd.DataFrame:
         order = np.concatenate([np.arange(starts[k], starts[k] + n[k]) for k in by_name])
     else:
         order = np.lexsort((series, ts, sen_code))  # by sensor name, then time (stable)
+    return (ts[order], np.concatenate(val_l)[order], np.concatenate(flag_l)[order].astype(np.uint8),
+            domains, dom_code[order], sensors, sen_code[order])
+
+
+def _first_seen(blocks, names: int, codes: int):
+    """Categories of the days' blocks joined, in order of first appearance (each block's
+    names in their order), and each block's codes moved onto them."""
+    seen: dict = {}
+    moved = []
+    for block in blocks:
+        pos = np.array([seen.setdefault(x, len(seen)) for x in block[names]], dtype=np.int64)
+        moved.append(pos[block[codes]])
+    return list(seen), np.concatenate(moved)
+
+
+def _grid_frame_of_days(device, blocks) -> pd.DataFrame:
+    """One tidy frame of the days' rows (:func:`_day_rows`), one day after the other, the
+    categories in order of first appearance: what concatenating the days' arrow tables and
+    unifying their dictionaries gives (:func:`pyjama.runner._concat_days`); one day's are
+    its sorted names."""
+    from . import tidy
+
+    domains, dom_code = _first_seen(blocks, 3, 4)
+    sensors, sen_code = _first_seen(blocks, 5, 6)
+    ts = np.concatenate([b[0] for b in blocks])
     out = pd.DataFrame({
-        "ts": pd.DatetimeIndex(ts[order].astype("datetime64[us]")).tz_localize("UTC"),
+        "ts": pd.DatetimeIndex(ts.astype("datetime64[us]")).tz_localize("UTC"),
         "device_id": pd.Categorical.from_codes(np.zeros(len(ts), np.int8), categories=pd.Index([device])),
-        "domain": pd.Categorical.from_codes(dom_code[order], categories=pd.Index(domains)),
-        "sensor": pd.Categorical.from_codes(sen_code[order], categories=pd.Index(sensors)),
-        "value": np.concatenate(val_l)[order],
-        "quality_flag": np.concatenate(flag_l)[order].astype(np.uint8),
+        "domain": pd.Categorical.from_codes(dom_code, categories=pd.Index(domains)),
+        "sensor": pd.Categorical.from_codes(sen_code, categories=pd.Index(sensors)),
+        "value": np.concatenate([b[1] for b in blocks]),
+        "quality_flag": np.concatenate([b[2] for b in blocks]).astype(np.uint8),
     })
     return tidy.conform(out)
-

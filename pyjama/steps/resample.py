@@ -13,6 +13,9 @@ from .. import resample
 class ResampleStep(PartitionStep):
     script = "40_resample.py"
     summary = "regular grid per (device, sensor) over the UTC day; short gaps filled (5), long gaps missing (1)"
+    # a day's grid is made of that day's rows only: a week's or a month's days in one call,
+    # each as alone (read once, one frame, one arrow table instead of one per day)
+    whole_period = True
 
     def check_config(self, params, source):
         resample.check_grid(params.get("default_rule", {}), f"{source}: $.default_rule")
@@ -22,5 +25,7 @@ class ResampleStep(PartitionStep):
             resample.check_grid(rule, f"{source}: $.sensors.{sensor}")
 
     def compute(self, frames, st, device, day):
+        """Pure: the tidy partition → its grids and ledger counts. ``day``: a day, or the
+        list of days of a week's or a month's partition (:attr:`whole_period`)."""
         df, counts = resample.resample_frame(frames["data"], st.params, day)
         return {"data": df}, counts
