@@ -507,3 +507,127 @@ def test_steps_50_60_70_compute_the_same_on_a_sparse_grid(tmp_path):
     old, _ = aggregate_partition(b_sparse.data, DAY, {"1h": 3600}, sensors="^m0__norm$", fill_day=True)
     o = old["1h"][old["1h"]["sensor"] == "m0__norm__share_flagged"]["value"].to_numpy()
     assert_allclose(o[12], 2 / 302) and np.isnan(o[1])
+
+
+# ---------------------------------------------------------------- a week's or a month's days at once
+# 40_resample computes a period's days in one call (whole_period): each day from its own
+# rows, the result what the days one by one give as the runner joins them (arrow tables
+# concatenated, dictionaries unified: categories in order of first appearance; counts
+# merged). The tests join the day-by-day results with the runner's own functions.
+
+def day_by_day(path, params, days):
+    """What the runner writes for a period's job computed day by day: (arrow table, counts)."""
+    from pyjama.runner import _concat_days, merge_counts
+
+    parts = [resample.resample_frame(tidy.from_arrow(io.read_day(path, d), "valve01"), params, d) for d in days]
+    return (_concat_days([(d, tidy.to_arrow(out)) for d, (out, _) in zip(days, parts)], False),
+            merge_counts([c for _, c in parts]))
+
+
+def in_one_call(path, params, days):
+    """What it writes with whole_period: the period's rows read as the runner reads them."""
+    import pyarrow as pa
+
+    table = pa.concat_tables([io.read_day(path, d) for d in days]).unify_dictionaries()
+    out, counts = resample.resample_frame(tidy.from_arrow(table, "valve01"), params, days)
+    return tidy.to_arrow(out), counts
+
+
+def month_file(tmp_path, df):
+    path = tmp_path / "device_id=valve01" / "month=2026-01" / "part.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.write_tidy(path, df, {})
+    return path
+
+
+def test_a_period_in_one_call_is_its_days_one_after_the_other(tmp_path):
+    # day D: m1 and outdoor_temp; D+1: m0 and m1, each day its own grids (hourly, bio_signal;
+    # 6-hourly, environment): a grid never crosses midnight
+    df = frame([("m1", "bio_signal", "05:00", 1.0, 0), ("outdoor_temp", "environment", "01:00", 12.0, 0),
+                ("m0", "bio_signal", "+1 00:00", 3.0, 0),         # midnight: the first of D+1
+                ("m0", "bio_signal", "+1 02:00", 2.0, 0), ("m0", "bio_signal", "+1 07:00", 4.0, 0),
+                ("m1", "bio_signal", "+1 23:30", 8.0, 2)])
+    days = [DAY, "2026-01-21"]
+    params = {"domains": {**SPARSE["domains"], "environment": {"freq": "6h", "reduce": "median"}}}
+    path = month_file(tmp_path, df)
+    table, counts = in_one_call(path, params, days)
+    want, want_counts = day_by_day(path, params, days)
+    assert io.content_digest(table) == io.content_digest(want) and counts == want_counts
+    got = tidy.from_arrow(table, "valve01")
+    # categories in order of first appearance: D's sorted names, then D+1's new one
+    assert list(got["sensor"].cat.categories) == ["m1", "outdoor_temp", "m0"]
+    assert list(got["domain"].cat.categories) == ["bio_signal", "environment"]
+    rows = [(t.strftime("%d %H:%M"), s, None if np.isnan(v) else v, f)
+            for t, s, v, f in zip(got["ts"], got["sensor"], got["value"], got["quality_flag"])]
+    assert rows == [
+        ("20 00:00", "m1", None, 1), ("20 04:00", "m1", None, 1), ("20 05:00", "m1", 1.0, 0),
+        ("20 06:00", "m1", None, 1), ("20 23:00", "m1", None, 1),
+        ("20 00:00", "outdoor_temp", 12.0, 0), ("20 06:00", "outdoor_temp", None, 1),   # 6 h cells,
+        ("20 12:00", "outdoor_temp", None, 1), ("20 18:00", "outdoor_temp", None, 1),   # all written
+        ("21 00:00", "m0", 3.0, 0), ("21 01:00", "m0", 2.5, 5), ("21 02:00", "m0", 2.0, 0),
+        ("21 03:00", "m0", None, 1), ("21 06:00", "m0", None, 1), ("21 07:00", "m0", 4.0, 0),
+        ("21 08:00", "m0", None, 1), ("21 23:00", "m0", None, 1),
+        ("21 00:00", "m1", None, 1), ("21 22:00", "m1", None, 1), ("21 23:00", "m1", None, 2),
+    ]
+    assert counts["rows_in"] == 6 and counts["rows_out"] == 20 and counts["cells_expected"] == 24 + 4 + 2 * 24
+    assert counts["cells_not_stored"] == 76 - 20 and counts["flags"]["SPIKE"] == 1
+    io.ledger_entry("40_resample.py", "valve01/2026-01", **counts)
+
+
+def random_period(rng, dense: bool):
+    """A few days of a device: each day its own sensors (one joins late, one is missing on
+    some days, a name in two domains), random flags, NaN, several samples per cell, a
+    day without rows."""
+    days = [f"2026-01-{d:02d}" for d in range(20, 24 if dense else 27)]
+    step = "1s" if dense else "1h"
+    n = 4 * 3600 if dense else 24
+    frames = []
+    for k, d in enumerate(days):
+        if k == 2:
+            continue                                            # no row that day
+        t = pd.date_range(f"{d}T{'06' if dense else '00'}:00:00Z", periods=n, freq=step)
+        t = t + pd.to_timedelta(rng.integers(0, 900 if dense else 3000, n), unit="ms" if dense else "s")
+        names = [("bio_signal", f"m{i}") for i in range(3)] + [("environment", "outdoor_temp"),
+                                                               ("environment", "m1")]
+        if k >= 3:
+            names.append(("bio_signal", "m9"))                  # joins late
+        for dom, sen in names:
+            if rng.random() < 0.2:
+                continue                                        # missing that day
+            keep = rng.random(n) < (0.9 if dense else 0.7)
+            x = rng.normal(100, 5, n)
+            x[rng.random(n) < 0.05] = nan
+            f = rng.choice(np.array([0, 0, 0, 0, 1, 2, 3, 4, 5, 6], np.uint8), n)
+            frames.append(tidy.frame(ts=t[keep], device_id="valve01", domain=dom, sensor=sen,
+                                     value=x[keep], quality_flag=f[keep]))
+    df = pd.concat(frames, ignore_index=True)
+    df = df.iloc[rng.permutation(len(df))]                  # any order within the file
+    df = df.iloc[np.argsort(df["ts"].dt.floor("D").to_numpy(), kind="stable")]   # days in order
+    return tidy.conform(df.reset_index(drop=True)), days
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_a_period_in_one_call_equals_its_days_one_by_one(tmp_path, dense):
+    rng = np.random.default_rng(40 + dense)
+    rules = [{"freq": "1h", "reduce": "mean", "fill": "linear", "max_gap": "2h", "sparse_after": "3h"},
+             {"freq": "10min", "reduce": "median", "fill": "nearest", "max_gap": "30min", "sparse_after": None},
+             {"freq": "1s", "reduce": "first", "fill": "previous", "max_gap": "10s", "sparse_after": "10min"},
+             {"freq": "10s", "reduce": "last", "fill": "linear", "max_gap": "1min", "sparse_after": "10min"}]
+    for trial in range(3):
+        df, days = random_period(rng, dense)
+        params = {"domains": {"bio_signal": rules[(trial + 2 * dense) % 4],
+                              "environment": rules[(trial + 1) % 4]},
+                  "sensors": {"m2": rules[(trial + 3) % 4]}}
+        path = month_file(tmp_path / str(trial), df)
+        table, counts = in_one_call(path, params, days)
+        want, want_counts = day_by_day(path, params, days)
+        assert table.num_rows == want.num_rows > 0
+        assert io.content_digest(table) == io.content_digest(want)
+        assert counts == want_counts
+        io.ledger_entry("40_resample.py", "valve01/2026-01", **counts)
+
+
+def test_the_step_computes_a_period_in_one_call():
+    assert get_step("40_resample.py").whole_period is True
+    with pytest.raises(ValueError, match="rows outside the days"):
+        resample.resample_frame(frame([("m0", "bio_signal", "05:00", 1.0, 0)]), SPARSE, ["2026-01-21", "2026-01-22"])
