@@ -45,6 +45,7 @@ for _i, _f in enumerate(fl.PRECEDENCE):
     _RANK[int(_f)] = _i
 _BY_RANK = np.array([int(f) for f in fl.PRECEDENCE] + [int(fl.Flag.OK)], dtype=np.uint8)
 _UNUSABLE = np.array(sorted(int(f) for f in fl.UNUSABLE), dtype=np.uint8)
+_IS_UNUSABLE = np.isin(np.arange(256), _UNUSABLE)     # by flag code: np.isin(f, _UNUSABLE) as a lookup
 
 # ledger words (rows in + created = rows out + combined + rejected)
 COMBINED = "combined into grid cells"          # samples folded into a cell with others: not lost
@@ -202,7 +203,7 @@ def resample_sensor(ts_ns: np.ndarray, values: np.ndarray, qflags: np.ndarray, d
     outside = int((~inside).sum())
     cells, x, f = cells[inside], x[inside], f[inside]
 
-    unusable = np.isin(f, _UNUSABLE)
+    unusable = _IS_UNUSABLE[f]
     is_nan = np.isnan(x) | (f == fl.Flag.MISSING)
     usable = ~unusable & ~is_nan
     blocked = unusable & ~is_nan        # a value, flagged 2/3/4/6: never used

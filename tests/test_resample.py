@@ -631,3 +631,8 @@ def test_the_step_computes_a_period_in_one_call():
     assert get_step("40_resample.py").whole_period is True
     with pytest.raises(ValueError, match="rows outside the days"):
         resample.resample_frame(frame([("m0", "bio_signal", "05:00", 1.0, 0)]), SPARSE, ["2026-01-21", "2026-01-22"])
+
+
+def test_the_unusable_lookup_is_the_unusable_flags():
+    codes = np.arange(256, dtype=np.uint8)
+    assert_array_equal(resample._IS_UNUSABLE[codes], np.isin(codes, [1, 2, 3, 4, 6, 7]))   # not 0, 5
