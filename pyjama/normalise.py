@@ -322,14 +322,18 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     col = {c: df[c] for c in tidy.COLUMNS}
     dtypes = {c: col[c].dtype for c in ("device_id", "domain", "sensor")}
     cats = {c: [str(x) for x in dtypes[c].categories.tolist()] for c in dtypes}
-    codes = {c: col[c].array.codes.astype(np.int64) for c in cats}
+    codes = {c: col[c].array.codes for c in cats}       # small ints, −1 for none
     ts = col["ts"].to_numpy(dtype="datetime64[us]").view(np.int64)
     sen_cats = cats["sensor"]
     # the input in (sensor category, ts) order: what sort_values(kind="stable") gives
-    rows = _sensor_ts_rows(codes["sensor"], ts)
-    sen = codes["sensor"][rows]
-    values = col["value"].to_numpy()[rows]
-    flags = col["quality_flag"].to_numpy()[rows]
+    # (None: it is in that order already, as every partition file is)
+    rows = _sensor_ts_rows(codes["sensor"].astype(np.int64), ts, none_if_sorted=True)
+
+    def ordered(a):
+        return a if rows is None else a[rows]
+
+    sen, ts_s = ordered(codes["sensor"]), ordered(ts)
+    values, flags = ordered(col["value"].to_numpy()), ordered(col["quality_flag"].to_numpy())
     names = _selected(sen_cats, sen, params["sensors"])
     # each selected sensor's rows (one run of the sorted input, in time order), by name
     code = {c: k for k, c in enumerate(sen_cats)}
@@ -348,7 +352,8 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
         hi[part] = np.asarray(np.nan if not ok or b["high"] is None else b["high"], dtype=np.float64)
         up[part] = b["direction"] == "up"
     y, bad = _normalise_rows(x, lo, hi, up)
-    ts_ns = pd.DatetimeIndex(ts[rows][sel].view("datetime64[us]")).as_unit("ns").asi8
+    ts_sel = ts_s[sel]
+    ts_ns = pd.DatetimeIndex(ts_sel.view("datetime64[us]")).as_unit("ns").asi8
     if params.get("shift") is not None:
         for k, name in enumerate(names):
             part = slice(at[k], at[k + 1])
@@ -362,32 +367,32 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     f = combine(f, np.where(bad, np.uint8(Flag.OUT_OF_RANGE), np.uint8(Flag.OK)).astype(np.uint8))
     # the rows written: the input's (all of them, or those not replaced), then the derived
     if params["mode"] == "add":
-        kept = np.arange(len(rows))
+        kept = slice(None)
         report["rows_added"] = int(len(sel))
     else:
-        kept = np.ones(len(rows), dtype=bool)
+        kept = np.ones(len(sen), dtype=bool)
         kept[sel] = False
         kept = np.flatnonzero(kept)
-    source = np.concatenate((rows[kept], rows[sel]))        # each output row's input row
+    n_kept = len(sen) if params["mode"] == "add" else len(kept)
     # derived sensors: the selected names renamed, in the input's category order
     chosen = set(names)
     d_cats = [f"{c}__{params['suffix']}" for c in sen_cats if c in chosen]
     d_code = np.full(len(sen_cats), -1, dtype=np.int64)
     d_code[[code[c] for c in sen_cats if c in chosen]] = np.arange(len(d_cats))
-    out_codes, out_dtypes = {}, {}
-    for c in cats:
-        new = (d_cats, None) if c == "sensor" else (cats[c], dtypes[c])
-        out_codes[c], out_dtypes[c] = _united(
-            codes[c][rows[kept]], cats[c], dtypes[c],
-            d_code[sen[sel]] if c == "sensor" else codes[c][rows[sel]], *new)
-    order = _sensor_ts_rows(out_codes["sensor"], ts[source])
-    out = pd.DataFrame({
-        "ts": col["ts"].array.take(source[order]),
-        **{c: pd.Categorical.from_codes(out_codes[c][order], dtype=out_dtypes[c], validate=False)
-           for c in cats},      # codes made in range here (or −1)
-        "value": np.concatenate((values[kept], y))[order],
-        "quality_flag": np.concatenate((flags[kept], f))[order],
-    })
+    sizes = (n_kept, len(sel))
+    map_k, map_d, sen_dtype = _united(sen_cats, dtypes["sensor"], d_cats, None, sizes)
+    out_sen = np.concatenate((_mapped(map_k, sen[kept]), _mapped(map_d, d_code[sen[sel]]))).astype(np.int64)
+    out_ts = np.concatenate((ts_s[kept], ts_sel))
+    order = _sensor_ts_rows(out_sen, out_ts)
+    out = {"ts": pd.Series(out_ts[order].view("datetime64[us]")).dt.tz_localize("UTC")}
+    for c in ("device_id", "domain"):       # both parts hold the input's categories
+        map_k, map_d, dtype = _united(cats[c], dtypes[c], cats[c], dtypes[c], sizes)
+        both = np.concatenate((ordered(codes[c])[kept], ordered(codes[c])[sel]))[order]
+        out[c] = pd.Categorical.from_codes(_mapped(map_k, both), dtype=dtype, validate=False)
+    out["sensor"] = pd.Categorical.from_codes(out_sen[order], dtype=sen_dtype, validate=False)
+    out["value"] = np.concatenate((values[kept], y))[order]
+    out["quality_flag"] = np.concatenate((flags[kept], f))[order]
+    out = pd.DataFrame(out)
     return out, report     # tidy (the tests hold it to the frame tidy.conform gives)
 
 
@@ -423,38 +428,56 @@ def _normalise_rows(x, lo, hi, up):
 _UNITED: dict = {}
 
 
-def _united(codes_a, cats_a, dtype_a, codes_b, cats_b, dtype_b):
-    """One categorical column of two parts put end to end as :func:`pyjama.tidy.concat` does:
-    an empty part is left out, one part keeps its categories, two get the union, sorted.
-    ``cats_*``: the categories as str; ``dtype_*``: the part's dtype (None: made from
-    ``cats_*``). Codes −1 (no value) stay −1. Returns (codes, categorical dtype)."""
-    if len(codes_a) and len(codes_b):
+def _united(cats_a, dtype_a, cats_b, dtype_b, sizes):
+    """The categories of one column of two parts put end to end as :func:`pyjama.tidy.concat`
+    does: an empty part is left out, one part keeps its categories, two get the union,
+    sorted. ``cats_*``: a part's categories as str; ``dtype_*``: its dtype (None: made from
+    ``cats_*``); ``sizes``: the parts' rows. Returns (code map of a, of b, dtype): a map
+    takes a part's codes to the result's (code −1, no value, to −1); both None when the
+    codes stay as they are (one part, or the union is the same list)."""
+    if sizes[0] and sizes[1]:
         key = (tuple(cats_a), tuple(cats_b))
         hit = _UNITED.get(key)
         if hit is None:
             united = sorted(set(cats_a) | set(cats_b))
             pos = {c: k for k, c in enumerate(united)}
-            hit = (pd.CategoricalDtype(pd.Index(united)),
-                   np.array([pos[c] for c in cats_a] + [-1], dtype=np.int64),    # code −1 → the last
-                   np.array([pos[c] for c in cats_b] + [-1], dtype=np.int64))
+            map_a = np.array([pos[c] for c in cats_a] + [-1], dtype=np.int64)    # code −1 → the last
+            map_b = np.array([pos[c] for c in cats_b] + [-1], dtype=np.int64)
+            same = united == list(cats_a) == list(cats_b)
+            hit = (None if same else map_a, None if same else map_b, pd.CategoricalDtype(pd.Index(united)))
             if len(_UNITED) >= 256:
                 _UNITED.clear()
             _UNITED[key] = hit
-        return np.concatenate((hit[1][codes_a], hit[2][codes_b])), hit[0]
-    if len(codes_a):
-        return codes_a, dtype_a if dtype_a is not None else pd.CategoricalDtype(pd.Index(cats_a))
-    return codes_b, dtype_b if dtype_b is not None else pd.CategoricalDtype(pd.Index(cats_b))
+        return hit
+    cats, dtype = (cats_a, dtype_a) if sizes[0] else (cats_b, dtype_b)
+    return None, None, dtype if dtype is not None else pd.CategoricalDtype(pd.Index(cats))
 
 
-def _sensor_ts_rows(sen: np.ndarray, ts: np.ndarray) -> np.ndarray:
+def _mapped(code_map, codes):
+    """``codes`` through a code map of :func:`_united` (None: as they are)."""
+    return codes if code_map is None else code_map[codes]
+
+
+def _sensor_ts_rows(sen: np.ndarray, ts: np.ndarray, none_if_sorted: bool = False):
     """Row order by (sensor code, ts), stable, a missing sensor (code −1) or time (NaT)
-    last: ``df.sort_values(["sensor", "ts"], kind="stable")`` on the columns."""
+    last: ``df.sort_values(["sensor", "ts"], kind="stable")`` on the columns. With
+    ``none_if_sorted``: None when that order is the rows' own."""
     from .transform import _sensor_ts_order
 
     nat = ts == np.iinfo(np.int64).min
     if not len(sen) or ((sen >= 0).all() and not nat.any()):
+        if none_if_sorted and _in_order(sen, ts):
+            return None
         return _sensor_ts_order(sen, ts)
     return np.lexsort((ts, nat, np.where(sen < 0, sen.max() + 1, sen)))
+
+
+def _in_order(sen: np.ndarray, ts: np.ndarray) -> bool:
+    """True when the rows are sorted by (sensor code, ts): a stable sort leaves them."""
+    if len(sen) < 2:
+        return True
+    ds, dt = np.diff(sen), np.diff(ts)
+    return bool(((ds > 0) | ((ds == 0) & (dt >= 0))).all())
 
 
 def sort_sensor_ts(df: pd.DataFrame) -> pd.DataFrame:
