@@ -419,8 +419,14 @@ def _first_seen(blocks, names: int, codes: int):
     moved = []
     for block in blocks:
         pos = np.array([seen.setdefault(x, len(seen)) for x in block[names]], dtype=np.int64)
-        moved.append(pos[block[codes]])
-    return list(seen), np.concatenate(moved)
+        same = np.array_equal(pos, np.arange(len(pos)))
+        moved.append(block[codes] if same else pos[block[codes]])
+    return list(seen), _joined(moved)
+
+
+def _joined(arrays):
+    """``np.concatenate(arrays)``, without the copy of a single array."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def _grid_frame_of_days(device, blocks) -> pd.DataFrame:
@@ -432,13 +438,13 @@ def _grid_frame_of_days(device, blocks) -> pd.DataFrame:
 
     domains, dom_code = _first_seen(blocks, 3, 4)
     sensors, sen_code = _first_seen(blocks, 5, 6)
-    ts = np.concatenate([b[0] for b in blocks])
+    ts = _joined([b[0] for b in blocks])
     out = pd.DataFrame({
         "ts": pd.DatetimeIndex(ts.astype("datetime64[us]")).tz_localize("UTC"),
         "device_id": pd.Categorical.from_codes(np.zeros(len(ts), np.int8), categories=pd.Index([device])),
         "domain": pd.Categorical.from_codes(dom_code, categories=pd.Index(domains)),
         "sensor": pd.Categorical.from_codes(sen_code, categories=pd.Index(sensors)),
-        "value": np.concatenate([b[1] for b in blocks]),
-        "quality_flag": np.concatenate([b[2] for b in blocks]).astype(np.uint8),
+        "value": _joined([b[1] for b in blocks]),
+        "quality_flag": _joined([b[2] for b in blocks]).astype(np.uint8, copy=False),
     })
     return tidy.conform(out)
