@@ -329,32 +329,34 @@ def resample_frame(df: pd.DataFrame, params: dict, day):
     days = list(day) if isinstance(day, (list, tuple)) else [day]
     starts = np.array([int(pd.Timestamp(d, tz="UTC").value) for d in days], dtype=np.int64)
     totals = dict.fromkeys(_TOTALS, 0)
-    per_day = [([], [], [], [], []) for _ in days]     # ts, values, flags, domain, sensor: one per series
+    blocks = []        # per day with rows: its grids' rows in order (_day_rows)
     if len(df):
         ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
         values = df["value"].to_numpy()
         qf = df["quality_flag"].to_numpy()
+        series = []
         for domain, sensor, idx in tidy.sensor_groups(df):
-            freq, reduce, fill, max_gap, sparse = _grid_of(params, domain, sensor)
             if len(days) == 1:          # a day's partition: all its rows (outside ones counted)
                 cuts = np.array([0, len(idx)])
             else:                       # a period's: each day its rows (time order within a series)
                 cuts = np.searchsorted(ts_ns[idx], np.append(starts, starts[-1] + NS_PER_DAY))
                 if cuts[0] != 0 or cuts[-1] != len(idx):
                     raise ValueError(f"{domain}/{sensor}: rows outside the days {days[0]}..{days[-1]}")
-            for k in np.flatnonzero(cuts[1:] > cuts[:-1]):
+            series.append((domain, sensor, idx, cuts, _grid_of(params, domain, sensor)))
+        for k, start in enumerate(starts.tolist()):     # day by day: one day's grids in memory at a time
+            day = ([], [], [], [], [])                  # ts, values, flags, domain, sensor: one per series
+            for domain, sensor, idx, cuts, (freq, reduce, fill, max_gap, sparse) in series:
+                if cuts[k + 1] == cuts[k]:
+                    continue
                 rows = idx[cuts[k]:cuts[k + 1]]
-                cell, grid, gflag, c = resample_sensor(ts_ns[rows], values[rows], qf[rows], int(starts[k]),
+                cell, grid, gflag, c = resample_sensor(ts_ns[rows], values[rows], qf[rows], start,
                                                        freq, reduce, fill, max_gap, sparse)
                 for key in totals:
                     totals[key] += c[key]
-                day_ts, day_val, day_flag, day_dom, day_sen = per_day[k]
-                day_ts.append(int(starts[k]) // 1000 + cell * (freq // 1000))
-                day_val.append(grid)
-                day_flag.append(gflag)
-                day_dom.append(domain)
-                day_sen.append(sensor)
-    blocks = [_day_rows(*series) for series in per_day if series[0]]
+                for have, new in zip(day, (start // 1000 + cell * (freq // 1000), grid, gflag, domain, sensor)):
+                    have.append(new)
+            if day[0]:
+                blocks.append(_day_rows(*day))
     out = _grid_frame_of_days(str(df["device_id"].iat[0]), blocks) if blocks else tidy.empty()
     counts = {
         "rows_in": len(df), "rows_out": len(out),
@@ -397,8 +399,8 @@ def _day_rows(ts_l, val_l, flag_l, dom_l, sen_l):
     flag, sorted domain names, their codes, sorted sensor names, their codes)."""
     n = np.array([len(t) for t in ts_l])
     sensors, domains = sorted(set(sen_l)), sorted(set(dom_l))
-    sen_code = np.repeat([sensors.index(x) for x in sen_l], n)
-    dom_code = np.repeat([domains.index(x) for x in dom_l], n)
+    sen_code = np.repeat(np.array([sensors.index(x) for x in sen_l], dtype=np.int32), n)
+    dom_code = np.repeat(np.array([domains.index(x) for x in dom_l], dtype=np.int32), n)
     series = np.repeat(np.arange(len(n)), n)
     ts = np.concatenate(ts_l).astype(np.int64)
     by_name = sorted(range(len(n)), key=lambda k: sen_l[k])
@@ -412,39 +414,46 @@ def _day_rows(ts_l, val_l, flag_l, dom_l, sen_l):
             domains, dom_code[order], sensors, sen_code[order])
 
 
-def _first_seen(blocks, names: int, codes: int):
+def _first_seen(blocks, names: int):
     """Categories of the days' blocks joined, in order of first appearance (each block's
-    names in their order), and each block's codes moved onto them."""
+    names in their order), and each block's map of its codes onto them (None: the same)."""
     seen: dict = {}
-    moved = []
+    maps = []
     for block in blocks:
-        pos = np.array([seen.setdefault(x, len(seen)) for x in block[names]], dtype=np.int64)
-        same = np.array_equal(pos, np.arange(len(pos)))
-        moved.append(block[codes] if same else pos[block[codes]])
-    return list(seen), _joined(moved)
+        pos = np.array([seen.setdefault(x, len(seen)) for x in block[names]], dtype=np.int32)
+        maps.append(None if np.array_equal(pos, np.arange(len(pos))) else pos)
+    return list(seen), maps
 
 
-def _joined(arrays):
-    """``np.concatenate(arrays)``, without the copy of a single array."""
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-def _grid_frame_of_days(device, blocks) -> pd.DataFrame:
-    """One tidy frame of the days' rows (:func:`_day_rows`), one day after the other, the
-    categories in order of first appearance: what concatenating the days' arrow tables and
-    unifying their dictionaries gives (:func:`pyjama.runner._concat_days`); one day's are
-    its sorted names."""
+def _grid_frame_of_days(device, blocks: list) -> pd.DataFrame:
+    """One tidy frame of the days' rows (:func:`_day_rows`; the list is emptied as they are
+    copied in), one day after the other, the categories in order of first appearance: what
+    concatenating the days' arrow tables and unifying their dictionaries gives
+    (:func:`pyjama.runner._concat_days`); one day's are its sorted names."""
     from . import tidy
 
-    domains, dom_code = _first_seen(blocks, 3, 4)
-    sensors, sen_code = _first_seen(blocks, 5, 6)
-    ts = _joined([b[0] for b in blocks])
+    domains, dom_maps = _first_seen(blocks, 3)
+    sensors, sen_maps = _first_seen(blocks, 5)
+    if len(blocks) == 1 and dom_maps[0] is None and sen_maps[0] is None:
+        ts, val, flag, _, dom_code, _, sen_code = blocks.pop()
+    else:
+        n = sum(len(b[0]) for b in blocks)
+        ts, val, flag = np.empty(n, np.int64), np.empty(n), np.empty(n, np.uint8)
+        dom_code, sen_code = np.empty(n, np.int32), np.empty(n, np.int32)
+        at = 0
+        for dom_map, sen_map in zip(dom_maps, sen_maps):
+            b_ts, b_val, b_flag, _, b_dom, _, b_sen = blocks.pop(0)
+            part = slice(at, at + len(b_ts))
+            ts[part], val[part], flag[part] = b_ts, b_val, b_flag
+            dom_code[part] = b_dom if dom_map is None else dom_map[b_dom]
+            sen_code[part] = b_sen if sen_map is None else sen_map[b_sen]
+            at += len(b_ts)
     out = pd.DataFrame({
-        "ts": pd.DatetimeIndex(ts.astype("datetime64[us]")).tz_localize("UTC"),
+        "ts": pd.DatetimeIndex(ts.view("datetime64[us]")).tz_localize("UTC"),
         "device_id": pd.Categorical.from_codes(np.zeros(len(ts), np.int8), categories=pd.Index([device])),
         "domain": pd.Categorical.from_codes(dom_code, categories=pd.Index(domains)),
         "sensor": pd.Categorical.from_codes(sen_code, categories=pd.Index(sensors)),
-        "value": _joined([b[1] for b in blocks]),
-        "quality_flag": _joined([b[2] for b in blocks]).astype(np.uint8, copy=False),
-    })
+        "value": val,
+        "quality_flag": flag,
+    }, copy=False)      # the arrays are this frame's own
     return tidy.conform(out)
