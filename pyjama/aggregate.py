@@ -151,22 +151,8 @@ def moments_from_rows(prep: Prepared, window_s: int) -> Moments:
     per_day = DAY_S // window_s
     n_pairs, n_slots = len(prep.pair_sensor), per_day * prep.n_days
     G = n_pairs * n_slots
-    g = _window_keys(prep, window_s, n_slots)
-    n_rows = np.bincount(g, minlength=G)
-    n_flagged = np.bincount(g[~prep.usable_flag], minlength=G)
-    gv, xv = g[prep.valid], prep.x[prep.valid]
-    if len(gv) > 1 and np.any(gv[1:] < gv[:-1]):
-        order = np.argsort(gv, kind="stable")
-        gv, xv = gv[order], xv[order]
-    count = np.bincount(gv, minlength=G)
-    total = np.bincount(gv, weights=xv, minlength=G)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    m2 = np.bincount(gv, weights=(xv - mean[gv]) ** 2, minlength=G)   # two-pass: no cancellation
-    lo, hi = _extremes(gv, xv, G)
-    shape = (n_pairs, n_slots)
-    return Moments(window_s, n_rows.reshape(shape), n_flagged.reshape(shape), count.reshape(shape),
-                   total.reshape(shape), m2.reshape(shape), lo.reshape(shape), hi.reshape(shape))
+    sums = _cell_sums(prep, _window_keys(prep, window_s, n_slots), G)
+    return Moments(window_s, *(a.reshape(n_pairs, n_slots) for a in sums))
 
 
 def _window_keys(prep: Prepared, window_s: int, n_slots: int) -> np.ndarray:
@@ -176,6 +162,25 @@ def _window_keys(prep: Prepared, window_s: int, n_slots: int) -> np.ndarray:
     per_day = DAY_S // window_s
     slot = prep.row_day * per_day + (prep.ts_us - prep.days_us[prep.row_day]) // (window_s * 1_000_000)
     return prep.pair.astype(np.int64) * n_slots + slot
+
+
+def _cell_sums(prep: Prepared, cell: np.ndarray, size: int) -> tuple:
+    """(n_rows, n_flagged, count, total, m2, lo, hi) per cell of ``size`` cells, the rows
+    given by their cell index ``cell``: one bincount per sum, in row order (the valid rows
+    stably sorted by cell first when they are not), no loop over cells."""
+    n_rows = np.bincount(cell, minlength=size)
+    n_flagged = np.bincount(cell[~prep.usable_flag], minlength=size)
+    gv, xv = cell[prep.valid], prep.x[prep.valid]
+    if len(gv) > 1 and np.any(gv[1:] < gv[:-1]):
+        order = np.argsort(gv, kind="stable")
+        gv, xv = gv[order], xv[order]
+    count = np.bincount(gv, minlength=size)
+    total = np.bincount(gv, weights=xv, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+    m2 = np.bincount(gv, weights=(xv - mean[gv]) ** 2, minlength=size)   # two-pass: no cancellation
+    lo, hi = _extremes(gv, xv, size)
+    return n_rows, n_flagged, count, total, m2, lo, hi
 
 
 def _extremes(gv: np.ndarray, xv: np.ndarray, size: int):
@@ -246,24 +251,12 @@ def is_sparse(n_rows: int, n_series: int, n_days: int, finest_s: int, fill_day: 
 
 
 def sparse_moments_from_rows(prep: Prepared, window_s: int) -> SparseMoments:
-    """:func:`moments_from_rows` for the occupied windows only (same sums, same order)."""
+    """:func:`moments_from_rows` for the occupied windows only (the same sums, in the same
+    order, over the occupied cells' ranks)."""
     n_slots = DAY_S // window_s * prep.n_days
     g = _window_keys(prep, window_s, n_slots)
     key, inv = np.unique(g, return_inverse=True)
-    k = len(key)
-    n_rows = np.bincount(inv, minlength=k)
-    n_flagged = np.bincount(inv[~prep.usable_flag], minlength=k)
-    iv, xv = inv[prep.valid], prep.x[prep.valid]
-    if len(iv) > 1 and np.any(iv[1:] < iv[:-1]):
-        order = np.argsort(iv, kind="stable")
-        iv, xv = iv[order], xv[order]
-    count = np.bincount(iv, minlength=k)
-    total = np.bincount(iv, weights=xv, minlength=k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    m2 = np.bincount(iv, weights=(xv - mean[iv]) ** 2, minlength=k)
-    lo, hi = _extremes(iv, xv, k)
-    return SparseMoments(window_s, n_slots, key, n_rows, n_flagged, count, total, m2, lo, hi)
+    return SparseMoments(window_s, n_slots, key, *_cell_sums(prep, inv, len(key)))
 
 
 def sparse_coarsen_moments(m: SparseMoments, window_s: int) -> SparseMoments:

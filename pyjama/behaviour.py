@@ -1085,8 +1085,13 @@ def _union_sorted(dtype: pd.CategoricalDtype, suffixes: tuple):
 
 def _with_derived_series(t: "_Columns", mask, rows, slot, state, velocity, flags, window_s, period,
                          edge_flags=None) -> pd.DataFrame:
-    """:func:`add_derived_series` on the columns read once (``mask`` selects at least one
-    row): the same frame, its rows gathered in their final order and built once."""
+    """Input rows + ``<sensor>__state`` (1 open, 0 closed, NaN flag 1 unknown) and
+    ``<sensor>__velocity`` [opening fraction / s] (NaN flag 1 where undefined), one row per
+    input row of each selected sensor (``mask``: at least one row), same ts. A defined value
+    gets flag 5 when it rests on an interpolated sample (state: its own sample; velocity: any
+    sample of its window, also one of the neighbouring days' ``edge_flags`` (previous, next),
+    each (animals, h)), else 0. Sorted by (sensor, ts); the rows gathered in their final
+    order and the frame built once, from the columns read once."""
     st = state[rows, slot].astype(float)
     st[st == UNKNOWN] = np.nan
     interp = flags == int(Flag.INTERPOLATED)
@@ -1126,54 +1131,6 @@ def _with_derived_series(t: "_Columns", mask, rows, slot, state, velocity, flags
         "quality_flag": np.concatenate([t.flag, flag_of(st, interp[rows, slot]),
                                         flag_of(vel, near[rows, slot])])[order],
     })
-
-
-def add_derived_series(df, mask, rows, slot, sensors, state, velocity, flags, window_s, period,
-                       edge_flags=None):
-    """Input rows + ``<sensor>__state`` (1 open, 0 closed, NaN flag 1 unknown) and
-    ``<sensor>__velocity`` [opening fraction / s] (NaN flag 1 where undefined), one row per
-    input row of each selected sensor, same ts. A defined value gets flag 5 when it rests on
-    an interpolated sample (state: its own sample; velocity: any sample of its window, also
-    one of the neighbouring days' ``edge_flags`` (previous, next), each (animals, h)), else 0.
-    Output sorted by (sensor, ts)."""
-    from pandas.api.types import union_categoricals
-
-    if not mask.any():
-        return _sorted_tidy(tidy.conform(df))
-    df = tidy.conform(df)
-    sub = df.loc[mask]
-    st = state[rows, slot].astype(float)
-    st[st == UNKNOWN] = np.nan
-    interp = flags == int(Flag.INTERPOLATED)
-    h = int(round(window_s / (2 * period)))
-    n_an = interp.shape[0]
-    pre, post = (np.zeros((n_an, h), bool), np.zeros((n_an, h), bool)) if edge_flags is None else \
-        (edge_flags[0] == int(Flag.INTERPOLATED), edge_flags[1] == int(Flag.INTERPOLATED))
-    c = np.concatenate([np.zeros((n_an, 1)), np.cumsum(np.concatenate([pre, interp, post], axis=1), axis=1)],
-                       axis=1)
-    near = (c[:, 2 * h + 1:] - c[:, :-2 * h - 1]) > 0    # an interpolated sample within +-h
-    vel = velocity[rows, slot]
-
-    def flag_of(values, interp_mask):
-        return np.where(np.isnan(values), int(Flag.MISSING),
-                        np.where(interp_mask, int(Flag.INTERPOLATED), int(Flag.OK))).astype(np.uint8)
-
-    frames = (df, sub, sub)
-
-    def stack(name, renames=(None, None, None)):
-        cats = [f[name].array if r is None else f[name].array.rename_categories(r)
-                for f, r in zip(frames, renames)]
-        return union_categoricals(cats, sort_categories=True)
-
-    out = pd.DataFrame({
-        "ts": _us_to_ts(np.concatenate([_ts_us(f["ts"]) for f in frames])),
-        "device_id": stack("device_id"), "domain": stack("domain"),
-        "sensor": stack("sensor", (None, lambda c: f"{c}__state", lambda c: f"{c}__velocity")),
-        "value": np.concatenate([df["value"].to_numpy(), st, vel]),
-        "quality_flag": np.concatenate([df["quality_flag"].to_numpy(), flag_of(st, interp[rows, slot]),
-                                        flag_of(vel, near[rows, slot])]),
-    })
-    return _sorted_tidy(out)
 
 
 def _sorted_tidy(df: pd.DataFrame) -> pd.DataFrame:
