@@ -383,7 +383,7 @@ def read_day(path, day: str, lo=None, hi=None):
 
     from .timewindow import day_bounds
 
-    table = _cached_table(Path(path))
+    table = period_table(path)
     if lo is None:
         lo, hi = day_bounds(day)
     unit = pa.timestamp("us", tz="UTC")
@@ -395,6 +395,12 @@ def read_day(path, day: str, lo=None, hi=None):
 _TABLES: dict = {}
 _TABLES_LOCK = __import__("threading").Lock()
 _TABLES_MAX = 16
+
+
+def period_table(path):
+    """The whole table of a week's or month's partition file, read once and kept (see
+    :func:`read_day`; a job reads its period's file day by day)."""
+    return _cached_table(Path(path))
 
 
 def _cached_table(path: Path):

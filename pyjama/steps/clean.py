@@ -195,7 +195,7 @@ def _whole_file(path: Path, device: str):
     except Exception:               # a damaged file: read_tidy's one-line error
         small = False
     if small:
-        table = io.read_parquet(path)
+        table = io.period_table(path)        # the table io.read_day reads too: read once
         if table.num_rows and _plain(table):
             whole = _WholeFile(table, device)
     with _WHOLE_LOCK:
