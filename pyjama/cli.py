@@ -37,7 +37,10 @@ def build_parser(scripts=None) -> argparse.ArgumentParser:
     add_window_args(r)
     r.add_argument("--device", action="append", help="only this device (repeatable)")
     r.add_argument("--day", help="exactly one UTC day (used by the workflow)")
-    r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow)")
+    r.add_argument("--raw", help="exactly one raw file name (parser steps; used by the workflow; with "
+                   "week or month partitions: the batch that holds it)")
+    r.add_argument("--batch", help="exactly one batch of raw files, <device>_<period> (parser steps of "
+                   "a week or month exposure; used by the workflow)")
     # the short flags of drawer.py run: -q quiet, -n dry run, -v one line per partition
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary line")
     r.add_argument("--verbose", "-v", action="store_true", help="one line per partition written "
@@ -70,14 +73,15 @@ def _run_args(args, quiet: bool) -> list:
     from .runner import run_step
 
     return run_step(args.script, args.config, args.start, args.end, args.device, args.day, args.raw,
-                    quiet=quiet, options=step_options(args))
+                    quiet=quiet, options=step_options(args), batch=args.batch)
 
 
 def _dry_run(args) -> int:
     """``-n`` of a partition or raw-file step: what would be written, nothing written."""
     from .runner import would_run
 
-    todo = would_run(args.script, args.config, args.start, args.end, args.device, args.day, args.raw)
+    todo = would_run(args.script, args.config, args.start, args.end, args.device, args.day, args.raw,
+                     batch=args.batch)
     if not args.quiet:
         for label in todo:
             print(f"would write: {args.script} {label}")

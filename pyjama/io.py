@@ -77,7 +77,7 @@ def stage_of(rel: str) -> str:
         parts = parts[1:]
     out = []
     for p in parts:
-        if p.startswith(("device_id=", "raw=") + PARTITION_DIRS) or p == PART:
+        if p.startswith(("device_id=", "raw=", "batch=") + PARTITION_DIRS) or p == PART:
             break
         out.append(p)
     return "/".join(out)
@@ -90,10 +90,12 @@ def input_missing(rel: str) -> "UserError":
                      "(or drawer.py run)")
 
 
-def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = PART) -> str:
-    """Relative path of one file of a parser output, which is per raw file:
-    ``data/<EXPO>/<stage>/raw=<file name>/<name>``."""
-    return f"data/{expo}/{stage}/raw={raw_name}/{name}"
+def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = PART, key: str = "raw") -> str:
+    """Relative path of one file of a parser output, which is per raw file
+    (``data/<EXPO>/<stage>/raw=<file name>/<name>``) or, with week or month partitions, per
+    batch of raw files (``key="batch"``: ``data/<EXPO>/<stage>/batch=<device>_<period>/<name>``,
+    :meth:`pyjama.project.RawIndex.batches`)."""
+    return f"data/{expo}/{stage}/{key}={raw_name}/{name}"
 
 
 def list_partitions(expo: str, stage: str, root: Path | None = None):

@@ -100,7 +100,9 @@ What this is
   pipeline.json's "partition" says so (week=YYYY-Www, month=YYYY-MM; same values):
     data/{name}/<stage>/device_id=<id>/day=<YYYY-MM-DD>/part.parquet  (the ledger in its footer)
   Parser output is per raw file: data/{name}/10_parsed/raw=<file>/part.parquet; bad lines in
-  data/{name}/_meta/10_parsed/raw=<file>/rejects.csv.
+  data/{name}/_meta/10_parsed/raw=<file>/rejects.csv. With week or month partitions, per
+  batch of raw files (those whose first day is in one device's period):
+  10_parsed/batch=<device>_<period>/part.parquet and _meta/10_parsed/batch=<...>/rejects.csv.
 
 Steps
 {chr(10).join(steps)}

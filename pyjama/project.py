@@ -95,6 +95,37 @@ class RawIndex:
     def files_for(self, device: str, day: str):
         return self._by_partition().get((device, day), [])
 
+    def batches(self) -> dict:
+        """Batch label → its raw file names (sorted), when the exposure's partition is a week
+        or a month: one parser job parses the files of one batch, the files whose first
+        (device, day) falls in one (device, period): label ``<device>_<period>``
+        (``valve01_2026-01``). A file with no readable time is a batch of its own,
+        ``untimed_<file name>``. With day partitions: None (a parser job per raw file)."""
+        if self.st.partition == "day":
+            return None
+        if getattr(self, "_batches", None) is None:
+            from .timewindow import period_key
+
+            out: dict = {}
+            for name in sorted(self.files):
+                parts = self.files[name]["partitions"]
+                if parts:
+                    dev, day = min(tuple(p) for p in parts)
+                    label = f"{dev}_{period_key(day, self.st.partition)}"
+                else:
+                    label = f"untimed_{name}"
+                out.setdefault(label, []).append(name)
+            self._batch_of = {n: b for b, names in out.items() for n in names}
+            self._batches = out
+        return self._batches
+
+    def unit_of(self, name: str) -> str:
+        """The parser job that parses raw file ``name``: its batch label (week or month
+        partitions) or the file name itself (day partitions)."""
+        if self.batches() is None:
+            return name
+        return self._batch_of[name]
+
     def _by_partition(self) -> dict:
         """(device, day) → raw file names, sorted (built once: the DAG asks per partition)."""
         if getattr(self, "_inverted", None) is None:
@@ -188,7 +219,12 @@ class Project:
         if st is None:
             raise UserError(f"stage {stage!r} is not written by any step of {self.pipeline.path}")
         idx = self.raw_index(st)
-        return [io.raw_partition_file(st.exposure, stage, name) for name in idx.files_for(device, day)]
+        names = idx.files_for(device, day)
+        if idx.batches() is None:
+            return [io.raw_partition_file(st.exposure, stage, name) for name in names]
+        # each batch once, in the order of its first file (files by name within a batch)
+        units = list(dict.fromkeys(idx.unit_of(n) for n in names))
+        return [io.raw_partition_file(st.exposure, stage, u, key="batch") for u in units]
 
 
 _MEMO: dict = {}

@@ -132,9 +132,7 @@ def ledger_rows(plan, root: Path) -> list:
         if led is None:
             continue
         rejected = led.get("rejected") or {}
-        wc, first = job.wildcards, ("device", "day", "raw")      # as drawer.py run names jobs
-        order = [k for k in first if k in wc] + sorted(set(wc) - set(first))
-        where = " ".join(str(wc[k]) for k in order)
+        where = job.where                                        # as drawer.py run names jobs
         rows.append({"step": job.step, "partition": where, "rows_in": led.get("rows_in", 0),
                      "created": sum((led.get("created") or {}).values()) + int(led.get("rows_added", 0) or 0),
                      "rows_out": io.ledger_rows_written(led),

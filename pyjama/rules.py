@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 
+# the wildcards of a job, in the order its place is said: a partition (device, day) or a
+# parser job (raw file, or batch of raw files with week or month partitions)
+UNIT_KEYS = ("device", "day", "raw", "batch")
+
+
 def job_key(rule: str, wildcards) -> str:
     """One text per job: ``rule`` plus its sorted wildcards (``s30_clean|day=…,device=…``)."""
     return rule + "|" + ",".join(f"{k}={v}" for k, v in sorted(dict(wildcards).items()))
@@ -72,7 +77,7 @@ class Job:
     step: str                 # the pipeline step (its config file's stem), e.g. "30_clean"
     script: str               # e.g. "30_clean.py"
     config: str               # the step config, relative to the project root
-    wildcards: MappingProxyType    # e.g. {"device": "valve01", "day": "2026-01-20"} or {"raw": ...}
+    wildcards: MappingProxyType    # e.g. {"device": "valve01", "day": "2026-01-20"}, {"raw": ...} or {"batch": ...}
     inputs: MappingProxyType
     outputs: MappingProxyType
     log: str
@@ -102,7 +107,7 @@ class Job:
     def where(self) -> str:
         """The job's place in words: ``valve01 2026-01-20`` (device, day) or the raw file."""
         wc = self.wildcards
-        order = [k for k in ("device", "day", "raw") if k in wc] + sorted(set(wc) - {"device", "day", "raw"})
+        order = [k for k in UNIT_KEYS if k in wc] + sorted(set(wc) - set(UNIT_KEYS))
         return " ".join(wc[k] for k in order)
 
     @property
@@ -116,7 +121,8 @@ class Job:
         wc = self.wildcards
         return {"script": self.script, "config_path": self.config,
                 "devices": [wc["device"]] if "device" in wc else None,
-                "day": wc.get("day"), "raw": wc.get("raw"), "options": dict(self.options)}
+                "day": wc.get("day"), "raw": wc.get("raw"), "batch": wc.get("batch"),
+                "options": dict(self.options)}
 
     def command(self) -> str:
         """The same job as a ``pyjama.py run`` command line (for logs and humans)."""
@@ -126,7 +132,7 @@ class Job:
                 parts.append(f"--{flag.replace('_', '-')}")
             elif value not in (None, False):
                 parts += [f"--{flag.replace('_', '-')}", str(value)]
-        for key in ("device", "day", "raw"):
+        for key in UNIT_KEYS:
             if key in self.wildcards:
                 parts += [f"--{key}", self.wildcards[key]]
         return " ".join(shlex.quote(p) for p in parts)

@@ -43,7 +43,7 @@ def _load(script, config_path, start, end, devices, day, raw, root, options, pro
 
 
 def would_run(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
-              root=None) -> list:
+              root=None, batch=None) -> list:
     """What :func:`run_step` would run, touching nothing: ``device/day`` partitions or
     ``raw=<file>`` names (``pyjama.py run -n``). A step that runs itself (an import) has
     its own dry run and is not listed here."""
@@ -53,12 +53,13 @@ def would_run(script, config_path, start=None, end=None, devices=None, day=None,
     if isinstance(step, PartitionStep):
         return [f"{d}/{dd}" for d, dd in step.direct_partitions(project, st, sel)]
     if isinstance(step, RawFileStep):
-        return [f"raw={x}" for x in ([raw] if raw else step.selected_raw(project, st, sel.window, sel.devices))]
+        key = step.unit_key(project, st)
+        return [f"{key}={x}" for x in raw_units(step, project, st, sel, raw, batch)]
     raise UserError(f"{script}: no dry run of its own; allowed: a partition or raw-file step")
 
 
 def run_step(script, config_path, start=None, end=None, devices=None, day=None, raw=None,
-             root=None, quiet=True, options=None, project=None) -> list:
+             root=None, quiet=True, options=None, project=None, batch=None) -> list:
     """Run one step; returns its ledger entries. ``options``: the step's own options by
     name (``{"fit": True}``); an option the step does not declare is a one-line error.
     ``project``: see :func:`_load` (a workflow job passes the plan's)."""
@@ -69,11 +70,30 @@ def run_step(script, config_path, start=None, end=None, devices=None, day=None, 
     if isinstance(step, PartitionStep):
         return run_partitions(step, project, st, sel, options, quiet)
     if isinstance(step, RawFileStep):
-        todo = [raw] if raw else step.selected_raw(project, st, sel.window, sel.devices)
-        return _loop(step, todo, lambda name: step.run_raw(project, st, name), lambda x: f"raw={x}", quiet)
+        key = step.unit_key(project, st)
+        return _loop(step, raw_units(step, project, st, sel, raw, batch),
+                     lambda unit: step.run_unit(project, st, unit), lambda x: f"{key}={x}", quiet)
     if isinstance(step, ExternalStep):
         return step.run(project, st, sel, options, quiet)
     raise TypeError(f"{type(step).__name__} is none of PartitionStep, RawFileStep, ExternalStep")
+
+
+def raw_units(step, project, st, sel, raw=None, batch=None) -> list:
+    """The parser jobs of one run: raw file names (day partitions) or batch labels (week or
+    month). ``raw``: that file's job (in a week or month exposure, its batch: the output is
+    per batch); ``batch``: that batch; neither: the window's."""
+    idx = project.raw_index(st)
+    if batch is not None:
+        if idx.batches() is None:
+            raise UserError(f"--batch {batch}: not allowed with {st.partition} partitions "
+                            f"({project.pipeline.path}); allowed: --raw <file name>")
+        step.batch_files(project, st, batch)          # a one-line error if it holds no file
+        return [batch]
+    if raw is not None:
+        if idx.batches() is None or raw not in idx.files:
+            return [raw]       # run_raw says "raw file not found" for a file that is not there
+        return [idx.unit_of(raw)]
+    return step.selected_units(project, st, sel.window, sel.devices)
 
 
 def check_ownership(step, st, pipeline) -> None:

@@ -259,9 +259,10 @@ class Board:
         wc = job.wildcards
         if "device" in wc and "day" in wc:
             return [(wc["device"], wc["day"])]
-        if "raw" in wc:
+        if "raw" in wc or "batch" in wc:
             idx = self.project.raw_index(st)
-            parts = idx.files.get(wc["raw"], {}).get("partitions", [])
+            names = [wc["raw"]] if "raw" in wc else (idx.batches() or {}).get(wc["batch"], [])
+            parts = [p for n in names for p in idx.files.get(n, {}).get("partitions", [])]
             if st.partition != "day":     # a week's or a month's column
                 from .timewindow import period_key
 
@@ -536,7 +537,9 @@ def render_text(board: Board, width: int = 100) -> str:
 
 
 def _wc_order(item):
-    return {"device": 0, "day": 1, "raw": 2}.get(item[0], 3), item[0]
+    from .rules import UNIT_KEYS
+
+    return (UNIT_KEYS.index(item[0]) if item[0] in UNIT_KEYS else len(UNIT_KEYS)), item[0]
 
 
 def _day_text(t):

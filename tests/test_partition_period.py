@@ -87,7 +87,7 @@ def test_merge_counts_adds_numbers_by_reason_and_joins_lists():
 def _exposure(root: Path, partition: str) -> Path:
     """DEMO as ./manager.sh create DEMO makes it, every step but the database ones, on tiny
     data across a month's end (2 devices × 3 days from 2026-01-30, one sample every 20 s on
-    a 20-s grid), with ``partition``."""
+    a 20-s grid, a bad line), with ``partition``."""
     from pyjama.demo import generate
     from pyjama.manage import create
 
@@ -98,6 +98,10 @@ def _exposure(root: Path, partition: str) -> Path:
     edit(cfg / "60_behaviour.json", lambda c: slow_down(c, 20))
     edit(cfg / "70_aggregate.json", lambda c: c.update(windows=["60s", "1h"], fill_day=True))
     generate(root / "data" / "DEMO" / "00_raw", "DEMO", devices=2, days=3, hz=0.05, start="2026-01-30")
+    # a line the parser rejects, and a file that runs into the next month: valve01's
+    # February reads its January batch too
+    with open(root / "data/DEMO/00_raw/DEMO_valve01_2026-01-31.csv", "a") as f:
+        f.write("not a line\n2026-02-01T00:00:10Z;m0:300\n")
     return root
 
 
@@ -134,7 +138,9 @@ def test_month_partitions_hold_the_same_rows_as_day_partitions(built):
     day_root, day_out = built["day"]
     month_root, month_out = built["month"]
     assert "done, 50 jobs" in day_out          # 6 raw files + 7 steps × 2 devices × 3 days + 2 fits
-    assert "done, 36 jobs" in month_out        # 6 raw files + 7 steps × 2 devices × 2 months + 2 fits
+    # 4 parser batches (2 devices × 2 months: a batch per device and month of its files'
+    # first day) + 7 steps × 2 devices × 2 months + 2 fits
+    assert "done, 34 jobs" in month_out
     ref, got = _stages(day_root), _stages(month_root)
     assert sorted(got) == sorted(ref) and len(ref) == 11
     for stage in ref:
@@ -152,6 +158,58 @@ def test_month_partitions_hold_the_same_rows_as_day_partitions(built):
     assert led["partition"] == "valve01/2026-01"
     assert led["rows_in"] == sum(d["rows_in"] for d in days) and led["rows_out"] == sum(d["rows_out"] for d in days)
     assert (month_root / "data/DEMO/.pyjama/partition").read_text() == "month\n"
+
+
+def _parsed_rows(root: Path) -> pd.DataFrame:
+    """Every row of the parsed stage, whatever its layout, in (device, sensor, ts, value) order."""
+    files = sorted((root / "data/DEMO/10_parsed").rglob("part.parquet"))
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    for c in df.columns:
+        if str(df[c].dtype) == "category":
+            df[c] = df[c].astype(str)
+    return df.sort_values(["device_id", "sensor", "ts", "value"], kind="stable").reset_index(drop=True)
+
+
+def test_month_parser_jobs_parse_a_batch_of_raw_files_each(built):
+    day_root, _ = built["day"]
+    month_root, _ = built["month"]
+    base = month_root / "data/DEMO/10_parsed"
+    assert sorted(p.name for p in base.iterdir()) == [
+        "batch=valve01_2026-01", "batch=valve01_2026-02", "batch=valve02_2026-01", "batch=valve02_2026-02"]
+    pd.testing.assert_frame_equal(_parsed_rows(month_root), _parsed_rows(day_root), check_dtype=True)
+    # a batch's rows: its files' rows in file-name order, each file's by device and time
+    got = pd.read_parquet(base / "batch=valve01_2026-01/part.parquet")
+    ref = pd.concat([pd.read_parquet(day_root / f"data/DEMO/10_parsed/raw=DEMO_valve01_{d}.csv/part.parquet")
+                     for d in ("2026-01-30", "2026-01-31")], ignore_index=True)
+    for c in ("sensor", "device_id", "domain"):
+        got[c], ref[c] = got[c].astype(str), ref[c].astype(str)
+    pd.testing.assert_frame_equal(got, ref)
+    # the ledger: the files' own entries (as a day exposure's parser writes them) and their sums
+    led = io.read_ledger(base / "batch=valve01_2026-01/part.parquet")
+    assert led["partition"] == "batch=valve01_2026-01"
+    assert sorted(led["files"]) == ["DEMO_valve01_2026-01-30.csv", "DEMO_valve01_2026-01-31.csv"]
+    for name, own in led["files"].items():
+        alone = io.read_ledger(day_root / f"data/DEMO/10_parsed/raw={name}/part.parquet")
+        assert {k: v for k, v in own.items() if k != "warning"} == {k: v for k, v in alone.items() if k != "warning"}
+    assert led["rows_in"] == sum(f["rows_in"] for f in led["files"].values())
+    assert led["rows_out"] == sum(f["rows_out"] for f in led["files"].values())
+    days = {}
+    for f in led["files"].values():
+        for k, n in f["partitions"].items():
+            days[k] = days.get(k, 0) + n
+    assert led["partitions"] == days and days["valve01/2026-02-01"] == 1     # the line past midnight
+    # one rejects file per batch: the lines of its files, each naming its file
+    rej = (month_root / "data/DEMO/_meta/10_parsed/batch=valve01_2026-01/rejects.csv").read_text().splitlines()
+    alone = [line for d in ("2026-01-30", "2026-01-31") for line in
+             (day_root / f"data/DEMO/_meta/10_parsed/raw=DEMO_valve01_{d}.csv/rejects.csv").read_text().splitlines()[1:]]
+    assert rej[0] == "file,line,reason,detail,text" and rej[1:] == alone and len(alone) == 1
+    assert rej[1] == "DEMO_valve01_2026-01-31.csv,4296,no values,,not a line"
+    # valve01's February: its own batch and the January one that runs into it
+    split = io.read_ledger(month_root / "data/DEMO/20_split/device_id=valve01/month=2026-02/part.parquet")
+    assert split["input_files"] == 2        # 2026-02-01: rows from both batches
+    inputs = json.loads(io.read_meta(month_root / "data/DEMO/20_split/device_id=valve01/month=2026-02/"
+                                     "part.parquet")["pyjama.inputs"])
+    assert inputs == [f"data/DEMO/10_parsed/batch=valve01_{m}/part.parquet" for m in ("2026-01", "2026-02")]
 
 
 def test_month_exposure_second_run_board_and_direct_run(built):
@@ -223,3 +281,44 @@ def test_create_with_a_partition(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == "Error: --partition 'year' is not allowed; allowed: day, week, month"
     assert not (tmp_path / "configs/SLOW2").exists()
+
+
+def test_parser_batches_on_the_command_line_and_their_lost_lines(tmp_path):
+    """A month exposure's parser alone: --raw runs the file's batch, --batch names one, a
+    batch that holds no file and --batch with day partitions are one line each; a file that
+    lost most of its lines is named with its batch's rejects file."""
+    from pyjama.demo import generate
+    from pyjama.manage import create
+
+    root = tmp_path
+    create("DEMO", root, "month")
+    raw = root / "data/DEMO/00_raw"
+    generate(raw, "DEMO", devices=1, days=2, hz=0.01, start="2026-01-31")
+    (raw / "DEMO_valve01_2026-01-29.csv").write_text("2026-01-29T00:00:00Z;m0:300\nbad\nworse\nworst\n")
+    cfg = ["run", "10_parser.py", "--with", "configs/DEMO/10_parser.json"]
+    assert pyjama(root, *cfg, "-n", check=True).stdout.splitlines() == [
+        "would write: 10_parser.py batch=valve01_2026-01", "would write: 10_parser.py batch=valve01_2026-02",
+        "10_parser.py: 2 partition(s) would be written (dry run: nothing changed)"]
+    assert pyjama(root, *cfg, "--raw", "DEMO_valve01_2026-01-31.csv", "-n", check=True).stdout.splitlines()[0] == (
+        "would write: 10_parser.py batch=valve01_2026-01")
+    pyjama(root, *cfg, "--raw", "DEMO_valve01_2026-01-31.csv", check=True)
+    assert sorted(p.name for p in (root / "data/DEMO/10_parsed").iterdir()) == ["batch=valve01_2026-01"]
+    led = io.read_ledger(root / "data/DEMO/10_parsed/batch=valve01_2026-01/part.parquet")
+    assert sorted(led["files"]) == ["DEMO_valve01_2026-01-29.csv", "DEMO_valve01_2026-01-31.csv"]
+    assert led["rejected"] == {"no values": 3} and led["files"]["DEMO_valve01_2026-01-29.csv"]["rows_in"] == 4
+    pyjama(root, *cfg, "--batch", "valve01_2026-02", check=True)
+    assert (root / "data/DEMO/10_parsed/batch=valve01_2026-02/part.parquet").exists()
+    board = drawer(root, "status", "configs/DEMO/pipeline.json").stdout      # exit 1: steps missing
+    assert ("warning: data/DEMO/00_raw/DEMO_valve01_2026-01-29.csv: 3 of 4 lines rejected (75.0 %), mostly "
+            "'no values' (3); rejects: data/DEMO/_meta/10_parsed/batch=valve01_2026-01/rejects.csv") in board
+    bad = pyjama(root, *cfg, "--batch", "valve09_2026-01")
+    assert bad.returncode == 2 and bad.stderr == (
+        "Error: configs/DEMO/10_parser.json: batch 'valve09_2026-01' holds no raw file of data/DEMO/00_raw; "
+        "allowed: a batch drawer.py status lists (<device>_<period> of a file's first day)\n")
+    edit(root / "configs/DEMO/pipeline.json", lambda c: c.update(partition="day"))
+    shutil.rmtree(root / "data/DEMO/10_parsed")
+    (root / "data/DEMO/.pyjama/partition").unlink(missing_ok=True)
+    bad = pyjama(root, *cfg, "--batch", "valve01_2026-01")
+    assert bad.returncode == 2 and bad.stderr == (
+        "Error: --batch valve01_2026-01: not allowed with day partitions (configs/DEMO/pipeline.json); "
+        "allowed: --raw <file name>\n")

@@ -376,28 +376,69 @@ def edge_reader(side: str, length: str, wrap=None):
 
 
 class RawFileStep(Step):
-    """One raw file → its parsed rows (per raw file: ``<stage>/raw=<file name>/part.parquet``)."""
+    """Raw files → their parsed rows. A job parses one raw file
+    (``<stage>/raw=<file name>/part.parquet``) or, when the exposure's partition is a week or
+    a month, one batch of raw files (``<stage>/batch=<device>_<period>/part.parquet``: the
+    files whose first day falls in that device's period, :meth:`pyjama.project.RawIndex.batches`).
+    The wildcard is ``raw`` or ``batch``: :meth:`unit_key`."""
 
-    def output_files(self, st, raw="{raw}") -> dict:
-        return {"data": io.raw_partition_file(st.exposure, st["output_stage"], raw)}
+    def unit_key(self, project, st) -> str:
+        """``"raw"`` (a job per raw file: day partitions) or ``"batch"`` (week or month)."""
+        return "raw" if project.raw_index(st).batches() is None else "batch"
+
+    def output_files(self, st, raw="{raw}", key="raw") -> dict:
+        return {"data": io.raw_partition_file(st.exposure, st["output_stage"], raw, key=key)}
 
     def raw_path(self, st, raw) -> str:
         return str(io.stage_dir(st.exposure, st["input_stage"]) / raw)
 
     def rules(self, project, st, window):
-        return [Rule(
-            name=self.rule_name(st), step=st, outputs=self.output_files(st),
-            log=f"logs/{st.exposure}/{st.name}/{{raw}}.log",
-            wildcard_sets=[{"raw": name} for name in self.selected_raw(project, st, window)],
-            input_patterns={"raw": self.raw_path(st, "{raw}")},
-            wildcard_constraints={"raw": r"[^/]+"},
-        )]
+        key = self.unit_key(project, st)
+        rule = Rule(
+            name=self.rule_name(st), step=st, outputs=self.output_files(st, "{" + key + "}", key),
+            log=f"logs/{st.exposure}/{st.name}/{{{key}}}.log",
+            wildcard_sets=[{key: u} for u in self.selected_units(project, st, window)],
+            wildcard_constraints={key: r"[^/]+"},
+        )
+        if key == "raw":
+            rule.input_patterns = {"raw": self.raw_path(st, "{raw}")}
+        else:
+            rule.input_function = lambda batch: {"raw": [self.raw_path(st, n) for n in self.batch_files(project, st, batch)]}
+        return [rule]
+
+    def batch_files(self, project, st, batch: str) -> list:
+        """The raw file names of ``batch`` (week or month partitions), or a one-line error."""
+        names = (project.raw_index(st).batches() or {}).get(batch)
+        if names is None:
+            raise UserError(f"{st.path}: batch {batch!r} holds no raw file of "
+                            f"{io.stage_dir(st.exposure, st['input_stage'])}; allowed: a batch "
+                            "drawer.py status lists (<device>_<period> of a file's first day)")
+        return names
+
+    def selected_units(self, project, st, window, devices=()) -> list:
+        """The jobs' wildcard values in ``window``: raw file names, or batch labels (a batch
+        runs when any of its files is selected)."""
+        names = self.selected_raw(project, st, window, devices)
+        idx = project.raw_index(st)
+        if idx.batches() is None:
+            return names
+        return sorted(dict.fromkeys(idx.unit_of(n) for n in names))
 
     def selected_raw(self, project, st, window, devices=()) -> list:
         raise NotImplementedError
 
+    def run_unit(self, project, st, unit: str) -> dict:
+        """Run one job's work: a raw file (day partitions) or a batch; the ledger entry."""
+        if self.unit_key(project, st) == "raw":
+            return self.run_raw(project, st, unit)
+        return self.run_batch(project, st, unit)
+
     def run_raw(self, project, st, raw: str) -> dict:
         """Parse one raw file, write its outputs; return the ledger entry."""
+        raise NotImplementedError
+
+    def run_batch(self, project, st, batch: str) -> dict:
+        """Parse the raw files of one batch, write its outputs; return the ledger entry."""
         raise NotImplementedError
 
 

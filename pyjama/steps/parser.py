@@ -54,9 +54,9 @@ class ParserStep(RawFileStep):
             check_regex(rule["pattern"], f"{source}: $.domains.rules[{i}].pattern", r"^m\d+$")
         check_parser_extras(params, source)
 
-    def output_files(self, st, raw="{raw}"):
-        return {"data": io.raw_partition_file(st.exposure, st["output_stage"], raw),
-                "rejects": io.meta_file(st.exposure, st["output_stage"], f"raw={raw}", REJECTS)}
+    def output_files(self, st, raw="{raw}", key="raw"):
+        return {"data": io.raw_partition_file(st.exposure, st["output_stage"], raw, key=key),
+                "rejects": io.meta_file(st.exposure, st["output_stage"], f"{key}={raw}", REJECTS)}
 
     def selected_raw(self, project, st, window, devices=()):
         idx = project.raw_index(st)
@@ -73,6 +73,38 @@ class ParserStep(RawFileStep):
         return sorted(out)
 
     def run_raw(self, project, st, raw: str) -> dict:
+        table, rejects, entry = self._parse(project, st, raw, self.output_files(st, raw)["rejects"])
+        return self._write(project, st, self.output_files(st, raw), [raw], table, rejects, entry)
+
+    def run_batch(self, project, st, batch: str) -> dict:
+        """The raw files of one batch, parsed one by one exactly as alone, written as one
+        file: their rows in file-name order (each file's rows by device and time), one
+        rejects file, and a ledger that sums theirs and keeps each under ``files``."""
+        import pyarrow as pa
+
+        from ..parse import MAX_EVENTS
+
+        outs = self.output_files(st, batch, "batch")
+        names = self.batch_files(project, st, batch)
+        tables, rejects, files = [], [], {}
+        for name in names:
+            table, rej, files[name] = self._parse(project, st, name, outs["rejects"])
+            tables.append(table)
+            rejects.extend(rej)
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+        entry = io.ledger_entry(self.script, f"batch={batch}", rows_in=sum(f["rows_in"] for f in files.values()),
+                                rows_out=sum(f["rows_out"] for f in files.values()),
+                                rejected=_sum_by_key(f["rejected"] for f in files.values()), unit="lines",
+                                values_out=sum(f["values_out"] for f in files.values()),
+                                partitions=_sum_by_key(f["partitions"] for f in files.values()),
+                                events=_sum_by_key(f["events"] for f in files.values()),
+                                event_lines=[f"{n}: {x}" for n, f in files.items() for x in f["event_lines"]][:MAX_EVENTS],
+                                files=files)
+        return self._write(project, st, outs, names, table, rejects, entry)
+
+    def _parse(self, project, st, raw: str, rejects_path: str):
+        """One raw file → (its rows as an Arrow table with device_id, its rejects rows, its
+        ledger entry with the loss warning that names ``rejects_path``)."""
         from ..parse import parse_bytes, read_raw_bytes
 
         src = project.root / self.raw_path(st, raw)
@@ -80,13 +112,8 @@ class ParserStep(RawFileStep):
             raise UserError(f"{self.raw_path(st, raw)}: raw file not found")
         res = parse_bytes(read_raw_bytes(src), st.params, raw)
         rows = res.rows.sort_values(["device_id", "ts"], kind="stable") if len(res.rows) else res.rows
-        outs = self.output_files(st, raw)
-        buf = _io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["file", "line", "reason", "detail", "text"])
-        for line_no, reason, detail, text in res.rejects:
-            w.writerow([raw, line_no, reason, detail, _printable(text[:300])])
-        io.write_text(project.root / outs["rejects"], buf.getvalue())
+        rejects = [[raw, line_no, reason, detail, _printable(text[:300])]
+                   for line_no, reason, detail, text in res.rejects]
         parts = {}
         if len(rows):
             from ..parse import day_counts
@@ -100,10 +127,27 @@ class ParserStep(RawFileStep):
         entry = io.ledger_entry(self.script, f"raw={raw}", rows_in=res.lines, rows_out=res.parsed,
                                 rejected=rejected, unit="lines", values_out=int(len(rows)),
                                 partitions=parts, events=res.events, event_lines=res.event_lines)
-        entry["warning"] = loss_warning(entry, st["warn_rejected_share"], self.raw_path(st, raw), outs["rejects"])
-        meta = io.provenance(self.script, st.path, st.digest, [self.raw_path(st, raw)], ledger=entry)
-        io.write_table(project.root / outs["data"], _with_device(rows), meta)
+        entry["warning"] = loss_warning(entry, st["warn_rejected_share"], self.raw_path(st, raw), rejects_path)
+        return _with_device(rows), rejects, entry
+
+    def _write(self, project, st, outs: dict, names: list, table, rejects: list, entry: dict) -> dict:
+        buf = _io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["file", "line", "reason", "detail", "text"])
+        w.writerows(rejects)
+        io.write_text(project.root / outs["rejects"], buf.getvalue())
+        meta = io.provenance(self.script, st.path, st.digest, [self.raw_path(st, n) for n in names], ledger=entry)
+        io.write_table(project.root / outs["data"], table, meta)
         return entry
+
+
+def _sum_by_key(dicts) -> dict:
+    """``[{"a": 1}, {"a": 2, "b": 1}]`` → ``{"a": 3, "b": 1}`` (keys sorted)."""
+    out: dict = {}
+    for d in dicts:
+        for k, v in (d or {}).items():
+            out[k] = out.get(k, 0) + int(v)
+    return dict(sorted(out.items()))
 
 
 def loss_warning(led: dict, share: float, raw_path: str, rejects_path: str):
@@ -125,9 +169,15 @@ def loss_warnings(project) -> list:
     for st in project.parser_steps():
         idx = project.raw_index(st)
         out.extend(idx.unmatched[name] for name in sorted(idx.unmatched))
+        key = "raw" if idx.batches() is None else "batch"
+        footers: dict = {}
         for name in sorted(idx.files):
-            outs = step.output_files(st, name)
-            led = _ledger_of(project.root, outs)
+            outs = step.output_files(st, idx.unit_of(name), key)
+            if outs["data"] not in footers:
+                footers[outs["data"]] = _ledger_of(project.root, outs)
+            led = footers[outs["data"]]
+            if led and key == "batch":
+                led = (led.get("files") or {}).get(name)    # the file's own, in its batch's ledger
             if led:
                 w = loss_warning(led, st["warn_rejected_share"], step.raw_path(st, name), outs["rejects"])
                 if w:

@@ -56,11 +56,19 @@ def split_partition(frames, device: str, day: str, duplicates: str = "first",
 
 
 def read_parsed(path, device: str, day: str):
-    """Rows of one (device, day) from a parsed file (a filtered read)."""
+    """Rows of one (device, day) from a parsed file, in file order: a filtered read of a raw
+    file's, or, from a batch of raw files (week or month partitions: a job reads it for
+    each of its days), cut from the batch's table read once (:func:`pyjama.io.read_day`)."""
     from ..timewindow import day_bounds
 
-    start, end = day_bounds(day)
-    t = io.read_parquet(path, filters=[("device_id", "=", device), ("ts", ">=", start), ("ts", "<", end)])
+    if "/batch=" in str(path):
+        import pyarrow.compute as pc
+
+        t = io.read_day(path, day)
+        t = t.filter(pc.equal(t.column("device_id"), device))
+    else:
+        start, end = day_bounds(day)
+        t = io.read_parquet(path, filters=[("device_id", "=", device), ("ts", ">=", start), ("ts", "<", end)])
     return tidy.from_arrow(t.drop_columns(["device_id"]), device)
 
 
