@@ -880,3 +880,43 @@ def test_sensor_groups_are_each_series_rows_in_time_order():
         assert [(d, s_) for d, s_, _ in got] == [(d, s_) for d, s_, _ in want]
         for (_, _, a), (_, _, b) in zip(got, want):
             assert_array_equal(a, b)
+
+
+def test_series_rows_of_rows_already_in_blocks_equal_the_sort():
+    # tidy._block_order: rows in runs of one key each, times in order within a run (a stage
+    # from 20 on) → the lexsort's positions without sorting; anything else → None (sort)
+    from pyjama.tidy import _block_order
+
+    rng = np.random.default_rng(14)
+    taken = 0
+    for trial in range(300):
+        k = int(rng.integers(1, 6))
+        keys = rng.permutation(k * 3)[:k]               # the runs in any key order
+        runs = []
+        for key in keys:
+            n = int(rng.integers(1, 40))
+            runs.append((np.full(n, key), np.sort(rng.integers(0, 20, n))))   # equal times too
+        key = np.concatenate([r[0] for r in runs]).astype(np.int64)
+        ts = np.concatenate([r[1] for r in runs]).astype(np.int64)
+        if trial % 3 == 1 and len(ts) > 2:            # a time going back inside a run
+            i = int(rng.integers(1, len(ts)))
+            ts[i] = ts[i - 1] - 1 if key[i] == key[i - 1] else ts[i]
+        if trial % 3 == 2 and k > 1:                  # a key back in a second run
+            key = np.concatenate([key, key[:1]])
+            ts = np.concatenate([ts, [0]])
+        want = np.lexsort((ts, key))
+        got = _block_order(ts, key)
+        if got is not None:
+            taken += 1
+            assert_array_equal(got, want)
+        else:
+            unsorted = any(key[i] == key[i - 1] and ts[i] < ts[i - 1] for i in range(1, len(ts)))
+            starts = [0] + [i for i in range(1, len(key)) if key[i] != key[i - 1]]
+            assert unsorted or len(set(key[starts])) < len(starts)
+        names = [f"s{i}" for i in range(16)]
+        a = tidy.series_rows(ts, np.zeros_like(key), key, ["d"], names)
+        b = [(d, s_, i) for d, s_, i in a]
+        order = np.lexsort((ts, key))
+        cuts = np.flatnonzero(np.diff(key[order])) + 1
+        assert [(s_, list(i)) for _, s_, i in b] == [(names[key[i[0]]], list(i)) for i in np.split(order, cuts)]
+    assert taken > 80          # the block path is taken (118 of 300 here)
