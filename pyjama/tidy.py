@@ -179,11 +179,16 @@ def series_rows(ts_us: np.ndarray, dom_codes: np.ndarray, sen_codes: np.ndarray,
     dom_codes = np.asarray(dom_codes).astype(np.int64)
     sen_codes = np.asarray(sen_codes).astype(np.int64)
     key = dom_codes * (len(sen_names) + 1) + sen_codes
-    order = _block_order(ts_us, key)
-    if order is None:
-        order = np.lexsort((ts_us, key))
+    order = key_time_order(ts_us, key)
     cuts = np.flatnonzero(np.diff(key[order])) + 1
     return [(dom_names[dom_codes[i[0]]], sen_names[sen_codes[i[0]]], i) for i in np.split(order, cuts)]
+
+
+def key_time_order(ts_us: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """``np.lexsort((ts_us, key))``: row positions by key, then time, stably — without
+    sorting when the rows already are in runs of one key (:func:`_block_order`)."""
+    order = _block_order(ts_us, key)
+    return np.lexsort((ts_us, key)) if order is None else order
 
 
 def _block_order(ts_us: np.ndarray, key: np.ndarray):

@@ -701,6 +701,24 @@ def test_trailing_reference_of_a_sparse_window_is_pandas_median_of_its_1_2_or_3_
     assert behaviour._rolling_median_few(dense, 4) is None
     assert_array_equal(trailing_reference(dense, 4, 1.0), _ref_trailing_reference(dense, 4, 1.0))
     assert behaviour._rolling_median_few(np.array([[-0.0, 1.0]]), 3) is None   # -0.0: pandas decides
+    assert behaviour._rolling_median_many(dense, 4) is not None   # dense: bottleneck's moving median
+    assert behaviour._rolling_median_many(np.array([[-0.0, 1.0]]), 3) is None
+    assert behaviour._rolling_median_many(np.array([[np.inf, 1.0]]), 3) is None   # ±inf: pandas
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_trailing_reference_of_dense_windows_equals_pandas_bit_for_bit(seed):
+    # a 1 Hz day: many usable samples per window (bottleneck's moving median), even and odd
+    # counts, windows longer than the day, ties, NaN holes; ±inf falls back to pandas
+    rng = np.random.default_rng(100 + seed)
+    for k in range(40):
+        rows, cols, n = int(rng.integers(1, 4)), int(rng.integers(2, 900)), int(rng.integers(2, 1200))
+        x = np.round(rng.normal(0.5, 0.3, (rows, cols)), int(rng.integers(1, 17)))
+        x[rng.random((rows, cols)) < rng.choice([0.0, 0.05, 0.4])] = np.nan
+        if k % 10 == 9:
+            x[0, cols // 2] = np.inf
+        got, want = trailing_reference(x, n, 1.0), _ref_trailing_reference(x, n, 1.0)
+        assert_array_equal(got.view(np.int64), want.view(np.int64))
 
 
 @pytest.mark.parametrize("seed", range(6))
