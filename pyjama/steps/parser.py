@@ -83,6 +83,7 @@ class ParserStep(RawFileStep):
         import pyarrow as pa
 
         from ..parse import MAX_EVENTS
+        from ..runner import merge_counts
 
         outs = self.output_files(st, batch, "batch")
         names = self.batch_files(project, st, batch)
@@ -92,14 +93,11 @@ class ParserStep(RawFileStep):
             tables.append(table)
             rejects.extend(rej)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries().combine_chunks()
-        entry = io.ledger_entry(self.script, f"batch={batch}", rows_in=sum(f["rows_in"] for f in files.values()),
-                                rows_out=sum(f["rows_out"] for f in files.values()),
-                                rejected=_sum_by_key(f["rejected"] for f in files.values()), unit="lines",
-                                values_out=sum(f["values_out"] for f in files.values()),
-                                partitions=_sum_by_key(f["partitions"] for f in files.values()),
-                                events=_sum_by_key(f["events"] for f in files.values()),
-                                event_lines=[f"{n}: {x}" for n, f in files.items() for x in f["event_lines"]][:MAX_EVENTS],
-                                files=files)
+        # numbers and counts by reason, day or kind add up (as a month's days do)
+        sums = merge_counts([{k: f[k] for k in ("rows_in", "rows_out", "rejected", "values_out", "partitions",
+                                                "events")} for f in files.values()])
+        entry = io.ledger_entry(self.script, f"batch={batch}", unit="lines", files=files, **sums,
+                                event_lines=[f"{n}: {x}" for n, f in files.items() for x in f["event_lines"]][:MAX_EVENTS])
         return self._write(project, st, outs, names, table, rejects, entry)
 
     def _parse(self, project, st, raw: str, rejects_path: str):
@@ -139,15 +137,6 @@ class ParserStep(RawFileStep):
         meta = io.provenance(self.script, st.path, st.digest, [self.raw_path(st, n) for n in names], ledger=entry)
         io.write_table(project.root / outs["data"], table, meta)
         return entry
-
-
-def _sum_by_key(dicts) -> dict:
-    """``[{"a": 1}, {"a": 2, "b": 1}]`` → ``{"a": 3, "b": 1}`` (keys sorted)."""
-    out: dict = {}
-    for d in dicts:
-        for k, v in (d or {}).items():
-            out[k] = out.get(k, 0) + int(v)
-    return dict(sorted(out.items()))
 
 
 def loss_warning(led: dict, share: float, raw_path: str, rejects_path: str):
