@@ -164,6 +164,9 @@ def rolling_stat(values: np.ndarray, start: np.ndarray, end: np.ndarray, stat: s
     out = np.full(len(start), np.nan)
     widths, counts = np.unique(width[todo], return_counts=True)
     passes = _median_plan(widths, counts, len(x))
+    if passes is None and rows is not None and _gathering_is_cheaper(widths, counts, len(x)) \
+            and not np.isinf(x).any():
+        passes = widths[:0]     # a few rows asked: gather theirs (pandas would do all n)
     if passes is None:
         at = np.flatnonzero(todo)
         out[at] = _pandas_rolling_median(x, start, end)[at]
@@ -198,6 +201,16 @@ def _median_plan(widths: np.ndarray, counts: np.ndarray, n: int):
     if cost > (150.0 + 25.0 * np.log2(max(typical, 2.0))) * counts.sum():
         return None
     return widths[take]
+
+
+def _gathering_is_cheaper(widths: np.ndarray, counts: np.ndarray, n: int) -> bool:
+    """True when gathering the windows asked for costs less than pandas' skiplist over all
+    ``n`` rows of the series (what the pandas path computes whatever was asked)."""
+    if not len(widths):
+        return True
+    gather_ns = float((counts * (_GATHER_NS * widths + _GATHER_ROW_NS)).sum())
+    typical = float(widths[np.searchsorted(np.cumsum(counts), counts.sum() // 2, side="right")])
+    return gather_ns < (150.0 + 25.0 * np.log2(max(typical, 2.0))) * n
 
 
 def _rolling_extreme(x: np.ndarray, start: np.ndarray, end: np.ndarray, todo: np.ndarray, op) -> np.ndarray:
@@ -295,8 +308,9 @@ def noise_scale(ts_ns: np.ndarray, x: np.ndarray, window) -> np.ndarray:
     return _noise_scale(Series(ts_ns), np.asarray(x, dtype=np.float64), window)
 
 
-def _noise_scale(series: Series, x: np.ndarray, window) -> np.ndarray:
-    """:func:`noise_scale` of each series of ``series`` (each of 2 rows or more)."""
+def _noise_scale(series: Series, x: np.ndarray, window, rows=None) -> np.ndarray:
+    """:func:`noise_scale` of each series of ``series`` (each of 2 rows or more); with
+    ``rows`` (a boolean mask) only at those rows, NaN at the others."""
     d = np.abs(np.diff(x))
     d = np.concatenate(([d[0]], d))            # d[k] = |x_k - x_k-1|
     if not series.single:      # the first difference of a series is its second
@@ -312,7 +326,7 @@ def _noise_scale(series: Series, x: np.ndarray, window) -> np.ndarray:
     idx = np.arange(len(x), dtype=np.int64)
     lo = np.maximum(np.minimum(lo, idx - NOISE_MIN_SIDE), series.lo)
     hi = np.minimum(np.maximum(hi, idx + NOISE_MIN_SIDE + 1), series.hi)
-    med = rolling_stat(d, lo, hi, "median")
+    med = rolling_stat(d, lo, hi, "median", rows=rows)
     if stuck.any():
         live = np.where(stuck, np.nan, d)
         n_live = np.concatenate(([0], np.cumsum(~np.isnan(live))))
@@ -322,6 +336,8 @@ def _noise_scale(series: Series, x: np.ndarray, window) -> np.ndarray:
         use = n_live >= np.maximum(5, 0.5 * (hi - lo))
         # where no repeat is in the window, its live median is the median already taken
         redo = use & (n_live < hi - lo)
+        if rows is not None:
+            redo &= rows
         med[redo] = np.nan_to_num(rolling_stat(live, lo, hi, "median", rows=redo)[redo])
     return MAD_TO_SIGMA * med / np.sqrt(2.0)
 
@@ -363,9 +379,45 @@ def flag_spikes(ts_ns: np.ndarray, values: np.ndarray, window, threshold_mad=6.0
                         context_window, direction)
 
 
+def _spike_runs(usable: Series, n: int, L: int, idx: np.ndarray) -> np.ndarray:
+    """First rows of the runs of L usable samples with a neighbour on each side in their
+    series (run = start … start+L−1)."""
+    if usable.single:
+        return np.arange(1, n - L)
+    return np.flatnonzero((idx > usable.lo) & (idx + L < usable.hi))
+
+
+def _spike_candidates(xs: np.ndarray, usable: Series, max_length: int, floor: float):
+    """(first rows, every row) of the runs that could be spikes whatever the noise: beyond
+    both neighbours by more than ``floor`` (the threshold T is never below it), as boolean
+    masks. The noise and the context median are needed there only."""
+    n = len(xs)
+    idx = np.arange(n, dtype=np.int64)
+    first, rows = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    for L in range(1, int(max_length) + 1):
+        starts = _spike_runs(usable, n, L, idx)
+        if not len(starts):
+            break
+        run = np.stack([xs[starts + k] for k in range(L)])
+        xa, xb = xs[starts - 1], xs[starts + L]
+        with np.errstate(invalid="ignore"):
+            beyond = ((run.min(axis=0) - np.maximum(xa, xb) > floor)
+                      | (np.minimum(xa, xb) - run.max(axis=0) > floor))
+        s = starts[beyond]
+        first[s] = True
+        for k in range(L):
+            rows[s + k] = True
+    return first, rows
+
+
 def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, threshold_abs=None,
-                 max_length: int = 3, context_window=None, direction: str = "both") -> np.ndarray:
-    """:func:`flag_spikes` of each series of ``series``."""
+                 max_length: int = 3, context_window=None, direction: str = "both",
+                 candidates_only: bool = True) -> np.ndarray:
+    """:func:`flag_spikes` of each series of ``series``. With a threshold_abs ≥ 0 the noise
+    scale and the context median are computed only for the runs beyond both neighbours by
+    more than threshold_abs (``candidates_only``; T ≥ threshold_abs, so no other run can be
+    a spike): on a 1 Hz day a few hundred rows, not 86,400. The flags are the same
+    (tests/test_kernels.py compares both ways). A series holding ±inf computes every row."""
     x = np.asarray(values, dtype=np.float64)
     out = np.zeros(len(x), dtype=bool)
     ok, usable = series.keep(~np.isnan(x), min_length=3)
@@ -373,25 +425,31 @@ def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, 
     if n < 3:
         return out
     xs = x[ok]
+    first = rows = None
+    # (not with ±inf: the median's paths part there, and all rows keep the one they take)
+    if candidates_only and threshold_abs is not None and float(threshold_abs) >= 0 and not np.isinf(xs).any():
+        first, rows = _spike_candidates(xs, usable, max_length, float(threshold_abs))
     thr = np.full(n, -np.inf)
-    sig = _noise_scale(usable, xs, window)
+    sig = _noise_scale(usable, xs, window, rows=rows)     # T of every run sample: the context test
     if threshold_mad is not None:
         thr = np.maximum(thr, threshold_mad * sig)
     if threshold_abs is not None:
         thr = np.maximum(thr, float(threshold_abs))
     far = np.ones(n, dtype=bool)
     if context_window is not None:
-        ctx = rolling_stat(xs, *_centred_bounds(usable, context_window), "median")
-        far = np.abs(xs - ctx) > thr
+        ctx = rolling_stat(xs, *_centred_bounds(usable, context_window), "median", rows=rows)
+        with np.errstate(invalid="ignore"):
+            far = np.abs(xs - ctx) > thr
     mark = np.zeros(n, dtype=bool)
     idx = np.arange(n, dtype=np.int64)
     for L in range(1, int(max_length) + 1):
-        if usable.single:
-            starts = np.arange(1, n - L)                   # run = starts .. starts+L-1
-        else:          # a run and both its neighbours inside one series
-            starts = np.flatnonzero((idx > usable.lo) & (idx + L < usable.hi))
+        starts = _spike_runs(usable, n, L, idx)
         if not len(starts):
             break
+        if first is not None:
+            starts = starts[first[starts]]        # the other runs are beyond no threshold
+            if not len(starts):
+                continue
         run = np.stack([xs[starts + k] for k in range(L)])
         run_min, run_max = run.min(axis=0), run.max(axis=0)
         all_far = np.stack([far[starts + k] for k in range(L)]).all(axis=0)

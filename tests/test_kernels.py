@@ -439,3 +439,35 @@ def test_conform_of_a_tidy_frame_is_a_copy_equal_to_the_full_casts():
     assert not tidy._is_tidy(floats) and tidy.conform(floats)["quality_flag"].dtype == np.uint8
     ns = df.assign(ts=df["ts"].astype("datetime64[ns, UTC]"))
     assert not tidy._is_tidy(ns) and str(tidy.conform(ns)["ts"].dtype) == "datetime64[us, UTC]"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spikes_from_the_candidate_runs_only_equal_every_row(seed):
+    # qc._flag_spikes computes the noise and the context median only for the runs beyond
+    # both neighbours by more than threshold_abs (T is never below it): the same flags as
+    # computing them for every row, on noisy series with spikes of 1-4 samples either way,
+    # stuck stretches, NaN, ±inf, several series, thresholds small and large
+    rng = np.random.default_rng(40 + seed)
+    hits = 0
+    for k in range(60):
+        n = int(rng.integers(5, 400))
+        x = np.round(1000 + rng.normal(0, rng.choice([0.5, 3, 20]), n), int(rng.integers(0, 2)))
+        for _ in range(int(rng.integers(0, 8))):
+            i, L = int(rng.integers(0, n)), int(rng.integers(1, 5))
+            x[i:i + L] += rng.choice([-1, 1]) * rng.choice([30, 80, 300])
+        if k % 4 == 1:
+            x[n // 3: n // 3 + 15] = x[n // 3]                  # stuck
+        x[rng.random(n) < 0.05] = np.nan
+        if k % 9 == 8:
+            x[int(rng.integers(0, n))] = np.inf
+        ts = T0 + np.cumsum(rng.choice([1, 1, 1, 2, 30], n)) * S
+        cut = sorted(set(rng.integers(1, n, int(rng.integers(0, 3))).tolist()))
+        series = qc.Series(ts, np.diff([0] + cut + [n]) if cut else None)     # 1 to 3 series end to end
+        for thr_abs, ctx, direction in ((50, None, "both"), (0, pd.Timedelta("60s"), "down"),
+                                        (5, pd.Timedelta("20s"), "up"), (200, None, "down")):
+            args = (pd.Timedelta("11s"), 6.0, thr_abs, 3, ctx, direction)
+            got = qc._flag_spikes(series, x, *args)
+            want = qc._flag_spikes(series, x, *args, candidates_only=False)
+            assert_array_equal(got, want)
+            hits += int(want.sum())
+    assert hits > 100
