@@ -397,6 +397,11 @@ def read_day(path, day: str, lo=None, hi=None):
 _TABLES: dict = {}
 _TABLES_LOCK = __import__("threading").Lock()
 _TABLES_MAX = 16
+# at most this many bytes of kept tables (a worker process keeps them from job to job);
+# the two most recently used are kept whatever their size (a job reads its period's file
+# and a neighbour's, day after day)
+_TABLES_BYTES = 512 << 20
+_TABLES_KEEP = 2
 
 
 def period_table(path):
@@ -412,14 +417,17 @@ def _cached_table(path: Path):
         raise input_missing(relative(path)) from None
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     with _TABLES_LOCK:
-        hit = _TABLES.get(key)
+        hit = _TABLES.pop(key, None)
+        if hit is not None:
+            _TABLES[key] = hit              # the most recently used last
     if hit is not None:
         return hit
     table = read_parquet(path)
     with _TABLES_LOCK:
         _TABLES[key] = table
-        while len(_TABLES) > _TABLES_MAX:
-            _TABLES.pop(next(iter(_TABLES)))
+        while len(_TABLES) > _TABLES_KEEP and (len(_TABLES) > _TABLES_MAX or
+                                               sum(t.nbytes for t in _TABLES.values()) > _TABLES_BYTES):
+            _TABLES.pop(next(iter(_TABLES)))        # the least recently used
     return table
 
 

@@ -184,7 +184,7 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
         raise UserError(f"the raw index has no day of {day} for {device}; nothing to compute "
                         "(drawer.py status lists the partitions)")
     parts = []
-    whole = step.whole_period and days != [day]
+    whole = step.whole_period and days != [day] and step.one_pass(project, st, device, day)
     if whole:
         if any(o.schema is not None for o in step.output_tables(st).values()):
             raise TypeError(f"{step.script}: whole_period is for tidy outputs (a side table needs its day column)")

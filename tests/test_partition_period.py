@@ -212,6 +212,38 @@ def test_month_parser_jobs_parse_a_batch_of_raw_files_each(built):
     assert inputs == [f"data/DEMO/10_parsed/batch=valve01_{m}/part.parquet" for m in ("2026-01", "2026-02")]
 
 
+def test_a_dense_month_of_70_goes_day_by_day_with_the_same_rows(built, tmp_path, monkeypatch):
+    # 70 computes a month in one pass up to ONE_PASS_ROWS input rows, day by day above it
+    # (its memory: one day at a time): the same rows either way
+    from pyjama.runner import run_step
+    from pyjama.steps.aggregate import AggregateStep
+
+    src, _ = built["month"]
+    root = tmp_path / "p"
+    shutil.copytree(src, root, symlinks=True)
+    step, st = AggregateStep(), None
+    from pyjama.project import Project
+
+    project = Project.for_exposure("DEMO", root)
+    st = next(s for s in project.pipeline.steps if s.script == "70_aggregate.py")
+    assert step.one_pass(project, st, "valve01", "2026-01")
+    monkeypatch.setattr(AggregateStep, "ONE_PASS_ROWS", 10)
+    assert not step.one_pass(project, st, "valve01", "2026-01")
+    run_step("70_aggregate.py", "configs/DEMO/70_aggregate.json", devices=["valve01"], day="2026-01-30",
+             root=root, quiet=True)
+    for window in ("60s", "1h"):
+        rel = f"data/DEMO/70_aggregated/window={window}/device_id=valve01/month=2026-01/part.parquet"
+        one, days = pd.read_parquet(src / rel), pd.read_parquet(root / rel)
+        for df in (one, days):
+            for c in df.columns:
+                if str(df[c].dtype) == "category":
+                    df[c] = df[c].astype(str)
+        assert len(one) > 0
+        pd.testing.assert_frame_equal(days, one, check_exact=True)
+    led = io.read_ledger(root / "data/DEMO/70_aggregated/window=60s/device_id=valve01/month=2026-01/part.parquet")
+    assert led == io.read_ledger(src / "data/DEMO/70_aggregated/window=60s/device_id=valve01/month=2026-01/part.parquet")
+
+
 def test_month_exposure_second_run_board_and_direct_run(built):
     root, _ = built["month"]
     again = drawer(root, "run", "configs/DEMO/pipeline.json", "--fresh", check=True)
@@ -322,3 +354,29 @@ def test_parser_batches_on_the_command_line_and_their_lost_lines(tmp_path):
     assert bad.returncode == 2 and bad.stderr == (
         "Error: --batch valve01_2026-01: not allowed with day partitions (configs/DEMO/pipeline.json); "
         "allowed: --raw <file name>\n")
+
+
+def test_kept_period_tables_are_bounded_in_bytes_keeping_the_two_last_used(tmp_path, monkeypatch):
+    # io keeps whole period tables for the jobs that read them day by day; a worker keeps
+    # them from job to job, so their bytes are bounded; the two most recently used stay
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(io, "_TABLES", {})
+    monkeypatch.setattr(io, "_TABLES_BYTES", 1)             # every table is over the budget
+    reads = []
+    real = io.read_parquet
+    monkeypatch.setattr(io, "read_parquet", lambda path, **kw: reads.append(Path(path).name) or real(path, **kw))
+    paths = []
+    for k in range(4):
+        paths.append(tmp_path / f"t{k}.parquet")
+        pq.write_table(pa.table({"x": list(range(100))}), paths[-1])
+    for k in (0, 1, 0, 2, 0, 3, 1):
+        io.period_table(paths[k])
+    # 0, used again, outlives 1 and 2; 1 was evicted, so it is read again
+    assert reads == ["t0.parquet", "t1.parquet", "t2.parquet", "t3.parquet", "t1.parquet"]
+    assert [Path(k[0]).name for k in io._TABLES] == ["t3.parquet", "t1.parquet"]
+    monkeypatch.setattr(io, "_TABLES_BYTES", 1 << 30)
+    for k in range(4):
+        io.period_table(paths[k])
+    assert len(io._TABLES) == 4                              # within the budget: all kept

@@ -205,6 +205,11 @@ class PartitionStep(Step):
     # one give, concatenated; for steps with one input per day, read whole, and no $.keep
     whole_period = False
 
+    def one_pass(self, project, st, device: str, key: str) -> bool:
+        """Whether a whole_period step computes this week's or month's job in one pass (True)
+        or day by day (the same values). Default: one pass."""
+        return True
+
     def input_files(self, project, st, device: str, day: str) -> dict:
         """Input files of one partition (key → path or list of paths, relative)."""
         return {"data": io.partition_file(st.exposure, st["input_stage"], device, day, period=st.partition)}
