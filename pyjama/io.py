@@ -505,6 +505,31 @@ def ledger_entry(step: str, partition: str, rows_in: int, rows_out: int,
     return entry
 
 
+def merge_counts(days: list) -> dict:
+    """The ledger counts of a week's or a month's job from its days' counts (or of a parser batch from its files'): numbers add up,
+    counts by reason add up by reason, lists are joined in day order; any other value (a
+    text) is kept when every day has the same, else the days' values are listed."""
+    out: dict = {}
+    for c in days:
+        for k, v in c.items():
+            if k not in out:
+                out[k] = dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
+                continue
+            have = out[k]
+            if isinstance(v, bool) or v is None or isinstance(v, str):
+                if have != v:
+                    out[k] = (have if isinstance(have, list) else [have]) + [v]
+            elif isinstance(v, (int, float)):
+                out[k] = have + v
+            elif isinstance(v, dict):
+                out[k] = merge_counts([have, v])
+            elif isinstance(v, list):
+                have.extend(v)
+            else:
+                raise TypeError(f"ledger count {k!r}: cannot merge {type(v).__name__}")
+    return out
+
+
 def ledger_rows_written(led: dict) -> int:
     """The rows a job wrote to its stage (what the next stage reads in): ``rows_out`` plus
     ``rows_added``, the rows of the series steps 50 and 60 add to the rows they pass through

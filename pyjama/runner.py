@@ -203,7 +203,7 @@ def run_partition(step, project, st, device: str, day: str) -> dict:
         tables, counts = parts[0][2]
         inputs = inputs_d
     else:
-        counts = merge_counts([c for _, _, (_, c) in parts])
+        counts = io.merge_counts([c for _, _, (_, c) in parts])
         tables = None
         inputs = job_inputs
     entry = io.ledger_entry(step.script, f"{device}/{day}", **counts)
@@ -265,31 +265,6 @@ def _concat_days(tables: list, side: bool):
         tables = [(d, t.add_column(0, pa.field("day", pa.string()), pa.array([d] * t.num_rows, pa.string())))
                   for d, t in tables]
     return pa.concat_tables([t for _, t in tables]).unify_dictionaries().combine_chunks()
-
-
-def merge_counts(days: list) -> dict:
-    """The ledger counts of a week's or a month's job from its days' counts: numbers add up,
-    counts by reason add up by reason, lists are joined in day order; any other value (a
-    text) is kept when every day has the same, else the days' values are listed."""
-    out: dict = {}
-    for c in days:
-        for k, v in c.items():
-            if k not in out:
-                out[k] = dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v)
-                continue
-            have = out[k]
-            if isinstance(v, bool) or v is None or isinstance(v, str):
-                if have != v:
-                    out[k] = (have if isinstance(have, list) else [have]) + [v]
-            elif isinstance(v, (int, float)):
-                out[k] = have + v
-            elif isinstance(v, dict):
-                out[k] = merge_counts([have, v])
-            elif isinstance(v, list):
-                have.extend(v)
-            else:
-                raise TypeError(f"ledger count {k!r}: cannot merge {type(v).__name__}")
-    return out
 
 
 def keep_or_why(job, project, workflow) -> tuple:

@@ -287,7 +287,7 @@ def test_a_period_in_one_pass_equals_its_days_one_by_one(seed, fill_day, grid, d
     """The dense block passes (1, 2 or all days a block) and, without fill_day, the one pass
     over the occupied windows give each day's rows exactly as that day alone."""
     from pyjama import aggregate
-    from pyjama.runner import merge_counts
+    from pyjama.io import merge_counts
 
     if days_per_block != "sparse":      # the dense path, also for these sparse days
         monkeypatch.setattr(aggregate, "SPARSE_SHARE", 10**9)

@@ -20,7 +20,7 @@ from wf import REPO, drawer, edit, pyjama, slow_down
 sys.path.insert(0, str(REPO))
 
 from pyjama import io, timewindow as tw  # noqa: E402
-from pyjama.runner import merge_counts  # noqa: E402
+from pyjama.io import merge_counts  # noqa: E402
 
 
 # ---------------------------------------------------------------- keys

@@ -517,7 +517,8 @@ def test_steps_50_60_70_compute_the_same_on_a_sparse_grid(tmp_path):
 
 def day_by_day(path, params, days):
     """What the runner writes for a period's job computed day by day: (arrow table, counts)."""
-    from pyjama.runner import _concat_days, merge_counts
+    from pyjama.io import merge_counts
+    from pyjama.runner import _concat_days
 
     parts = [resample.resample_frame(tidy.from_arrow(io.read_day(path, d), "valve01"), params, d) for d in days]
     return (_concat_days([(d, tidy.to_arrow(out)) for d, (out, _) in zip(days, parts)], False),

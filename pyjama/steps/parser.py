@@ -83,7 +83,6 @@ class ParserStep(RawFileStep):
         import pyarrow as pa
 
         from ..parse import MAX_EVENTS
-        from ..runner import merge_counts
 
         outs = self.output_files(st, batch, "batch")
         names = self.batch_files(project, st, batch)
@@ -94,7 +93,7 @@ class ParserStep(RawFileStep):
             rejects.extend(rej)
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries().combine_chunks()
         # numbers and counts by reason, day or kind add up (as a month's days do)
-        sums = merge_counts([{k: f[k] for k in ("rows_in", "rows_out", "rejected", "values_out", "partitions",
+        sums = io.merge_counts([{k: f[k] for k in ("rows_in", "rows_out", "rejected", "values_out", "partitions",
                                                 "events")} for f in files.values()])
         entry = io.ledger_entry(self.script, f"batch={batch}", unit="lines", files=files, **sums,
                                 event_lines=[f"{n}: {x}" for n, f in files.items() for x in f["event_lines"]][:MAX_EVENTS])
