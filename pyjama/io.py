@@ -98,6 +98,12 @@ def raw_partition_file(expo: str, stage: str, raw_name: str, name: str = PART, k
     return f"data/{expo}/{stage}/{key}={raw_name}/{name}"
 
 
+def is_batch_file(path) -> bool:
+    """True for a parser output of a batch of raw files (:func:`raw_partition_file`, key
+    ``batch``): it holds several days, each read of it cuts one."""
+    return "/batch=" in str(path)
+
+
 def list_partitions(expo: str, stage: str, root: Path | None = None):
     """Sorted (device, day) pairs that have a part.parquet in ``stage``."""
     base = Path(root or ".") / stage_dir(expo, stage)

@@ -163,10 +163,10 @@ def rolling_stat(values: np.ndarray, start: np.ndarray, end: np.ndarray, stat: s
 
     out = np.full(len(start), np.nan)
     widths, counts = np.unique(width[todo], return_counts=True)
-    passes = _median_plan(widths, counts, len(x))
-    if passes is None and rows is not None and _gathering_is_cheaper(widths, counts, len(x)) \
-            and not np.isinf(x).any():
-        passes = widths[:0]     # a few rows asked: gather theirs (pandas would do all n)
+    # some rows asked: pandas would still compute all n (not with ±inf: pandas reads them
+    # as NaN, the other paths as values, and such a series keeps the path it always took)
+    subset = rows is not None and not np.isinf(x).any()
+    passes = _median_plan(widths, counts, len(x), pandas_rows=len(x) if subset else None)
     if passes is None:
         at = np.flatnonzero(todo)
         out[at] = _pandas_rolling_median(x, start, end)[at]
@@ -189,28 +189,21 @@ def rolling_stat(values: np.ndarray, start: np.ndarray, end: np.ndarray, stat: s
     return out
 
 
-def _median_plan(widths: np.ndarray, counts: np.ndarray, n: int):
+def _median_plan(widths: np.ndarray, counts: np.ndarray, n: int, pandas_rows=None):
     """The window widths that get a bottleneck pass (the other rows are gathered), or None
-    when pandas' skiplist is cheaper for all of them (costs: the constants above)."""
+    when pandas' skiplist is cheaper for all of them (costs: the constants above).
+    ``pandas_rows``: how many rows the pandas path would compute (default: the windows
+    asked for; when only some rows are asked, pandas still computes all n)."""
     if not len(widths):
         return widths
     gather_ns = counts * (_GATHER_NS * widths + _GATHER_ROW_NS)
     take = gather_ns > _PASS_NS * n
     cost = _PASS_NS * n * take.sum() + gather_ns[~take].sum()
     typical = float(widths[np.searchsorted(np.cumsum(counts), counts.sum() // 2, side="right")])  # median width
-    if cost > (150.0 + 25.0 * np.log2(max(typical, 2.0))) * counts.sum():
+    rows = counts.sum() if pandas_rows is None else pandas_rows
+    if cost > (150.0 + 25.0 * np.log2(max(typical, 2.0))) * rows:
         return None
     return widths[take]
-
-
-def _gathering_is_cheaper(widths: np.ndarray, counts: np.ndarray, n: int) -> bool:
-    """True when gathering the windows asked for costs less than pandas' skiplist over all
-    ``n`` rows of the series (what the pandas path computes whatever was asked)."""
-    if not len(widths):
-        return True
-    gather_ns = float((counts * (_GATHER_NS * widths + _GATHER_ROW_NS)).sum())
-    typical = float(widths[np.searchsorted(np.cumsum(counts), counts.sum() // 2, side="right")])
-    return gather_ns < (150.0 + 25.0 * np.log2(max(typical, 2.0))) * n
 
 
 def _rolling_extreme(x: np.ndarray, start: np.ndarray, end: np.ndarray, todo: np.ndarray, op) -> np.ndarray:
@@ -387,6 +380,13 @@ def _spike_runs(usable: Series, n: int, L: int, idx: np.ndarray) -> np.ndarray:
     return np.flatnonzero((idx > usable.lo) & (idx + L < usable.hi))
 
 
+def _run_envelope(xs: np.ndarray, starts: np.ndarray, L: int) -> tuple:
+    """(min, max of each run of L samples from ``starts``, the sample before, the sample
+    after)."""
+    run = np.stack([xs[starts + k] for k in range(L)])
+    return run.min(axis=0), run.max(axis=0), xs[starts - 1], xs[starts + L]
+
+
 def _spike_candidates(xs: np.ndarray, usable: Series, max_length: int, floor: float):
     """(first rows, every row) of the runs that could be spikes whatever the noise: beyond
     both neighbours by more than ``floor`` (the threshold T is never below it), as boolean
@@ -398,11 +398,9 @@ def _spike_candidates(xs: np.ndarray, usable: Series, max_length: int, floor: fl
         starts = _spike_runs(usable, n, L, idx)
         if not len(starts):
             break
-        run = np.stack([xs[starts + k] for k in range(L)])
-        xa, xb = xs[starts - 1], xs[starts + L]
+        run_min, run_max, xa, xb = _run_envelope(xs, starts, L)
         with np.errstate(invalid="ignore"):
-            beyond = ((run.min(axis=0) - np.maximum(xa, xb) > floor)
-                      | (np.minimum(xa, xb) - run.max(axis=0) > floor))
+            beyond = (run_min - np.maximum(xa, xb) > floor) | (np.minimum(xa, xb) - run_max > floor)
         s = starts[beyond]
         first[s] = True
         for k in range(L):
@@ -450,10 +448,8 @@ def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, 
             starts = starts[first[starts]]        # the other runs are beyond no threshold
             if not len(starts):
                 continue
-        run = np.stack([xs[starts + k] for k in range(L)])
-        run_min, run_max = run.min(axis=0), run.max(axis=0)
+        run_min, run_max, xa, xb = _run_envelope(xs, starts, L)
         all_far = np.stack([far[starts + k] for k in range(L)]).all(axis=0)
-        xa, xb = xs[starts - 1], xs[starts + L]
         t = thr[starts]
         up = run_min - np.maximum(xa, xb) > t
         down = np.minimum(xa, xb) - run_max > t

@@ -22,8 +22,8 @@ S = 10**9
 def path(request, monkeypatch):
     """Every code path of qc.rolling_stat's median on the same input: fixed-width bottleneck
     passes for every width, gathered windows for every row, pandas' skiplist for every row."""
-    plan = {"passes": lambda widths, counts, n: widths, "gathered": lambda widths, counts, n: widths[:0],
-            "pandas": lambda widths, counts, n: None}[request.param]
+    plan = {"passes": lambda widths, counts, n, **_: widths, "gathered": lambda widths, counts, n, **_: widths[:0],
+            "pandas": lambda widths, counts, n, **_: None}[request.param]
     monkeypatch.setattr(qc, "_median_plan", plan)
     return request.param
 
@@ -36,6 +36,9 @@ def test_the_median_plan_takes_passes_for_shared_widths_and_pandas_when_cheaper(
     #   than pandas' skiplist over all rows
     assert qc._median_plan(np.arange(26, 36), np.full(10, n // 10), n) is None
     assert qc._median_plan(np.zeros(0, int), np.zeros(0, int), n).tolist() == []
+    #   a few rows of 301-sample windows asked: gathering them beats pandas over all n rows
+    assert qc._median_plan(np.array([301]), np.array([200]), n) is None
+    assert qc._median_plan(np.array([301]), np.array([200]), n, pandas_rows=n).tolist() == []
 
 
 def pandas_rolling(x, start, end, stat):

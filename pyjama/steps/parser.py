@@ -157,7 +157,7 @@ def loss_warnings(project) -> list:
     for st in project.parser_steps():
         idx = project.raw_index(st)
         out.extend(idx.unmatched[name] for name in sorted(idx.unmatched))
-        key = "raw" if idx.batches() is None else "batch"
+        key = step.unit_key(project, st)
         footers: dict = {}
         for name in sorted(idx.files):
             outs = step.output_files(st, idx.unit_of(name), key)

@@ -61,7 +61,7 @@ def read_parsed(path, device: str, day: str):
     each of its days), cut from the batch's table read once (:func:`pyjama.io.read_day`)."""
     from ..timewindow import day_bounds
 
-    if "/batch=" in str(path):
+    if io.is_batch_file(path):
         import pyarrow.compute as pc
 
         t = io.read_day(path, day)
