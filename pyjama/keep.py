@@ -31,12 +31,12 @@ after it are kept. README "How the workflow decides what to run".
 """
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,27 +103,46 @@ def _module_path(name: str) -> Path:
     return path if path.exists() else _PKG / rel / "__init__.py"
 
 
+# an import statement at the start of a line: `import a.b as c, d` or `from .x import (a, b)`
+_IMPORT = re.compile(r"^[ \t]*(?:import[ \t]+([\w., \t]+)|from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n;]*))",
+                     re.MULTILINE)
+
+
 @functools.lru_cache(maxsize=None)
 def _imports(name: str) -> frozenset:
-    """The pyjama modules ``name``'s source imports (parsed once per process: a run's
-    code_version of each step module walks the same files)."""
+    """The pyjama modules ``name``'s source imports (imports inside functions included;
+    parsed once per process: a run's code_version of each step module walks the same files).
+
+    Read by a regular expression over the lines, not by ``ast``: parsing the 33 modules a
+    run's steps import cost ~0.25 CPU-s of the first job of each step (issue 14, G2). A line
+    of a docstring that reads like an import adds a module at worst (a code version that
+    changes more often); an import after ``;`` on a line would be missed, so
+    tests/test_keep.py checks the result against ``ast`` on every module of the package."""
     path = _module_path(name)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     out = {"pyjama"}
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.split(".")[0] == "pyjama")
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if target.split(".")[0] != "pyjama":
+    text = re.sub(r"#[^\n]*", "", path.read_text(encoding="utf-8"))   # comments out (a ")" in one)
+    for m in _IMPORT.finditer(text):
+        plain, source, names = m.groups()
+        if plain is not None:
+            out.update(n for n in (x.strip().split(" ")[0] for x in plain.split(","))
+                       if n.split(".")[0] == "pyjama")
+            continue
+        level = len(source) - len(source.lstrip("."))
+        module = source[level:]
+        if level:
+            base = package.split(".")
+            target = ".".join(base[: len(base) - level + 1] + ([module] if module else []))
+        else:
+            target = module
+        if target.split(".")[0] != "pyjama":
+            continue
+        for a in names.strip("() \t\n").split(","):   # `from . import io` imports the module pyjama.io
+            a = a.strip().split(" ")[0]
+            if not a:
                 continue
-            for a in node.names:        # `from . import io` imports the module pyjama.io
-                sub = f"{target}.{a.name}"
-                out.add(sub if _module_path(sub).exists() else target)
+            sub = f"{target}.{a}"
+            out.add(sub if _module_path(sub).exists() else target)
     return frozenset(out)
 
 

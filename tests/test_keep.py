@@ -56,6 +56,53 @@ def test_the_code_version_covers_the_science_module_behind_the_step():
     assert "pyjama.status" not in closure and "pyjama.behaviour" not in closure
 
 
+def _imports_by_ast(name: str) -> set:
+    """What keep._imports read with ast before (the oracle of the regular expression)."""
+    import ast
+
+    path = keep._module_path(name)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = {"pyjama"}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "pyjama")
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            target = (".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                      if node.level else node.module or "")
+            if target.split(".")[0] == "pyjama":
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    out.add(sub if keep._module_path(sub).exists() else target)
+    return out
+
+
+def test_the_import_scan_finds_what_ast_finds_in_every_module():
+    names = ["pyjama"] + sorted(
+        "pyjama." + ".".join(p.relative_to(keep._PKG).with_suffix("").parts).removesuffix(".__init__")
+        for p in keep._PKG.rglob("*.py") if p.name != "__init__.py" or p.parent != keep._PKG)
+    assert len(names) > 30
+    for name in names:
+        assert keep._imports(name) == _imports_by_ast(name), name
+
+
+def test_the_import_scan_reads_every_form(tmp_path, monkeypatch):
+    src = ("import os, pyjama.io as pio\n"
+           "from pyjama import qc, tidy  # (a comment) with, commas\n"
+           "from . import (flags,  # why (two)\n    rules,\n)\n"
+           "def f():\n    from .steps import clean\n"
+           "x = 'not an import'; from .. import nothing\n")
+    (tmp_path / "probe.py").write_text(src)
+    monkeypatch.setattr(keep, "_module_path", lambda n: tmp_path / "probe.py" if n == "pyjama.probe"
+                        else keep._PKG.joinpath(*n.split(".")[1:]).with_suffix(".py"))
+    keep._imports.cache_clear()
+    try:
+        assert keep._imports("pyjama.probe") == {"pyjama", "pyjama.io", "pyjama.qc", "pyjama.tidy",
+                                                 "pyjama.flags", "pyjama.rules", "pyjama.steps.clean"}
+    finally:
+        keep._imports.cache_clear()
+
+
 def test_kept_links_live_beside_the_stages_hidden():
     assert io.kept_file(f"data/T/30_clean/{PART}") == f"data/T/.pyjama/kept/30_clean/{PART}.kept"
 

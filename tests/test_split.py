@@ -77,3 +77,44 @@ def test_a_line_whose_clock_went_backwards_is_sorted_into_place_and_keeps_flag_7
     assert [(t.strftime("%H:%M:%S"), v, q) for t, v, q in zip(out["ts"], out["value"], out["quality_flag"])] == [
         ("00:00:00", 10.0, 0), ("00:00:30", 12.0, 7), ("00:01:00", 11.0, 0)]
     assert counts["rows_in"] == counts["rows_out"] == 3
+
+
+def _pandas_path(frames, duplicates, sort):
+    """20_split's frame as merge_duplicates then sort_values make it (the oracle)."""
+    frames = [x for x in frames if len(x)]
+    df = pd.concat(frames, ignore_index=True)
+    df, merged = merge_duplicates(df, duplicates)
+    df = df.sort_values(["sensor", "ts"] if sort == "sensor_ts" else ["ts", "sensor"], kind="stable")
+    df = df.reset_index(drop=True)
+    df["quality_flag"] = df["quality_flag"].astype("uint8")
+    return tidy.conform(df), merged
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_sorted_path_equals_pandas_on_random_files(seed):
+    """The one-sort path (first, last) gives merge_duplicates + sort_values' rows and order:
+    files of different sensor sets (concat → strings) or one file (a categorical whose
+    categories are not in label order), repeated (sensor, ts) within and across files."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    names = ["m1", "m0", "outdoor_temp", "m10", "a"]
+    frames = []
+    for _ in range(int(rng.integers(1, 4))):
+        n = int(rng.integers(1, 60))
+        sec = rng.integers(0, 20, n)
+        sensors = rng.choice(names[: int(rng.integers(1, 6))], n)
+        vals = np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 5, n).astype(float))
+        fr = f([f"2026-01-20T00:00:{s:02d}Z" for s in sec], sensors, vals, rng.integers(0, 3, n))
+        if rng.random() < 0.5:      # categories in an order that is not the labels'
+            fr["sensor"] = fr["sensor"].cat.reorder_categories(list(fr["sensor"].cat.categories)[::-1])
+        frames.append(fr)
+    for duplicates in ("first", "last"):
+        for sort in ("sensor_ts", "ts_sensor"):
+            want, merged = _pandas_path(frames, duplicates, sort)
+            got, counts = split_partition(frames, "d", "2026-01-20", duplicates, sort)
+            pd.testing.assert_frame_equal(got, want)
+            assert counts["rejected"] == {f"duplicate (sensor, ts) merged: {duplicates}": merged}
