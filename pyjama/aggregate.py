@@ -427,7 +427,7 @@ def aggregate_partition(df: pd.DataFrame, day, windows: dict, stats=STATS, senso
     mask, rejected = select_rows(df, day, sensors)
     sel = df.loc[mask].reset_index(drop=True)
     days = [day] if isinstance(day, str) else list(day)
-    series = len(sel["sensor"].cat.remove_unused_categories().cat.categories) if len(sel) else 0
+    series = len(tidy.remove_unused(sel["sensor"]).cat.categories) if len(sel) else 0
     finest = min(windows.values())
     sparse = is_sparse(len(sel), series, len(days), finest, fill_day)
     if not len(sel):
@@ -462,8 +462,8 @@ def _aggregate_days(sel: pd.DataFrame, day, windows: dict, stats, fill_day: bool
     """Frames by label of the selected rows ``sel`` of ``day`` (a day or a list of days);
     ``sparse``: the occupied windows only (:data:`SPARSE_SHARE`)."""
     sel = sel.copy(deep=False)
-    sel["sensor"] = sel["sensor"].cat.remove_unused_categories()
-    sel["domain"] = sel["domain"].cat.remove_unused_categories()
+    sel["sensor"] = tidy.remove_unused(sel["sensor"])
+    sel["domain"] = tidy.remove_unused(sel["domain"])
     prep = prepare_rows(sel, day)
     from_rows, coarsen = ((sparse_moments_from_rows, sparse_coarsen_moments) if sparse
                           else (moments_from_rows, coarsen_moments))

@@ -109,6 +109,22 @@ def as_category(col: pd.Series) -> pd.Series:
     return col.astype(str).astype("category")
 
 
+def remove_unused(col: pd.Series) -> pd.Series:
+    """``col.cat.remove_unused_categories()`` (the same categories in the same order, the
+    codes renumbered) by counting codes instead of pandas' ``np.unique`` sort of them:
+    ~25 ms → ~3 ms on a 1 Hz device-day of 60_behaviour's 3.1 M rows (issue 14)."""
+    cat = col.array
+    codes = np.asarray(cat.codes)
+    k = len(cat.categories)
+    used = np.bincount(codes[codes >= 0] if (codes < 0).any() else codes, minlength=k)[:k] > 0
+    if used.all():
+        return col
+    new = np.full(k + 1, -1, dtype=np.int64)          # the last slot: code -1 stays -1
+    new[:k][used] = np.arange(int(used.sum()))
+    out = pd.Categorical.from_codes(new[codes], dtype=pd.CategoricalDtype(cat.categories[used], cat.ordered))
+    return pd.Series(out, index=col.index, name=col.name)
+
+
 def _dict_array(col: pd.Series) -> pa.DictionaryArray:
     cat = as_category(col)
     codes = cat.cat.codes.to_numpy().astype(np.int32)

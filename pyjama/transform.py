@@ -279,7 +279,7 @@ def _present_sensors(df: pd.DataFrame) -> list:
 
 def rename_sensors(sensor: pd.Series, mapping: dict) -> pd.Series:
     """Rename the categories of a categorical sensor column (cheap: no per-row strings)."""
-    col = sensor.cat.remove_unused_categories()
+    col = tidy.remove_unused(sensor)
     return col.cat.rename_categories([mapping.get(str(c), str(c)) for c in col.cat.categories])
 
 

@@ -474,3 +474,23 @@ def test_spikes_from_the_candidate_runs_only_equal_every_row(seed):
             assert_array_equal(got, want)
             hits += int(want.sum())
     assert hits > 100
+
+
+def test_remove_unused_spelled_out():
+    col = pd.Series(pd.Categorical(["b", None, "d", "b"], categories=["d", "c", "b", "a"]))
+    out = tidy.remove_unused(col)
+    assert list(out.cat.categories) == ["d", "b"]                 # the order kept, c and a gone
+    assert out.cat.codes.tolist() == [1, -1, 0, 1]                # a missing value stays missing
+    full = pd.Series(pd.Categorical(["x", "y"]))
+    assert tidy.remove_unused(full) is full                       # nothing unused: the column itself
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_remove_unused_equals_pandas_on_random_columns(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 9))
+    cats = [f"s{i}" for i in rng.permutation(k)]
+    codes = rng.integers(-1, k, int(rng.integers(0, 50)))
+    col = pd.Series(pd.Categorical.from_codes(codes, categories=cats, ordered=bool(seed % 2)),
+                    index=np.arange(len(codes)) * 3, name="sensor")
+    pd.testing.assert_series_equal(tidy.remove_unused(col), col.cat.remove_unused_categories())

@@ -328,8 +328,8 @@ class PartitionStep(Step):
         if not n:
             return tables, counts
         kept = out.loc[~drop].reset_index(drop=True)
-        kept["sensor"] = kept["sensor"].cat.remove_unused_categories()
-        kept["domain"] = kept["domain"].cat.remove_unused_categories()
+        kept["sensor"] = tidy.remove_unused(kept["sensor"])
+        kept["domain"] = tidy.remove_unused(kept["domain"])
         counts = dict(counts)
         counts["rows_out"] = int(counts["rows_out"]) - n
         rejected = dict(counts.get("rejected") or {})
