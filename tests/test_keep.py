@@ -50,6 +50,25 @@ def test_write_table_records_the_digest_whatever_the_ledger(tmp_path):
     assert len(a[io.CONTENT_KEY]) == 32
 
 
+def test_written_files_keep_statistics_for_times_and_values_not_for_names(tmp_path):
+    """io.encodings: min/max statistics on ts, value and quality_flag, none on the dictionary
+    columns; a filter on sensor still returns exactly its rows (pyarrow, DuckDB)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    t = _rows([1.0, 2.0, 3.0])
+    t = t.set_column(1, "sensor", pa.array(["b", "a", "b"]).dictionary_encode())
+    io.write_table(tmp_path / "a.parquet", t, {})
+    rg = pq.ParquetFile(tmp_path / "a.parquet").metadata.row_group(0)
+    stats = {rg.column(i).path_in_schema: rg.column(i).statistics for i in range(rg.num_columns)}
+    assert stats["sensor"] is None
+    assert stats["ts"].has_min_max and stats["value"].min == 1.0 and stats["quality_flag"].has_min_max
+    got = pq.read_table(tmp_path / "a.parquet", filters=[("sensor", "=", "b")])
+    assert got.column("value").to_pylist() == [1.0, 3.0]
+    q = f"select value from read_parquet('{tmp_path / 'a.parquet'}') where sensor = 'b' order by value"
+    assert [r[0] for r in duckdb.sql(q).fetchall()] == [1.0, 3.0]
+
+
 def test_the_code_version_covers_the_science_module_behind_the_step():
     closure = keep.module_closure(["pyjama.steps.clean"])
     assert {"pyjama", "pyjama.steps", "pyjama.steps.clean", "pyjama.qc", "pyjama.io"} <= closure
