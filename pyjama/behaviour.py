@@ -528,7 +528,7 @@ class _Columns:
 
     def __init__(self, df: pd.DataFrame):
         self.n = len(df)
-        self.ts_us = _ts_us(df["ts"])
+        self.ts_us = tidy.ts_us(df["ts"])
         self.device_id = df["device_id"].array
         self.domain = df["domain"].array
         self.sensor = df["sensor"].array
@@ -565,14 +565,6 @@ def _equals(cat: pd.Categorical, value) -> np.ndarray:
     """``(pd.Series(cat) == value).to_numpy()`` on the codes (a missing value is never equal)."""
     hit = [i for i, c in enumerate(cat.categories.tolist()) if c == value]
     return cat.codes == hit[0] if hit else np.zeros(len(cat), bool)
-
-
-def _ts_us(ts: pd.Series) -> np.ndarray:
-    """UTC timestamps → int64 microseconds since the epoch (no object round trip)."""
-    dtype = getattr(ts, "dtype", None)
-    if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "us" and isinstance(ts, pd.Series):
-        return ts.array.asi8                 # what the DatetimeIndex below gives, without building it
-    return pd.DatetimeIndex(ts).as_unit("us").asi8
 
 
 _DAY_START: dict = {}
@@ -1155,7 +1147,7 @@ def _sorted_tidy(df: pd.DataFrame) -> pd.DataFrame:
         return df
     cats = df["sensor"].cat.categories
     rank = np.argsort(np.argsort(np.asarray([str(c) for c in cats], dtype=object), kind="stable"))
-    order = tidy.key_time_order(_ts_us(df["ts"]), rank[df["sensor"].cat.codes.to_numpy()])
+    order = tidy.key_time_order(tidy.ts_us(df["ts"]), rank[df["sensor"].cat.codes.to_numpy()])
     return df.iloc[order].reset_index(drop=True)
 
 

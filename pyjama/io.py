@@ -523,9 +523,10 @@ def ledger_entry(step: str, partition: str, rows_in: int, rows_out: int,
 
 
 def merge_counts(days: list) -> dict:
-    """The ledger counts of a week's or a month's job from its days' counts (or of a parser batch from its files'): numbers add up,
-    counts by reason add up by reason, lists are joined in day order; any other value (a
-    text) is kept when every day has the same, else the days' values are listed."""
+    """The ledger counts of a week's or a month's job from its days' counts (or of a parser
+    batch from its files'): numbers add up, counts by reason add up by reason, lists are
+    joined in day order; any other value (a text) is kept when every day has the same, else
+    the days' values are listed."""
     out: dict = {}
     for c in days:
         for k, v in c.items():

@@ -791,7 +791,7 @@ class Edge:
         from . import tidy
 
         e = tidy.conform(frame)
-        return cls(e["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000,
+        return cls(tidy.ts_us(e["ts"]) * 1000,
                    e["value"].to_numpy(dtype=float), e["quality_flag"].to_numpy(),
                    {s_: i_ for _, s_, i_ in tidy.sensor_groups(e)})
 
@@ -895,7 +895,7 @@ def clean_frame(df: pd.DataFrame, params: dict, device: str, previous=None, next
     qf = df["quality_flag"].to_numpy().copy()
     if n:
         values = df["value"].to_numpy()
-        ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
+        ts_ns = tidy.ts_us(df["ts"]) * 1000
         memo = _config_memo(params, device)
         unusable = _unusable_codes()
         # NaN → 1 for every row at once (this first pass also maps a code outside the enum

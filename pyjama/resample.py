@@ -331,7 +331,7 @@ def resample_frame(df: pd.DataFrame, params: dict, day):
     totals = dict.fromkeys(_TOTALS, 0)
     blocks = []        # per day with rows: its grids' rows in order (_day_rows)
     if len(df):
-        ts_ns = df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) * 1000
+        ts_ns = tidy.ts_us(df["ts"]) * 1000
         values = df["value"].to_numpy()
         qf = df["quality_flag"].to_numpy()
         series = []

@@ -181,7 +181,7 @@ def sensor_groups(df: pd.DataFrame) -> list:
     if not len(df):
         return []
     dom, sen = as_category(df["domain"]), as_category(df["sensor"])
-    return series_rows(df["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64),
+    return series_rows(ts_us(df["ts"]),
                        dom.cat.codes.to_numpy(), sen.cat.codes.to_numpy(),
                        [str(c) for c in dom.cat.categories], [str(c) for c in sen.cat.categories])
 
@@ -198,6 +198,17 @@ def series_rows(ts_us: np.ndarray, dom_codes: np.ndarray, sen_codes: np.ndarray,
     order = key_time_order(ts_us, key)
     cuts = np.flatnonzero(np.diff(key[order])) + 1
     return [(dom_names[dom_codes[i[0]]], sen_names[sen_codes[i[0]]], i) for i in np.split(order, cuts)]
+
+
+def ts_us(ts) -> np.ndarray:
+    """UTC timestamps (a tidy ``ts`` column, an index or an array) → int64 microseconds since
+    the epoch, with no round trip through Python objects (a tz-aware column's
+    ``to_numpy()`` would make one ``Timestamp`` per row); a tidy column's own integers,
+    without a copy."""
+    dtype = getattr(ts, "dtype", None)
+    if isinstance(dtype, pd.DatetimeTZDtype) and dtype.unit == "us" and isinstance(ts, pd.Series):
+        return ts.array.asi8                 # what the DatetimeIndex below gives, without building it
+    return pd.DatetimeIndex(ts).as_unit("us").asi8
 
 
 def key_time_order(ts_us: np.ndarray, key: np.ndarray) -> np.ndarray:

@@ -80,8 +80,8 @@ def _sorted_first_or_last(df: pd.DataFrame, policy: str, sort: str):
         key = pd.factorize(sensor.to_numpy(), sort=True)[0].astype(np.int64)
     if (key < 0).any() or ts.isna().any():
         return None
-    t = ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
-    order = np.lexsort((t, key)) if sort == "sensor_ts" else np.lexsort((key, t))
+    t = tidy.ts_us(ts)
+    order = tidy.key_time_order(t, key) if sort == "sensor_ts" else np.lexsort((key, t))
     k, tt = key[order], t[order]
     same = (k[1:] == k[:-1]) & (tt[1:] == tt[:-1])      # row i+1 repeats row i's (sensor, ts)
     if not same.any():
