@@ -165,7 +165,8 @@ def split_lines(data, encoding: str = "utf-8"):
     lines = text.split("\n")
     if ends_with_newline or text == "":
         lines.pop()
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    if "\r" in text:      # one scan of the text; only then a look at every line's end
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
     return lines, ends_with_newline
 
 
@@ -242,15 +243,32 @@ def _fast_iso_utc(s: pd.Series, book: LineBook):
     string of a line still in play does not parse (the caller then uses pandas, which
     rejects the bad ones one by one)."""
     import pyarrow as pa
+
+    return _iso_cast(pa.array(s.to_numpy(dtype=object, na_value=""), pa.string()), book)
+
+
+def _iso_utc_arrow(text, ts_cfg: dict, book: LineBook):
+    """:func:`parse_timestamps` of arrow strings for ISO 8601 in UTC (the keyvalue format's
+    usual case), without a round trip through pandas: the same trim, the same C parser, the
+    same result; None for another format or zone, or when a line still in play does not
+    parse (the caller then goes through :func:`parse_timestamps`)."""
+    import pyarrow.compute as pc
+
+    if ts_cfg.get("format", "ISO8601") != "ISO8601" or ts_cfg.get("timezone", "UTC") != "UTC":
+        return None
+    return _iso_cast(pc.fill_null(pc.utf8_trim_whitespace(text), ""), book)
+
+
+def _iso_cast(arr, book: LineBook):
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     try:
-        arr = pa.array(s.to_numpy(dtype=object, na_value=""), pa.string())
         arr = pc.if_else(pa.array(book.ok), arr, pa.scalar("1970-01-01T00:00:00Z"))
         ts = pc.cast(arr, pa.timestamp("us", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    out = pd.Series(ts.to_numpy(zero_copy_only=False), index=s.index).dt.tz_localize("UTC")
+    out = pd.Series(ts.to_numpy(zero_copy_only=False)).dt.tz_localize("UTC")
     return out.where(book.ok)
 
 
@@ -421,6 +439,10 @@ def _to_numbers(values, missing_tokens, kind: str = "number") -> tuple:
             num[good] = np.array([float(int(u, 16)) for u in uniq])[inv]
         bad = ~(good | missing_np)
         return num, missing_np, bad, np.zeros(len(text), bool)
+    if kind == "number":
+        fast = _cast_numbers(v, missing, missing_np)
+        if fast is not None:
+            return fast
     rx = _INTEGER_RE if kind == "integer" else _NUMBER_RE
     good = _np_bool(pc.match_substring_regex(v, rx))
     # "nan" / "inf" are no numbers: only the tokens that are not are tested for them
@@ -434,6 +456,34 @@ def _to_numbers(values, missing_tokens, kind: str = "number") -> tuple:
     num = pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False)
     bad = ~(good | missing_np | nan_text | inf_text)
     num = np.where(missing_np, np.nan, num)
+    return num, missing_np, bad, np.isinf(num)
+
+
+def _cast_numbers(v, missing, missing_np):
+    """:func:`_to_numbers` for kind "number" by arrow's cast alone, when it parses every
+    token that is not missing (else None: the regex path rejects the bad ones). The cast
+    accepts what ``_NUMBER_RE``, ``_NAN_RE`` and ``_INF_RE`` accept and, beyond them, only
+    ``nan(...)`` forms, which it reads as NaN (tests/test_kernels.py pins this on a quarter
+    of a million strings); so the regexes are asked about the few tokens that are not
+    finite, and the result is the regex path's, bit for bit, at a fifth of its cost."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        filled = pc.if_else(missing, pa.scalar("0"), v) if missing_np.any() else v
+        num = pc.cast(filled, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    num = np.where(missing_np, np.nan, num)
+    bad = np.zeros(len(num), bool)
+    odd = np.flatnonzero(~np.isfinite(num) & ~missing_np)
+    if len(odd):        # 1e400 and inf text: infinite; nan text: NaN; nan(...): bad
+        rest = v.take(pa.array(odd))
+        good = _np_bool(pc.match_substring_regex(rest, _NUMBER_RE))
+        inf_text = _np_bool(pc.match_substring_regex(rest, _INF_RE))
+        nan_text = _np_bool(pc.match_substring_regex(rest, _NAN_RE))
+        bad[odd] = ~(good | inf_text | nan_text)
+        num[odd[~(good | inf_text)]] = np.nan     # the regex path's NaN (not -nan's sign)
     return num, missing_np, bad, np.isinf(num)
 
 
@@ -560,21 +610,22 @@ def parse_bytes(data: bytes, cfg: dict, filename: str, values: bool = True) -> P
     for start in range(0, max(n, 1), step):
         chunk = lines[start:start + step]
         sub = LineBook(len(chunk))
-        long = np.fromiter((len(ln) > maxlen for ln in chunk), bool, len(chunk))
+        long = np.zeros(len(chunk), bool)
+        if chunk and max(map(len, chunk)) > maxlen:
+            long = np.fromiter((len(ln) > maxlen for ln in chunk), bool, len(chunk))
         if long.any():   # never tokenised: a 50 MB line costs its bytes, not 10 M values
             det = np.array([f"{len(ln)} characters, max {maxlen}" if lg else None
                             for ln, lg in zip(chunk, long)], dtype=object)
             sub.reject(long, R_LONG, det)
             chunk = ["" if lg else ln for ln, lg in zip(chunk, long)]
-        _premark(sub, chunk, start, n, final_newline, cfg, encoding)
-        s = pd.Series(chunk, dtype=object)
+        arr = _premark(sub, chunk, start, n, final_newline, cfg, encoding)
         state["last_block"] = start + len(chunk) >= n
         if cfg["format"] == "keyvalue":
-            rows = _parse_keyvalue(s, cfg, sub, fixed_device, values, state, start)
+            rows = _parse_keyvalue(arr, cfg, sub, fixed_device, values, state, start)
         elif cfg["format"] == "multiline":
-            rows = _parse_multiline(s, cfg, sub, fixed_device, values, state, start)
+            rows = _parse_multiline(pd.Series(chunk, dtype=object), cfg, sub, fixed_device, values, state, start)
         else:
-            rows = _parse_delimited(s, cfg, sub, fixed_device, values, state, start)
+            rows = _parse_delimited(pd.Series(chunk, dtype=object), cfg, sub, fixed_device, values, state, start)
         book.absorb(sub, start)
         if len(rows):
             parts.append(rows)
@@ -595,15 +646,16 @@ def parse_bytes(data: bytes, cfg: dict, filename: str, values: bool = True) -> P
 CHUNK_LINES = 200_000
 
 
-def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg, encoding) -> None:
+def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg, encoding):
     """Blank lines, declared skips, garbage bytes and a cut last line, for one block of
-    lines starting at line index ``start`` of a file of ``n`` lines."""
+    lines starting at line index ``start`` of a file of ``n`` lines; returns the block's
+    lines as an arrow string array (the keyvalue format tokenises that one)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not chunk:
-        return
     arr = pa.array(chunk, pa.string())
+    if not chunk:
+        return arr
     book.skip(_np_bool(pc.equal(pc.utf8_trim_whitespace(arr), "")) & (book.reason != R_LONG), S_BLANK)
     head = (np.arange(start, start + len(chunk)) < int(cfg.get("skip_lines", 0)))
     book.skip(head, S_SKIP_LINES)
@@ -616,6 +668,7 @@ def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg
         last = np.zeros(len(chunk), dtype=bool)
         last[-1] = True
         book.reject(last, R_TRUNCATED)
+    return arr
 
 
 def _finish(rows, lines, book, n, state) -> ParseResult:
@@ -743,33 +796,37 @@ def _split_pairs(flat, psep: str):
     return pc.list_element(parts, 0), pc.list_element(parts, 1), bad
 
 
-def _parse_keyvalue(s, cfg, book, fixed_device, values, state, start):
+def _parse_keyvalue(lines, cfg, book, fixed_device, values, state, start):
+    """A block of keyvalue lines (an arrow string array) → rows (see :func:`parse_bytes`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     sep = cfg.get("separator", ";")
     psep = cfg.get("pair_separator", ":")
-    lines = pa.array(s.to_numpy(dtype=object, na_value=""), pa.string())
     pos = pc.find_substring(lines, sep).to_numpy(zero_copy_only=False)
     no_sep = pos < 0
     lengths = pc.utf8_length(lines).to_numpy(zero_copy_only=False)
     book.reject(no_sep | (pos + len(sep) >= lengths), R_NO_VALUES)
-    ts_text = pc.list_element(pc.split_pattern(lines, sep, max_splits=1), 0)
-    ts = parse_timestamps(pd.Series(ts_text.to_pandas(), dtype=object).where(book.ok, ""),
-                          cfg["timestamp"], book, origin=state.get("origin"))
+    if values:      # every line's tokens at once: the first is its timestamp
+        tok = pc.split_pattern(lines, sep)
+        ts_text = pc.list_element(tok, 0)
+    else:           # the raw index's scan needs the timestamp only
+        ts_text = pc.list_element(pc.split_pattern(lines, sep, max_splits=1), 0)
+    ts = _iso_utc_arrow(ts_text, cfg["timestamp"], book)
+    if ts is None:
+        ts = parse_timestamps(pd.Series(ts_text.to_pandas(), dtype=object).where(book.ok, ""),
+                              cfg["timestamp"], book, origin=state.get("origin"))
     _reject_outside_span(ts, fixed_device, cfg, book)
     if not values:
         return _scan_rows(ts, book, fixed_device, None)
-    ok_idx = np.flatnonzero(book.ok)
-    ok_lines = lines.take(pa.array(ok_idx))
-    tok = pc.split_pattern(ok_lines, sep)
     flat = pc.list_flatten(tok)
-    parent = pc.list_parent_indices(tok).to_numpy(zero_copy_only=False)
-    # drop the first token of each line (the timestamp) and empty trailing tokens
+    parent = pc.list_parent_indices(tok).to_numpy(zero_copy_only=False).astype(np.int64)
+    # the tokens of the lines still in play, without each line's first (the timestamp)
+    # and empty tokens (a trailing separator)
     first = np.r_[True, parent[1:] != parent[:-1]] if len(parent) else np.zeros(0, bool)
-    keep_tok = ~first & (pc.utf8_length(flat).to_numpy(zero_copy_only=False) > 0)
+    keep_tok = book.ok[parent] & ~first & (pc.binary_length(flat).to_numpy(zero_copy_only=False) > 0)
     flat = flat.filter(pa.array(keep_tok))
-    line_of = ok_idx[parent[keep_tok]]
+    line_of = parent[keep_tok]
     key, val, bad_pair = _split_pairs(flat, psep)
     key = pc.utf8_trim_whitespace(key)
     bad_pair |= ~_np_bool(pc.greater(pc.utf8_length(key), 0))

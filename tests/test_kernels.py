@@ -5,6 +5,9 @@ tests/qc_reference.py, or pandas itself): on tiny spelled-out inputs with the ex
 values written beside them (NaN placement and series edges included), and on a generated
 1 Hz day (jittered times, gaps, NaN, stuck stretches, spikes, neighbouring-day edges).
 """
+import functools
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -266,6 +269,93 @@ def test_numbers_test_nan_and_inf_only_where_no_number():
     assert inf.tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
 
 
+def test_numbers_by_the_cast_spelled_out():
+    """Every token parses (no regex path): nan(...) is still bad, -nan is the regex path's
+    NaN, 1e400 and inf text are infinite, missing tokens are NaN."""
+    import pyarrow as pa
+
+    from pyjama import parse
+
+    toks = ["12", " -3.5e2 ", "nan(1)", "-nan", "-inf", "1e400", "", "NA", ".5", "+7"]
+    assert parse._cast_numbers is not None
+    num, miss, bad, inf = parse._to_numbers(pa.array(toks, pa.string()), ["NA", ""])
+    assert_array_equal(num, [12, -350, NAN, NAN, -np.inf, np.inf, NAN, NAN, 0.5, 7.0])
+    assert miss.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 0, 0]
+    assert bad.tolist() == [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert inf.tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+    assert not np.signbit(num[3])                      # the regex path's NaN, not -nan's
+
+
+@functools.lru_cache(maxsize=1)
+def _number_candidates():
+    """(strings, read by arrow's cast, its value): short ones exhaustively, longer at random."""
+    import itertools
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(1)
+    short = list("0123456789.eE+-") + ["nan", "inf", "x", "_", " ", "\u0661"]
+    cands = {"".join(t) for n in (1, 2, 3) for t in itertools.product(short, repeat=n)}
+    longer = list("0123456789.eE+-") + ["nan", "inf", "infinity", "NaN", "Inf", "x", "p", "_", " ",
+                                         "(", ")", "d", "f", "i", "n", "a", ",", "0x", "\t", "\u0661"]
+    cands |= {"".join(rng.choice(longer, rng.integers(1, 9))) for _ in range(40_000)}
+    cands = sorted(cands | {"nan()", "-nan(425E)", "1e400", "-1e400", "9" * 400, "0x10", "1_0", "1d5"})
+    read, value = np.zeros(len(cands), bool), np.full(len(cands), np.nan)
+    for i, c in enumerate(cands):
+        try:
+            value[i] = pc.cast(pa.array([c]), pa.float64())[0].as_py()
+            read[i] = True
+        except pa.ArrowInvalid:
+            pass
+    return cands, read, value
+
+
+def test_the_cast_accepts_the_number_regexes_and_only_nan_forms_beyond():
+    """What lets _cast_numbers skip the regex: the strings arrow's cast to float64 reads are
+    those _NUMBER_RE, _NAN_RE or _INF_RE accept, plus nan(...) forms, which it reads as NaN
+    (a pyarrow that reads more, e.g. 1_0 or 0x10, fails here)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pyjama import parse
+
+    cands, read, value = _number_candidates()
+    arr = pa.array(cands, pa.string())
+    ours = np.zeros(len(cands), bool)
+    for rx in (parse._NUMBER_RE, parse._NAN_RE, parse._INF_RE):
+        ours |= parse._np_bool(pc.match_substring_regex(arr, rx))
+    beyond = [c for c, r, o in zip(cands, read, ours) if r and not o]
+    assert not [c for c, r, o in zip(cands, read, ours) if o and not r]
+    assert beyond and all(re.fullmatch(r"[-+]?nan\(.*\)", c) for c in beyond)
+    assert np.isnan(value[read & ~ours]).all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numbers_by_the_cast_equal_the_regex_path(seed, monkeypatch):
+    """Random batches of number-like tokens (with missing ones, without and with a token the
+    cast refuses): the same values bit for bit, the same missing, bad and infinite."""
+    import pyarrow as pa
+
+    from pyjama import parse
+
+    rng = np.random.default_rng(seed)
+    cands, read, _ = _number_candidates()
+    pool = [c for c in cands if len(c) < 6]
+    readable = [c for c, r in zip(cands, read) if r and len(c) < 6]
+    for trial in range(40):
+        src = readable if trial % 4 else pool
+        toks = list(rng.choice(src, 500)) + ["NA", "", None][: trial % 4]
+        arr = pa.array(toks, pa.string())
+        got = parse._to_numbers(arr, ["NA", ""])
+        with monkeypatch.context() as m:
+            m.setattr(parse, "_cast_numbers", lambda v, missing, missing_np: None)
+            want = parse._to_numbers(arr, ["NA", ""])
+        assert_array_equal(got[0].view(np.int64), want[0].view(np.int64))
+        for g, w in zip(got[1:], want[1:]):
+            assert_array_equal(g, w)
+
+
 def test_key_value_split_equals_the_regex_on_random_tokens():
     import pyarrow as pa
 
@@ -313,6 +403,49 @@ def _regex_split(flat, psep):
 
 def pandas_order(df):
     return df.sort_values(["sensor", "ts"], kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("bad_times", [False, True])
+def test_parse_fast_paths_equal_the_general_ones(tmp_path, monkeypatch, bad_times):
+    """A generated key:value day with every kind of bad line (CR line ends on some lines, a
+    stray CR inside one, control bytes, blanks, spaces and offsets around the time, bad
+    times and times without an offset, which only pandas reads, a long line, bad pairs, repeated names, nan(...) and 1e400 values, a cut last
+    line) parses to the same rows, rejects and skips with the arrow ISO times and the
+    numbers by the cast as through pandas' times and the number regex."""
+    from pyjama import demo, parse
+    from pyjama.config import validate
+
+    demo.generate(tmp_path, "T", devices=1, days=1, hz=0.05, seed=4)
+    raw = next(tmp_path.glob("T_valve01_*.csv"))
+    lines = raw.read_text().splitlines()
+    rng = np.random.default_rng(4)
+    edits = [lambda s: s + "\r", lambda s: s.replace(";m1:", ";m1:1\r2", 1), lambda s: s[:25] + "\x01" + s[25:],
+             lambda s: "", lambda s: "  " + s.replace("Z;", "Z ;", 1), lambda s: s.replace("Z;", "+01:00;", 1),
+             lambda s: s * 40, lambda s: s.replace(";m1:", ";m1", 1), lambda s: s + ";m0:5",
+             lambda s: s.replace(";m2:", ";m2:nan(1);x:", 1), lambda s: s.replace(";m3:", ";m3:1e400;y:", 1)]
+    if bad_times:    # a bad time, and one without an offset (only pandas reads it)
+        edits += [lambda s: s.replace("2026", "20x6", 1), lambda s: s.replace("Z;", ";", 1)]
+    for i in rng.choice(len(lines), 120, replace=False):
+        lines[i] = edits[i % len(edits)](lines[i])
+    text = ("\n".join(lines) + "\n2026-01-20T23:59:59Z;m0:1;m1:2").encode()
+    cfg = validate("10_parser", {"exposure": "T", "input_stage": "00_raw", "output_stage": "10_parsed",
+                                 "format": "keyvalue", "max_line_length": 2000, "device": {"from": "filename",
+                                 "pattern": r"^T_(?P<device>[^_]+)_\d{4}-\d{2}-\d{2}\.csv$"}}, "test")
+    fast, iso = [], parse._iso_utc_arrow
+    monkeypatch.setattr(parse, "_iso_utc_arrow", lambda *a: fast.append(iso(*a)) or fast[-1])
+    got = [parse.parse_bytes(text, cfg, raw.name, values=v) for v in (True, False)]
+    assert [f is not None for f in fast] == [not bad_times] * 2     # the arrow times, unless a bad one
+    monkeypatch.setattr(parse, "_iso_utc_arrow", lambda text, ts_cfg, book: None)
+    monkeypatch.setattr(parse, "_cast_numbers", lambda v, missing, missing_np: None)
+    want = [parse.parse_bytes(text, cfg, raw.name, values=v) for v in (True, False)]
+    for g, w in zip(got, want):
+        pd.testing.assert_frame_equal(g.rows, w.rows)
+        assert (g.rejects, g.rejected, g.skipped, g.lines, g.parsed) == (w.rejects, w.rejected, w.skipped,
+                                                                         w.lines, w.parsed)
+    kinds = set(got[0].rejected) | set(got[0].skipped)
+    assert {parse.R_GARBAGE, parse.R_LONG, parse.R_PAIR, parse.R_REPEATED, parse.R_NUMBER,
+            parse.S_BLANK} | ({parse.R_TIMESTAMP} if bad_times else set()) <= kinds, kinds
+    assert np.isinf(got[0].rows["value"]).sum() > 0 and len(got[0].rows) > 20_000
 
 
 def test_sensor_ts_order_spelled_out_equals_pandas():
