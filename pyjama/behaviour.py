@@ -1119,25 +1119,72 @@ def _with_derived_series(t: "_Columns", mask, rows, slot, state, velocity, flags
     # categories: the sorted union of the three (pandas' union_categoricals, as before)
     sen_dtype, sen_map, rank = _union_sorted(t.sensor.dtype, (None, "__state", "__velocity"))
     sen_codes = np.asarray(t.sensor.codes, dtype=np.int64)
-    sub = sen_codes[mask]
-    sensor = np.concatenate([sen_map[0][sen_codes], sen_map[1][sub], sen_map[2][sub]])
-    ts = np.concatenate([t.ts_us, t.ts_us[mask], t.ts_us[mask]])
-    order = tidy.key_time_order(ts, rank[sensor])    # by (sensor name, ts), stably: _sorted_tidy's order
+    pieces = _derived_pieces(sen_codes, t.ts_us, mask, sen_map, rank)
+    if pieces is None:                  # rows not in blocks: gather them in their final order
+        sub = sen_codes[mask]
+        order = tidy.key_time_order(np.concatenate([t.ts_us, t.ts_us[mask], t.ts_us[mask]]),
+                                    rank[np.concatenate([sen_map[0][sen_codes], sen_map[1][sub],
+                                                         sen_map[2][sub]])])
 
-    def repeated(cat):                               # a column the derived rows copy from their input row
+        def arrange(whole, selected):   # a column of the input rows and of the selected ones
+            parts = (whole, whole[mask], whole[mask]) if selected is None else (whole, *selected)
+            return np.concatenate(parts)[order]
+        sensor = arrange(sen_map[0][sen_codes], (sen_map[1][sub], sen_map[2][sub]))
+    else:                               # each output sensor one slice of the input: copied once
+        def arrange(whole, selected):
+            if selected is None:        # the input row's value, also for its state and velocity
+                return np.concatenate([whole[a:b] for _, a, b, _, _ in pieces])
+            parts = (whole, *selected)
+            return np.concatenate([parts[k][a:b] if k == 0 else parts[k][sa:sa + b - a]
+                                   for k, a, b, sa, _ in pieces])
+        sensor = np.repeat([code for *_, code in pieces], [b - a for _, a, b, _, _ in pieces])
+
+    def repeated(cat):                  # a column the derived rows copy from their input row
         dtype, m, _ = _union_sorted(cat.dtype, (None, None, None))
-        codes = np.asarray(cat.codes, dtype=np.int64)
-        return pd.Categorical.from_codes(np.concatenate([m[0][codes], m[0][codes[mask]],
-                                                         m[0][codes[mask]]])[order], dtype=dtype)
+        return pd.Categorical.from_codes(arrange(m[0][np.asarray(cat.codes, dtype=np.int64)], None),
+                                         dtype=dtype)
 
     return pd.DataFrame({
-        "ts": _ts_column(ts[order]),
+        "ts": _ts_column(arrange(t.ts_us, None)),
         "device_id": repeated(t.device_id), "domain": repeated(t.domain),
-        "sensor": pd.Categorical.from_codes(sensor[order], dtype=sen_dtype),
-        "value": np.concatenate([t.value, st, vel])[order],
-        "quality_flag": np.concatenate([t.flag, flag_of(st, interp[rows, slot]),
-                                        flag_of(vel, near[rows, slot])])[order],
+        "sensor": pd.Categorical.from_codes(sensor, dtype=sen_dtype),
+        "value": arrange(t.value, (st, vel)),
+        "quality_flag": arrange(t.flag, (flag_of(st, interp[rows, slot]), flag_of(vel, near[rows, slot]))),
     })
+
+
+def _derived_pieces(codes, ts_us, mask, sen_map, rank):
+    """The rows of :func:`_with_derived_series` in their final (sensor name, ts) order as
+    slices, when the input is in blocks (each sensor one run of rows, its times ascending,
+    ``mask`` all or none of a run; a stage written by 20 on). Each output sensor is
+    one slice, so this is the stable sort's order without sorting. None when the input is
+    not so, or two output names would share a code (then sort).
+
+    Each piece is (part, start, stop, selected_start, code): part 0 the input rows
+    ``[start, stop)``; parts 1 and 2 (state, velocity) the same rows, which are the selected
+    rows from ``selected_start`` on; in the order of the output sensor names' ranks."""
+    n = len(codes)
+    if not n or (codes < 0).any():
+        return None
+    starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    lo, hi = np.concatenate(([0], starts)), np.concatenate((starts, [n]))
+    run_code = codes[lo]
+    if len(np.unique(run_code)) != len(run_code):
+        return None                                   # a sensor in two runs
+    step = np.diff(ts_us)
+    step[starts - 1] = 0                              # a run's first time may be below the last one's
+    if (step < 0).any():
+        return None
+    c = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
+    chosen = c[hi] - c[lo]
+    if ((chosen != 0) & (chosen != hi - lo)).any():
+        return None                                   # a run partly selected
+    pieces = [(part, int(a), int(b), int(c[a]), int(sen_map[part][k]))
+              for part in (0, 1, 2) for a, b, k, m in zip(lo, hi, run_code, chosen) if part == 0 or m]
+    ranks = [int(rank[code]) for *_, code in pieces]
+    if len(set(ranks)) != len(ranks):
+        return None
+    return [pieces[i] for i in np.argsort(ranks, kind="stable")]
 
 
 def _sorted_tidy(df: pd.DataFrame) -> pd.DataFrame:

@@ -1322,3 +1322,49 @@ def _ref_empty_events() -> pd.DataFrame:
                          "n_animals": pd.Series([], dtype=np.int64),
                          "share_active": pd.Series([], dtype=float),
                          "animals": pd.Series([], dtype=object)}, columns=EVENT_COLUMNS)
+
+
+def test_derived_pieces_spelled_out():
+    """Input sensors b (codes 1, rows 0-1) then a (code 0, rows 2-4), only a selected: the
+    output a, a__state, a__velocity, b in name order, each one slice of its part."""
+    from pyjama.behaviour import _derived_pieces
+
+    # output categories a, a__state, a__velocity, b, b__state, b__velocity: codes 0..5
+    sen_map = np.array([[0, 3, -1], [1, 4, -1], [2, 5, -1]])
+    rank = np.arange(6)
+    codes, ts = np.array([1, 1, 0, 0, 0]), np.array([5, 6, 1, 2, 2])
+    mask = np.array([0, 0, 1, 1, 1], bool)
+    assert _derived_pieces(codes, ts, mask, sen_map, rank) == [
+        (0, 2, 5, 0, 0), (1, 2, 5, 0, 1), (2, 2, 5, 0, 2), (0, 0, 2, 0, 3)]
+    assert _derived_pieces(np.array([1, 0, 1]), np.array([1, 1, 2]), np.ones(3, bool), sen_map, rank) is None
+    assert _derived_pieces(codes, np.array([5, 6, 2, 1, 3]), mask, sen_map, rank) is None   # time back
+    assert _derived_pieces(codes, ts, np.array([0, 0, 1, 0, 1], bool), sen_map, rank) is None  # part of a
+    assert _derived_pieces(np.array([0, -1]), np.array([1, 2]), np.ones(2, bool), sen_map, rank) is None
+    clash = np.array([[0, 1, -1], [1, 4, -1], [2, 5, -1]])       # b is named a__state
+    assert _derived_pieces(codes, ts, np.ones(5, bool), clash, rank) is None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_derived_rows_by_slices_equal_the_sorted_rows(tmp_path, seed, monkeypatch):
+    """60's output rows copied as one slice per output sensor are those of the stable sort,
+    bit for bit, on random days in blocks (and shuffled ones, which sort), and on a day with
+    an input sensor named like a derived one (which sorts)."""
+    from pyjama import behaviour
+
+    rng = np.random.default_rng(300 + seed)
+    p = config(tmp_path, **FAST_CONFIGS[seed % len(FAST_CONFIGS)]).params
+    period = int(pd.Timedelta(p["sample_period"]).total_seconds())
+    days = [_random_day(rng, period, kind, int(rng.integers(1, 5))) for kind in ("minute", "bursty", "random")]
+    env_first = days[0].sort_values("domain", kind="stable", ascending=False).reset_index(drop=True)
+    assert env_first["domain"].iloc[0] == "environment"   # an unselected run before the animals'
+    days.append(env_first)
+    clash = _random_day(rng, period, "minute", 2)
+    clash["sensor"] = clash["sensor"].cat.rename_categories({"temp": "m0__norm__state"})
+    days.append(clash)
+    used, pieces = [], behaviour._derived_pieces
+    monkeypatch.setattr(behaviour, "_derived_pieces", lambda *a: used.append(pieces(*a) is not None) or pieces(*a))
+    got = [compute_behaviour(df, DAY, p) for df in days]
+    assert True in used and used[-1] is False       # both ways were taken; the clash sorted
+    monkeypatch.setattr(behaviour, "_derived_pieces", lambda *a: None)
+    for df, new in zip(days, got):
+        _assert_identical(new, compute_behaviour(df, DAY, p))
