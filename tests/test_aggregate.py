@@ -417,3 +417,22 @@ def test_the_occupied_windows_path_spelled_out():
     with pytest.raises(ValueError, match="fill_day needs them all"):
         prep = aggregate.prepare_rows(tidy.conform(df), DAY)
         aggregate.frame_from_moments(aggregate.sparse_moments_from_rows(prep, 10), prep, fill_day=True)
+
+
+def test_day_of_rows_by_arithmetic_equals_the_search():
+    """Days one after the other take the arithmetic path; days with a hole the search; both
+    give each row its day's position or -1 (before, after, in the hole, at midnights)."""
+    from pyjama.aggregate import _day_of_rows, _days_us
+
+    rng = np.random.default_rng(2)
+    day_us = 86_400_000_000
+    for days in (["2026-01-20"], ["2026-01-30", "2026-01-31", "2026-02-01"], ["2026-01-20", "2026-01-22"]):
+        d = _days_us(days)
+        ts = np.concatenate([rng.integers(d[0] - 2 * day_us, d[-1] + 2 * day_us, 5000),
+                             d, d - 1, d + day_us, d + day_us - 1]).astype(np.int64)
+        want = np.full(len(ts), -1)
+        for i, d0 in enumerate(d):
+            want[(ts >= d0) & (ts < d0 + day_us)] = i
+        assert_array_equal(_day_of_rows(ts, d), want)
+    d = _days_us(["2026-01-20", "2026-01-22"])
+    assert _day_of_rows(np.array([d[0] + day_us + 5]), d).tolist() == [-1]      # the hole
