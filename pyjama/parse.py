@@ -170,6 +170,22 @@ def split_lines(data, encoding: str = "utf-8"):
     return lines, ends_with_newline
 
 
+# the characters of _GARBAGE_RE, and every other byte (deleted by _has_control_chars)
+_CONTROL = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_NOT_CONTROL = bytes(b for b in range(256) if b not in _CONTROL)
+
+
+def _has_control_chars(text: str, block: int = 1 << 23) -> bool:
+    """Whether ``text`` holds a character of ``_GARBAGE_RE`` (C0 controls but tab, LF and
+    CR, and DEL): in UTF-8 such a character is that one byte and no other character's byte
+    is below 0x80, so each block's bytes are searched with one C pass (~8 ms an 11 MB day,
+    a third of the per-line search it saves)."""
+    for i in range(0, len(text), block):
+        if text[i:i + block].encode("utf-8", "surrogatepass").translate(None, _NOT_CONTROL):
+            return True
+    return False
+
+
 def read_raw_bytes(path) -> bytes:
     """Read a raw file; gzip files (by magic bytes) are decompressed. A damaged or cut
     gzip stream keeps what could be read (the cut line is then rejected as truncated)."""
@@ -575,6 +591,8 @@ def parse_bytes(data: bytes, cfg: dict, filename: str, values: bool = True) -> P
     text, encoding, file_reason = decode(data, cfg.get("encoding", "utf-8"))
     del data
     lines, final_newline = split_lines(text)
+    # the per-line searches for control characters and U+FFFD only when the text has one
+    scan = {"garbage": _has_control_chars(text), "decode": "\ufffd" in text}
     del text
     n = len(lines)
     dev_cfg = cfg["device"]
@@ -618,7 +636,7 @@ def parse_bytes(data: bytes, cfg: dict, filename: str, values: bool = True) -> P
                             for ln, lg in zip(chunk, long)], dtype=object)
             sub.reject(long, R_LONG, det)
             chunk = ["" if lg else ln for ln, lg in zip(chunk, long)]
-        arr = _premark(sub, chunk, start, n, final_newline, cfg, encoding)
+        arr = _premark(sub, chunk, start, n, final_newline, cfg, encoding, **scan)
         state["last_block"] = start + len(chunk) >= n
         if cfg["format"] == "keyvalue":
             rows = _parse_keyvalue(arr, cfg, sub, fixed_device, values, state, start)
@@ -646,10 +664,13 @@ def parse_bytes(data: bytes, cfg: dict, filename: str, values: bool = True) -> P
 CHUNK_LINES = 200_000
 
 
-def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg, encoding):
+def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg, encoding,
+             garbage: bool = True, decode: bool = True):
     """Blank lines, declared skips, garbage bytes and a cut last line, for one block of
     lines starting at line index ``start`` of a file of ``n`` lines; returns the block's
-    lines as an arrow string array (the keyvalue format tokenises that one)."""
+    lines as an arrow string array (the keyvalue format tokenises that one). ``garbage`` /
+    ``decode`` False: the file's text has no control character / no U+FFFD, so no line
+    is searched for one."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -661,8 +682,10 @@ def _premark(book: LineBook, chunk, start: int, n: int, final_newline: bool, cfg
     book.skip(head, S_SKIP_LINES)
     for pat in cfg.get("skip_patterns", []):
         book.skip(_np_bool(pc.match_substring_regex(arr, pat)), s_pattern(pat))
-    book.reject(_np_bool(pc.match_substring_regex(arr, _GARBAGE_RE)), R_GARBAGE)
-    book.reject(_np_bool(pc.match_substring_regex(arr, _DECODE_RE)), r_decode(encoding))
+    if garbage:
+        book.reject(_np_bool(pc.match_substring_regex(arr, _GARBAGE_RE)), R_GARBAGE)
+    if decode:
+        book.reject(_np_bool(pc.match_substring_regex(arr, _DECODE_RE)), r_decode(encoding))
     if (not final_newline and cfg.get("last_line_without_newline", "auto") == "reject"
             and start + len(chunk) == n):
         last = np.zeros(len(chunk), dtype=bool)

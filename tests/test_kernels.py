@@ -448,6 +448,39 @@ def test_parse_fast_paths_equal_the_general_ones(tmp_path, monkeypatch, bad_time
     assert np.isinf(got[0].rows["value"]).sum() > 0 and len(got[0].rows) > 20_000
 
 
+def test_control_chars_by_bytes_equal_the_garbage_regex():
+    """_has_control_chars answers as _GARBAGE_RE would, for every character up to U+02FF,
+    random ones beyond, and a control character on each side of a block's edge."""
+    from pyjama import parse
+
+    rng = np.random.default_rng(5)
+    chars = [chr(c) for c in range(0x300)] + [chr(int(c)) for c in rng.integers(0x300, 0x10FFFF, 3000)
+                                              if not 0xD800 <= c <= 0xDFFF]
+    for c in chars:
+        assert parse._has_control_chars("ab" + c + "é") == bool(re.search(parse._GARBAGE_RE, c)), hex(ord(c))
+    assert not parse._has_control_chars("x" * 40 + "\t\r\n", block=16)
+    for at in (15, 16, 17, 47):
+        assert parse._has_control_chars("x" * at + "\x7f" + "y" * 20, block=16)
+
+
+def test_parse_searches_lines_for_garbage_only_when_the_text_has_some(monkeypatch):
+    """The same rows and rejects with the per-line search forced, with and without garbage."""
+    from pyjama import parse
+    from pyjama.config import validate
+
+    cfg = validate("10_parser", {"exposure": "T", "input_stage": "00_raw", "output_stage": "10_parsed",
+                                 "format": "keyvalue", "device": {"from": "fixed", "value": "d"}}, "test")
+    good = "".join(f"2026-01-20T00:00:{i:02d}Z;m0:{i};t\u00e9:{i}\n" for i in range(50))
+    for text in (good, good + "2026-01-20T00:01:00Z;m0:1\x00\n2026-01-20T00:01:01Z;m0:\ufffd\n"):
+        got = parse.parse_bytes(text.encode(), cfg, "x.csv")
+        with monkeypatch.context() as m:
+            m.setattr(parse, "_has_control_chars", lambda text: True)
+            want = parse.parse_bytes(text.encode(), cfg, "x.csv")
+        pd.testing.assert_frame_equal(got.rows, want.rows)
+        assert (got.rejects, got.rejected) == (want.rejects, want.rejected)
+    assert set(got.rejected) == {parse.R_GARBAGE, parse.r_decode("utf-8")} and len(got.rows) == 100
+
+
 def test_sensor_ts_order_spelled_out_equals_pandas():
     from pyjama.normalise import sort_sensor_ts
 
