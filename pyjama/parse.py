@@ -479,9 +479,10 @@ def _cast_numbers(v, missing, missing_np):
     """:func:`_to_numbers` for kind "number" by arrow's cast alone, when it parses every
     token that is not missing (else None: the regex path rejects the bad ones). The cast
     accepts what ``_NUMBER_RE``, ``_NAN_RE`` and ``_INF_RE`` accept and, beyond them, only
-    ``nan(...)`` forms, which it reads as NaN (tests/test_kernels.py pins this on a quarter
-    of a million strings); so the regexes are asked about the few tokens that are not
-    finite, and the result is the regex path's, bit for bit, at a fifth of its cost."""
+    ``nan(...)`` forms, which it reads as NaN (tests/test_kernels.py pins this on ~50,000
+    strings); so the regexes are asked only about the few tokens that are not finite, and
+    the result is the regex path's, bit for bit, without the number regex's pass over every
+    token (~67 ms of a 1 Hz day's 1.1 M tokens)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
