@@ -108,8 +108,12 @@ def centred_bounds(ts_ns: np.ndarray, window) -> tuple:
     return _centred_bounds(Series(ts_ns), window)
 
 
-def _centred_bounds(series: Series, window) -> tuple:
-    """:func:`centred_bounds` of each series of ``series`` (windows end at its edges)."""
+def _centred_bounds(series: Series, window, rows=None) -> tuple:
+    """:func:`centred_bounds` of each series of ``series`` (windows end at its edges).
+    ``rows`` (a boolean mask): only those rows' windows are used; when they are few (a
+    spike test's candidates: a few hundred of a 1 Hz day's 86,400) only their bounds are
+    searched, and every other row gets the bounds of the asked row before it (the first
+    asked row's before it), so both arrays stay ascending."""
     n = len(series.ts)
     idx = np.arange(n, dtype=np.int64)
     if isinstance(window, (int, np.integer)):
@@ -117,9 +121,18 @@ def _centred_bounds(series: Series, window) -> tuple:
         return np.maximum(idx - half, series.lo), np.minimum(idx + half + 1, series.hi)
     half = int(pd.Timedelta(window).value) // 2
     key = series.key(half)
-    start = np.searchsorted(key, key - half, side="left")
-    end = np.searchsorted(key, key + half, side="right")
-    return start.astype(np.int64, copy=False), end.astype(np.int64, copy=False)
+    at = None if rows is None else np.flatnonzero(rows)
+    if at is None or not len(at) or len(at) * _FEW_ROWS >= n:
+        start = np.searchsorted(key, key - half, side="left")
+        end = np.searchsorted(key, key + half, side="right")
+        return start.astype(np.int64, copy=False), end.astype(np.int64, copy=False)
+    start = np.searchsorted(key, key[at] - half, side="left").astype(np.int64, copy=False)
+    end = np.searchsorted(key, key[at] + half, side="right").astype(np.int64, copy=False)
+    before = np.maximum(np.cumsum(np.asarray(rows, dtype=bool)) - 1, 0)    # the asked row at or before each row
+    return start[before], end[before]
+
+
+_FEW_ROWS = 8        # asked rows fewer than n / 8: search only theirs (_centred_bounds)
 
 
 # The median's plan, by cost (ns, measured on this machine with 200,000 jittered samples,
@@ -315,7 +328,7 @@ def _noise_scale(series: Series, x: np.ndarray, window, rows=None) -> np.ndarray
     if not series.single:
         after[series.first + series.lengths - 1] = False
     stuck = zero & (after | before)
-    lo, hi = _centred_bounds(series, window)
+    lo, hi = _centred_bounds(series, window, rows)
     idx = np.arange(len(x), dtype=np.int64)
     lo = np.maximum(np.minimum(lo, idx - NOISE_MIN_SIDE), series.lo)
     hi = np.minimum(np.maximum(hi, idx + NOISE_MIN_SIDE + 1), series.hi)
@@ -435,7 +448,7 @@ def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, 
         thr = np.maximum(thr, float(threshold_abs))
     far = np.ones(n, dtype=bool)
     if context_window is not None:
-        ctx = rolling_stat(xs, *_centred_bounds(usable, context_window), "median", rows=rows)
+        ctx = rolling_stat(xs, *_centred_bounds(usable, context_window, rows), "median", rows=rows)
         with np.errstate(invalid="ignore"):
             far = np.abs(xs - ctx) > thr
     mark = np.zeros(n, dtype=bool)
@@ -508,6 +521,8 @@ def _flag_flat_lines(series: Series, values: np.ndarray, tolerance: float, min_d
         period = _series_median_step(usable)
         dur = np.repeat(np.maximum(int(pd.Timedelta(min_duration).value) - period, 1), usable.lengths)
         eps = np.repeat(1e-9 * np.maximum(1.0, np.maximum.reduceat(np.abs(xs), usable.first)), usable.lengths)
+    if not _long_run_of_small_steps(xs, usable, tolerance + eps, dur):
+        return out
     # Every sample of a long-enough flat stretch lies in one of these two shortest
     # long-enough stretches, which are flat too (a sub-stretch has a smaller range):
     # starting at it (it, …, first e with t_e − t_it ≥ dur) or ending at the end j of
@@ -523,6 +538,26 @@ def _flag_flat_lines(series: Series, values: np.ndarray, tolerance: float, min_d
         mark += np.bincount(lo[flat], minlength=n + 1) - np.bincount(hi[flat] + 1, minlength=n + 1)
     out[ok] = np.cumsum(mark[:-1]) > 0
     return out
+
+
+def _long_run_of_small_steps(xs: np.ndarray, series: Series, limit, dur) -> bool:
+    """Whether a run of consecutive rows of one series whose every step |x_k − x_k−1| is
+    not above ``limit`` (per row, or one number; a NaN step is not above) lasts ``dur``
+    ns or more (per row, or one number). Without one, :func:`_flag_flat_lines` flags
+    nothing: a flat stretch's spread max − min bounds each of its steps, in floats too
+    (rounding is monotone), so every step of it is within the tolerance, and it lasts dur.
+    One pass over the steps instead of four rolling extremes and two window searches on a
+    live sensor's day."""
+    limit = np.asarray(limit, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        big = np.abs(np.diff(xs)) > (limit[1:] if limit.ndim else limit)
+    if not series.single:
+        big[series.first[1:] - 1] = True          # no run across two series
+    cut = np.flatnonzero(big)
+    starts = np.concatenate(([0], cut + 1))
+    ends = np.concatenate((cut, [len(xs) - 1]))
+    need = np.asarray(dur)
+    return bool(np.any(series.ts[ends] - series.ts[starts] >= (need[starts] if need.ndim else need)))
 
 
 def _series_median_step(series: Series) -> np.ndarray:

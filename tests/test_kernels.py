@@ -642,6 +642,104 @@ def test_spikes_from_the_candidate_runs_only_equal_every_row(seed):
     assert hits > 100
 
 
+def test_centred_bounds_of_a_few_rows_spelled_out():
+    # 1 s samples with a 10 s hole after row 5, a 4 s window (±2 s): rows 2 and 6 asked of
+    # 20, so only theirs are searched; every row takes the bounds of the asked row at or
+    # before it (rows 0-1: row 2's), so both arrays stay ascending
+    ts = T0 + np.r_[np.arange(6), np.arange(16, 30)] * S
+    rows = np.zeros(20, dtype=bool)
+    rows[[2, 6]] = True
+    lo, hi = qc._centred_bounds(qc.Series(ts), pd.Timedelta("4s"), rows)
+    assert lo.tolist() == [0, 0, 0, 0, 0, 0] + [6] * 14
+    assert hi.tolist() == [5, 5, 5, 5, 5, 5] + [9] * 14
+    full = qc._centred_bounds(qc.Series(ts), pd.Timedelta("4s"))
+    assert (full[0][[2, 6]].tolist(), full[1][[2, 6]].tolist()) == ([0, 6], [5, 9])
+    # many rows asked (a fifth): every row searched, as without rows
+    many = np.arange(20) % 5 == 0
+    assert [b.tolist() for b in qc._centred_bounds(qc.Series(ts), pd.Timedelta("4s"), many)] == \
+        [b.tolist() for b in full]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_centred_bounds_of_a_few_rows_equal_every_rows_at_those_rows(seed):
+    rng = np.random.default_rng(70 + seed)
+    for _ in range(40):
+        n = int(rng.integers(20, 3000))
+        ts = T0 + np.cumsum(rng.choice([1, 1, 1, 2, 60], n)) * S
+        cut = sorted(set(rng.integers(1, n, int(rng.integers(0, 4))).tolist()))
+        series = qc.Series(ts, np.diff([0] + cut + [n]) if cut else None)
+        rows = rng.random(n) < rng.choice([0.002, 0.02, 0.1])
+        window = pd.Timedelta(f"{int(rng.integers(1, 400))}s")
+        lo, hi = qc._centred_bounds(series, window, rows)
+        flo, fhi = qc._centred_bounds(series, window)
+        assert_array_equal(lo[rows], flo[rows])
+        assert_array_equal(hi[rows], fhi[rows])
+        assert (np.diff(lo) >= 0).all() and (np.diff(hi) >= 0).all() and (hi > lo).all()
+
+
+def test_long_run_of_small_steps_spelled_out():
+    one = qc.Series(T0 + np.arange(8) * S)
+    x = np.array([0, 0.5, 0, 0.5, 3, 3, 3, 9])
+    #   steps 0.5 0.5 0.5 | 2.5 | 0 0 | 6: with a limit of 0.5, rows 0-3 last 3 s
+    assert qc._long_run_of_small_steps(x, one, 0.5, 3 * S)
+    assert not qc._long_run_of_small_steps(x, one, 0.5, 3 * S + 1)
+    assert not qc._long_run_of_small_steps(x, one, 0.49, 3 * S)      # rows 4-6 last 2 s only
+    #   a NaN step is not above the limit (an inf − inf spread is then left to the windows)
+    assert qc._long_run_of_small_steps(np.array([np.inf, np.inf, 1.0]), qc.Series(T0 + np.arange(3) * S), 0, S)
+    #   two series end to end: the run of rows 2-5 crosses from one to the other, so no run
+    #   lasts 3 s; per-row limits and durations (each series its own)
+    two = qc.Series(T0 + np.r_[np.arange(4), np.arange(4)] * S, [4, 4])
+    y = np.array([9, 1, 1, 1, 1, 1, 1, 9.0])
+    assert not qc._long_run_of_small_steps(y, two, 0.0, 3 * S)
+    assert qc._long_run_of_small_steps(y, two, 0.0, 2 * S)
+    assert qc._long_run_of_small_steps(y, two, np.r_[[0.0] * 4, [8.0] * 4], np.r_[[9 * S] * 4, [3 * S] * 4])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_flat_lines_without_a_long_run_of_small_steps_equal_the_windows(seed, monkeypatch):
+    # qc._flag_flat_lines returns at once when no run of small steps lasts min_duration:
+    # the same flags as searching the windows, on series with stuck stretches just shorter
+    # and longer than min_duration, steps exactly at the tolerance, NaN, ±inf, 1 to 3
+    # series end to end
+    rng = np.random.default_rng(90 + seed)
+    cases = []
+    for k in range(60):
+        n = int(rng.integers(5, 500))
+        x = np.round(1000 + rng.normal(0, rng.choice([0.3, 2, 20]), n), int(rng.integers(0, 2)))
+        if k % 3:
+            i, L = int(rng.integers(0, n)), int(rng.integers(5, 40))
+            x[i:i + L] = x[i] + (np.arange(len(x[i:i + L])) % 2) * rng.choice([0, 0.5, 1])
+        x[rng.random(n) < 0.03] = np.nan
+        if k % 11 == 10:
+            x[int(rng.integers(0, n))] = rng.choice([np.inf, -np.inf])
+        ts = T0 + np.cumsum(rng.choice([1, 1, 1, 2, 30], n)) * S
+        cut = sorted(set(rng.integers(1, n, int(rng.integers(0, 3))).tolist()))
+        series = qc.Series(ts, np.diff([0] + cut + [n]) if cut else None)
+        for tol, dur in ((0, "10s"), (0.5, "20s"), (1, "8s"), (0, "45s"), (30, "1min")):
+            cases.append((series, x, tol, pd.Timedelta(dur)))
+    got = [qc._flag_flat_lines(*c) for c in cases]
+    skipped = sum(not qc._long_run_of_small_steps(*_flat_precheck_args(*c)) for c in cases)
+    monkeypatch.setattr(qc, "_long_run_of_small_steps", lambda *a: True)
+    want = [qc._flag_flat_lines(*c) for c in cases]
+    for g, w in zip(got, want):
+        assert_array_equal(g, w)
+    assert sum(int(w.sum()) for w in want) > 1000 and 30 < skipped < len(cases) - 30   # both paths
+
+
+def _flat_precheck_args(series, x, tol, dur):
+    """qc._long_run_of_small_steps' arguments as qc._flag_flat_lines passes them."""
+    ok, usable = series.keep(~np.isnan(x), min_length=2)
+    xs = x[ok]
+    if len(ok) < 2:
+        return xs, usable, 0.0, 0
+    if usable.single:
+        period = int(np.median(np.diff(usable.ts)))
+        return xs, usable, tol + 1e-9 * max(1.0, float(np.max(np.abs(xs)))), max(dur.value - period, 1)
+    period = qc._series_median_step(usable)
+    eps = np.repeat(1e-9 * np.maximum(1.0, np.maximum.reduceat(np.abs(xs), usable.first)), usable.lengths)
+    return xs, usable, tol + eps, np.repeat(np.maximum(dur.value - period, 1), usable.lengths)
+
+
 def test_remove_unused_spelled_out():
     col = pd.Series(pd.Categorical(["b", None, "d", "b"], categories=["d", "c", "b", "a"]))
     out = tidy.remove_unused(col)
