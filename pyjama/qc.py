@@ -122,7 +122,9 @@ def _centred_bounds(series: Series, window, rows=None) -> tuple:
     half = int(pd.Timedelta(window).value) // 2
     key = series.key(half)
     at = None if rows is None else np.flatnonzero(rows)
-    if at is None or not len(at) or len(at) * _FEW_ROWS >= n:
+    if at is not None and not len(at):
+        return idx, idx + 1                 # no row asked: any ascending bounds
+    if at is None or len(at) * _FEW_ROWS >= n:
         start = np.searchsorted(key, key - half, side="left")
         end = np.searchsorted(key, key + half, side="right")
         return start.astype(np.int64, copy=False), end.astype(np.int64, copy=False)
@@ -440,6 +442,8 @@ def _flag_spikes(series: Series, values: np.ndarray, window, threshold_mad=6.0, 
     # (not with ±inf: the median's paths part there, and all rows keep the one they take)
     if candidates_only and threshold_abs is not None and float(threshold_abs) >= 0 and not np.isinf(xs).any():
         first, rows = _spike_candidates(xs, usable, max_length, float(threshold_abs))
+        if not first.any():
+            return out          # no run is beyond its neighbours by threshold_abs: no spike
     thr = np.full(n, -np.inf)
     sig = _noise_scale(usable, xs, window, rows=rows)     # T of every run sample: the context test
     if threshold_mad is not None:

@@ -643,6 +643,9 @@ def test_spikes_from_the_candidate_runs_only_equal_every_row(seed):
 
 
 def test_centred_bounds_of_a_few_rows_spelled_out():
+    # no row asked: nothing searched, ascending bounds of width 1
+    none = qc._centred_bounds(qc.Series(T0 + np.arange(4) * S), pd.Timedelta("4s"), np.zeros(4, dtype=bool))
+    assert [b.tolist() for b in none] == [[0, 1, 2, 3], [1, 2, 3, 4]]
     # 1 s samples with a 10 s hole after row 5, a 4 s window (±2 s): rows 2 and 6 asked of
     # 20, so only theirs are searched; every row takes the bounds of the asked row at or
     # before it (rows 0-1: row 2's), so both arrays stay ascending
