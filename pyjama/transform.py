@@ -203,21 +203,18 @@ def transform_frame(df: pd.DataFrame, rules: list):
 def _sorted_categories(codes, cats):
     """Codes and categories re-coded onto the sorted categories (as :func:`tidy.concat` does)."""
     srt = sorted(set(cats))
+    if srt == list(cats):
+        return codes, srt           # already sorted and distinct: the codes stay
     pos = {c: k for k, c in enumerate(srt)}
     return np.array([pos[c] for c in cats], dtype=np.int64)[codes], srt
 
 
 def _sensor_ts_order(sen, ts):
-    """Row order by (sensor code, ts), stable. One combined int64 key when the times span
-    less than 2^40 us (12.7 days; a partition is one day): its runs are the rows already in
-    order (the input, then the derived rows), which the stable sort (timsort) merges in
-    O(n); else a lexsort."""
+    """Row order by (sensor code, ts), stable: :func:`pyjama.tidy.key_time_order` (no sort
+    when each sensor's rows are one run in time order: the input, then the derived rows)."""
     if not len(ts):
         return np.zeros(0, dtype=np.int64)
-    lo, span = ts.min(), ts.max() - ts.min()
-    if span < (1 << 40) and sen.max() < (1 << 22):
-        return np.argsort((sen << 40) | (ts - lo), kind="stable")
-    return np.lexsort((ts, sen))
+    return tidy.key_time_order(ts, sen)
 
 
 def transform_frame_pandas(df: pd.DataFrame, rules: list):

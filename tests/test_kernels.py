@@ -500,6 +500,26 @@ def test_sensor_ts_order_spelled_out_equals_pandas():
     pd.testing.assert_frame_equal(sort_sensor_ts(df.iloc[:0]), pandas_order(df.iloc[:0]))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_key_time_order_equals_lexsort_in_blocks_runs_and_disorder(seed):
+    # tidy.key_time_order takes each of its three ways on these (blocks: no sort; a combined
+    # key; the lexsort for keys from 2^22 or times spanning 2^40 µs): always np.lexsort's order
+    rng = np.random.default_rng(120 + seed)
+    for _ in range(30):
+        n = int(rng.integers(1, 400))
+        key = np.sort(rng.integers(0, 6, n))
+        ts = np.concatenate([np.sort(rng.integers(0, 50, int(c))) for c in np.bincount(key)])
+        cases = [(ts, key),                                                   # blocks in order
+                 (ts[::-1].copy(), key[::-1].copy()),                         # blocks, times reversed
+                 (np.r_[ts, ts], np.r_[key, key + 6]),                        # the derived rows after
+                 (rng.integers(0, 50, n), rng.integers(0, 6, n)),             # disorder, ties
+                 (rng.integers(0, 50, n), rng.integers(0, 6, n) + (1 << 22)),  # keys too large
+                 (rng.integers(0, 3, n) << 40, rng.integers(0, 6, n))]        # times too far apart
+        for t, k in cases:
+            assert_array_equal(tidy.key_time_order(t.astype(np.int64), k.astype(np.int64)),
+                               np.lexsort((t, k)))
+
+
 def test_normalise_frame_on_a_generated_day_equals_the_pandas_sort(monkeypatch):
     from pyjama import normalise
     from tests.test_normalise import normalise_frame_pandas
