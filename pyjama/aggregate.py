@@ -386,7 +386,7 @@ def frame_from_moments(m, prep: Prepared, stats=STATS, fill_day: bool = True,
         "sensor": pd.Categorical.from_codes(name_code, categories=pd.Index(names, dtype=object)),
         "value": val,
         "quality_flag": np.where(miss, int(Flag.MISSING), int(Flag.OK)).astype(np.uint8),
-    })
+    }, copy=False)      # the arrays are this frame's own
     return tidy.conform(out)
 
 

@@ -1150,7 +1150,7 @@ def _with_derived_series(t: "_Columns", mask, rows, slot, state, velocity, flags
         "sensor": pd.Categorical.from_codes(sensor, dtype=sen_dtype),
         "value": arrange(t.value, (st, vel)),
         "quality_flag": arrange(t.flag, (flag_of(st, interp[rows, slot]), flag_of(vel, near[rows, slot]))),
-    })
+    }, copy=False)      # the arrays are this frame's own (pandas would copy them: ~5-25 ms a 1 Hz day)
 
 
 def _derived_pieces(codes, ts_us, mask, sen_map, rank):

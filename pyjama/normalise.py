@@ -394,7 +394,7 @@ def normalise_frame(df: pd.DataFrame, params: dict, bounds: dict, device: str):
     out["sensor"] = pd.Categorical.from_codes(out_sen[order], dtype=sen_dtype, validate=False)
     out["value"] = np.concatenate((values[kept], y))[order]
     out["quality_flag"] = np.concatenate((flags[kept], f))[order]
-    out = pd.DataFrame(out)
+    out = pd.DataFrame(out, copy=False)     # the arrays are this frame's own
     return out, report     # tidy (the tests hold it to the frame tidy.conform gives)
 
 

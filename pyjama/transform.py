@@ -195,7 +195,7 @@ def transform_frame(df: pd.DataFrame, rules: list):
         "sensor": pd.Categorical.from_codes(sen[order], categories=pd.Index(sen_cats, dtype=object)),
         "value": value[order],
         "quality_flag": flag[order],
-    })
+    }, copy=False)      # the arrays are this frame's own
     return tidy.conform(out), {"rows_added": rows_added, "undefined": undefined_total,
                                "per_rule": per_rule}
 
