@@ -31,3 +31,17 @@ def test_bench_small_runs_and_prints_every_scenario(tmp_path):
     # the new day's first minutes: docs/steps/clean-resample.md): no step runs more than twice
     assert min(fig["incremental"]["jobs"].values()) == 1 and max(fig["incremental"]["jobs"].values()) == 2
     assert "error" not in (fig.get("import80") or {}), fig.get("import80")
+
+
+def test_network_scenario_runs_the_cron_cases(tmp_path):
+    """G4's scenario at a tiny size (2 devices × 3 days of hourly files up to today): the
+    cron run with nothing new is answered from the verdict cache and runs no job; one more
+    line in a logger's file of today runs its jobs (the parser, its day and the day before)."""
+    sys.path.insert(0, str(REPO))
+    from bench.run import network
+
+    fig = network(tmp_path, 2, 3)
+    assert fig["jobs"] > 0 and fig["dry_cached_jobs"] == fig["jobs"]
+    assert fig["window_jobs"] > 0
+    assert fig["window_noop_jobs"] == 0 and fig["window_noop_cached"]
+    assert 0 < fig["window_new_line_jobs"] < fig["window_jobs"]
