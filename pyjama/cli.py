@@ -125,6 +125,9 @@ def _command(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .alloc import tune_malloc
+
+    tune_malloc()                       # freed arrays kept for reuse (pyjama/alloc.py)
     return one_line_errors(_parse_and_run, list(sys.argv[1:] if argv is None else argv))
 
 

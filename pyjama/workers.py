@@ -268,6 +268,9 @@ def main(argv) -> int:
     sys.stdout = sys.stderr
     requests = sys.stdin.buffer
     _WORKER.update(root=args.root, pipeline=args.pipeline)
+    from .alloc import tune_malloc
+
+    tune_malloc()                        # before its first array (pyjama/alloc.py)
     for name in PRELOAD:                 # once, before the first job arrives
         importlib.import_module(name)
     while True:
