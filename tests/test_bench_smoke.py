@@ -45,3 +45,11 @@ def test_network_scenario_runs_the_cron_cases(tmp_path):
     assert fig["window_jobs"] > 0
     assert fig["window_noop_jobs"] == 0 and fig["window_noop_cached"]
     assert 0 < fig["window_new_line_jobs"] < fig["window_jobs"]
+
+
+def test_alternate_refuses_a_folder_that_is_not_a_checkout(tmp_path):
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "alternate.py"), "new-day", str(tmp_path), str(REPO)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (f"Error: {tmp_path}: not a PyJAMA checkout (no workflow/Snakefile); "
+                                  "allowed: a tree of this repository")
