@@ -21,6 +21,7 @@ HELP = {
     ("-m", "pyjama.docs_gen"): "usage: python3 -m pyjama.docs_gen [-h] [--check]",
     ("-m", "pyjama.manage"): "usage: manager.sh [-h] {create,archive,delete,demo} ...",
     ("-m", "pyjama.workers"): "usage: python3 -m pyjama.workers [-h] root pipeline",
+    ("bench/alternate.py",): "usage: alternate.py [-h]",
     ("bench/bench_postgres.py",): "usage: bench_postgres.py [-h]",
     ("bench/grid_sizes.py",): "usage: grid_sizes.py [-h]",
     ("bench/compare_pyperun.py",): "usage: compare_pyperun.py [-h]",

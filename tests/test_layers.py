@@ -9,7 +9,7 @@ PKG = REPO / "pyjama"
 
 # lowest first; a module may import its own floor or lower ones
 FLOORS = [
-    ["pyjama", "pyjama.errors", "pyjama.flags"],
+    ["pyjama", "pyjama.errors", "pyjama.flags", "pyjama.alloc"],    # alloc: glibc's malloc thresholds
     ["pyjama.timewindow", "pyjama.rules", "pyjama.progress"],
     ["pyjama.io", "pyjama.config", "pyjama.tidy", "pyjama.losses"],   # losses: the lost-data texts
     # pure kernels: frames and parameters in, frames out
