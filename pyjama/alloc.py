@@ -19,8 +19,9 @@ the same rows: 98 of 98 and 392 of 392):
   2.8–3.1 s;
 - a new device-day in Snakemake (14 jobs in threads), five pairs: median 4.31 → 4.01 s,
   every pair faster;
-- the full build of dataset M (227 jobs in worker processes), two pairs: 47.7 and 45.9 s →
-  41.7 and 41.5 s of wall, 85.1 and 86.1 → 77.8 and 77.9 CPU-s;
+- the full build of dataset M (227 jobs in worker processes), three pairs: 47.7, 45.9 and
+  51.9 s → 41.7, 41.5 and 45.7 s of wall, 85.1, 86.1 and 96.3 → 77.8, 77.9 and 85.9 CPU-s;
+  the largest process's peak 715 → 743 MB (third pair);
 - peak memory of each step on a 10 Hz device-day: +1 to +6 % (the largest, 30_clean,
   1,901 → 1,914 MB).
 
