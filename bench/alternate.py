@@ -23,9 +23,6 @@ and in how many pairs AFTER was faster. Run it under ``flock /tmp/pyjama-bench.l
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -36,32 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.compare_pyperun import SIZES, timed  # noqa: E402
-
-START = "2026-01-20"
-
-
-def _env(tree: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(tree)
-    return env
-
-
-def _create(tree: Path, root: Path, raw: list) -> None:
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-            "from pyjama.manage import create; create('BENCH', Path(sys.argv[2]))")
-    subprocess.run([sys.executable, "-c", code, str(tree), str(root)], check=True, env=_env(tree))
-    for f in raw:
-        shutil.copy(f, root / "data/BENCH/00_raw" / f.name)
-
-
-def _snakemake(tree: Path, root: Path) -> dict:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "workflow/Snakefile"), "--cores", "2",
-           "--config", "exposure=BENCH"]
-    r = timed(cmd, root, _env(tree))
-    m = re.search(r"(\d+) of (\d+) steps \(100%\) done", r["out"])
-    r["jobs"] = int(m.group(2)) - 1 if m else 0           # without `all`
-    return r
+from bench.compare_pyperun import SIZES  # noqa: E402
+from bench.g2_new_day import create_project, new_day_files, snakemake_run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -72,8 +45,6 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", type=int, default=None, help="pairs of runs (default: 5 new-day, 2 full)")
     p.add_argument("--work", help="keep the projects in this folder (default: a temporary one, removed)")
     a = p.parse_args(argv)
-    from pyjama.demo import generate
-
     trees = [Path(a.before).resolve(), Path(a.after).resolve()]
     for t in trees:
         if not (t / "workflow/Snakefile").is_file():
@@ -81,19 +52,13 @@ def main(argv=None) -> int:
     pairs = a.pairs or (5 if a.case == "new-day" else 2)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="pyjama-alternate-"))
     work.mkdir(parents=True, exist_ok=True)
-    size = SIZES["M"]
-    days = 3 if a.case == "new-day" else size["days"]
-    generate(work / "raw", "BENCH", devices=size["devices"], days=days, hz=size["hz"], start=START)
-    raw = sorted((work / "raw").glob("BENCH_*.csv"))
+    raw, new, _ = new_day_files(work, days=3 if a.case == "new-day" else SIZES["M"]["days"])
     runs: dict = {0: [], 1: []}
     if a.case == "new-day":
-        new_day = dt.date.fromisoformat(START) + dt.timedelta(days=days)
-        generate(work / "newday", "BENCH", devices=1, days=1, hz=size["hz"], start=new_day.isoformat(), seed=7)
-        new = work / "newday" / f"BENCH_valve01_{new_day}.csv"
         snap = work / "snapshot"
         shutil.rmtree(snap, ignore_errors=True)
-        _create(trees[0], snap, raw)
-        _snakemake(trees[0], snap)
+        create_project(trees[0], snap, raw)
+        snakemake_run(trees[0], snap)
     for i in range(pairs):
         for k, tree in enumerate(trees):
             root = work / f"run-{k}"
@@ -102,8 +67,8 @@ def main(argv=None) -> int:
                 subprocess.run(["cp", "-a", str(snap), str(root)], check=True)
                 shutil.copy(new, root / "data/BENCH/00_raw" / new.name)
             else:
-                _create(tree, root, raw)
-            r = _snakemake(tree, root)
+                create_project(tree, root, raw)
+            r = snakemake_run(tree, root)
             runs[k].append(r["wall"])
             print(f"pair {i + 1} {'before' if k == 0 else 'after '} {tree}: wall {r['wall']:.2f} s, "
                   f"CPU {r['cpu']:.2f} s, {r['jobs']} jobs", flush=True)

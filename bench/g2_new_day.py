@@ -48,28 +48,55 @@ def job_log_figures(root: Path, since: float) -> dict:
     return {"logged_jobs": jobs, "kept": kept, "job_thread_cpu": round(cpu, 2)}
 
 
-def pyjama_new_day(tree: Path, raw: list, new: Path, work: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(tree)
-    root = work / f"pyjama-{tree.name}"
-    subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tree)!r}); "
-                    f"from pathlib import Path; from pyjama.manage import create; "
-                    f"create('BENCH', Path({str(root)!r}))"],
-                   check=True, env=env)
+def create_project(tree: Path, root: Path, raw: list) -> None:
+    """A project at ``root`` made by ``tree``'s own ``create`` (its templates), ``raw`` copied in."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from pyjama.manage import create; create('BENCH', Path(sys.argv[2]))")
+    subprocess.run([sys.executable, "-c", code, str(tree), str(root)], check=True, env=tree_env(tree))
     for f in raw:
         shutil.copy(f, root / "data/BENCH/00_raw" / f.name)
+
+
+def tree_env(tree: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)
+    return env
+
+
+def snakemake_run(tree: Path, root: Path) -> dict:
+    """``snakemake --cores 2`` with ``tree``'s Snakefile in ``root``, no window: :func:`timed`'s
+    figures plus ``jobs`` (Snakemake's steps without ``all``; None when it printed none)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "workflow/Snakefile"), "--cores", "2",
            "--config", "exposure=BENCH"]
-    full = timed(cmd, root, env)
-    shutil.copy(new, root / "data/BENCH/00_raw" / new.name)
+    r = timed(cmd, root, tree_env(tree))
+    m = re.search(r"(\d+) of (\d+) steps \(100%\) done", r["out"])
+    r["jobs"] = int(m.group(2)) - 1 if m else None
+    return r
+
+
+def new_day_files(work: Path, days: int = DAYS) -> tuple:
+    """(the raw files of DEVICES × ``days`` of M from START, valve01's next day's file, that
+    day): the seeded generator, the new day with its own seed."""
+    from pyjama.demo import generate
+
+    generate(work / "raw", "BENCH", devices=DEVICES, days=days, hz=HZ, start=START)
+    new_day = dt.date.fromisoformat(START) + dt.timedelta(days=days)
+    generate(work / "newday", "BENCH", devices=1, days=1, hz=HZ, start=new_day.isoformat(), seed=7)
+    return (sorted((work / "raw").glob("BENCH_*.csv")), work / "newday" / f"BENCH_valve01_{new_day}.csv",
+            new_day)
+
+
+def pyjama_new_day(tree: Path, raw: list, new: Path, work: Path) -> dict:
     import time
 
+    root = work / f"pyjama-{tree.name}"
+    create_project(tree, root, raw)
+    full = snakemake_run(tree, root)
+    shutil.copy(new, root / "data/BENCH/00_raw" / new.name)
     t0 = time.time()
-    inc = timed(cmd, root, env)
-    m = re.search(r"(\d+) of (\d+) steps \(100%\) done", inc["out"])
-    fig = {"wall": inc["wall"], "cpu": inc["cpu"], "jobs": int(m.group(2)) - 1 if m else None,
-           "full_build": {"wall": full["wall"], "cpu": full["cpu"]}, **job_log_figures(root, t0)}
-    return fig
+    inc = snakemake_run(tree, root)
+    return {"wall": inc["wall"], "cpu": inc["cpu"], "jobs": inc["jobs"],
+            "full_build": {"wall": full["wall"], "cpu": full["cpu"]}, **job_log_figures(root, t0)}
 
 
 def main(argv=None) -> int:
@@ -79,16 +106,9 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     p.add_argument("--keep", help="make the projects in this folder and keep them")
     a = p.parse_args(argv)
-    from pyjama.demo import generate
-
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="g2-"))
     work.mkdir(parents=True, exist_ok=True)
-    gen = work / "raw"
-    generate(gen, "BENCH", devices=DEVICES, days=DAYS, hz=HZ, start=START)
-    raw = sorted(gen.glob("BENCH_*.csv"))
-    new_day = dt.date.fromisoformat(START) + dt.timedelta(days=DAYS)
-    generate(work / "newday", "BENCH", devices=1, days=1, hz=HZ, start=new_day.isoformat(), seed=7)
-    new = work / "newday" / f"BENCH_valve01_{new_day}.csv"
+    raw, new, new_day = new_day_files(work)
     with open("/proc/loadavg") as fh:
         fig = {"load_at_start": fh.read().split()[:3], "pyjama": {}}
     for tree in a.pyjama:

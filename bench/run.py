@@ -332,8 +332,8 @@ def network(tmp: Path, devices: int, days: int) -> dict:
     generate(root / "data/BENCH/00_raw", "BENCH", devices=devices, days=days, hz=1 / 3600, defects=False,
              start=_today_minus(days - 1))
     newest = sorted((root / "data/BENCH/00_raw").glob("BENCH_valve01_*.csv"))[-1]
-    lines = newest.read_text().splitlines(keepends=True)
-    half = max(1, len(lines) // 2)
+    lines = newest.read_text().splitlines(keepends=True)     # 24 hourly lines
+    half = len(lines) // 2
     newest.write_text("".join(lines[:half]))           # today's file so far: its first hours
     cold, text = drawer(root, "--dry-run", "--fresh")
     jobs = _would_run(text)
@@ -343,7 +343,7 @@ def network(tmp: Path, devices: int, days: int) -> dict:
     first, text = drawer(root, "--from", "{NOW-2d}")
     again, text2 = drawer(root, "--from", "{NOW-2d}")
     with newest.open("a") as fh:                       # the logger writes its next line
-        fh.write(lines[half] if half < len(lines) else lines[-1])
+        fh.write(lines[half])
     line, text3 = drawer(root, "--from", "{NOW-2d}")
     return {"devices": devices, "days": days, "jobs": jobs, "dry_cold": cold, "dry_warm": warm,
             "status": status, "dry_cached": cached, "dry_cached_jobs": _would_run(text_c),

@@ -29,31 +29,41 @@ Tried: the trim threshold alone is slower than glibc's defaults (it also freezes
 threshold at 128 KB); 1 GB of trim threshold gains no more than 256 MB. The values
 computed do not change: only where freed memory goes.
 
-Called where PyJAMA's processes start: the Snakefile (the Snakemake process, whose job
-threads compute runs under 100 jobs, and each SLURM job), each worker process
-(:mod:`pyjama.workers`) and ``pyjama.py``. Left alone: when the user set glibc's own
-``MALLOC_*`` variables or ``GLIBC_TUNABLES`` (theirs win), when ``PYJAMA_MALLOC_TUNING=0``,
-and where the C library is not glibc (macOS, musl).
+Called where PyJAMA's processes start: the Snakefile's plan
+(:func:`pyjama.workflow.load_plan_or_exit`: the Snakemake process, whose job threads compute
+runs under 100 jobs, and each SLURM job), each worker process (:mod:`pyjama.workers`) and
+``pyjama.py``. Left alone: when the user set glibc's own ``MALLOC_*`` variables or
+``GLIBC_TUNABLES`` (theirs win), when ``PYJAMA_MALLOC_TUNING=0``, and where the C library is
+not glibc (macOS, musl). Any other value of ``PYJAMA_MALLOC_TUNING`` than 0 or 1 is one
+line before any job.
 """
 from __future__ import annotations
 
 import os
 
+from .errors import UserError
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's malloc.h
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 256 * 1024 * 1024
 OFF_ENV = "PYJAMA_MALLOC_TUNING"
-_DONE: dict = {}
+_DONE: dict = {}          # "result": the first call's answer (once per process)
 
 
 def tune_malloc(environ=None) -> str:
     """Set the thresholds once per process. Returns what was done: ``"set"``; ``"off"``
     (``PYJAMA_MALLOC_TUNING=0``); ``"user"`` (the user's own ``MALLOC_*`` or
-    ``GLIBC_TUNABLES``); ``"not glibc"``. A second call returns the first call's answer."""
+    ``GLIBC_TUNABLES``); ``"not glibc"``; ``"refused"`` (glibc said no: nothing changed).
+    A second call returns the first call's answer. UserError for a value of
+    ``PYJAMA_MALLOC_TUNING`` other than 0 or 1."""
     if "result" in _DONE:
         return _DONE["result"]
     env = os.environ if environ is None else environ
-    if env.get(OFF_ENV, "").strip() == "0":
+    switch = env.get(OFF_ENV, "").strip()
+    if switch not in ("", "0", "1"):
+        raise UserError(f"{OFF_ENV}={switch!r}: not 0 or 1; allowed: 0 (glibc's own malloc settings) "
+                        "or 1 (unset: the thresholds of pyjama/alloc.py)")
+    if switch == "0":
         result = "off"
     elif any(k.startswith("MALLOC_") for k in env) or "GLIBC_TUNABLES" in env:
         result = "user"
@@ -76,4 +86,4 @@ def _mallopt() -> str:
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    return "set" if ok else "not glibc"
+    return "set" if ok else "refused"

@@ -125,16 +125,16 @@ def _command(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .alloc import tune_malloc
-
-    tune_malloc()                       # freed arrays kept for reuse (pyjama/alloc.py)
     return one_line_errors(_parse_and_run, list(sys.argv[1:] if argv is None else argv))
 
 
 def _parse_and_run(argv) -> int:
     """Only the named step's options are known (its module alone is imported: a quick
     start); another step's option is one line naming the allowed ones."""
+    from .alloc import tune_malloc
     from .steps import get_step
+
+    tune_malloc()                       # freed arrays kept for reuse (pyjama/alloc.py)
 
     script = argv[1] if len(argv) > 1 and argv[0] == "run" and not argv[1].startswith("-") else None
     if script is None:

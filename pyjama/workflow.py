@@ -347,10 +347,12 @@ def load_plan_or_exit(config: dict, config_args=None) -> WorkflowPlan:
     hit = _PRELOADED.get((str(Path.cwd().resolve()), tuple(config_args or ())))
     if hit is not None:
         return hit
-    from . import workers
+    from . import alloc, workers
 
     try:
         workers.asked()             # a bad PYJAMA_JOB_PROCESSES: one line before any job
+        # freed arrays kept for the jobs of this process (a bad PYJAMA_MALLOC_TUNING: one line)
+        alloc.tune_malloc()
         plan = WorkflowPlan(config, config_args=config_args)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -6,7 +6,11 @@ import sys
 import pytest
 
 from pyjama import alloc
-from tests.wf import REPO
+from pyjama.errors import UserError
+from tests.wf import REPO, make_project, snakemake
+
+BAD = ("PYJAMA_MALLOC_TUNING='yes': not 0 or 1; allowed: 0 (glibc's own malloc settings) "
+       "or 1 (unset: the thresholds of pyjama/alloc.py)")
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -25,6 +29,19 @@ def fresh(monkeypatch):
 ])
 def test_the_users_own_settings_and_the_switch_leave_malloc_alone(fresh, environ, expected):
     assert alloc.tune_malloc(environ) == expected
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_a_bad_switch_is_refused_with_what_is_allowed(fresh):
+    with pytest.raises(UserError) as exc:
+        alloc.tune_malloc({"PYJAMA_MALLOC_TUNING": "yes"})
+    assert str(exc.value) == BAD
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize("switch", ["1", " 1 ", ""])
+def test_one_or_unset_sets_the_thresholds(fresh, switch):
+    assert alloc.tune_malloc({"PYJAMA_MALLOC_TUNING": switch}) == "set"
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
@@ -67,3 +84,20 @@ def test_pyjama_py_tunes_its_process():
     res = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"}, check=False)
     assert res.stdout.strip().splitlines()[-1] == "set", res.stderr
+
+
+def test_a_bad_switch_is_one_line_from_pyjama_py(tmp_path):
+    res = subprocess.run([sys.executable, str(REPO / "pyjama.py"), "list"], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYJAMA_MALLOC_TUNING": "yes"}, cwd=tmp_path, check=False)
+    assert res.returncode != 0
+    assert res.stderr.strip() == f"Error: {BAD}"
+
+
+@pytest.mark.slow
+def test_a_bad_switch_is_one_line_from_snakemake_before_any_job(tmp_path, monkeypatch):
+    make_project(tmp_path)
+    monkeypatch.setenv("PYJAMA_MALLOC_TUNING", "yes")
+    res = snakemake(tmp_path, check=False)
+    assert res.returncode != 0
+    assert f"Error: {BAD}" in res.stderr.splitlines()
+    assert not (tmp_path / "logs" / "T").exists()

@@ -36,7 +36,8 @@ def test_bench_small_runs_and_prints_every_scenario(tmp_path):
 def test_network_scenario_runs_the_cron_cases(tmp_path):
     """G4's scenario at a tiny size (2 devices × 3 days of hourly files up to today): the
     cron run with nothing new is answered from the verdict cache and runs no job; one more
-    line in a logger's file of today runs its jobs (the parser, its day and the day before)."""
+    line in a logger's file of today runs its jobs: its parser and split, and 30 → 70 of its
+    day and of the day before (whose 30 reads today's first minutes: 2 + 2 × 6 jobs)."""
     sys.path.insert(0, str(REPO))
     from bench.run import network
 
@@ -44,7 +45,7 @@ def test_network_scenario_runs_the_cron_cases(tmp_path):
     assert fig["jobs"] > 0 and fig["dry_cached_jobs"] == fig["jobs"]
     assert fig["window_jobs"] > 0
     assert fig["window_noop_jobs"] == 0 and fig["window_noop_cached"]
-    assert 0 < fig["window_new_line_jobs"] < fig["window_jobs"]
+    assert fig["window_new_line_jobs"] == 14
 
 
 def test_alternate_refuses_a_folder_that_is_not_a_checkout(tmp_path):

@@ -16,10 +16,5 @@ from pyjama.workflow import (
     run_rule_job,
 )
 
-from pyjama.alloc import tune_malloc
-
-# freed arrays stay in the process for the next job (pyjama/alloc.py: measured ~15 % of a
-# 1 Hz device-day's chain); the user's own MALLOC_* / GLIBC_TUNABLES win
-tune_malloc()
 PLAN = load_plan_or_exit(config, workflow.config_settings.config_args)
 RESULTS = results_of(PLAN)  # what `snakemake --report` shows (config results=true)
